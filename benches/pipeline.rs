@@ -1,0 +1,2 @@
+//! Pipeline benchmark (filled in with the pipeline).
+fn main() {}

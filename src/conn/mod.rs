@@ -1,0 +1,1 @@
+//! The connection table, the IPVS TCP state machine and persistence templates.

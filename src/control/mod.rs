@@ -1,0 +1,1 @@
+//! The control thread: owns the configuration and hands snapshots to workers.

@@ -1,0 +1,115 @@
+//! A received frame inside its buffer, with room to grow at the front.
+
+use crate::stats::DropReason;
+
+/// A frame in a buffer: `buf[head..head + len]` holds the bytes, `buf[..head]` is headroom.
+#[derive(Debug)]
+pub struct Frame<'a> {
+    buf: &'a mut [u8],
+    head: usize,
+    len: usize,
+}
+
+impl<'a> Frame<'a> {
+    /// A frame of `len` bytes at offset `head` of `buf`.
+    ///
+    /// # Panics
+    /// If `head + len` exceeds the buffer.
+    pub fn new(buf: &'a mut [u8], head: usize, len: usize) -> Frame<'a> {
+        assert!(head + len <= buf.len(), "frame outside its buffer");
+        Frame { buf, head, len }
+    }
+
+    /// The frame's bytes.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.head..self.head + self.len]
+    }
+
+    /// The frame's bytes, writable.
+    #[inline]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.head..self.head + self.len]
+    }
+
+    /// Offset of the first byte in the buffer.
+    #[inline]
+    pub fn head(&self) -> usize {
+        self.head
+    }
+
+    /// Length in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the frame holds no bytes.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes free in front of the frame.
+    #[inline]
+    pub fn headroom(&self) -> usize {
+        self.head
+    }
+
+    /// Bytes free behind the frame.
+    #[inline]
+    pub fn tailroom(&self) -> usize {
+        self.buf.len() - self.head - self.len
+    }
+
+    /// The whole buffer and the frame's position in it, for rewrites that move bytes.
+    #[inline]
+    pub fn parts_mut(&mut self) -> (&mut [u8], usize, usize) {
+        (self.buf, self.head, self.len)
+    }
+
+    /// Moves the frame's boundaries inside the buffer (after a rewrite that grew or shrank
+    /// it).
+    ///
+    /// # Panics
+    /// If the new boundaries leave the buffer.
+    #[inline]
+    pub fn set_bounds(&mut self, head: usize, len: usize) {
+        assert!(head + len <= self.buf.len(), "frame outside its buffer");
+        self.head = head;
+        self.len = len;
+    }
+}
+
+/// What the backend does with a processed frame.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the (rewritten) frame out.
+    Transmit,
+    /// Not fastlb's: the kernel should have it (the XDP filter passes such frames; a
+    /// backend that already holds one counts it).
+    Pass,
+    /// Drop it, counted under the reason.
+    Drop(DropReason),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_track_head_and_tail_room() {
+        let mut buf = [0u8; 64];
+        let mut f = Frame::new(&mut buf, 16, 32);
+        assert_eq!((f.headroom(), f.tailroom(), f.len()), (16, 16, 32));
+        f.set_bounds(0, 48);
+        assert_eq!((f.headroom(), f.tailroom()), (0, 16));
+    }
+
+    #[test]
+    #[should_panic]
+    fn frame_outside_buffer_panics() {
+        let mut buf = [0u8; 8];
+        let _ = Frame::new(&mut buf, 4, 8);
+    }
+}

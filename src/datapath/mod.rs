@@ -1,0 +1,28 @@
+//! The per-packet pipeline and the backends that feed it.
+//!
+//! A backend (pcap replay, AF_XDP) owns buffers and clocks; it hands each received frame to
+//! a [`PacketProcessor`] as a [`Frame`] and acts on the [`Verdict`]. The processor never
+//! touches a socket.
+
+mod frame;
+
+pub use frame::{Frame, Verdict};
+
+use crate::time::Instant;
+
+/// Headroom every backend reserves in front of a received frame, so tunnel encapsulation
+/// (an outer IPv6 header is 40 bytes) can grow the frame without copying it.
+pub const HEADROOM: usize = 256;
+
+/// Something that decides what happens to each frame: the fastlb pipeline, or a trivial
+/// forwarder used to measure the I/O ceiling.
+pub trait PacketProcessor {
+    /// Processes one received frame in place and says what to do with it.
+    fn process(&mut self, now: Instant, frame: &mut Frame<'_>) -> Verdict;
+
+    /// Called between batches: pick up a new configuration snapshot, expire connections.
+    /// Must be cheap when there is nothing to do.
+    fn between_batches(&mut self, now: Instant) {
+        let _ = now;
+    }
+}

@@ -1,0 +1,1 @@
+//! Header rewrites for the three forwarding methods, ICMP relay and next hops.

@@ -1,0 +1,28 @@
+//! fastlb: a layer-4 load balancer in the spirit of Linux LVS/IPVS, run in user space.
+//!
+//! The crate reads like the packet's path through a director:
+//!
+//! ```text
+//! wire      header views over frame bytes (Ethernet, VLAN, ARP, IPv4, IPv6, TCP, UDP, ICMP)
+//! service   virtual services, real servers, classifier rules, configuration
+//! sched     the IPVS schedulers, one file each
+//! conn      connection table, TCP state machine, persistence templates
+//! forward   NAT, DR and TUN rewrites, ICMP relay, next hops
+//! datapath  the per-packet pipeline and its I/O backends (pcap replay, AF_XDP)
+//! control   the control thread: snapshots, ctl socket, reload
+//! stats     per-worker counters and their readers
+//! ```
+//!
+//! Stages depend downwards only: `wire` knows nothing above it, `datapath` and `control` sit on
+//! top. Everything below `datapath` is sans-IO: plain functions over byte buffers, a clock
+//! value handed in by the caller, and state.
+
+pub mod conn;
+pub mod control;
+pub mod datapath;
+pub mod forward;
+pub mod sched;
+pub mod service;
+pub mod stats;
+pub mod time;
+pub mod wire;

@@ -1,0 +1,5 @@
+//! The `fastlb` command.
+
+fn main() -> anyhow::Result<()> {
+    anyhow::bail!("fastlb: not yet wired")
+}

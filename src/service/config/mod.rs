@@ -1,0 +1,1 @@
+//! Configuration files: fastlb's TOML and `ipvsadm -S` rule files, told apart by content.

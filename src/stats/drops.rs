@@ -1,0 +1,57 @@
+//! Why the pipeline dropped a packet. Every drop is counted under one of these.
+
+use serde::Serialize;
+
+macro_rules! drop_reasons {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// Why a packet was dropped (or handed back). Used as a counter index.
+        #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl DropReason {
+            /// Every reason, in counter-index order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            /// Number of reasons.
+            pub const COUNT: usize = DropReason::ALL.len();
+
+            /// Stable snake_case name, used in reports and metrics.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(DropReason::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// A header was truncated or inconsistent, or a checksum was wrong.
+    Malformed => "malformed",
+    /// Not IPv4/IPv6, or a protocol fastlb does not balance.
+    Unsupported => "unsupported",
+    /// No service and no connection matched (the XDP filter normally keeps these out).
+    NotService => "not_service",
+    /// TCP without SYN that matched no connection (sloppy_tcp off).
+    NoConnection => "no_connection",
+    /// The scheduler found no available real server.
+    NoDestination => "no_destination",
+    /// The connection's real server was removed from the configuration.
+    DestinationRemoved => "destination_removed",
+    /// The connection table is full and nothing could be evicted.
+    TableFull => "conn_table_full",
+    /// No route to the next hop.
+    NoRoute => "no_route",
+    /// The next hop's MAC address is not known.
+    NoNeighbour => "no_neighbour",
+    /// An IP fragment (fastlb does not reassemble).
+    Fragment => "fragment",
+    /// TTL or hop limit ran out.
+    TtlExceeded => "ttl_exceeded",
+    /// An ICMP error that quotes no tracked connection.
+    IcmpNoConnection => "icmp_no_connection",
+    /// The frame would not fit the buffer or the MTU.
+    TooBig => "too_big",
+}

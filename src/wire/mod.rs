@@ -1,0 +1,1 @@
+//! Zero-copy header views over frame bytes.
