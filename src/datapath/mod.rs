@@ -5,6 +5,7 @@
 //! touches a socket.
 
 mod frame;
+pub mod pcap;
 
 pub use frame::{Frame, Verdict};
 

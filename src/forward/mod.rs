@@ -1,1 +1,2 @@
 //! Header rewrites for the three forwarding methods, ICMP relay and next hops.
+pub mod nexthop;
