@@ -6,6 +6,7 @@
 
 mod frame;
 pub mod pcap;
+pub mod replay;
 
 pub use frame::{Frame, Verdict};
 
