@@ -1,0 +1,372 @@
+#!/usr/bin/python3
+"""Regenerates the input side of pcap-fixtures/: in.pcap, config and next-hop files.
+
+Every fixture replays on one fixed, one-armed topology:
+
+    clients (198.51.100.0/24, 203.0.113.0/24, 2001:db8:ff::/64)
+        |  router 192.0.2.254 / 2001:db8::fe   02:00:00:00:00:fe
+    director 192.0.2.1, 10.0.0.1, 2001:db8::1, 2001:db8:1::1   02:00:00:00:00:01
+        |  VIPs 192.0.2.100-101, 2001:db8::100
+    real servers 10.0.0.11-13 / 2001:db8:1::11-13   02:00:00:00:01:11-13
+
+Run from the repository root:  tools/gen-fixtures.py
+The expected outputs (expected.pcap, report.json) are written by the replay test in bless
+mode (FASTLB_BLESS=1 cargo test --test replay) and checked by hand; see pcap-fixtures/README.md.
+"""
+import os
+import shutil
+
+from decimal import Decimal
+
+from scapy.all import (ARP, DNS, DNSQR, ICMP, IP, IPv6, TCP, UDP, Dot1Q, Ether, ICMPv6DestUnreach,
+                       ICMPv6PacketTooBig, IPv6ExtHdrFragment, Raw, wrpcap, conf)
+
+conf.verb = 0
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pcap-fixtures")
+
+DIRECTOR = "02:00:00:00:00:01"
+ROUTER = "02:00:00:00:00:fe"
+RS_MAC = {1: "02:00:00:00:01:11", 2: "02:00:00:00:01:12", 3: "02:00:00:00:01:13"}
+RS4 = {1: "10.0.0.11", 2: "10.0.0.12", 3: "10.0.0.13"}
+RS6 = {1: "2001:db8:1::11", 2: "2001:db8:1::12", 3: "2001:db8:1::13"}
+VIP4, VIP4B, VIP6 = "192.0.2.100", "192.0.2.101", "2001:db8::100"
+
+ROUTES = """\
+default via 192.0.2.254 dev eth0 proto static
+192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.1
+10.0.0.0/24 dev eth0 proto kernel scope link src 10.0.0.1
+2001:db8::/64 dev eth0 proto kernel metric 256 pref medium
+2001:db8:1::/64 dev eth0 proto kernel metric 256 pref medium
+default via 2001:db8::fe dev eth0 metric 1024 pref medium
+"""
+NEIGH = """\
+192.0.2.254 dev eth0 lladdr 02:00:00:00:00:fe REACHABLE
+10.0.0.11 dev eth0 lladdr 02:00:00:00:01:11 REACHABLE
+10.0.0.12 dev eth0 lladdr 02:00:00:00:01:12 STALE
+10.0.0.13 dev eth0 lladdr 02:00:00:00:01:13 REACHABLE
+2001:db8::fe dev eth0 lladdr 02:00:00:00:00:fe router REACHABLE
+2001:db8:1::11 dev eth0 lladdr 02:00:00:00:01:11 REACHABLE
+2001:db8:1::12 dev eth0 lladdr 02:00:00:00:01:12 REACHABLE
+2001:db8:1::13 dev eth0 lladdr 02:00:00:00:01:13 REACHABLE
+"""
+
+
+def ip(src, dst, **kw):
+    return IPv6(src=src, dst=dst, **kw) if ":" in src else IP(src=src, dst=dst, **kw)
+
+
+def from_client(src, dst, l4, vlan=None, **ipkw):
+    eth = Ether(src=ROUTER, dst=DIRECTOR)
+    if vlan is not None:
+        eth = eth / Dot1Q(vlan=vlan)
+    return eth / ip(src, dst, **ipkw) / l4
+
+
+def from_real(n, src, dst, l4):
+    return Ether(src=RS_MAC[n], dst=DIRECTOR) / ip(src, dst) / l4
+
+
+def query(ident):
+    return DNS(id=ident, rd=1, qd=DNSQR(qname="www.example.org"))
+
+
+def tcp(sport, dport, flags, seq=1000, ack=0, payload=b""):
+    p = TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack, window=64240)
+    return p / Raw(payload) if payload else p
+
+
+class Capture:
+    """Frames with a virtual clock: `at(t)` sets the time of the frames added next."""
+
+    def __init__(self):
+        self.frames, self.t = [], Decimal(1_700_000_000)
+
+    def at(self, secs):
+        self.t = Decimal(1_700_000_000) + Decimal(str(secs))
+        return self
+
+    def add(self, *pkts):
+        for p in pkts:
+            p.time = self.t
+            self.t += Decimal("0.001")
+            self.frames.append(p)
+        return self
+
+
+def real(addr, weight=1, method="dr", port=80, extra=""):
+    return f'[[service.real]]\naddress = "{addr}"\nport = {port}\nweight = {weight}\nmethod = "{method}"\n{extra}'
+
+
+def service(addr, port=80, sched="wlc", proto="tcp", extra=""):
+    return f'[[service]]\nprotocol = "{proto}"\naddress = "{addr}"\nport = {port}\nscheduler = "{sched}"\n{extra}'
+
+
+def write(name, config, cap, doc, config_name="fastlb.toml"):
+    d = os.path.join(ROOT, name)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, config_name), "w") as f:
+        f.write(config)
+    wrpcap(os.path.join(d, "in.pcap"), cap.frames)
+    with open(os.path.join(d, "ABOUT"), "w") as f:
+        f.write(doc.strip() + "\n")
+
+
+def handshake_dr(cap, client, cport, vip, vport=80):
+    cap.add(from_client(client, vip, tcp(cport, vport, "S", seq=1000)))
+
+
+def fixtures():
+    # ---- forwarding modes -------------------------------------------------------------
+    cap = Capture()
+    for i in range(9):
+        cap.at(1 + i * 0.1).add(from_client(f"198.51.100.{10 + i}", VIP4, tcp(40000 + i, 80, "S")))
+    for i in range(9):
+        cap.at(2 + i * 0.1).add(from_client(f"198.51.100.{10 + i}", VIP4, tcp(40000 + i, 80, "A", 1001, 5001)))
+    write("dr-v4-wrr", service(VIP4, sched="wrr") + real(RS4[1], 4) + real(RS4[2], 3) + real(RS4[3], 2), cap, """
+DR, IPv4, wrr with weights 4,3,2 (list order A=.11, B=.12, C=.13). Nine clients open one
+connection each: the SYNs go to A A B A B C A B C (the kernel's gcd stepping); each client's
+ACK then follows its SYN to the same real server. Only the destination MAC changes.""")
+
+    cap = Capture()
+    for i in range(4):
+        cap.at(1 + i).add(from_client(f"2001:db8:ff::{10 + i}", VIP6, tcp(50000 + i, 443, "S")))
+        cap.add(from_client(f"2001:db8:ff::{10 + i}", VIP6, tcp(50000 + i, 443, "A", 1001, 1)))
+    write("dr-v6-rr", service(VIP6, 443, "rr") + real(RS6[1], port=443) + real(RS6[2], port=443), cap, """
+DR, IPv6, rr over two real servers: SYNs alternate .11 .12 .11 .12, each ACK follows its
+connection.""")
+
+    for fam, client, vip, rs in (("v4", "198.51.100.7", VIP4, RS4), ("v6", "2001:db8:ff::7", VIP6, RS6)):
+        cap = Capture().at(1)
+        for c, (cport, n) in enumerate(((41000, 1), (41001, 2))):
+            cap.add(from_client(client, vip, tcp(cport, 80, "S", 100)))
+            cap.add(from_real(n, rs[n], client, tcp(8080, cport, "SA", 900, 101)))
+            cap.add(from_client(client, vip, tcp(cport, 80, "A", 101, 901)))
+            cap.add(from_client(client, vip, tcp(cport, 80, "PA", 101, 901, b"GET / HTTP/1.0\r\n\r\n")))
+            cap.add(from_real(n, rs[n], client, tcp(8080, cport, "PA", 901, 119, b"HTTP/1.0 200 OK\r\n\r\nhi")))
+            cap.add(from_real(n, rs[n], client, tcp(8080, cport, "FA", 921, 119)))
+            cap.add(from_client(client, vip, tcp(cport, 80, "FA", 119, 922)))
+            cap.add(from_real(n, rs[n], client, tcp(8080, cport, "A", 922, 120)))
+        write(f"nat-{fam}-rr", service(vip, sched="rr") + real(rs[1], method="nat", port=8080)
+              + real(rs[2], method="nat", port=8080), cap, f"""
+NAT, IP{fam}, rr, port translation 80 -> 8080. Two complete TCP connections (handshake, a
+request, a response, FIN both ways): inbound frames are DNATed to the real server, replies from
+the real server are SNATed back to the VIP and sent to the router; checksums are updated
+incrementally. The first connection goes to .11, the second to .12.""")
+
+    cap = Capture().at(1)
+    for i in range(3):
+        cap.add(from_client(f"198.51.100.{20 + i}", VIP4, tcp(42000 + i, 80, "S"), flags="DF"))
+    cap.add(from_client("198.51.100.20", VIP4, tcp(42000, 80, "PA", 1001, 1, b"x" * 1000), flags="DF"))
+    cap.add(from_client("198.51.100.21", VIP4, tcp(42001, 80, "PA", 1001, 1, b"y" * 1460), flags="DF"))
+    cap.add(from_client("198.51.100.22", VIP4, tcp(42002, 80, "PA", 1001, 1, b"z" * 1460)))
+    write("tun-v4-wlc", service(VIP4) + real(RS4[1], 1, "tun") + real(RS4[2], 2, "tun"), cap, """
+TUN, IPv4-in-IPv4, wlc with weights 1 and 2. Three SYNs: wlc sends the first to .11 (both
+idle: the first in list wins the tie), then .12, .12. A 1040-byte packet is encapsulated
+(outer source 10.0.0.1, the route's preferred source; TTL, TOS and DF copied). A full-size
+1500-byte packet with DF no longer fits: the client gets ICMP fragmentation-needed with MTU
+1480. The same size without DF is encapsulated (and left for the path to fragment).""")
+
+    cap = Capture().at(1)
+    for i in range(3):
+        cap.add(from_client(f"2001:db8:ff::{20 + i}", VIP6, tcp(43000 + i, 80, "S")))
+    cap.add(from_client("2001:db8:ff::20", VIP6, tcp(43000, 80, "PA", 1001, 1, b"v" * 500)))
+    cap.add(from_client("2001:db8:ff::21", VIP6, tcp(43001, 80, "PA", 1001, 1, b"w" * 1440)))
+    write("tun-v6-sh", service(VIP6, sched="sh") + real(RS6[1], 1, "tun") + real(RS6[2], 1, "tun")
+          + real(RS6[3], 1, "tun"), cap, """
+TUN, IPv6-in-IPv6, sh. Three clients hashed onto three real servers; a 560-byte packet is
+encapsulated; a full 1500-byte packet does not fit after the 40-byte outer header: the client
+gets ICMPv6 packet-too-big with MTU 1460.""")
+
+    # ---- every scheduler --------------------------------------------------------------
+    weights = {"rr": (1, 1, 1), "wrr": (3, 2, 1), "lc": (1, 1, 1), "wlc": (1, 2, 3), "sed": (1, 2, 3),
+               "nq": (1, 2, 3), "sh": (2, 1, 1), "mh": (1, 1, 1), "fo": (1, 3, 2), "ovf": (2, 3, 1),
+               "twos": (1, 2, 3)}
+    for sched, w in weights.items():
+        cap = Capture().at(1)
+        for i in range(12):
+            cap.add(from_client(f"198.51.100.{30 + i}", VIP4, tcp(44000 + i, 80, "S")))
+            if i % 3 == 2:
+                # every third connection is reset at once, so it turns inactive
+                cap.add(from_client(f"198.51.100.{30 + i}", VIP4, tcp(44000 + i, 80, "R", 1001)))
+        write(f"sched-{sched}", service(VIP4, sched=sched)
+              + "".join(real(RS4[n], w[n - 1]) for n in (1, 2, 3)), cap, f"""
+Scheduler {sched}, DR, weights {w[0]},{w[1]},{w[2]}. Twelve new connections from twelve clients; every
+third is reset right after its SYN (RST moves it to CLOSE: inactive), so the connection-count
+schedulers see a mix of active and inactive connections.""")
+
+    for sched in ("dh", "lblc", "lblcr"):
+        cap = Capture().at(1)
+        for i in range(12):
+            dst = f"192.0.2.{110 + i % 4}"
+            cap.add(from_client(f"198.51.100.{50 + i}", dst, tcp(45000 + i, 80, "S")))
+        cfg = ('[[classifier]]\nprotocol = "tcp"\ndestination = "192.0.2.96/27"\nports = "80"\nmark = 7\n'
+               f'[[service]]\nfwmark = 7\nscheduler = "{sched}"\n'
+               + "".join(real(RS4[n], 1, port=0) for n in (1, 2, 3)))
+        write(f"sched-{sched}", cfg, cap, f"""
+Scheduler {sched} on a firewall-mark service (mark 7 for TCP port 80 to 192.0.2.96/27), DR.
+Twelve clients connect to four destination addresses in turn: every connection to one
+destination goes to the same real server.""")
+
+    # ---- persistence, fwmark, port 0, quiesce -----------------------------------------
+    cap = Capture().at(1)
+    for i, client in enumerate(("198.51.100.10", "198.51.100.10", "198.51.100.20", "203.0.113.5")):
+        cap.add(from_client(client, VIP4, tcp(46000 + i, 80, "S")))
+        cap.add(from_client(client, VIP4, tcp(46000 + i, 80, "R", 1001)))
+    cap.at(200).add(from_client("198.51.100.10", VIP4, tcp(46100, 80, "S")))
+    cap.add(from_client("198.51.100.10", VIP4, tcp(46100, 80, "R", 1001)))
+    cap.at(800).add(from_client("198.51.100.10", VIP4, tcp(46200, 80, "S")))
+    write("persist-v4", service(VIP4, sched="rr", extra="persistence = 300\npersistence_netmask = 24\n")
+          + "".join(real(RS4[n]) for n in (1, 2, 3)), cap, """
+Persistence -p 300 -M 255.255.255.0 over rr. Two connections from 198.51.100.10 and one from
+198.51.100.20 (same /24) share one template and one real server (.11); 203.0.113.5 gets its own
+(.12). At t=200 s the template (refreshed by use) still holds: .11 again. At t=800 s it has
+expired: rr runs again and picks .13.""")
+
+    cap = Capture().at(1)
+    cap.add(from_client("198.51.100.60", VIP4, tcp(47000, 80, "S")))
+    cap.add(from_client("198.51.100.60", VIP4, tcp(47001, 443, "S")))
+    cap.add(from_client("198.51.100.61", VIP4, tcp(47002, 443, "S")))
+    cap.add(from_client("198.51.100.61", VIP4, tcp(47003, 80, "S")))
+    cap.add(from_client("198.51.100.62", VIP4, tcp(47004, 8080, "S")))
+    cfg = ('[[classifier]]\nprotocol = "tcp"\ndestination = "192.0.2.100/32"\nports = "80-443"\nmark = 1\n'
+           '[[service]]\nfwmark = 1\nscheduler = "rr"\npersistence = 600\n'
+           + "".join(real(RS4[n], port=0) for n in (1, 2)))
+    write("fwmark-v4", cfg, cap, """
+A firewall-mark service: the classifier marks TCP 192.0.2.100 ports 80-443 with mark 1;
+persistence keeps HTTP and HTTPS of one client on one real server (.60 -> .11 for both ports,
+.61 -> .12 for both). Port 8080 is outside the rule and no other service matches: dropped as
+not_service.""")
+
+    cap = Capture().at(1)
+    for i, port in enumerate((22, 8080, 5432)):
+        cap.add(from_client("198.51.100.70", VIP4B, tcp(48000 + i, port, "S")))
+    cap.add(from_client("198.51.100.71", VIP4B, tcp(48010, 22, "S")))
+    write("port0-v4", service(VIP4B, 0, "rr", extra="persistence = 300\n")
+          + "".join(real(RS4[n], port=0) for n in (1, 2)), cap, """
+A port-0 (all ports) persistent service on 192.0.2.101, DR: one client's connections to ports
+22, 8080 and 5432 all go to .11 (one template keyed on VPORT 0); the next client gets .12.""")
+
+    cap = Capture().at(1)
+    for i in range(6):
+        cap.add(from_client(f"198.51.100.{80 + i}", VIP4, tcp(49000 + i, 80, "S")))
+    write("quiesce-v4", service(VIP4, sched="rr") + real(RS4[1]) + real(RS4[2], 0) + real(RS4[3]), cap, """
+Weight 0 quiesces .12: rr skips it, so six new connections alternate .11 and .13.""")
+
+    # ---- timeouts ---------------------------------------------------------------------
+    cap = Capture()
+    q = UDP(sport=53000, dport=53) / query(0x1234)
+    cap.at(1).add(from_client("198.51.100.90", VIP4, q))
+    cap.at(200).add(from_client("198.51.100.90", VIP4, q))
+    cap.at(600).add(from_client("198.51.100.90", VIP4, q))
+    cap.at(700).add(from_client("198.51.100.91", VIP4, tcp(53100, 80, "S")))
+    cap.at(790).add(from_client("198.51.100.91", VIP4, tcp(53100, 80, "A", 1001, 1)))
+    cap.at(800).add(from_client("198.51.100.92", VIP4, tcp(53200, 80, "S")))
+    cap.at(801).add(from_client("198.51.100.92", VIP4, tcp(53200, 80, "A", 1001, 1)))
+    cap.at(1000).add(from_client("198.51.100.92", VIP4, tcp(53200, 80, "A", 1001, 1)))
+    write("timeouts-v4", service(VIP4, 53, "rr", "udp") + real(RS4[1], port=53) + real(RS4[2], port=53)
+          + service(VIP4, 80, "rr") + real(RS4[1]) + real(RS4[2]), cap, """
+Timeouts inside a capture (DR, defaults UDP 300 s, SYN_RECV 60 s, ESTABLISHED 900 s). A UDP
+flow: t=1 -> .11, t=200 same connection (.11), t=600 the entry (idle 400 s) has expired: a
+new connection, rr's next pick .12. TCP: a SYN at t=700 and its ACK 90 s later: the SYN_RECV
+entry expired after 60 s, the ACK has no connection and is dropped (no_connection). A SYN at
+t=800 then ACK at t=801 (ESTABLISHED) and another ACK at t=1000: forwarded.""")
+
+    # ---- ICMP relay -------------------------------------------------------------------
+    for fam, client, vip, rs in (("v4", "198.51.100.95", VIP4, RS4), ("v6", "2001:db8:ff::95", VIP6, RS6)):
+        cap = Capture().at(1)
+        cap.add(from_client(client, vip, tcp(54000, 80, "S", 100)))
+        cap.add(from_real(1, rs[1], client, tcp(8080, 54000, "SA", 900, 101)))
+        reply = ip(vip, client) / tcp(80, 54000, "PA", 901, 101, b"x" * 8)
+        router = "192.0.2.254" if fam == "v4" else "2001:db8::fe"
+        if fam == "v4":
+            err = IP(src=router, dst=vip) / ICMP(type=3, code=4, nexthopmtu=1400) / bytes(reply)[:28]
+        else:
+            err = IPv6(src=router, dst=vip) / ICMPv6PacketTooBig(mtu=1400) / bytes(reply)
+        cap.add(Ether(src=ROUTER, dst=DIRECTOR) / err)
+        uq = ip(client, vip) / UDP(sport=54001, dport=53) / query(7)
+        cap.add(Ether(src=ROUTER, dst=DIRECTOR) / uq)
+        sent = ip(client, rs[1]) / UDP(sport=54001, dport=5353) / query(7)
+        if fam == "v4":
+            unreach = IP(src=rs[1], dst=client) / ICMP(type=3, code=3) / bytes(sent)
+        else:
+            unreach = IPv6(src=rs[1], dst=client) / ICMPv6DestUnreach(code=4) / bytes(sent)
+        cap.add(Ether(src=RS_MAC[1], dst=DIRECTOR) / unreach)
+        stray = ip(vip, "198.51.100.250" if fam == "v4" else "2001:db8:ff::250") / tcp(80, 1, "A")
+        if fam == "v4":
+            cap.add(Ether(src=ROUTER, dst=DIRECTOR) / IP(src=router, dst=vip) / ICMP(type=3, code=1) / bytes(stray)[:28])
+        else:
+            cap.add(Ether(src=ROUTER, dst=DIRECTOR) / IPv6(src=router, dst=vip) / ICMPv6DestUnreach(code=3) / bytes(stray))
+        write(f"icmp-nat-{fam}", service(vip, sched="rr") + real(rs[1], method="nat", port=8080)
+              + service(vip, 53, "rr", "udp") + real(rs[1], method="nat", port=5353), cap, f"""
+ICMP relay for NAT, IP{fam}. A TCP connection to .11:8080; the router reports that a reply
+(VIP:80 -> client) did not fit: the error is relayed to the real server with the outer
+destination and the quoted source translated to 10.0.0.11:8080 / 2001:db8:1::11. A UDP flow
+to port 53 (.11:5353): the real server's port-unreachable quoting client -> RS:5353 is
+translated back to VIP:53 and sent to the client. An error quoting no connection is dropped
+(icmp_no_connection).""")
+
+    cap = Capture().at(1)
+    cap.add(from_client("198.51.100.96", VIP4, tcp(55000, 80, "S")))
+    reply = IP(src=VIP4, dst="198.51.100.96") / tcp(80, 55000, "SA", 1, 1001)
+    cap.add(Ether(src=ROUTER, dst=DIRECTOR) / IP(src="192.0.2.254", dst=VIP4)
+            / ICMP(type=3, code=4, nexthopmtu=1280) / bytes(reply)[:28])
+    write("icmp-dr-v4", service(VIP4, sched="rr") + real(RS4[2]), cap, """
+ICMP relay for DR: the real server answers clients directly, so errors about its replies
+reach the director (they are addressed to the VIP). The error quoting VIP:80 -> client is
+forwarded unchanged to the real server (.12) that owns the connection.""")
+
+    # ---- VLAN, rule file --------------------------------------------------------------
+    cap = Capture().at(1)
+    for i in range(2):
+        cap.add(from_client(f"198.51.100.{100 + i}", VIP4, tcp(56000 + i, 80, "S"), vlan=42))
+    write("vlan-dr-v4", service(VIP4, sched="rr") + real(RS4[1]) + real(RS4[3]), cap, """
+802.1Q: frames tagged VLAN 42 are balanced like untagged ones and leave with their tag.""")
+
+    cap = Capture().at(1)
+    for i in range(4):
+        cap.add(from_client(f"198.51.100.{110 + i}", VIP4, UDP(sport=57000 + i, dport=53) / query(i)))
+    rules = ("-A -u 192.0.2.100:53 -s wrr\n-a -u 192.0.2.100:53 -r 10.0.0.11:5353 -m -w 1\n"
+             "-a -u 192.0.2.100:53 -r 10.0.0.12:5353 -m -w 3\n")
+    write("rules-nat-v4", rules, cap, """
+The configuration is an `ipvsadm -S -n` rule file: UDP NAT, wrr 1:3, four queries go
+.12 .12 .11 .12 (wrr with cw stepping 3, 2, 1: B, B, A+B...).""", config_name="ipvsadm.rules")
+
+    # ---- malformed and foreign frames -------------------------------------------------
+    cap = Capture().at(1)
+    good = from_client("198.51.100.120", VIP4, tcp(58000, 80, "S"))
+    raw = bytes(good)
+    cap.add(Ether(raw[:20]))                                   # truncated inside IPv4
+    bad_ihl = bytearray(raw); bad_ihl[14] = 0x43               # IHL 3 < 5
+    cap.add(Ether(bytes(bad_ihl)))
+    bad_csum = bytearray(raw); bad_csum[24] ^= 0xff            # IPv4 header checksum wrong
+    cap.add(Ether(bytes(bad_csum)))
+    bad_len = bytearray(raw); bad_len[16:18] = (2000).to_bytes(2, "big")  # total length > frame
+    cap.add(Ether(bytes(bad_len)))
+    cap.add(Ether(raw[:14 + 20 + 10]))                         # TCP header cut short
+    cap.add(Ether(src=ROUTER, dst=DIRECTOR, type=0x88b5) / Raw(b"\x00" * 46))  # local experimental type
+    cap.add(Ether(src=ROUTER, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc="192.0.2.254", pdst="192.0.2.1"))
+    cap.add(from_client("198.51.100.120", "192.0.2.1", ICMP(type=8) / Raw(b"ping")))  # echo to director
+    cap.add(from_client("198.51.100.120", VIP4, tcp(58001, 80, "S") / Raw(b"f" * 64), flags="MF"))
+    cap.add(Ether(src=ROUTER, dst=DIRECTOR) / IPv6(src="2001:db8:ff::9", dst=VIP6)
+            / IPv6ExtHdrFragment(offset=0, m=1, id=7) / tcp(58002, 80, "S"))
+    cap.add(from_client("198.51.100.120", VIP4, tcp(58003, 80, "A", 5, 5)))  # no connection
+    cap.add(from_client("198.51.100.120", VIP4, tcp(58004, 80, "S"), ttl=1))
+    cap.add(good)
+    write("malformed-v4", service(VIP4, sched="rr") + real(RS4[1], method="nat") + real(RS4[2], method="nat")
+          + service(VIP6, sched="rr") + real(RS6[1]), cap, """
+Frames the director must not forward, each dropped and counted, and foreign frames passed to
+the kernel: IPv4 truncated, IHL 3, wrong header checksum, total length beyond the frame, TCP
+header cut short (malformed); an unknown ethertype, ARP and a ping to the director (passed);
+an IPv4 first fragment and an IPv6 fragment (fragment); an ACK matching no connection
+(no_connection); a SYN with TTL 1 on a NAT service (ttl_exceeded). The last, valid SYN is
+forwarded: bad input loses nothing else.""")
+
+
+if __name__ == "__main__":
+    os.makedirs(ROOT, exist_ok=True)
+    with open(os.path.join(ROOT, "routes.txt"), "w") as f:
+        f.write(ROUTES)
+    with open(os.path.join(ROOT, "neigh.txt"), "w") as f:
+        f.write(NEIGH)
+    fixtures()
+    print("fixtures written to", os.path.normpath(ROOT))
