@@ -69,7 +69,12 @@ impl<R: Read> PcapReader<R> {
             m if m.swap_bytes() == MAGIC_NANOS => (true, true),
             m => return Err(PcapError::BadMagic(m)),
         };
-        let mut r = PcapReader { inner, swapped, nanos, index: 0 };
+        let r = PcapReader {
+            inner,
+            swapped,
+            nanos,
+            index: 0,
+        };
         let linktype = r.u32(&hdr[20..24]);
         if linktype != LINKTYPE_ETHERNET {
             return Err(PcapError::LinkType(linktype));
@@ -107,11 +112,18 @@ impl<R: Read> PcapReader<R> {
         }
         let sub = if self.nanos { frac / 1000 } else { frac };
         self.index += 1;
-        Ok(Some(Record { ts_micros: secs * 1_000_000 + sub, data, orig_len }))
+        Ok(Some(Record {
+            ts_micros: secs * 1_000_000 + sub,
+            data,
+            orig_len,
+        }))
     }
 
     fn bad(&self, what: &'static str) -> PcapError {
-        PcapError::BadRecord { index: self.index, what }
+        PcapError::BadRecord {
+            index: self.index,
+            what,
+        }
     }
 }
 
@@ -180,7 +192,10 @@ mod tests {
         let bytes = w.finish().unwrap();
         let mut r = PcapReader::new(&bytes[..]).unwrap();
         let a = r.next_record().unwrap().unwrap();
-        assert_eq!((a.ts_micros, a.data.as_slice()), (1_500_000, &[1u8, 2, 3][..]));
+        assert_eq!(
+            (a.ts_micros, a.data.as_slice()),
+            (1_500_000, &[1u8, 2, 3][..])
+        );
         let b = r.next_record().unwrap().unwrap();
         assert_eq!((b.ts_micros, b.data.len(), b.orig_len), (2_000_001, 60, 60));
         assert!(r.next_record().unwrap().is_none());
@@ -206,8 +221,13 @@ mod tests {
 
     #[test]
     fn rejects_pcapng_and_truncation() {
-        let ng = [0x0a, 0x0d, 0x0d, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        assert!(matches!(PcapReader::new(&ng[..]), Err(PcapError::BadMagic(_))));
+        let ng = [
+            0x0a, 0x0d, 0x0d, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        assert!(matches!(
+            PcapReader::new(&ng[..]),
+            Err(PcapError::BadMagic(_))
+        ));
         let mut w = PcapWriter::new(Vec::new()).unwrap();
         w.write(0, &[1, 2, 3, 4]).unwrap();
         let mut bytes = w.finish().unwrap();

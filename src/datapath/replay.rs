@@ -111,7 +111,10 @@ mod tests {
         let mut p = Bounce(Vec::new());
         let mut output = Vec::new();
         let o = replay(&mut p, &input[..], &mut output).unwrap();
-        assert_eq!((o.frames_in, o.frames_out, o.dropped, o.oversized), (3, 1, 1, 1));
+        assert_eq!(
+            (o.frames_in, o.frames_out, o.dropped, o.oversized),
+            (3, 1, 1, 1)
+        );
         assert_eq!(p.0, vec![10, 20]);
         let mut r = PcapReader::new(&output[..]).unwrap();
         let rec = r.next_record().unwrap().unwrap();

@@ -25,7 +25,9 @@ impl FromStr for MacAddr {
         let mut out = [0u8; 6];
         let mut parts = s.split(':');
         for b in &mut out {
-            let p = parts.next().ok_or_else(|| format!("bad MAC address '{s}'"))?;
+            let p = parts
+                .next()
+                .ok_or_else(|| format!("bad MAC address '{s}'"))?;
             *b = u8::from_str_radix(p, 16).map_err(|_| format!("bad MAC address '{s}'"))?;
         }
         if parts.next().is_some() {
@@ -38,7 +40,11 @@ impl FromStr for MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -109,7 +115,10 @@ impl Default for NextHops {
 
 impl NextHops {
     /// Tables from routes and neighbours.
-    pub fn new(routes: Vec<Route>, neighbours: impl IntoIterator<Item = (IpAddr, MacAddr)>) -> NextHops {
+    pub fn new(
+        routes: Vec<Route>,
+        neighbours: impl IntoIterator<Item = (IpAddr, MacAddr)>,
+    ) -> NextHops {
         let mut t = NextHops::default();
         for r in routes {
             t.add_route(r);
@@ -125,7 +134,11 @@ impl NextHops {
                 self.devices.push(d.clone());
             }
         }
-        let list = if r.dst.addr.is_ipv4() { &mut self.routes_v4 } else { &mut self.routes_v6 };
+        let list = if r.dst.addr.is_ipv4() {
+            &mut self.routes_v4
+        } else {
+            &mut self.routes_v6
+        };
         list.push(r);
         list.sort_by(|a, b| b.dst.len.cmp(&a.dst.len).then(a.metric.cmp(&b.metric)));
     }
@@ -142,7 +155,11 @@ impl NextHops {
 
     /// The route the kernel would use for `dst`: longest prefix, then lowest metric.
     pub fn route(&self, dst: IpAddr) -> Option<&Route> {
-        let list = if dst.is_ipv4() { &self.routes_v4 } else { &self.routes_v6 };
+        let list = if dst.is_ipv4() {
+            &self.routes_v4
+        } else {
+            &self.routes_v6
+        };
         list.iter().find(|r| r.dst.contains(dst))
     }
 
@@ -156,7 +173,12 @@ impl NextHops {
             .as_ref()
             .and_then(|d| self.devices.iter().position(|x| x == d))
             .unwrap_or(0) as u16;
-        Ok(NextHop { mac, dev, src: self.source_for(route), mtu: route.mtu.unwrap_or(self.default_mtu) })
+        Ok(NextHop {
+            mac,
+            dev,
+            src: self.source_for(route),
+            mtu: route.mtu.unwrap_or(self.default_mtu),
+        })
     }
 
     /// The source address for packets sent along `route`: its `src`, else the `src` of the
@@ -165,8 +187,14 @@ impl NextHops {
     fn source_for(&self, route: &Route) -> Option<IpAddr> {
         route.src.or_else(|| {
             let gw = route.gateway?;
-            let list = if gw.is_ipv4() { &self.routes_v4 } else { &self.routes_v6 };
-            list.iter().find(|r| r.gateway.is_none() && r.dst.contains(gw)).and_then(|r| r.src)
+            let list = if gw.is_ipv4() {
+                &self.routes_v4
+            } else {
+                &self.routes_v6
+            };
+            list.iter()
+                .find(|r| r.gateway.is_none() && r.dst.contains(gw))
+                .and_then(|r| r.src)
         })
     }
 
@@ -177,15 +205,25 @@ impl NextHops {
     pub fn parse_routes(text: &str, file: &str) -> Result<Vec<Route>, NextHopParseError> {
         let mut out = Vec::new();
         for (i, line) in text.lines().enumerate() {
-            let err = |message: String| NextHopParseError { file: file.to_string(), line: i + 1, message };
+            let err = |message: String| NextHopParseError {
+                file: file.to_string(),
+                line: i + 1,
+                message,
+            };
             let mut words = line.split_whitespace().peekable();
-            let Some(mut first) = words.next() else { continue };
+            let Some(mut first) = words.next() else {
+                continue;
+            };
             if first.starts_with('#') {
                 continue;
             }
             match first {
                 "local" | "broadcast" | "multicast" | "anycast" | "nat" | "throw" => continue,
-                "unicast" => first = words.next().ok_or_else(|| err("route without destination".into()))?,
+                "unicast" => {
+                    first = words
+                        .next()
+                        .ok_or_else(|| err("route without destination".into()))?
+                }
                 "blackhole" | "unreachable" | "prohibit" => continue,
                 _ => {}
             }
@@ -194,10 +232,17 @@ impl NextHops {
                 // until an IPv6 word shows up.
                 None
             } else {
-                Some(first.parse::<Prefix>().map_err(|e| err(format!("destination: {e}")))?)
+                Some(
+                    first
+                        .parse::<Prefix>()
+                        .map_err(|e| err(format!("destination: {e}")))?,
+                )
             };
             let mut route = Route {
-                dst: dst.unwrap_or(Prefix { addr: IpAddr::from([0u8; 4]), len: 0 }),
+                dst: dst.unwrap_or(Prefix {
+                    addr: IpAddr::from([0u8; 4]),
+                    len: 0,
+                }),
                 gateway: None,
                 dev: None,
                 src: None,
@@ -205,14 +250,19 @@ impl NextHops {
                 metric: 0,
             };
             while let Some(w) = words.next() {
-                let mut value = |what: &str| words.next().ok_or_else(|| err(format!("`{w}` without {what}")));
+                let mut value = |what: &str| {
+                    words
+                        .next()
+                        .ok_or_else(|| err(format!("`{w}` without {what}")))
+                };
                 match w {
                     "via" => {
                         let mut v = value("an address")?;
                         if v == "inet" || v == "inet6" {
                             v = value("an address")?;
                         }
-                        route.gateway = Some(v.parse().map_err(|_| err(format!("bad gateway '{v}'")))?);
+                        route.gateway =
+                            Some(v.parse().map_err(|_| err(format!("bad gateway '{v}'")))?);
                     }
                     "dev" => route.dev = Some(value("a device")?.to_string()),
                     "src" => {
@@ -230,18 +280,23 @@ impl NextHops {
                         }
                         route.mtu = Some(v.parse().map_err(|_| err(format!("bad mtu '{v}'")))?);
                     }
-                    "proto" | "scope" | "table" | "pref" | "expires" | "advmss" | "realm" | "onlink" | "linkdown" => {
-                        if !matches!(w, "onlink" | "linkdown") {
-                            value("a value")?;
-                        }
+                    "proto" | "scope" | "table" | "pref" | "expires" | "advmss" | "realm" => {
+                        value("a value")?;
                     }
                     _ => {}
                 }
             }
             if dst.is_none() {
-                let v6 = route.gateway.map(|g| g.is_ipv6()).or(route.src.map(|s| s.is_ipv6())).unwrap_or(false);
+                let v6 = route
+                    .gateway
+                    .map(|g| g.is_ipv6())
+                    .or(route.src.map(|s| s.is_ipv6()))
+                    .unwrap_or(false);
                 if v6 {
-                    route.dst = Prefix { addr: IpAddr::from([0u16; 8]), len: 0 };
+                    route.dst = Prefix {
+                        addr: IpAddr::from([0u16; 8]),
+                        len: 0,
+                    };
                 }
             }
             out.push(route);
@@ -251,20 +306,31 @@ impl NextHops {
 
     /// Parses `ip neigh show` output. Entries without `lladdr` or in state FAILED or
     /// INCOMPLETE are skipped: they resolve nothing.
-    pub fn parse_neighbours(text: &str, file: &str) -> Result<Vec<(IpAddr, MacAddr)>, NextHopParseError> {
+    pub fn parse_neighbours(
+        text: &str,
+        file: &str,
+    ) -> Result<Vec<(IpAddr, MacAddr)>, NextHopParseError> {
         let mut out = Vec::new();
         for (i, line) in text.lines().enumerate() {
-            let err = |message: String| NextHopParseError { file: file.to_string(), line: i + 1, message };
+            let err = |message: String| NextHopParseError {
+                file: file.to_string(),
+                line: i + 1,
+                message,
+            };
             let words: Vec<&str> = line.split_whitespace().collect();
             let Some(first) = words.first() else { continue };
             if first.starts_with('#') {
                 continue;
             }
-            let ip: IpAddr = first.parse().map_err(|_| err(format!("bad address '{first}'")))?;
+            let ip: IpAddr = first
+                .parse()
+                .map_err(|_| err(format!("bad address '{first}'")))?;
             if words.iter().any(|w| matches!(*w, "FAILED" | "INCOMPLETE")) {
                 continue;
             }
-            let Some(pos) = words.iter().position(|w| *w == "lladdr") else { continue };
+            let Some(pos) = words.iter().position(|w| *w == "lladdr") else {
+                continue;
+            };
             let mac = words
                 .get(pos + 1)
                 .ok_or_else(|| err("`lladdr` without an address".into()))?
@@ -312,10 +378,16 @@ default via 2001:db8:1::1 dev eth1 metric 1024
         assert_eq!(direct.src, Some("10.1.0.254".parse().unwrap()));
         assert_eq!(t.devices()[direct.dev as usize], "eth1");
         let via = t.resolve("10.1.9.9".parse().unwrap()).unwrap();
-        assert_eq!((via.mac.to_string().as_str(), via.mtu), ("02:00:00:00:01:01", 1400));
+        assert_eq!(
+            (via.mac.to_string().as_str(), via.mtu),
+            ("02:00:00:00:01:01", 1400)
+        );
         assert_eq!(via.src, Some("10.1.0.254".parse().unwrap()));
         let default = t.resolve("198.51.100.1".parse().unwrap()).unwrap();
-        assert_eq!((default.mac.0[5], default.src), (1, Some("192.0.2.5".parse().unwrap())));
+        assert_eq!(
+            (default.mac.0[5], default.src),
+            (1, Some("192.0.2.5".parse().unwrap()))
+        );
         let v6 = t.resolve("2001:db8:99::1".parse().unwrap()).unwrap();
         assert_eq!(v6.mac.0[4], 6);
     }
@@ -323,14 +395,21 @@ default via 2001:db8:1::1 dev eth1 metric 1024
     #[test]
     fn unresolved_neighbours_and_missing_routes_are_reported() {
         let t = tables();
-        assert_eq!(t.resolve("10.1.0.8".parse().unwrap()), Err(DropReason::NoNeighbour));
+        assert_eq!(
+            t.resolve("10.1.0.8".parse().unwrap()),
+            Err(DropReason::NoNeighbour)
+        );
         let only_v4 = NextHops::new(NextHops::parse_routes("10.0.0.0/8 dev x", "r").unwrap(), []);
-        assert_eq!(only_v4.resolve("2001:db8::1".parse().unwrap()), Err(DropReason::NoRoute));
+        assert_eq!(
+            only_v4.resolve("2001:db8::1".parse().unwrap()),
+            Err(DropReason::NoRoute)
+        );
     }
 
     #[test]
     fn bad_lines_name_file_and_line() {
-        let e = NextHops::parse_routes("10.0.0.0/8 dev x\n10.0.0.0/99 dev y\n", "r.txt").unwrap_err();
+        let e =
+            NextHops::parse_routes("10.0.0.0/8 dev x\n10.0.0.0/99 dev y\n", "r.txt").unwrap_err();
         assert_eq!((e.file.as_str(), e.line), ("r.txt", 2));
         let e = NextHops::parse_neighbours("10.0.0.1 dev x lladdr zz:00\n", "n.txt").unwrap_err();
         assert!(e.to_string().starts_with("n.txt:1: bad MAC"), "{e}");

@@ -14,7 +14,7 @@
 
 pub mod config;
 mod dest;
-mod table;
+pub mod table;
 
 pub use dest::{DestCounters, DestId, DestRegistry};
 pub use table::{Dest, ServiceEntry, ServiceId, ServiceTable};

@@ -23,7 +23,10 @@ impl Counter {
     /// Adds `n`. Only the owning worker may call this.
     #[inline]
     pub fn add(&self, n: u64) {
-        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
     /// The current value.
@@ -123,7 +126,10 @@ impl WorkerStats {
 }
 
 /// Sums one real server's counters over `workers`.
-pub fn dest_totals<'a>(workers: impl IntoIterator<Item = &'a WorkerStats>, id: DestId) -> TrafficTotals {
+pub fn dest_totals<'a>(
+    workers: impl IntoIterator<Item = &'a WorkerStats>,
+    id: DestId,
+) -> TrafficTotals {
     let mut t = TrafficTotals::default();
     for w in workers {
         let d = w.dest(id);
@@ -139,10 +145,21 @@ pub fn dest_totals<'a>(workers: impl IntoIterator<Item = &'a WorkerStats>, id: D
 }
 
 /// Sums drops by reason over `workers`, as (name, count) pairs in reason order.
-pub fn drop_totals<'a>(workers: impl IntoIterator<Item = &'a WorkerStats> + Clone) -> Vec<(&'static str, u64)> {
+pub fn drop_totals<'a>(
+    workers: impl IntoIterator<Item = &'a WorkerStats> + Clone,
+) -> Vec<(&'static str, u64)> {
     DropReason::ALL
         .iter()
-        .map(|r| (r.name(), workers.clone().into_iter().map(|w| w.drops[*r as usize].get()).sum()))
+        .map(|r| {
+            (
+                r.name(),
+                workers
+                    .clone()
+                    .into_iter()
+                    .map(|w| w.drops[*r as usize].get())
+                    .sum(),
+            )
+        })
         .collect()
 }
 
