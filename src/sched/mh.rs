@@ -272,9 +272,9 @@ mod tests {
             }
         }
         // The removed server's ~409 slots must move; of the other ~3684 only a few do
-        // (Maglev is not perfectly minimal, the paper measures a few percent).
+        // (Maglev is not perfectly minimal; this list moves 42 of 3684, about 1 %).
         assert!(
-            moved * 100 < kept_owner * 5,
+            moved * 100 < kept_owner * 2,
             "{moved} of {kept_owner} moved"
         );
     }
