@@ -275,8 +275,8 @@ mod tests {
 
     #[test]
     fn every_kind_has_its_own_implementation() {
-        // Weights 1,3 with both servers idle tell most schedulers apart by their first pick;
-        // the point is only that no kind falls through to round robin.
+        // Weights 1,3, both idle: fo and sed pick the second server where a fall-through
+        // to round robin would pick the first. Each kind's own tests cover the rest.
         let svc = service(SchedulerKind::Fo, SchedFlags::default(), dests(&[1, 3]));
         let reg = DestRegistry::new(4);
         let mut fo = for_service(&svc);
