@@ -315,7 +315,11 @@ pub fn validate_service(svc: &VirtualService, index: usize) -> Result<(), Invali
     Ok(())
 }
 
-fn validate_real(real: &RealServer, service_ipv6: bool, at: Fault) -> Result<(), Invalid> {
+/// Checks one real server of a service of the given family, reported at `at`: weight
+/// 0..=65535, lower threshold not above upper, family (unless tunnelled) and unicast
+/// address. Used by [`validate_service`] and by `ipvsadm` `-a`/`-e`, which check the one
+/// server they change.
+pub fn validate_real(real: &RealServer, service_ipv6: bool, at: Fault) -> Result<(), Invalid> {
     if !(0..=MAX_WEIGHT).contains(&real.weight) {
         return Err(Invalid::new(at, "weight", "must be 0..=65535"));
     }

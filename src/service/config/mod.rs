@@ -5,3 +5,4 @@ pub mod error;
 pub mod toml;
 
 pub use error::{validate, validate_service, ConfigError, Fault, Invalid};
+pub mod ipvsadm;
