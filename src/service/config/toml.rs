@@ -575,6 +575,18 @@ address = "10.0.2.1"
     }
 
     #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("../../../docs/config.md");
+        let start = doc.find("```toml\n").unwrap() + "```toml\n".len();
+        let end = start + doc[start..].find("```").unwrap();
+        let c = p(&doc[start..end]).unwrap();
+        assert_eq!(c.services.len(), 2);
+        assert_eq!(c.services[0].reals.len(), 2);
+        assert_eq!(c.services[0].reals[1].port, 80);
+        assert_eq!(c.classifiers[0].mark, 1);
+    }
+
+    #[test]
     fn empty_file_is_an_empty_config() {
         assert_eq!(p("").unwrap(), Config::default());
     }
