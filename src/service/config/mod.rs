@@ -1,1 +1,134 @@
-//! Configuration files: fastlb's TOML and `ipvsadm -S` rule files, told apart by content.
+//! Configuration files: fastlb's TOML, `ipvsadm -S` rule files and keepalived.conf, told
+//! apart by content, all producing the [`Config`] model and all validated the same way
+//! ([`validate`]). Errors name the file, the line and the field; nothing is half-applied:
+//! a file either yields a whole valid [`Config`] or an error.
+//!
+//! The formats are described in `docs/config.md`.
+
+pub mod error;
+pub mod ipvsadm;
+pub mod keepalived;
+pub mod toml;
+
+pub use error::{validate, validate_real, validate_service, ConfigError, Fault, Invalid};
+
+use std::path::Path;
+
+use crate::service::Config;
+
+/// The configuration languages fastlb reads.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// fastlb's TOML.
+    Toml,
+    /// An `ipvsadm -S` / `ipvsadm-save` rule file.
+    IpvsadmRules,
+    /// keepalived.conf with `virtual_server` blocks.
+    Keepalived,
+}
+
+/// Tells the format of `text` by content: keepalived when a line starts with
+/// `virtual_server` and the text has braces; ipvsadm rules when every non-comment line
+/// starts with `-` (or `ipvsadm -`); TOML otherwise.
+pub fn detect(text: &str) -> Format {
+    if keepalived::looks_like_keepalived(text) {
+        Format::Keepalived
+    } else if ipvsadm::looks_like_rules(text) {
+        Format::IpvsadmRules
+    } else {
+        Format::Toml
+    }
+}
+
+/// Reads `text` (named `path` in errors) in whichever format it is written and validates it.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    match detect(text) {
+        Format::Toml => toml::parse(text, path),
+        Format::IpvsadmRules => ipvsadm::parse_rules(text, path),
+        Format::Keepalived => keepalived::parse(text, path),
+    }
+}
+
+/// Reads and parses the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::at_line(path, 0, format!("cannot read: {e}")))?;
+    parse(&text, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_each_format() {
+        assert_eq!(detect("[[service]]\nprotocol = \"tcp\"\n"), Format::Toml);
+        assert_eq!(detect(""), Format::Toml);
+        assert_eq!(
+            detect(
+                "# saved\n-A -t 10.0.0.1:80 -s rr\n\n-a -t 10.0.0.1:80 -r 10.0.1.1:80 -m -w 1\n"
+            ),
+            Format::IpvsadmRules
+        );
+        assert_eq!(detect("ipvsadm -A -t 10.0.0.1:80\n"), Format::IpvsadmRules);
+        assert_eq!(
+            detect(
+                "global_defs {\n router_id a\n}\nvirtual_server 10.0.0.1 80 {\n lb_algo rr\n}\n"
+            ),
+            Format::Keepalived
+        );
+    }
+
+    #[test]
+    fn parse_dispatches_and_validates() {
+        let p = Path::new("f");
+        assert_eq!(
+            parse("-A -t 10.0.0.1:80 -s rr\n", p)
+                .unwrap()
+                .services
+                .len(),
+            1
+        );
+        assert_eq!(
+            parse(
+                "[[service]]\nprotocol = \"tcp\"\naddress = \"10.0.0.1\"\nport = 80\n",
+                p
+            )
+            .unwrap()
+            .services
+            .len(),
+            1
+        );
+        let e = parse("-A -t 10.0.0.1:0 -s rr\n", p).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "f:1: Zero port specified for non-persistent service"
+        );
+    }
+
+    #[test]
+    fn load_names_an_unreadable_file() {
+        let e = load(Path::new("/nonexistent/fastlb.toml")).unwrap_err();
+        assert_eq!(e.line, 0);
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/fastlb.toml: cannot read:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn load_reads_a_file() {
+        let dir = std::env::temp_dir().join(format!("fastlb-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("rules");
+        std::fs::write(
+            &f,
+            "-A -u 10.0.0.1:53 -s rr\n-a -u 10.0.0.1:53 -r 10.0.1.1:53 -m\n",
+        )
+        .unwrap();
+        let c = load(&f).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(c.services[0].reals.len(), 1);
+    }
+}
