@@ -12,6 +12,7 @@
 //! exceeded; [`icmp::error_reply`] can build that answer). fastlb does the same: every
 //! rewrite here decrements, or fails with [`DropReason::TtlExceeded`].
 
+pub mod icmp;
 pub mod mac;
 pub mod nat;
 

@@ -188,11 +188,10 @@ pub(crate) fn icmp_error(
     s.vlan = vlan;
     s.df = false;
     s.tos = 0;
-    s.l4 = L4::Icmp {
-        ty,
-        code,
-        rest: [0, 0, 0x05, 0xdc],
-    };
+    // etherparse models the "unused" bytes as zero, so only MTU-carrying types get some.
+    let mtu = (s.src.is_ipv4() && (ty, code) == (3, 4)) || (s.src.is_ipv6() && ty == 2);
+    let rest = if mtu { [0, 0, 0x05, 0xdc] } else { [0; 4] };
+    s.l4 = L4::Icmp { ty, code, rest };
     s.payload = quoted[..quote_len.min(quoted.len())].to_vec();
     s.frame()
 }
