@@ -15,6 +15,7 @@
 pub mod icmp;
 pub mod mac;
 pub mod nat;
+pub mod tun;
 
 use std::net::IpAddr;
 
