@@ -1444,3 +1444,6 @@ fn input_table(method: ForwardMethod) -> StateTable {
         ForwardMethod::DirectRouting | ForwardMethod::Tunnel => StateTable::InputOnly,
     }
 }
+
+#[cfg(test)]
+mod tests;
