@@ -607,45 +607,50 @@ fn concurrent_workers_balance_every_counter() {
 #[test]
 #[ignore]
 fn bench_lookup_and_insert() {
-    let cap = 1 << 20;
-    let tb = ConnTable::new(cap, 1, Arc::new(DestRegistry::new(16)));
-    let n = 500_000u32;
-    let mk = |i: u32| NewConn {
-        client: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
-        ..conn(
-            ForwardMethod::Masquerade,
-            "1.1.1.1",
-            (i % 60000) as u16,
-            i % 16,
-        )
-    };
-    let start = std::time::Instant::now();
-    for i in 0..n {
-        tb.insert(0, t(0), mk(i)).unwrap();
+    for (cap, n) in [(1usize << 14, 8_000u32), (1 << 20, 500_000)] {
+        let tb = ConnTable::new(cap, 1, Arc::new(DestRegistry::new(16)));
+        let mk = |i: u32| NewConn {
+            client: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
+            ..conn(
+                ForwardMethod::Masquerade,
+                "1.1.1.1",
+                (i % 60000) as u16,
+                i % 16,
+            )
+        };
+        let news: Vec<NewConn> = (0..n).map(mk).collect();
+        let start = std::time::Instant::now();
+        for c in &news {
+            tb.insert(0, t(0), *c).unwrap();
+        }
+        let ins = start.elapsed();
+        let keys: Vec<FlowKey> = (0..n)
+            .map(|i| fwd(&news[(i.wrapping_mul(2_654_435_761) % n) as usize]))
+            .collect();
+        let rounds = 4_000_000 / n;
+        let start = std::time::Instant::now();
+        let mut found = 0;
+        for _ in 0..rounds {
+            for k in &keys {
+                found += usize::from(tb.lookup(k).is_some());
+            }
+        }
+        let look = start.elapsed();
+        assert_eq!(found, (n * rounds) as usize);
+        let start = std::time::Instant::now();
+        for r in 0..rounds {
+            for k in &keys {
+                let h = tb.lookup(k).unwrap();
+                tb.on_packet(h.id, h.dir, ACK, t(u64::from(r)));
+            }
+        }
+        let upd = start.elapsed();
+        let ops = f64::from(n * rounds);
+        println!(
+            "capacity {cap}, {n} live: insert {:.0} ns, lookup {:.0} ns, lookup+on_packet {:.0} ns",
+            ins.as_nanos() as f64 / f64::from(n),
+            look.as_nanos() as f64 / ops,
+            upd.as_nanos() as f64 / ops,
+        );
     }
-    let ins = start.elapsed();
-    let keys: Vec<FlowKey> = (0..n)
-        .map(|i| fwd(&mk(i.wrapping_mul(2_654_435_761) % n)))
-        .collect();
-    let start = std::time::Instant::now();
-    let mut found = 0;
-    for k in &keys {
-        found += usize::from(tb.lookup(k).is_some());
-    }
-    let look = start.elapsed();
-    assert_eq!(found, n as usize);
-    let start = std::time::Instant::now();
-    for k in &keys {
-        let h = tb.lookup(k).unwrap();
-        tb.on_packet(h.id, h.dir, ACK, t(1));
-    }
-    let upd = start.elapsed();
-    println!(
-        "insert {:.0} ns, lookup {:.0} ns, lookup+on_packet {:.0} ns (random order, {} entries, table {} entries)",
-        ins.as_nanos() as f64 / f64::from(n),
-        look.as_nanos() as f64 / f64::from(n),
-        upd.as_nanos() as f64 / f64::from(n),
-        n,
-        cap
-    );
 }
