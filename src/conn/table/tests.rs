@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -651,6 +651,101 @@ fn bench_lookup_and_insert() {
             ins.as_nanos() as f64 / f64::from(n),
             look.as_nanos() as f64 / ops,
             upd.as_nanos() as f64 / ops,
+        );
+    }
+}
+
+#[test]
+fn templates_racing_attach_and_expiry_are_never_freed_under_a_connection() {
+    // Worker 0 creates templates that are due at once and expires them continuously;
+    // worker 1 attaches connections to them as fast as it can. A template freed while a
+    // connection points at it would leave a wrapped control count on a reused slot and
+    // an entry that never drains.
+    let reg = Arc::new(DestRegistry::new(2));
+    let tb = Arc::new(ConnTable::with_seed(512, 2, reg.clone(), 9));
+    let shared = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attached = Arc::new(AtomicU64::new(0));
+    let owner = {
+        let (tb, shared, done, attached) =
+            (tb.clone(), shared.clone(), done.clone(), attached.clone());
+        std::thread::spawn(move || {
+            let mut k = 0u32;
+            // Until enough connections attached (bounded, should the other thread starve).
+            while attached.load(Ordering::Relaxed) < 20_000 && k < 2_000_000 {
+                k += 1;
+                let now = Instant::from_micros(u64::from(k) * 1000);
+                // Expire first, then publish a template due now: it lives until the next
+                // round's expiry unless a connection attaches in between.
+                tb.expire(0, now, 256);
+                let key = TemplateKey {
+                    protocol: 6,
+                    client: IpAddr::V4(Ipv4Addr::from(k)),
+                    vaddr: ip("10.0.0.100"),
+                    vport: 80,
+                };
+                if let Ok(id) = tb.insert_template(
+                    0,
+                    now,
+                    &key,
+                    ip("192.168.1.1"),
+                    80,
+                    ForwardMethod::Masquerade,
+                    DestId(1),
+                    0,
+                ) {
+                    shared.store(id.pack(), Ordering::Release);
+                }
+            }
+            done.store(true, Ordering::Release);
+        })
+    };
+    let mut i = 0u32;
+    while !done.load(Ordering::Acquire) {
+        i += 1;
+        let template = ConnId::unpack(shared.load(Ordering::Acquire));
+        let mut n = conn(
+            ForwardMethod::DirectRouting,
+            "1.1.1.1",
+            (i % 60000) as u16,
+            0,
+        );
+        n.template = template;
+        if let Ok(h) = tb.insert(1, t(0), n) {
+            if tb.slots[h.id.slot as usize]
+                .template
+                .load(Ordering::Relaxed)
+                != 0
+            {
+                attached.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if i % 8 == 0 {
+            tb.expire(1, t(10_000), 256);
+        }
+    }
+    owner.join().unwrap();
+    assert!(attached.load(Ordering::Relaxed) > 0);
+    // Drain: connections first, then templates (pushed back 60 s at most twice).
+    for secs in [100_000, 100_100, 100_200] {
+        for w in 0..2 {
+            tb.expire(w, t(secs), usize::MAX);
+        }
+    }
+    assert_eq!(tb.len(), 0);
+    assert!(tb
+        .slots
+        .iter()
+        .all(|s| s.n_control.load(Ordering::Relaxed) == 0));
+    for d in 0..2 {
+        let c = reg.get(DestId(d));
+        assert_eq!(
+            (
+                c.active(),
+                c.inactive(),
+                c.persist_conns.load(Ordering::Relaxed)
+            ),
+            (0, 0, 0)
         );
     }
 }
