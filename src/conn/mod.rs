@@ -1,1 +1,17 @@
 //! The connection table, the IPVS TCP state machine and persistence templates.
+//!
+//! - [`state`]: TCP states, the kernel's transition tables, protocol timeouts.
+//! - [`ConnTable`]: the shared, lock-free connection table every worker looks packets up in.
+//! - [`persist`]: persistence templates (`ip_vs_sched_persist`).
+//!
+//! `docs/conn-table.md` describes the design and the eviction policy.
+
+mod index;
+pub mod persist;
+pub mod state;
+mod table;
+
+pub use state::{next_state, StateTable, TcpFlags, TcpState, Timeouts};
+pub use table::{
+    ConnEntry, ConnId, ConnInfo, ConnTable, Direction, FlowKey, Hit, NewConn, TableFull, TableStats,
+};
