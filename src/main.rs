@@ -1,5 +1,122 @@
-//! The `fastlb` command.
+//! The `fastlb` command: the appliance, replay, and the ipvsadm-style control client.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("fastlb: not yet wired")
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use fastlb::conn::ConnTable;
+use fastlb::control::Publisher;
+use fastlb::datapath::pipeline::{Pipeline, PipelineSettings};
+use fastlb::datapath::replay;
+use fastlb::forward::nexthop::NextHops;
+use fastlb::service::{config, DestRegistry};
+use fastlb::stats::WorkerStats;
+
+/// fastlb: a layer-4 load balancer, Linux LVS/IPVS in user space on AF_XDP.
+#[derive(Parser, Debug)]
+#[command(name = "fastlb", version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Running the appliance: `fastlb --iface IF --config FILE`.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Interface to serve (repeat for several).
+    #[arg(long = "iface", value_name = "IF")]
+    ifaces: Vec<String>,
+    /// Configuration: fastlb TOML, an `ipvsadm -S` rule file or a keepalived.conf.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the pipeline over a pcap capture with the capture's clock.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ReplayArgs {
+    /// Configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Input capture (classic pcap, Ethernet).
+    #[arg(long = "in", value_name = "IN.pcap")]
+    input: PathBuf,
+    /// Output capture: the frames the director transmits.
+    #[arg(long = "out", value_name = "OUT.pcap")]
+    output: PathBuf,
+    /// Write a JSON report of counters here.
+    #[arg(long, value_name = "R.json")]
+    report: Option<PathBuf>,
+    /// Routes, as `ip route show` prints them.
+    #[arg(long, value_name = "FILE")]
+    routes: Option<PathBuf>,
+    /// Neighbours, as `ip neigh show` prints them.
+    #[arg(long, value_name = "FILE")]
+    neigh: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Replay(args)) => run_replay(&args),
+        None => anyhow::bail!("the appliance (--iface) is not wired yet"),
+    }
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn load_nexthops(routes: Option<&Path>, neigh: Option<&Path>) -> Result<NextHops> {
+    let routes = match routes {
+        Some(p) => NextHops::parse_routes(&read_text(p)?, &p.display().to_string())?,
+        None => Vec::new(),
+    };
+    let neigh = match neigh {
+        Some(p) => NextHops::parse_neighbours(&read_text(p)?, &p.display().to_string())?,
+        None => Vec::new(),
+    };
+    Ok(NextHops::new(routes, neigh))
+}
+
+fn run_replay(args: &ReplayArgs) -> Result<()> {
+    let config = config::load(&args.config)?;
+    let registry = Arc::new(DestRegistry::default());
+    let publisher = Publisher::new(config.clone(), Arc::clone(&registry))?;
+    let capacity = if config.conn_capacity == 0 { 1 << 16 } else { config.conn_capacity };
+    let conns = Arc::new(ConnTable::new(capacity, 1, Arc::clone(&registry)));
+    conns.timeouts().apply(&config.timeouts);
+    let nexthops = Arc::new(load_nexthops(args.routes.as_deref(), args.neigh.as_deref())?);
+    let stats = Arc::new(WorkerStats::new(registry.capacity()));
+    let settings = PipelineSettings {
+        tunnel_source_v4: config.tunnel_source_v4,
+        tunnel_source_v6: config.tunnel_source_v6,
+        // Examine the whole table between frames: every timer fires on time.
+        expire_budget: capacity,
+    };
+    let mut pipeline = Pipeline::new(0, publisher.table(), Arc::clone(&conns), nexthops, Arc::clone(&stats), settings);
+    let input = BufReader::new(File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?);
+    let output =
+        BufWriter::new(File::create(&args.output).with_context(|| format!("creating {}", args.output.display()))?);
+    let outcome = replay::replay(&mut pipeline, input, output)?;
+    if let Some(path) = &args.report {
+        let report = fastlb::datapath::report::ReplayReport::new(&outcome, &publisher.table(), &registry, &[stats], conns.len());
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    eprintln!(
+        "replay: {} frames in, {} out, {} passed, {} dropped",
+        outcome.frames_in, outcome.frames_out, outcome.passed, outcome.dropped
+    );
+    Ok(())
 }

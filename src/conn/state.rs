@@ -13,7 +13,7 @@
 //! handshake states are therefore *inactive* in IPVS, and fastlb follows the kernel
 //! ([`TcpState::is_active`]). UDP connections are never active.
 
-use std::ops::BitOr;
+pub use crate::wire::TcpFlags;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::service::TimeoutSettings;
@@ -117,52 +117,20 @@ impl TcpState {
     }
 }
 
-/// The flags byte of a TCP header (byte 13), as the wire module reads it.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct TcpFlags(pub u8);
-
-impl TcpFlags {
-    /// No flag.
-    pub const NONE: TcpFlags = TcpFlags(0);
-    /// FIN.
-    pub const FIN: TcpFlags = TcpFlags(0x01);
-    /// SYN.
-    pub const SYN: TcpFlags = TcpFlags(0x02);
-    /// RST.
-    pub const RST: TcpFlags = TcpFlags(0x04);
-    /// PSH.
-    pub const PSH: TcpFlags = TcpFlags(0x08);
-    /// ACK.
-    pub const ACK: TcpFlags = TcpFlags(0x10);
-
-    /// Whether every flag of `other` is set.
-    #[inline]
-    pub const fn contains(self, other: TcpFlags) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// The row of the state tables this packet selects (`tcp_state_idx`): RST wins over SYN,
-    /// SYN over FIN, FIN over ACK; `None` when none of the four is set.
-    #[inline]
-    pub const fn row(self) -> Option<usize> {
-        if self.0 & TcpFlags::RST.0 != 0 {
-            Some(3)
-        } else if self.0 & TcpFlags::SYN.0 != 0 {
-            Some(0)
-        } else if self.0 & TcpFlags::FIN.0 != 0 {
-            Some(1)
-        } else if self.0 & TcpFlags::ACK.0 != 0 {
-            Some(2)
-        } else {
-            None
-        }
-    }
-}
-
-impl BitOr for TcpFlags {
-    type Output = TcpFlags;
-    fn bitor(self, rhs: TcpFlags) -> TcpFlags {
-        TcpFlags(self.0 | rhs.0)
+/// The row of the state tables a packet selects (`tcp_state_idx`): RST wins over SYN, SYN
+/// over FIN, FIN over ACK; `None` when none of the four is set.
+#[inline]
+pub const fn flag_row(flags: TcpFlags) -> Option<usize> {
+    if flags.rst() {
+        Some(3)
+    } else if flags.syn() {
+        Some(0)
+    } else if flags.fin() {
+        Some(1)
+    } else if flags.ack() {
+        Some(2)
+    } else {
+        None
     }
 }
 
@@ -227,7 +195,7 @@ pub fn next_state(table: StateTable, state: TcpState, flags: TcpFlags) -> TcpSta
         StateTable::Output => 1,
         StateTable::InputOnly => 2,
     };
-    match flags.row() {
+    match flag_row(flags) {
         Some(row) => tables::NEXT[t][row][state as usize],
         None => TcpState::Close,
     }
@@ -336,11 +304,11 @@ mod tests {
 
     #[test]
     fn row_order_is_rst_syn_fin_ack() {
-        assert_eq!((RST | SYN | FIN_ACK).row(), Some(3));
-        assert_eq!((SYN | FIN_ACK).row(), Some(0));
-        assert_eq!(FIN_ACK.row(), Some(1));
-        assert_eq!(ACK.row(), Some(2));
-        assert_eq!(TcpFlags::PSH.row(), None);
+        assert_eq!(flag_row(RST | SYN | FIN_ACK), Some(3));
+        assert_eq!(flag_row(SYN | FIN_ACK), Some(0));
+        assert_eq!(flag_row(FIN_ACK), Some(1));
+        assert_eq!(flag_row(ACK), Some(2));
+        assert_eq!(flag_row(TcpFlags::PSH), None);
     }
 
     #[test]

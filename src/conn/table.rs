@@ -738,6 +738,25 @@ impl ConnTable {
     /// The connection a packet belongs to, in either direction.
     #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Option<Hit> {
+        self.find(key).map(|(hit, _)| hit)
+    }
+
+    /// The connection a packet belongs to, unless its timer has already run out: an entry
+    /// the owner's expiry sweep has not reached yet is expired here instead, so a timeout
+    /// takes effect at the packet that finds it, exactly on time, whatever the sweep's pace.
+    #[inline]
+    pub fn lookup_live(&self, key: &FlowKey, now: Instant) -> Option<Hit> {
+        let (hit, expiry) = self.find(key)?;
+        if is_expired(expiry, ms(now)) {
+            self.expire_now(hit.id);
+            return None;
+        }
+        Some(hit)
+    }
+
+    /// The entry matching `key` and its expiry (36-bit milliseconds).
+    #[inline]
+    fn find(&self, key: &FlowKey) -> Option<(Hit, u64)> {
         if key.src.is_ipv6() != key.dst.is_ipv6() {
             return None;
         }
@@ -765,7 +784,7 @@ impl ConnTable {
                 raw.original_key() == k
             };
             if matches {
-                hit = Some(Hit {
+                hit = Some((Hit {
                     id: ConnId {
                         slot,
                         gen: ctl.gen(),
@@ -776,7 +795,7 @@ impl ConnTable {
                         Direction::Original
                     },
                     info: raw.info(ctl.state()),
-                });
+                }, ctl.expiry()));
             }
             matches
         });

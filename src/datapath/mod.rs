@@ -6,6 +6,8 @@
 
 mod frame;
 pub mod pcap;
+pub mod pipeline;
+pub mod report;
 pub mod replay;
 
 pub use frame::{Frame, Verdict};

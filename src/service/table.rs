@@ -44,6 +44,7 @@ pub struct ServiceTable {
     pub classifiers: Vec<ClassifierRule>,
     by_tuple: HashMap<(Protocol, IpAddr, u16), ServiceId>,
     by_mark: HashMap<(u32, bool), ServiceId>,
+    vips: std::collections::HashSet<IpAddr>,
     live_dests: Vec<bool>,
 }
 
@@ -117,6 +118,14 @@ impl ServiceTable {
             .get(&(protocol, dst, port))
             .or_else(|| self.by_tuple.get(&(protocol, dst, 0)))
             .copied()
+    }
+
+    /// Whether `addr` is a virtual address: the address of a service, or covered by a
+    /// classifier rule. Fragments and stray ICMP errors to such an address are fastlb's to
+    /// drop; to any other address they are the kernel's.
+    #[inline]
+    pub fn is_virtual_addr(&self, addr: IpAddr) -> bool {
+        self.vips.contains(&addr) || self.classifiers.iter().any(|r| r.dst.contains(addr))
     }
 
     /// The service with id `id`.

@@ -114,7 +114,7 @@ impl WorkerStats {
 
     /// Counts a drop.
     #[inline]
-    pub fn drop(&self, reason: DropReason) {
+    pub fn count_drop(&self, reason: DropReason) {
         self.drops[reason as usize].add(1);
     }
 
@@ -174,7 +174,7 @@ mod tests {
         a.dest(DestId(2)).in_pkts.add(3);
         b.dest(DestId(2)).in_pkts.add(4);
         b.dest(DestId(2)).conns.add(1);
-        a.drop(DropReason::Malformed);
+        a.count_drop(DropReason::Malformed);
         let t = dest_totals([&a, &b], DestId(2));
         assert_eq!((t.in_pkts, t.conns, t.out_pkts), (7, 1, 0));
         let d = drop_totals([&a, &b]);

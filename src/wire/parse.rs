@@ -27,34 +27,50 @@ pub enum IpVersion {
 pub struct TcpFlags(pub u8);
 
 impl TcpFlags {
+    /// No flag.
+    pub const NONE: TcpFlags = TcpFlags(0);
     /// FIN.
-    pub const FIN: u8 = 0x01;
+    pub const FIN: TcpFlags = TcpFlags(0x01);
     /// SYN.
-    pub const SYN: u8 = 0x02;
+    pub const SYN: TcpFlags = TcpFlags(0x02);
     /// RST.
-    pub const RST: u8 = 0x04;
+    pub const RST: TcpFlags = TcpFlags(0x04);
+    /// PSH.
+    pub const PSH: TcpFlags = TcpFlags(0x08);
     /// ACK.
-    pub const ACK: u8 = 0x10;
+    pub const ACK: TcpFlags = TcpFlags(0x10);
 
+    /// Whether every flag of `other` is set.
+    #[inline]
+    pub const fn contains(self, other: TcpFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
     /// SYN is set.
     #[inline]
-    pub fn syn(self) -> bool {
-        self.0 & Self::SYN != 0
+    pub const fn syn(self) -> bool {
+        self.contains(Self::SYN)
     }
     /// FIN is set.
     #[inline]
-    pub fn fin(self) -> bool {
-        self.0 & Self::FIN != 0
+    pub const fn fin(self) -> bool {
+        self.contains(Self::FIN)
     }
     /// ACK is set.
     #[inline]
-    pub fn ack(self) -> bool {
-        self.0 & Self::ACK != 0
+    pub const fn ack(self) -> bool {
+        self.contains(Self::ACK)
     }
     /// RST is set.
     #[inline]
-    pub fn rst(self) -> bool {
-        self.0 & Self::RST != 0
+    pub const fn rst(self) -> bool {
+        self.contains(Self::RST)
+    }
+}
+
+impl core::ops::BitOr for TcpFlags {
+    type Output = TcpFlags;
+    fn bitor(self, rhs: TcpFlags) -> TcpFlags {
+        TcpFlags(self.0 | rhs.0)
     }
 }
 
