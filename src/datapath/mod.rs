@@ -5,6 +5,8 @@
 //! touches a socket.
 
 mod frame;
+#[cfg(target_os = "linux")]
+pub mod xdp;
 
 pub use frame::{Frame, Verdict};
 

@@ -1,0 +1,1 @@
+//! Routes and neighbours from the kernel over rtnetlink.
