@@ -367,17 +367,22 @@ pub(crate) fn open(
         )?;
     }
 
-    let mut bind_flags: u16 = if flags.zero_copy {
-        libc::XDP_ZEROCOPY
+    // A socket sharing a UMEM may not name copy/zero-copy/need_wakeup: it inherits the
+    // first socket's (the kernel answers EINVAL otherwise).
+    let bind_flags: u16 = if shared_with.is_some() {
+        libc::XDP_SHARED_UMEM
     } else {
-        libc::XDP_COPY
+        let mode = if flags.zero_copy {
+            libc::XDP_ZEROCOPY
+        } else {
+            libc::XDP_COPY
+        };
+        if flags.need_wakeup {
+            mode | libc::XDP_USE_NEED_WAKEUP
+        } else {
+            mode
+        }
     };
-    if flags.need_wakeup {
-        bind_flags |= libc::XDP_USE_NEED_WAKEUP;
-    }
-    if shared_with.is_some() {
-        bind_flags |= libc::XDP_SHARED_UMEM;
-    }
     let sa = libc::sockaddr_xdp {
         sxdp_family: libc::AF_XDP as u16,
         sxdp_flags: bind_flags,
