@@ -16,8 +16,9 @@ use aya::Ebpf;
 
 use crate::service::{ClassifierRule, ForwardMethod, Protocol, ServiceKey, ServiceTable};
 
-/// The compiled filter, built by build.rs from `bpf/xdp_filter.c`.
-static FILTER_OBJ: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xdp_filter.o"));
+/// The compiled filter, built by build.rs from `bpf/xdp_filter.c`. The ELF parser needs it
+/// 8-byte aligned, which plain `include_bytes!` does not promise.
+static FILTER_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_filter.o"));
 
 /// XSKMAP slots reserved per interface: queue q of the i-th interface sits at
 /// `i * SLOTS_PER_IFACE + q`. The map has 256 entries (MAX_SOCKETS in the C source).

@@ -122,6 +122,13 @@ impl<T: Copy> Producer<T> {
         true
     }
 
+    /// Entries pushed but not yet consumed, re-reading the consumer index.
+    #[inline]
+    pub(crate) fn outstanding(&mut self) -> u32 {
+        self.cached_consumer = Wrapping(self.mem.consumer().load(Ordering::Acquire));
+        self.in_flight()
+    }
+
     /// Publishes every entry pushed so far.
     #[inline]
     pub(crate) fn commit(&mut self) {
@@ -135,7 +142,7 @@ impl<T: Copy> Producer<T> {
     }
 
     /// Entries pushed but not yet consumed by the other side, as last seen.
-    #[cfg(test)]
+    #[inline]
     pub(crate) fn in_flight(&self) -> u32 {
         (self.head - self.cached_consumer).0
     }

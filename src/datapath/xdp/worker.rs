@@ -15,6 +15,8 @@ use crate::time::Instant;
 
 /// Largest rx batch a worker takes in one pass.
 pub const MAX_BATCH: usize = 256;
+/// Most tx kicks per socket per pass.
+const MAX_KICKS: usize = 16;
 
 /// One worker's counters. Written by that worker only (Relaxed load + store, no
 /// read-modify-write), read by anyone; readers sum them with [`XdpCounters::add`].
@@ -271,9 +273,21 @@ impl<P: PacketProcessor> Worker<P> {
             p.tx.commit();
             tx += u64::from(*q);
             *q = 0;
-            if p.tx.needs_wakeup() {
+            // In copy mode one sendto sends a bounded number of frames (32 in current
+            // kernels): kick again while each kick makes progress, so the ring drains
+            // instead of filling up across batches.
+            let mut left = p.tx.outstanding();
+            for _ in 0..MAX_KICKS {
+                if left == 0 || !p.tx.needs_wakeup() {
+                    break;
+                }
                 p.kick_tx();
                 kicks += 1;
+                let now_left = p.tx.outstanding();
+                if now_left >= left {
+                    break;
+                }
+                left = now_left;
             }
         }
         if tx > 0 {
