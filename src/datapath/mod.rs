@@ -9,6 +9,8 @@ pub mod pcap;
 pub mod pipeline;
 pub mod report;
 pub mod replay;
+#[cfg(target_os = "linux")]
+pub mod xdp;
 
 pub use frame::{Frame, Verdict};
 

@@ -1,0 +1,392 @@
+//! The AF_XDP backend: the XDP filter, one UMEM and one worker thread per queue index,
+//! one AF_XDP socket per (interface, queue).
+//!
+//! ```text
+//!   iface A queue q --\                                   /--> tx on the egress socket
+//!                      >-- worker q (pinned): UMEM q --- processor.process(now, frame)
+//!   iface B queue q --/    sockets A/q and B/q share it   \--> free (drop / pass)
+//! ```
+//!
+//! Sockets of the same queue index on different interfaces share the queue's UMEM, so a
+//! frame received on A can be sent out of B without a copy. Which interface a frame leaves
+//! by is fixed per ingress interface ([`Egress`]) until `Verdict::Transmit` can name one.
+//!
+//! Frames are `frame_size` bytes; the kernel leaves 256 bytes (`XDP_PACKET_HEADROOM`,
+//! equal to [`crate::datapath::HEADROOM`]) in front of every received packet, which the
+//! processor may use to grow the frame (tunnel encapsulation).
+
+mod filter;
+mod forwarders;
+pub mod netlink;
+mod ring;
+mod socket;
+mod umem;
+mod worker;
+
+pub use filter::{
+    ifindex, Attached, FilterCounters, FilterError, SyncReport, XdpFilter, XdpMode,
+    MAX_CLASSIFIERS, MAX_IFACES, SLOTS_PER_IFACE,
+};
+pub use forwarders::{parse_mac, Bounce, FixedMac};
+pub use worker::{WorkerStats, XdpCounters, MAX_BATCH};
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::datapath::{PacketProcessor, HEADROOM};
+use crate::time::Instant;
+use socket::{BindFlags, RingSizes};
+use umem::Umem;
+use worker::Worker;
+
+/// The kernel's `XDP_PACKET_HEADROOM`: bytes left in front of a received packet.
+const XDP_PACKET_HEADROOM: usize = 256;
+const _: () = assert!(XDP_PACKET_HEADROOM >= HEADROOM);
+
+/// Where frames received on an interface are transmitted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Egress {
+    /// Out of the interface they came in on.
+    #[default]
+    SameInterface,
+    /// Out of `map[i]` for frames received on the i-th interface of
+    /// [`XdpOptions::ifaces`].
+    Map(Vec<usize>),
+}
+
+/// Configuration of the AF_XDP datapath.
+#[derive(Clone, Debug)]
+pub struct XdpOptions {
+    /// Interfaces to serve (`--iface`), at most [`MAX_IFACES`].
+    pub ifaces: Vec<String>,
+    /// Queues per interface; `None` = every rx queue the interface has.
+    pub queues: Option<u32>,
+    /// How to attach the XDP filter.
+    pub mode: XdpMode,
+    /// Spin instead of sleeping in `poll` when idle, with `SO_BUSY_POLL`.
+    pub busy_poll: bool,
+    /// Frames taken from an rx ring per pass, 1..=[`MAX_BATCH`].
+    pub batch: usize,
+    /// UMEM frame size: 2048 or 4096.
+    pub frame_size: u32,
+    /// Size of every ring (rx, tx, fill, completion), a power of two.
+    pub ring_size: u32,
+    /// Ask for zero-copy (veth supports copy mode only).
+    pub zero_copy: bool,
+    /// Use the need_wakeup flags (kick only when the kernel asks). On by default.
+    pub need_wakeup: bool,
+    /// Core of each worker (worker i on `cores[i % len]`); empty = worker i on the i-th
+    /// core the process may use.
+    pub cores: Vec<usize>,
+    /// Where transmitted frames go.
+    pub egress: Egress,
+}
+
+impl Default for XdpOptions {
+    fn default() -> XdpOptions {
+        XdpOptions {
+            ifaces: Vec::new(),
+            queues: None,
+            mode: XdpMode::Auto,
+            busy_poll: false,
+            batch: 64,
+            frame_size: 4096,
+            ring_size: 2048,
+            zero_copy: false,
+            need_wakeup: true,
+            cores: Vec::new(),
+            egress: Egress::SameInterface,
+        }
+    }
+}
+
+/// Errors of starting the datapath.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    /// The options are inconsistent.
+    #[error("AF_XDP options: {0}")]
+    Options(String),
+    /// The XDP filter failed.
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    /// A socket or its UMEM could not be set up.
+    #[error("AF_XDP socket on {iface} queue {queue}: {source}")]
+    Socket {
+        /// Interface.
+        iface: String,
+        /// Queue.
+        queue: u32,
+        /// The system error.
+        source: io::Error,
+    },
+    /// A worker thread could not be started.
+    #[error("starting worker thread: {0}")]
+    Spawn(io::Error),
+    /// A worker thread panicked.
+    #[error("worker {0} panicked")]
+    WorkerPanicked(usize),
+}
+
+/// The running datapath: the filter (for the control thread's `sync`) and the workers.
+#[derive(Debug)]
+pub struct Datapath {
+    // Workers first: they are joined (sockets closed) before the filter detaches.
+    workers: Vec<JoinHandle<()>>,
+    stats: Vec<Arc<WorkerStats>>,
+    filter: XdpFilter,
+}
+
+impl Datapath {
+    /// The XDP filter, to [`XdpFilter::sync`] its maps with a new service table.
+    pub fn filter(&mut self) -> &mut XdpFilter {
+        &mut self.filter
+    }
+
+    /// Each worker's counters.
+    pub fn worker_counters(&self) -> Vec<XdpCounters> {
+        self.stats.iter().map(|s| s.snapshot()).collect()
+    }
+
+    /// All workers' counters summed.
+    pub fn counters(&self) -> XdpCounters {
+        let mut total = XdpCounters::default();
+        for s in &self.stats {
+            total.add(&s.snapshot());
+        }
+        total
+    }
+
+    /// Waits for the workers to stop (after the caller set the stop flag), then detaches
+    /// the filter.
+    pub fn join(mut self) -> Result<XdpCounters, XdpError> {
+        let mut panicked = None;
+        for (i, h) in std::mem::take(&mut self.workers).into_iter().enumerate() {
+            if h.join().is_err() {
+                panicked.get_or_insert(i);
+            }
+        }
+        let total = self.counters();
+        drop(self);
+        match panicked {
+            Some(i) => Err(XdpError::WorkerPanicked(i)),
+            None => Ok(total),
+        }
+    }
+}
+
+/// Starts the datapath and runs it until `stop` is set; returns the summed counters.
+pub fn run<P, F>(
+    opts: &XdpOptions,
+    make_processor: F,
+    stop: Arc<AtomicBool>,
+) -> Result<XdpCounters, XdpError>
+where
+    P: PacketProcessor + Send + 'static,
+    F: Fn(usize) -> P,
+{
+    start(opts, make_processor, stop)?.join()
+}
+
+/// Number of rx queues of `iface`, from sysfs (1 when sysfs says nothing).
+fn rx_queues(iface: &str) -> u32 {
+    std::fs::read_dir(format!("/sys/class/net/{iface}/queues"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count() as u32
+        })
+        .unwrap_or(0)
+        .max(1)
+}
+
+/// `CLOCK_MONOTONIC` as the pipeline's clock.
+fn monotonic_now() -> Instant {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Instant::from_micros(ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000)
+}
+
+fn check_options(opts: &XdpOptions) -> Result<(), XdpError> {
+    let bad = |m: String| Err(XdpError::Options(m));
+    if opts.ifaces.is_empty() {
+        return bad("no interface".into());
+    }
+    if opts.ifaces.len() > MAX_IFACES {
+        return bad(format!("at most {MAX_IFACES} interfaces"));
+    }
+    if opts.frame_size != 2048 && opts.frame_size != 4096 {
+        return bad(format!("frame size {} (2048 or 4096)", opts.frame_size));
+    }
+    if !opts.ring_size.is_power_of_two() || opts.ring_size < 64 {
+        return bad(format!(
+            "ring size {} (a power of two >= 64)",
+            opts.ring_size
+        ));
+    }
+    if !(1..=MAX_BATCH).contains(&opts.batch) {
+        return bad(format!("batch {} (1..={MAX_BATCH})", opts.batch));
+    }
+    if let Egress::Map(m) = &opts.egress {
+        if m.len() != opts.ifaces.len() || m.iter().any(|e| *e >= opts.ifaces.len()) {
+            return bad("egress map needs one valid interface index per interface".into());
+        }
+    }
+    Ok(())
+}
+
+/// Starts the datapath: loads and attaches the filter, opens the sockets, starts one pinned
+/// worker per queue index. `make_processor(i)` builds worker i's processor. The workers
+/// run until `stop` is set; then [`Datapath::join`] waits for them.
+pub fn start<P, F>(
+    opts: &XdpOptions,
+    make_processor: F,
+    stop: Arc<AtomicBool>,
+) -> Result<Datapath, XdpError>
+where
+    P: PacketProcessor + Send + 'static,
+    F: Fn(usize) -> P,
+{
+    check_options(opts)?;
+    let mut filter = XdpFilter::load()?;
+    for iface in &opts.ifaces {
+        filter.attach(iface, opts.mode)?;
+    }
+    let attached: Vec<Attached> = filter.attached().to_vec();
+    let queues: Vec<u32> = opts
+        .ifaces
+        .iter()
+        .map(|i| {
+            opts.queues
+                .unwrap_or_else(|| rx_queues(i))
+                .min(SLOTS_PER_IFACE)
+        })
+        .collect();
+    let n_workers = *queues.iter().max().expect("at least one interface");
+    let sizes = RingSizes {
+        rx: opts.ring_size,
+        tx: opts.ring_size,
+        fill: opts.ring_size,
+        comp: opts.ring_size,
+    };
+    let flags = BindFlags {
+        zero_copy: opts.zero_copy,
+        need_wakeup: opts.need_wakeup,
+        busy_poll: opts.busy_poll.then_some((20, opts.batch as u32)),
+    };
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+
+    let mut dp = Datapath {
+        workers: Vec::new(),
+        stats: Vec::new(),
+        filter,
+    };
+    for q in 0..n_workers {
+        // Interfaces that have this queue, and the port index each gets in the worker.
+        let members: Vec<usize> = (0..opts.ifaces.len()).filter(|i| q < queues[*i]).collect();
+        // Each socket needs its fill ring full and its tx ring's worth in flight.
+        let frames = members.len() as u32 * opts.ring_size * 2;
+        let sock_err = |i: usize, source: io::Error| XdpError::Socket {
+            iface: opts.ifaces[i].clone(),
+            queue: q,
+            source,
+        };
+        let umem = Umem::map(frames, opts.frame_size).map_err(|e| sock_err(members[0], e))?;
+        let mut ports = Vec::with_capacity(members.len());
+        for &i in &members {
+            let shared = ports.first().and_then(socket::Port::raw_fd);
+            let p = socket::open(&umem, attached[i].ifindex, q, shared, sizes, flags)
+                .map_err(|e| sock_err(i, e))?;
+            ports.push(p);
+        }
+        let egress: Vec<Option<usize>> = members
+            .iter()
+            .map(|&i| {
+                let out = match &opts.egress {
+                    Egress::SameInterface => i,
+                    Egress::Map(m) => m[i],
+                };
+                members.iter().position(|&m| m == out)
+            })
+            .collect();
+        let stats = Arc::new(WorkerStats::default());
+        let worker = Worker::new(
+            umem,
+            ports,
+            egress,
+            make_processor(q as usize),
+            stats.clone(),
+            opts.batch,
+        );
+        for p in worker.ports() {
+            let fd = p.raw_fd().expect("real sockets have fds");
+            dp.filter.register_socket(p.ifindex, p.queue, fd)?;
+        }
+        let core = if opts.cores.is_empty() {
+            cores.get(q as usize % cores.len().max(1)).copied()
+        } else {
+            Some(core_affinity::CoreId {
+                id: opts.cores[q as usize % opts.cores.len()],
+            })
+        };
+        let stop = stop.clone();
+        let busy = opts.busy_poll;
+        let h = std::thread::Builder::new()
+            .name(format!("fastlb-xdp-{q}"))
+            .spawn(move || worker_loop(worker, core, busy, &stop))
+            .map_err(XdpError::Spawn)?;
+        dp.workers.push(h);
+        dp.stats.push(stats);
+    }
+    Ok(dp)
+}
+
+/// Passes made after the stop flag is seen, to drain what the rx rings hold.
+const DRAIN_PASSES: usize = 16;
+/// How long an idle worker sleeps in `poll` before looking at the stop flag again.
+const IDLE_POLL_MS: libc::c_int = 50;
+
+fn worker_loop<P: PacketProcessor>(
+    mut w: Worker<P>,
+    core: Option<core_affinity::CoreId>,
+    busy_poll: bool,
+    stop: &AtomicBool,
+) {
+    if let Some(c) = core {
+        core_affinity::set_for_current(c);
+    }
+    let mut pfds: Vec<libc::pollfd> = w
+        .ports()
+        .iter()
+        .filter_map(|p| p.raw_fd())
+        .map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    while !stop.load(Ordering::Relaxed) {
+        let now = monotonic_now();
+        let n = w.step(now);
+        w.between_batches(now);
+        if n == 0 {
+            if busy_poll {
+                w.kick_fill();
+            } else {
+                // SAFETY: `pfds` is a valid array of pollfd for the call's duration.
+                unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, IDLE_POLL_MS) };
+            }
+        }
+    }
+    for _ in 0..DRAIN_PASSES {
+        let now = monotonic_now();
+        if w.step(now) == 0 {
+            break;
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! The ring loop of one worker: recycle completions, refill, receive a batch, hand each
+//! frame to the [`PacketProcessor`], queue the verdicts for transmit, kick.
+//!
+//! A worker owns the UMEM of one queue index and one [`Port`] per interface on that queue.
+//! It knows nothing of packets; the processor knows nothing of rings. [`Worker::step`] is
+//! one pass and runs the same over real sockets and over the in-memory rings of the tests.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::socket::{Desc, Port};
+use super::umem::Umem;
+use crate::datapath::{Frame, PacketProcessor, Verdict};
+use crate::stats::DropReason;
+use crate::time::Instant;
+
+/// Largest rx batch a worker takes in one pass.
+pub const MAX_BATCH: usize = 256;
+/// Most tx kicks per socket per pass.
+const MAX_KICKS: usize = 16;
+
+/// One worker's counters. Written by that worker only (Relaxed load + store, no
+/// read-modify-write), read by anyone; readers sum them with [`XdpCounters::add`].
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    rx: AtomicU64,
+    tx: AtomicU64,
+    batches: AtomicU64,
+    kicks: AtomicU64,
+    passed: AtomicU64,
+    tx_ring_full: AtomicU64,
+    drops: [AtomicU64; DropReason::COUNT],
+}
+
+/// A plain copy of counters, one worker's or a sum.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct XdpCounters {
+    /// Frames received from the rx rings.
+    pub rx: u64,
+    /// Frames queued on tx rings.
+    pub tx: u64,
+    /// Passes that received at least one frame.
+    pub batches: u64,
+    /// Wakeup syscalls (tx `sendto`, rx `recvfrom`).
+    pub kicks: u64,
+    /// Frames the processor said belong to the kernel; AF_XDP cannot hand them back, so
+    /// they are dropped and counted here (the XDP filter should keep them out).
+    pub passed: u64,
+    /// Frames dropped because the egress tx ring was full.
+    pub tx_ring_full: u64,
+    /// Frames the processor dropped, by reason (index = `DropReason as usize`).
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl XdpCounters {
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &XdpCounters) {
+        self.rx += other.rx;
+        self.tx += other.tx;
+        self.batches += other.batches;
+        self.kicks += other.kicks;
+        self.passed += other.passed;
+        self.tx_ring_full += other.tx_ring_full;
+        for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
+            *a += b;
+        }
+    }
+
+    /// Drops under `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+}
+
+#[inline]
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+impl WorkerStats {
+    /// A copy of the counters.
+    pub fn snapshot(&self) -> XdpCounters {
+        let mut drops = [0; DropReason::COUNT];
+        for (d, a) in drops.iter_mut().zip(self.drops.iter()) {
+            *d = a.load(Ordering::Relaxed);
+        }
+        XdpCounters {
+            rx: self.rx.load(Ordering::Relaxed),
+            tx: self.tx.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            kicks: self.kicks.load(Ordering::Relaxed),
+            passed: self.passed.load(Ordering::Relaxed),
+            tx_ring_full: self.tx_ring_full.load(Ordering::Relaxed),
+            drops,
+        }
+    }
+}
+
+/// The state of one worker thread.
+#[derive(Debug)]
+pub(crate) struct Worker<P> {
+    // Field order matters: ports (sockets) close before the UMEM is unmapped.
+    ports: Vec<Port>,
+    umem: Umem,
+    /// Frames owned by user space and not in use: the stack the fill rings draw from.
+    free: Vec<u64>,
+    processor: P,
+    stats: std::sync::Arc<WorkerStats>,
+    batch: usize,
+    /// Port index a frame received on port i is transmitted on; `None` = no egress socket
+    /// on this queue for the configured interface (counted as `no_route`).
+    egress: Vec<Option<usize>>,
+    /// Tx descriptors queued per port in this pass, waiting for a kick.
+    queued: Vec<u32>,
+}
+
+impl<P: PacketProcessor> Worker<P> {
+    /// A worker over `ports` sharing `umem`. Every frame starts out free.
+    pub(crate) fn new(
+        umem: Umem,
+        ports: Vec<Port>,
+        egress: Vec<Option<usize>>,
+        processor: P,
+        stats: std::sync::Arc<WorkerStats>,
+        batch: usize,
+    ) -> Worker<P> {
+        assert_eq!(ports.len(), egress.len(), "one egress entry per port");
+        let fs = u64::from(umem.frame_size());
+        let free = (0..u64::from(umem.frames()))
+            .rev()
+            .map(|i| i * fs)
+            .collect();
+        let queued = vec![0; ports.len()];
+        Worker {
+            ports,
+            umem,
+            free,
+            processor,
+            stats,
+            batch: batch.clamp(1, MAX_BATCH),
+            egress,
+            queued,
+        }
+    }
+
+    /// The ports, for registering their sockets in the XSKMAP.
+    pub(crate) fn ports(&self) -> &[Port] {
+        &self.ports
+    }
+
+    /// Frames currently owned by user space (for tests of frame conservation).
+    #[cfg(test)]
+    pub(crate) fn free_frames(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Gives the processor its between-batches call.
+    pub(crate) fn between_batches(&mut self, now: Instant) {
+        self.processor.between_batches(now);
+    }
+
+    /// One pass over every port. Returns the number of frames received.
+    pub(crate) fn step(&mut self, now: Instant) -> usize {
+        self.recycle();
+        let mut received = 0;
+        let mut descs = [Desc::default(); MAX_BATCH];
+        for i in 0..self.ports.len() {
+            let n = {
+                let rx = &mut self.ports[i].rx;
+                let mut n = 0;
+                while n < self.batch {
+                    match rx.pop() {
+                        Some(d) => {
+                            descs[n] = d;
+                            n += 1;
+                        }
+                        None => break,
+                    }
+                }
+                rx.release();
+                n
+            };
+            for d in &descs[..n] {
+                self.handle(now, i, *d);
+            }
+            received += n;
+        }
+        if received > 0 {
+            bump(&self.stats.rx, received as u64);
+            bump(&self.stats.batches, 1);
+        }
+        self.flush();
+        received
+    }
+
+    /// Completed transmissions come back to the free stack; the fill rings are topped up
+    /// from it, and the kernel is woken if it asked for fill-ring entries.
+    fn recycle(&mut self) {
+        for p in &mut self.ports {
+            while let Some(addr) = p.comp.pop() {
+                self.free.push(self.umem.frame_base(addr));
+            }
+            p.comp.release();
+        }
+        for p in &mut self.ports {
+            let n = p
+                .fill
+                .free(self.free.len() as u32)
+                .min(self.free.len() as u32);
+            for _ in 0..n {
+                let addr = self.free.pop().expect("counted above");
+                let pushed = p.fill.push(addr);
+                debug_assert!(pushed, "free() promised the slot");
+            }
+            if n > 0 {
+                p.fill.commit();
+            }
+        }
+    }
+
+    #[inline]
+    fn handle(&mut self, now: Instant, ingress: usize, d: Desc) {
+        let base = self.umem.frame_base(d.addr);
+        let head = (d.addr - base) as usize;
+        // SAFETY: the kernel handed this frame to us on the rx ring; until we push it on a
+        // fill or tx ring, nobody else touches it, and this is the only slice of it.
+        let buf = unsafe { self.umem.frame_mut(base) };
+        if head + d.len as usize > buf.len() {
+            bump(&self.stats.drops[DropReason::Malformed as usize], 1);
+            self.free.push(base);
+            return;
+        }
+        let mut frame = Frame::new(buf, head, d.len as usize);
+        match self.processor.process(now, &mut frame) {
+            Verdict::Transmit => {
+                let out = Desc {
+                    addr: base + frame.head() as u64,
+                    len: frame.len() as u32,
+                    options: 0,
+                };
+                match self.egress[ingress] {
+                    Some(e) if self.ports[e].tx.push(out) => {
+                        self.queued[e] += 1;
+                    }
+                    Some(_) => {
+                        bump(&self.stats.tx_ring_full, 1);
+                        self.free.push(base);
+                    }
+                    None => {
+                        bump(&self.stats.drops[DropReason::NoRoute as usize], 1);
+                        self.free.push(base);
+                    }
+                }
+            }
+            Verdict::Pass => {
+                bump(&self.stats.passed, 1);
+                self.free.push(base);
+            }
+            Verdict::Drop(r) => {
+                bump(&self.stats.drops[r as usize], 1);
+                self.free.push(base);
+            }
+        }
+    }
+
+    /// Publishes queued tx descriptors and kicks the sockets that ask for it.
+    fn flush(&mut self) {
+        let mut tx = 0u64;
+        let mut kicks = 0u64;
+        for (p, q) in self.ports.iter_mut().zip(self.queued.iter_mut()) {
+            if *q == 0 {
+                continue;
+            }
+            p.tx.commit();
+            tx += u64::from(*q);
+            *q = 0;
+            // In copy mode one sendto sends a bounded number of frames (32 in current
+            // kernels): kick again while each kick makes progress, so the ring drains
+            // instead of filling up across batches.
+            let mut left = p.tx.outstanding();
+            for _ in 0..MAX_KICKS {
+                if left == 0 || !p.tx.needs_wakeup() {
+                    break;
+                }
+                p.kick_tx();
+                kicks += 1;
+                let now_left = p.tx.outstanding();
+                if now_left >= left {
+                    break;
+                }
+                left = now_left;
+            }
+        }
+        if tx > 0 {
+            bump(&self.stats.tx, tx);
+        }
+        if kicks > 0 {
+            bump(&self.stats.kicks, kicks);
+        }
+    }
+
+    /// For busy polling: wakes the kernel where a fill ring asks for it.
+    pub(crate) fn kick_fill(&mut self) {
+        let mut kicks = 0;
+        for p in &self.ports {
+            if p.fill.needs_wakeup() {
+                p.kick_rx();
+                kicks += 1;
+            }
+        }
+        if kicks > 0 {
+            bump(&self.stats.kicks, kicks);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ring::mem::TestRing;
+    use super::super::ring::{Consumer, Producer};
+    use super::*;
+    use std::sync::Arc;
+
+    /// Plays the kernel's side of one port's rings.
+    struct FakeKernel {
+        rx: TestRing<Desc>,
+        tx: TestRing<Desc>,
+        fill: TestRing<u64>,
+        comp: TestRing<u64>,
+    }
+
+    struct KernelEnds {
+        rx: Producer<Desc>,
+        tx: Consumer<Desc>,
+        fill: Consumer<u64>,
+        comp: Producer<u64>,
+    }
+
+    impl FakeKernel {
+        fn new(size: u32) -> FakeKernel {
+            FakeKernel {
+                rx: TestRing::new(size, u32::MAX - 2),
+                tx: TestRing::new(size, 7),
+                fill: TestRing::new(size, u32::MAX),
+                comp: TestRing::new(size, 0),
+            }
+        }
+        fn split(&mut self) -> (Port, KernelEnds) {
+            let port = Port::from_rings(
+                Consumer::new(self.rx.mem()),
+                Producer::new(self.tx.mem()),
+                Producer::new(self.fill.mem()),
+                Consumer::new(self.comp.mem()),
+            );
+            let k = KernelEnds {
+                rx: Producer::new(self.rx.mem()),
+                tx: Consumer::new(self.tx.mem()),
+                fill: Consumer::new(self.fill.mem()),
+                comp: Producer::new(self.comp.mem()),
+            };
+            (port, k)
+        }
+    }
+
+    impl KernelEnds {
+        /// Takes a fill entry, writes `bytes` at the kernel's 256-byte offset, posts it on rx.
+        fn receive(&mut self, umem: &Umem, bytes: &[u8]) -> bool {
+            let Some(base) = self.fill.pop() else {
+                return false;
+            };
+            self.fill.release();
+            // SAFETY: the frame came off the fill ring: the "kernel" owns it now.
+            let f = unsafe { umem.frame_mut(base) };
+            f[256..256 + bytes.len()].copy_from_slice(bytes);
+            assert!(self.rx.push(Desc {
+                addr: base + 256,
+                len: bytes.len() as u32,
+                options: 0
+            }));
+            self.rx.commit();
+            true
+        }
+        /// Takes every tx descriptor, completes it, returns what was sent.
+        fn transmit(&mut self, umem: &Umem) -> Vec<Vec<u8>> {
+            let mut out = Vec::new();
+            while let Some(d) = self.tx.pop() {
+                let base = umem.frame_base(d.addr);
+                // SAFETY: the frame is on the tx ring: the "kernel" owns it now.
+                let f = unsafe { umem.frame_mut(base) };
+                let off = (d.addr - base) as usize;
+                out.push(f[off..off + d.len as usize].to_vec());
+                assert!(self.comp.push(d.addr));
+            }
+            self.tx.release();
+            self.comp.commit();
+            out
+        }
+    }
+
+    /// Swaps the MAC addresses; drops frames shorter than an Ethernet header.
+    struct Swap;
+    impl PacketProcessor for Swap {
+        fn process(&mut self, _now: Instant, f: &mut Frame<'_>) -> Verdict {
+            if f.len() < 14 {
+                return Verdict::Drop(DropReason::Malformed);
+            }
+            let d = f.data_mut();
+            for i in 0..6 {
+                d.swap(i, i + 6);
+            }
+            Verdict::Transmit
+        }
+    }
+
+    fn pkt(n: u8, len: usize) -> Vec<u8> {
+        let mut v: Vec<u8> = (0..len as u8).collect();
+        v[0] = n;
+        v
+    }
+
+    #[test]
+    fn frames_go_round_and_come_back() {
+        // The fake kernel reaches frames through the worker's own UMEM.
+        let mut k = FakeKernel::new(4);
+        let (port, mut kend) = k.split();
+        let stats = Arc::new(WorkerStats::default());
+        let mut w = Worker::new(
+            Umem::heap(8, 2048),
+            vec![port],
+            vec![Some(0)],
+            Swap,
+            stats.clone(),
+            64,
+        );
+        // Nothing received yet: the fill ring takes 4 frames, 4 stay free.
+        assert_eq!(w.step(Instant::ZERO), 0);
+        assert_eq!(w.free_frames(), 4);
+        for round in 0..10u8 {
+            assert!(kend.receive(&w.umem, &pkt(round, 60)));
+            assert!(kend.receive(&w.umem, &pkt(round + 100, 8)));
+            assert_eq!(w.step(Instant::ZERO), 2);
+            let sent = kend.transmit(&w.umem);
+            assert_eq!(sent.len(), 1, "the short frame is dropped");
+            let mut want = pkt(round, 60);
+            for i in 0..6 {
+                want.swap(i, i + 6);
+            }
+            assert_eq!(sent[0], want);
+        }
+        w.step(Instant::ZERO);
+        // Conservation: every frame is free or in the fill ring.
+        assert_eq!(w.free_frames(), 4);
+        let s = stats.snapshot();
+        assert_eq!((s.rx, s.tx, s.batches), (20, 10, 10));
+        assert_eq!(s.dropped(DropReason::Malformed), 10);
+        assert_eq!(s.kicks, 0, "no wakeup flag, no kick");
+    }
+
+    #[test]
+    fn tx_goes_out_the_egress_port_and_kicks_when_asked() {
+        let mut a = FakeKernel::new(8);
+        let mut b = FakeKernel::new(8);
+        b.tx.flags
+            .store(libc::XDP_RING_NEED_WAKEUP, Ordering::Relaxed);
+        let (pa, mut ka) = a.split();
+        let (pb, mut kb) = b.split();
+        let stats = Arc::new(WorkerStats::default());
+        let mut w = Worker::new(
+            Umem::heap(32, 2048),
+            vec![pa, pb],
+            vec![Some(1), None],
+            Swap,
+            stats.clone(),
+            2,
+        );
+        w.step(Instant::ZERO);
+        for i in 0..3 {
+            assert!(ka.receive(&w.umem, &pkt(i, 20)));
+        }
+        assert!(kb.receive(&w.umem, &pkt(9, 20)));
+        // Batch of 2: the third frame on port a waits for the next pass.
+        assert_eq!(w.step(Instant::ZERO), 3);
+        assert_eq!(ka.transmit(&w.umem).len(), 0);
+        assert_eq!(kb.transmit(&w.umem).len(), 2);
+        assert_eq!(w.step(Instant::ZERO), 1);
+        assert_eq!(kb.transmit(&w.umem).len(), 1);
+        let s = stats.snapshot();
+        assert_eq!(s.dropped(DropReason::NoRoute), 1, "port b has no egress");
+        assert_eq!((s.tx, s.kicks), (3, 2));
+    }
+
+    #[test]
+    fn full_tx_ring_drops_and_counts() {
+        let mut k = FakeKernel::new(2);
+        let (port, mut kend) = k.split();
+        let stats = Arc::new(WorkerStats::default());
+        let mut w = Worker::new(
+            Umem::heap(16, 2048),
+            vec![port],
+            vec![Some(0)],
+            Swap,
+            stats.clone(),
+            64,
+        );
+        w.step(Instant::ZERO);
+        assert!(kend.receive(&w.umem, &pkt(1, 20)));
+        assert!(kend.receive(&w.umem, &pkt(2, 20)));
+        w.step(Instant::ZERO);
+        // The kernel has not sent anything: the tx ring (2 slots) is full.
+        assert!(kend.receive(&w.umem, &pkt(3, 20)));
+        w.step(Instant::ZERO);
+        assert_eq!(stats.snapshot().tx_ring_full, 1);
+        assert_eq!(kend.transmit(&w.umem).len(), 2);
+    }
+}

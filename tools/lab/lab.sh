@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# The fastlb namespace lab: a client, a director and two real servers running HTTP servers.
+#
+#   flb-client                 flb-dir (director)                 flb-sw (bridge)      flb-rs1 / flb-rs2
+#   c0 10.80.1.10/24 -- veth -- d0 10.80.1.1/24   d1 10.80.2.1/24 -- veth -- sw-d  br0  sw-r1 -- e0 10.80.2.11/24
+#                                                                                   sw-r2 -- e0 10.80.2.12/24
+#
+# The VIP 10.80.100.1 is a routed VIP: the client reaches it through its default route (the
+# director), as a VIP announced by BGP would be; it is on no director interface, so replies
+# that the real servers send back through the director's kernel (their default gateway)
+# are plain forwarding.
+#   dr   VIP on the real servers' lo/32, arp_ignore=1, arp_announce=2; the director only
+#        rewrites the destination MAC.
+#   nat  the real servers hold no VIP; the director is their default gateway and rewrites
+#        both directions.
+#   tun  the real servers hold the VIP on lo, strip the director's outer IP header with
+#        bpf/tun_decap.c (XDP) on e0, rp_filter off.
+#
+# Usage:
+#   tools/lab/lab.sh up [--mode dr|nat|tun]   build the lab, start the HTTP servers and the director
+#   tools/lab/lab.sh test [N]                 N curls from the client to the VIP, shows who answered
+#   tools/lab/lab.sh status                   namespaces, addresses, XDP programs, processes
+#   tools/lab/lab.sh down                     remove everything (idempotent)
+#
+# The director: $FASTLB_CMD, run in flb-dir as `$FASTLB_CMD --iface d0 --iface d1 --config
+# tools/lab/<mode>.toml` (e.g. FASTLB_CMD=target/release/fastlb). Unset, mode dr runs the
+# bare forwarder instead (XDP_FWD, default target/release/xdp-fwd) sending every VIP
+# packet to rs1: the AF_XDP path without the pipeline. Other modes then start no director.
+#
+# Needs root, iproute2, ethtool, clang (for the XDP objects), curl, and nginx or python3.
+set -euo pipefail
+
+P=flb-
+NS_C=${P}client NS_D=${P}dir NS_SW=${P}sw NS_R1=${P}rs1 NS_R2=${P}rs2
+ALL_NS="$NS_C $NS_D $NS_SW $NS_R1 $NS_R2"
+VIP=10.80.100.1
+STATE=${FLB_LAB_STATE:-/tmp/flb-lab}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+XDP_FWD=${XDP_FWD:-$ROOT/target/release/xdp-fwd}
+
+die() { echo "lab: $*" >&2; exit 1; }
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+compile_bpf() {
+    mkdir -p "$STATE"
+    command -v clang >/dev/null || die "clang is needed to build bpf/*.c"
+    for p in tun_decap xdp_pass; do
+        clang -O2 -g -Wall -target bpf -I"/usr/include/$(uname -m)-linux-gnu" \
+            -c "$ROOT/bpf/$p.c" -o "$STATE/$p.o"
+    done
+}
+
+no_offloads() {
+    # A veth hands locally generated packets to XDP with their checksum still partial and
+    # GSO frames larger than an AF_XDP frame: turn both off on every lab interface.
+    nsx "$1" ethtool -K "$2" tx off tso off gso off gro off >/dev/null 2>&1 || true
+}
+
+start_http() {
+    local ns=$1 name=$2
+    local dir=$STATE/$name
+    mkdir -p "$dir/www" "$dir/logs"
+    echo "served by $name" > "$dir/www/index.html"
+    chmod -R a+rX "$STATE"
+    if command -v nginx >/dev/null; then
+        cat > "$dir/nginx.conf" <<EOF
+daemon on;
+user www-data;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp;
+    proxy_temp_path $dir/tmp;
+    fastcgi_temp_path $dir/tmp;
+    uwsgi_temp_path $dir/tmp;
+    scgi_temp_path $dir/tmp;
+    server { listen 80; root $dir/www; }
+}
+EOF
+        mkdir -p "$dir/tmp"
+        nsx "$ns" nginx -c "$dir/nginx.conf" -p "$dir" || die "nginx failed in $ns"
+    else
+        nsx "$ns" python3 -m http.server 80 --directory "$dir/www" >/dev/null 2>&1 &
+        echo $! > "$dir/http.pid"
+    fi
+}
+
+up() {
+    local mode=$1
+    [[ $mode =~ ^(dr|nat|tun)$ ]] || die "mode must be dr, nat or tun"
+    down quiet
+    compile_bpf
+    echo "$mode" > "$STATE/mode"
+    for ns in $ALL_NS; do ip netns add "$ns"; nsx "$ns" ip link set lo up; done
+
+    ip link add c0 netns "$NS_C" type veth peer name d0 netns "$NS_D"
+    ip link add d1 netns "$NS_D" type veth peer name sw-d netns "$NS_SW"
+    ip link add e0 netns "$NS_R1" type veth peer name sw-r1 netns "$NS_SW"
+    ip link add e0 netns "$NS_R2" type veth peer name sw-r2 netns "$NS_SW"
+    nsx "$NS_SW" ip link add br0 type bridge
+    for port in sw-d sw-r1 sw-r2; do
+        nsx "$NS_SW" ip link set "$port" master br0 up
+        no_offloads "$NS_SW" "$port"
+    done
+    nsx "$NS_SW" ip link set br0 up
+
+    nsx "$NS_C" ip addr add 10.80.1.10/24 dev c0
+    nsx "$NS_D" ip addr add 10.80.1.1/24 dev d0
+    nsx "$NS_D" ip addr add 10.80.2.1/24 dev d1
+    nsx "$NS_R1" ip addr add 10.80.2.11/24 dev e0
+    nsx "$NS_R2" ip addr add 10.80.2.12/24 dev e0
+    for l in "$NS_C c0" "$NS_D d0" "$NS_D d1" "$NS_R1 e0" "$NS_R2 e0"; do
+        set -- $l
+        nsx "$1" ip link set "$2" up
+        no_offloads "$1" "$2"
+    done
+    nsx "$NS_C" ip route add default via 10.80.1.1
+    nsx "$NS_D" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+    for rs in $NS_R1 $NS_R2; do nsx "$rs" ip route add default via 10.80.2.1; done
+    # XDP_TX or a redirect out of a veth needs an XDP program on the peer: put XDP_PASS
+    # on the peers of the director's interfaces.
+    nsx "$NS_C" ip link set dev c0 xdp obj "$STATE/xdp_pass.o" sec xdp
+    nsx "$NS_SW" ip link set dev sw-d xdp obj "$STATE/xdp_pass.o" sec xdp
+
+    case $mode in
+        dr|tun)
+            for rs in $NS_R1 $NS_R2; do
+                nsx "$rs" ip addr add "$VIP/32" dev lo
+                nsx "$rs" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+                nsx "$rs" sysctl -qw net.ipv4.conf.e0.arp_ignore=1 net.ipv4.conf.e0.arp_announce=2
+            done ;;
+    esac
+    if [[ $mode == tun ]]; then
+        for rs in $NS_R1 $NS_R2; do
+            nsx "$rs" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+                net.ipv4.conf.e0.rp_filter=0 net.ipv4.conf.lo.rp_filter=0
+            nsx "$rs" ip link set dev e0 xdp obj "$STATE/tun_decap.o" sec xdp
+        done
+    fi
+
+    start_http "$NS_R1" rs1
+    start_http "$NS_R2" rs2
+    # Resolve the real servers' MACs in the director before anything needs them.
+    nsx "$NS_D" ping -c1 -W1 10.80.2.11 >/dev/null 2>&1 || true
+    nsx "$NS_D" ping -c1 -W1 10.80.2.12 >/dev/null 2>&1 || true
+    start_director "$mode"
+    echo "lab up (mode $mode): curl from $NS_C to http://$VIP/"
+}
+
+start_director() {
+    local mode=$1 cmd
+    if [[ -n ${FASTLB_CMD:-} ]]; then
+        cmd="$FASTLB_CMD --iface d0 --iface d1 --config $ROOT/tools/lab/$mode.toml"
+    elif [[ $mode == dr ]]; then
+        [[ -x $XDP_FWD ]] || die "no $XDP_FWD: cargo build --release --bin xdp-fwd, or set FASTLB_CMD"
+        local mac
+        mac=$(nsx "$NS_R1" cat /sys/class/net/e0/address)
+        cmd="$XDP_FWD --iface d0 --iface d1 --cross --service tcp:$VIP:80 --dst-mac $mac"
+    else
+        echo "lab: no director started (set FASTLB_CMD)"
+        return
+    fi
+    echo "lab: director: $cmd"
+    # shellcheck disable=SC2086
+    nsx "$NS_D" $cmd >"$STATE/director.log" 2>&1 &
+    echo $! > "$STATE/director.pid"
+    for _ in $(seq 50); do
+        grep -q running "$STATE/director.log" 2>/dev/null && return
+        kill -0 "$(cat "$STATE/director.pid")" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$STATE/director.log" >&2
+    kill -0 "$(cat "$STATE/director.pid")" 2>/dev/null || die "director exited"
+}
+
+down() {
+    if [[ -f $STATE/director.pid ]]; then
+        local pid; pid=$(cat "$STATE/director.pid")
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -INT "$pid" 2>/dev/null || true
+            for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        fi
+    fi
+    for ns in $ALL_NS; do
+        ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+    done
+    for ns in $ALL_NS; do ip netns del "$ns" 2>/dev/null || true; done
+    rm -rf "$STATE"
+    [[ ${1:-} == quiet ]] || echo "lab down"
+}
+
+status() {
+    [[ -f $STATE/mode ]] && echo "mode: $(cat "$STATE/mode")" || echo "lab is down"
+    for ns in $ALL_NS; do
+        ip netns list 2>/dev/null | grep -qw "$ns" || continue
+        echo "== $ns"
+        nsx "$ns" ip -br addr | grep -v '^lo .*127.0.0.1/8 ::1/128' || true
+        nsx "$ns" ip link | grep -o 'prog/xdp id [0-9]* name [a-z_]*\|xdpgeneric.*' | sed 's/^/   /' || true
+        ip netns pids "$ns" | xargs -r ps -o pid=,comm= -p 2>/dev/null | sed 's/^/   /' || true
+    done
+    [[ -f $STATE/director.log ]] && { echo "== director log"; tail -5 "$STATE/director.log"; }
+    return 0
+}
+
+test_curl() {
+    local n=${1:-6} out
+    for _ in $(seq "$n"); do
+        out=$(nsx "$NS_C" curl -s --max-time 3 "http://$VIP/" || echo "(no answer)")
+        echo "$out"
+    done | sort | uniq -c
+}
+
+cmd=${1:-}
+shift || true
+MODE=dr
+ARGS=()
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --mode) MODE=$2; shift 2 ;;
+        *) ARGS+=("$1"); shift ;;
+    esac
+done
+[[ $(id -u) == 0 ]] || die "needs root"
+case $cmd in
+    up) up "$MODE" ;;
+    down) down ;;
+    status) status ;;
+    test) test_curl "${ARGS[@]}" ;;
+    *) sed -n '2,30p' "$0"; exit 2 ;;
+esac
