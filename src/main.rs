@@ -18,7 +18,12 @@ use fastlb::stats::WorkerStats;
 
 /// fastlb: a layer-4 load balancer, Linux LVS/IPVS in user space on AF_XDP.
 #[derive(Parser, Debug)]
-#[command(name = "fastlb", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "fastlb",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -93,10 +98,17 @@ fn run_replay(args: &ReplayArgs) -> Result<()> {
     let config = config::load(&args.config)?;
     let registry = Arc::new(DestRegistry::default());
     let publisher = Publisher::new(config.clone(), Arc::clone(&registry))?;
-    let capacity = if config.conn_capacity == 0 { 1 << 16 } else { config.conn_capacity };
+    let capacity = if config.conn_capacity == 0 {
+        1 << 16
+    } else {
+        config.conn_capacity
+    };
     let conns = Arc::new(ConnTable::new(capacity, 1, Arc::clone(&registry)));
     conns.timeouts().apply(&config.timeouts);
-    let nexthops = Arc::new(load_nexthops(args.routes.as_deref(), args.neigh.as_deref())?);
+    let nexthops = Arc::new(load_nexthops(
+        args.routes.as_deref(),
+        args.neigh.as_deref(),
+    )?);
     let stats = Arc::new(WorkerStats::new(registry.capacity()));
     let settings = PipelineSettings {
         tunnel_source_v4: config.tunnel_source_v4,
@@ -104,13 +116,30 @@ fn run_replay(args: &ReplayArgs) -> Result<()> {
         // Examine the whole table between frames: every timer fires on time.
         expire_budget: capacity,
     };
-    let mut pipeline = Pipeline::new(0, publisher.table(), Arc::clone(&conns), nexthops, Arc::clone(&stats), settings);
-    let input = BufReader::new(File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?);
-    let output =
-        BufWriter::new(File::create(&args.output).with_context(|| format!("creating {}", args.output.display()))?);
+    let mut pipeline = Pipeline::new(
+        0,
+        publisher.table(),
+        Arc::clone(&conns),
+        nexthops,
+        Arc::clone(&stats),
+        settings,
+    );
+    let input = BufReader::new(
+        File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?,
+    );
+    let output = BufWriter::new(
+        File::create(&args.output)
+            .with_context(|| format!("creating {}", args.output.display()))?,
+    );
     let outcome = replay::replay(&mut pipeline, input, output)?;
     if let Some(path) = &args.report {
-        let report = fastlb::datapath::report::ReplayReport::new(&outcome, &publisher.table(), &registry, &[stats], conns.len());
+        let report = fastlb::datapath::report::ReplayReport::new(
+            &outcome,
+            &publisher.table(),
+            &registry,
+            &[stats],
+            conns.len(),
+        );
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
