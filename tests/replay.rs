@@ -160,12 +160,8 @@ fn check_net(
 fn summary(frame: &[u8]) -> String {
     let mut s = format!("{:02x}", frame[5]);
     let p = SlicedPacket::from_ethernet(frame).unwrap();
-    if let Some(etherparse::LinkSlice::Ethernet2(_)) = &p.link {
-        if let Some(v) = p.vlan.as_ref() {
-            if let etherparse::VlanSlice::SingleVlan(v) = v {
-                write!(s, " vlan{}", v.vlan_identifier().value()).unwrap();
-            }
-        }
+    if let Some(etherparse::VlanSlice::SingleVlan(v)) = p.vlan.as_ref() {
+        write!(s, " vlan{}", v.vlan_identifier().value()).unwrap();
     }
     describe(&mut s, p.net.as_ref(), p.transport.as_ref());
     s
