@@ -6,6 +6,7 @@
 
 pub mod ctl;
 pub mod listing;
+pub mod metrics;
 mod publisher;
 
 pub use publisher::{PublishError, Publisher};
