@@ -363,4 +363,34 @@ mod tests {
         assert_eq!(rt.service(&key), Rates::default());
         assert_eq!(rt.dest(a), Rates::default());
     }
+
+    proptest::proptest! {
+        /// Steady traffic of `d` per 2 s settles at floor(d / 2) per second: the average
+        /// stops within 3 units below the scaled rate, and the read-out rounding
+        /// ((avg + 511) >> 10, (avg + 15) >> 5) then floors.
+        #[test]
+        fn steady_traffic_settles_at_half_the_delta(d in 0u64..1_000_000_000) {
+            let mut e = RateEstimator::new(TrafficTotals::default());
+            for i in 1..=80u64 {
+                e.update(TrafficTotals { conns: i * d, in_bytes: i * d, ..TrafficTotals::default() });
+            }
+            proptest::prop_assert_eq!(e.rates().cps, d / 2);
+            proptest::prop_assert_eq!(e.rates().inbps, d / 2);
+        }
+
+        /// An average never exceeds the largest rate it was fed, nor goes below zero.
+        #[test]
+        fn rates_stay_within_the_inputs(deltas in proptest::collection::vec(0u64..10_000_000, 1..30)) {
+            let mut e = RateEstimator::new(TrafficTotals::default());
+            let mut total = 0;
+            for d in &deltas {
+                total += d;
+                e.update(TrafficTotals { in_pkts: total, out_bytes: total, ..TrafficTotals::default() });
+            }
+            let max = deltas.iter().max().unwrap();
+            proptest::prop_assert!(e.rates().inpps <= max / 2 + 1);
+            proptest::prop_assert!(e.rates().outbps <= max / 2 + 1);
+            proptest::prop_assert!(e.inpps >= 0 && e.outbps >= 0);
+        }
+    }
 }
