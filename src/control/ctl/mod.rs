@@ -15,7 +15,7 @@
 //!
 //! One request per connection. Commands are parsed by the ipvsadm module's [`parse`] and
 //! applied with its [`apply`], [`restore`] and [`save`]; the listings come from
-//! [`listing`](crate::control::listing). A command that fails changes nothing: the new
+//! [`listing`]. A command that fails changes nothing: the new
 //! configuration is built on a copy and handed to [`CtlState::apply`] only when whole.
 //!
 //! Exit codes follow ipvsadm: 0 success, 2 a command-line error (ipvsadm's `fail(2, ...)`),
