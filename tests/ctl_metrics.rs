@@ -40,8 +40,8 @@ fn scrape_over_http() {
     workers[1].dest(b).conns.add(4);
     workers[0].dest(a).out_pkts.add(10);
     workers[0].batches.add(2);
-    WorkerStats::drop(&workers[0], DropReason::NoDestination);
-    WorkerStats::drop(&workers[1], DropReason::NoDestination);
+    workers[0].count_drop(DropReason::NoDestination);
+    workers[1].count_drop(DropReason::NoDestination);
     publisher
         .registry()
         .get(b)
