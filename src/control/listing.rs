@@ -114,6 +114,19 @@ pub struct ConnView {
     pub dest: SocketAddr,
 }
 
+impl From<&crate::conn::ConnEntry> for ConnView {
+    fn from(e: &crate::conn::ConnEntry) -> ConnView {
+        ConnView {
+            protocol: Protocol::from_number(e.protocol),
+            state: e.state,
+            expires_secs: e.expires_in_ms.div_ceil(1000) as u32,
+            client: SocketAddr::new(e.client, e.cport),
+            vip: SocketAddr::new(e.vaddr, e.vport),
+            dest: SocketAddr::new(e.daddr, e.dport),
+        }
+    }
+}
+
 /// Builds the `-L` view of `table` from the shared counters, the workers' traffic counters
 /// and (if the control thread keeps them) the rate estimators. `size` is the banner's table
 /// size (0 means [`DEFAULT_TABLE_SIZE`]).

@@ -18,7 +18,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 
 use super::{Frame, PacketProcessor, Verdict};
 use crate::conn::persist::PersistError;
@@ -59,6 +59,10 @@ pub struct Pipeline {
     table: Arc<ServiceTable>,
     scheds: Vec<Box<dyn Scheduler>>,
     updates: Option<Receiver<Arc<ServiceTable>>>,
+    nexthop_updates: Option<Receiver<Arc<NextHops>>>,
+    /// Where next hops with no neighbour entry are reported, for the control thread to
+    /// have the kernel resolve them.
+    missing: Option<Sender<IpAddr>>,
     conns: Arc<ConnTable>,
     nexthops: Arc<NextHops>,
     stats: Arc<WorkerStats>,
@@ -83,6 +87,8 @@ impl Pipeline {
             table,
             scheds,
             updates: None,
+            nexthop_updates: None,
+            missing: None,
             conns,
             nexthops,
             stats,
@@ -97,9 +103,17 @@ impl Pipeline {
         self
     }
 
-    /// Replaces the next-hop tables (between batches).
-    pub fn set_nexthops(&mut self, nexthops: Arc<NextHops>) {
-        self.nexthops = nexthops;
+    /// Takes new next-hop tables from `rx` between batches.
+    pub fn with_nexthop_updates(mut self, rx: Receiver<Arc<NextHops>>) -> Pipeline {
+        self.nexthop_updates = Some(rx);
+        self
+    }
+
+    /// Reports next hops without a neighbour entry on `tx` (never blocking: a full channel
+    /// loses the report, the drop is still counted).
+    pub fn with_missing_neighbours(mut self, tx: Sender<IpAddr>) -> Pipeline {
+        self.missing = Some(tx);
+        self
     }
 
     /// This worker's counters.
@@ -308,7 +322,7 @@ impl Pipeline {
                 counters.out_bytes.add(bytes);
                 self.resolve(info.client).and_then(|nh| {
                     nat::snat(frame.data_mut(), p, info.vaddr, info.vport)?;
-                    mac::set_macs(frame.data_mut(), p.dst_mac, nh.mac.0);
+                    address(frame, p, &nh);
                     Ok(())
                 })
             }
@@ -354,10 +368,11 @@ impl Pipeline {
                 } else {
                     nat::dnat(frame.data_mut(), p, info.daddr, info.dport)?;
                 }
-                mac::set_macs(frame.data_mut(), p.dst_mac, nh.mac.0);
+                address(frame, p, &nh);
             }
             ForwardMethod::DirectRouting => {
-                mac::direct_route(frame.data_mut(), p, p.dst_mac, nh.mac.0)?
+                mac::direct_route(frame.data_mut(), p, p.dst_mac, nh.mac.0)?;
+                frame.set_egress(nh.dev);
             }
             ForwardMethod::Tunnel => {
                 let src = self
@@ -367,7 +382,7 @@ impl Pipeline {
                 let (buf, head, len) = frame.parts_mut();
                 let (head, len) = tun::encapsulate(buf, head, len, p, src, info.daddr, id)?;
                 frame.set_bounds(head, len);
-                mac::set_macs(frame.data_mut(), p.dst_mac, nh.mac.0);
+                address(frame, p, &nh);
             }
         }
         Ok(())
@@ -400,7 +415,19 @@ impl Pipeline {
 
     #[inline]
     fn resolve(&self, addr: IpAddr) -> Result<NextHop, DropReason> {
-        self.nexthops.resolve(addr)
+        let r = self.nexthops.resolve(addr);
+        if r == Err(DropReason::NoNeighbour) {
+            self.report_missing(addr);
+        }
+        r
+    }
+
+    #[inline(never)]
+    #[cold]
+    fn report_missing(&self, addr: IpAddr) {
+        if let Some(tx) = &self.missing {
+            let _ = tx.try_send(addr);
+        }
     }
 
     /// An ICMP error: find the connection the quoted packet belongs to and relay the error
@@ -448,7 +475,7 @@ impl Pipeline {
                 counters.out_bytes.add(ip.len as u64);
                 self.resolve(info.client).and_then(|nh| {
                     icmp::nat_to_client(frame.data_mut(), p, info.vaddr, info.vport)?;
-                    mac::set_macs(frame.data_mut(), p.dst_mac, nh.mac.0);
+                    address(frame, p, &nh);
                     Ok(())
                 })
             }
@@ -470,6 +497,14 @@ impl Pipeline {
     }
 }
 
+/// Addresses a rewritten frame to its next hop: source MAC the one the frame was sent to
+/// (the director's), destination the next hop's, out of the next hop's interface.
+#[inline]
+fn address(frame: &mut Frame<'_>, p: &Parsed, nh: &NextHop) {
+    mac::set_macs(frame.data_mut(), p.dst_mac, nh.mac.0);
+    frame.set_egress(nh.dev);
+}
+
 impl PacketProcessor for Pipeline {
     #[inline]
     fn process(&mut self, now: Instant, frame: &mut Frame<'_>) -> Verdict {
@@ -487,6 +522,11 @@ impl PacketProcessor for Pipeline {
         if let Some(rx) = &self.updates {
             if let Some(newest) = rx.try_iter().last() {
                 self.install(newest);
+            }
+        }
+        if let Some(rx) = &self.nexthop_updates {
+            if let Some(newest) = rx.try_iter().last() {
+                self.nexthops = newest;
             }
         }
         self.conns

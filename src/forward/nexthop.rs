@@ -136,6 +136,15 @@ impl NextHops {
         t
     }
 
+    /// Empty tables whose device indexes start with `devices`, in that order: the backend's
+    /// interface list, so [`NextHop::dev`] is the index of the interface to send from.
+    pub fn with_devices(devices: &[String]) -> NextHops {
+        NextHops {
+            devices: devices.to_vec(),
+            ..NextHops::default()
+        }
+    }
+
     /// Records one of the director's own addresses on `dev`: the source of last resort for
     /// packets the director originates (tunnel headers), as the kernel picks an address of
     /// the output device.
