@@ -243,12 +243,11 @@ fn seconds(path: &Path, node: &Node, ctx: &str) -> Result<Duration, ConfigError>
         .ok_or_else(|| err(path, node, ctx, format!("`{a}` is not a number of seconds")))
 }
 
-/// A checker block: its kind, `connect_port`, `misc_timeout` and its own tuning.
-fn checker_block(
-    node: &Node,
-    path: &Path,
-    ctx: &str,
-) -> Result<(CheckKind, Option<u16>, Option<Duration>, Tuning), ConfigError> {
+/// A checker block's kind, `connect_port`, `misc_timeout` and its own tuning.
+type CheckerParts = (CheckKind, Option<u16>, Option<Duration>, Tuning);
+
+/// Reads a checker block.
+fn checker_block(node: &Node, path: &Path, ctx: &str) -> Result<CheckerParts, ConfigError> {
     let ctx = format!("{ctx} {}", node.key());
     let mut tuning = Tuning::default();
     let mut port = None;
@@ -738,7 +737,7 @@ fn real_server(
         lower_threshold: 0,
     };
     let mut tuning = Tuning::default();
-    let mut checker: Option<(&Node, CheckKind, Option<u16>, Option<Duration>, Tuning)> = None;
+    let mut checker: Option<(&Node, CheckerParts)> = None;
     for n in node.block.iter().flatten() {
         if tuning.take(path, n, &ctx)? {
             continue;
@@ -759,8 +758,7 @@ fn real_server(
                         "fastlb runs one checker per real server",
                     ));
                 }
-                let (kind, port, misc_timeout, t) = checker_block(n, path, &ctx)?;
-                checker = Some((n, kind, port, misc_timeout, t));
+                checker = Some((n, checker_block(n, path, &ctx)?));
             }
             _ => {
                 return Err(err(
@@ -779,7 +777,7 @@ fn real_server(
     }
     let check = match checker {
         None => None,
-        Some((n, kind, port, misc_timeout, t)) => {
+        Some((n, (kind, port, misc_timeout, t))) => {
             let layered = vs_tuning.under(&tuning).under(&t);
             let mut c = health_config(kind, &layered, misc_timeout);
             // keepalived connects to the port the real server is written with.
