@@ -948,6 +948,22 @@ path = "/x"
     }
 
     #[test]
+    fn the_documented_health_example_parses() {
+        let doc = include_str!("../../../docs/config.md");
+        let from = doc.find("### Health checks and sorry servers").unwrap();
+        let start = from + doc[from..].find("```toml\n").unwrap() + "```toml\n".len();
+        let end = start + doc[start..].find("```").unwrap();
+        let c = p(&doc[start..end]).unwrap();
+        let key = c.services[0].key;
+        let b: IpAddr = "10.0.1.2".parse().unwrap();
+        assert!(matches!(
+            c.health.check_for(&key, b, 80).unwrap().kind,
+            CheckKind::Script(ScriptCheck { dynamic: true, .. })
+        ));
+        assert_eq!(c.health.sorry_server(&key).unwrap().port, 80);
+    }
+
+    #[test]
     fn empty_file_is_an_empty_config() {
         assert_eq!(p("").unwrap(), Config::default());
     }
