@@ -112,6 +112,17 @@ struct {
 	__type(value, __u32);
 } reals SEC(".maps");
 
+/*
+ * The director's own addresses (port 0, protocol 0): a packet from a real server to one of
+ * them is the kernel's (a health check's answer, an SSH session), never a NAT reply.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct addr_key);
+	__type(value, __u32);
+} locals SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MAX_CLASSIFIERS);
@@ -192,6 +203,11 @@ static __always_inline int wanted_l4(void *l4, void *end, const __u8 *src, const
 		return 1;
 	if (classify(dst, family, proto, bpf_ntohs(ports[1])))
 		return 1;
+	struct addr_key local = {};
+	local.family = family;
+	__builtin_memcpy(local.addr, k.addr, 16);
+	if (bpf_map_lookup_elem(&locals, &local))
+		return 0;
 	__builtin_memcpy(k.addr, src, 16);
 	if (alen == 4)
 		__builtin_memset(k.addr + 4, 0, 12);

@@ -17,15 +17,16 @@ use crossbeam_channel::Sender;
 use thiserror::Error;
 
 use super::ctl::{ControlState, CtlServer, CtlState};
-use super::listing::ConnView;
+use super::listing::{ConnView, TableView};
 use super::metrics::{MetricsServer, MetricsSource};
 use super::{PublishError, Publisher};
 use crate::conn::ConnTable;
 use crate::datapath::pipeline::{Pipeline, PipelineSettings};
 use crate::datapath::xdp::{self, netlink, XdpError, XdpMode, XdpOptions};
 use crate::forward::nexthop::{MacAddr, NextHops, Route};
+use crate::health::{effective_config, HealthMonitor, HealthStates, MonitorOptions};
 use crate::service::config::{self, ConfigError};
-use crate::service::{DestRegistry, ServiceTable};
+use crate::service::{Config, DestRegistry, ServiceKey, ServiceTable, TimeoutSettings};
 use crate::stats::WorkerStats;
 
 /// Connection table size when the configuration sets none.
@@ -188,19 +189,32 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
 
     let mut datapath = xdp::start(&xopts, make, Arc::clone(&stop))?;
     datapath.filter().sync(&first).map_err(XdpError::from)?;
+    let mut locals: Vec<IpAddr> = nexthops.local_addresses().collect();
+    datapath
+        .filter()
+        .set_local_addresses(&locals)
+        .map_err(XdpError::from)?;
     if let Some(dir) = opts.ctl_socket.parent() {
         std::fs::create_dir_all(dir).map_err(io("creating the ctl socket's directory"))?;
     }
     let mut ctl = CtlServer::bind(&opts.ctl_socket).map_err(io("binding the ctl socket"))?;
-    let mut state = ControlState::new(publisher, stats.clone());
+    let mut inner = ControlState::new(publisher, stats.clone());
     let listing = Arc::clone(&conns);
-    state.conns = Some(Box::new(move || {
+    inner.conns = Some(Box::new(move || {
         let mut v = Vec::new();
         listing.for_each(xdp::monotonic_now(), |e| v.push(ConnView::from(e)));
         v
     }));
     let timeouts = Arc::clone(&conns);
-    state.on_timeouts = Some(Box::new(move |t| timeouts.timeouts().apply(&t)));
+    inner.on_timeouts = Some(Box::new(move |t| timeouts.timeouts().apply(&t)));
+    let (monitor, transitions) = HealthMonitor::start(&config, MonitorOptions::default())
+        .map_err(io("starting health checks"))?;
+    let mut state = ApplianceState {
+        inner,
+        configured: config,
+        health: HealthStates::new(),
+        monitor,
+    };
     log(format_args!(
         "serving {} with {workers} worker(s), {} service(s), connection table {capacity}; ctl {}",
         opts.ifaces.join(", "),
@@ -228,12 +242,20 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
     let mut current = Arc::clone(&nexthops);
     while !stop.load(Ordering::Relaxed) {
         let now = xdp::monotonic_now();
-        state.tick(now);
+        state.inner.tick(now);
         if let Err(e) = ctl.poll(&mut state) {
             log(format_args!("ctl: {e}"));
         }
         if reload.swap(false, Ordering::Relaxed) {
             reload_config(&opts.config, &mut state);
+        }
+        let mut changed = false;
+        for t in transitions.try_iter() {
+            state.health.apply(&t);
+            changed = true;
+        }
+        if changed {
+            state.publish();
         }
         if let Some(table) = own_updates.try_iter().last() {
             sync_filter(&mut datapath, &table);
@@ -244,14 +266,22 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         if now.saturating_since(last_refresh) >= Duration::from_secs(1) {
             last_refresh = now;
             if let Some(t) = refresh_nexthops(&opts.ifaces, &nexthop_txs, state.config()) {
+                let now_local: Vec<IpAddr> = t.local_addresses().collect();
+                if now_local != locals {
+                    if let Err(e) = datapath.filter().set_local_addresses(&now_local) {
+                        log(format_args!("XDP filter update failed: {e}"));
+                    }
+                    locals = now_local;
+                }
                 current = t;
             }
-            state.publisher.reclaim();
+            state.inner.publisher.reclaim();
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     log(format_args!("stopping: draining workers and detaching XDP"));
     drop(ctl);
+    drop(state);
     let totals = datapath.join()?;
     if let Some(m) = metrics {
         m.stop();
@@ -263,7 +293,62 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
     Ok(())
 }
 
-fn reload_config(path: &std::path::Path, state: &mut ControlState) {
+/// What ctl and reloads act on: the configured table (from the file and ctl commands),
+/// and what health checks make of it, which is what the workers run.
+struct ApplianceState {
+    inner: ControlState,
+    configured: Config,
+    health: HealthStates,
+    monitor: HealthMonitor,
+}
+
+impl ApplianceState {
+    /// Publishes the effective table: the configured one less the servers health checks
+    /// took out (or with their weights), with sorry servers where nothing is up.
+    fn publish(&mut self) {
+        let effective = effective_config(&self.configured, &self.health);
+        if let Err(e) = self.inner.apply(effective) {
+            log(format_args!(
+                "publishing the table failed, previous one stays: {e}"
+            ));
+        }
+    }
+}
+
+impl CtlState for ApplianceState {
+    fn config(&self) -> &Config {
+        &self.configured
+    }
+
+    fn apply(&mut self, config: Config) -> Result<(), String> {
+        let effective = effective_config(&config, &self.health);
+        self.inner.apply(effective)?;
+        self.monitor.reconfigure(&config);
+        self.health.retain_configured(&config);
+        self.configured = config;
+        Ok(())
+    }
+
+    fn table_view(&self) -> TableView {
+        self.inner.table_view()
+    }
+
+    fn connections(&self) -> Vec<ConnView> {
+        self.inner.connections()
+    }
+
+    fn zero(&mut self, service: Option<&ServiceKey>) {
+        self.inner.zero(service);
+    }
+
+    fn set_timeouts(&mut self, timeouts: TimeoutSettings) -> Result<(), String> {
+        self.inner.set_timeouts(timeouts)?;
+        self.configured.timeouts = timeouts;
+        Ok(())
+    }
+}
+
+fn reload_config(path: &std::path::Path, state: &mut ApplianceState) {
     match config::load(path) {
         Ok(config) => {
             let n = config.services.len();

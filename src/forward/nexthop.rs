@@ -173,6 +173,11 @@ impl NextHops {
         self.neigh.insert(ip, mac);
     }
 
+    /// The director's own addresses (from `local` routes).
+    pub fn local_addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.locals.iter().map(|(a, _)| *a)
+    }
+
     /// Output device names, indexed by [`NextHop::dev`].
     pub fn devices(&self) -> &[String] {
         &self.devices

@@ -278,6 +278,7 @@ pub struct XdpFilter {
     // Maps first: they are dropped (fds closed) before the program and its links go.
     services: HashMap<MapData, AddrKey, u32>,
     reals: HashMap<MapData, AddrKey, u32>,
+    locals: HashMap<MapData, AddrKey, u32>,
     classifiers: Array<MapData, RawClassifier>,
     xsks: XskMap<MapData>,
     slots: HashMap<MapData, u32, u32>,
@@ -330,6 +331,7 @@ impl XdpFilter {
         };
         let services = take("services")?;
         let reals = take("reals")?;
+        let locals = take("locals")?;
         let classifiers = take("classifiers")?;
         let xsks = take("xsks")?;
         let slots = take("iface_slots")?;
@@ -338,6 +340,7 @@ impl XdpFilter {
         Ok(XdpFilter {
             services: HashMap::try_from(services).map_err(conv)?,
             reals: HashMap::try_from(reals).map_err(conv)?,
+            locals: HashMap::try_from(locals).map_err(conv)?,
             classifiers: Array::try_from(classifiers).map_err(conv)?,
             xsks: XskMap::try_from(xsks).map_err(conv)?,
             slots: HashMap::try_from(slots).map_err(conv)?,
@@ -345,6 +348,28 @@ impl XdpFilter {
             attached: Vec::new(),
             ebpf,
         })
+    }
+
+    /// Makes the filter's set of the director's own addresses equal to `addrs`: packets
+    /// from a NAT real server to one of them (health-check answers, management sessions)
+    /// stay with the kernel.
+    pub fn set_local_addresses(&mut self, addrs: &[IpAddr]) -> Result<(), FilterError> {
+        let want: HashSet<AddrKey> = addrs
+            .iter()
+            .map(|a| AddrKey::new(*a, 0, PROTO_ANY))
+            .collect();
+        let have: HashSet<AddrKey> = self
+            .locals
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("locals"))?;
+        for k in want.difference(&have) {
+            self.locals.insert(*k, 1, 0).map_err(map_err("locals"))?;
+        }
+        for k in have.difference(&want) {
+            self.locals.remove(k).map_err(map_err("locals"))?;
+        }
+        Ok(())
     }
 
     /// Attaches the filter to `iface`. In [`XdpMode::Auto`] native mode is tried first and
