@@ -69,6 +69,12 @@ enum Command {
     Replay(ReplayArgs),
     /// Talk to the running appliance in ipvsadm's language: `fastlb ctl -L -n`.
     Ctl(CtlArgs),
+    /// Print an ipvsadm rule file or a keepalived.conf as the equivalent fastlb TOML.
+    Import {
+        /// The file to convert.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -107,13 +113,27 @@ struct ReplayArgs {
     neigh: Option<PathBuf>,
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fastlb: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Replay(args)) => run_replay(&args),
         Some(Command::Ctl(args)) => {
             let code = ctl_main(&args.socket, &args.args, std::io::stdin().lock());
             std::process::exit(code)
+        }
+        Some(Command::Import { file }) => {
+            let config = config::load(&file)?;
+            print!("{}", config::render::to_toml(&config));
+            Ok(())
         }
         None => run_appliance(cli.run),
     }

@@ -8,6 +8,7 @@
 pub mod error;
 pub mod ipvsadm;
 pub mod keepalived;
+pub mod render;
 pub mod toml;
 
 pub use error::{validate, validate_real, validate_service, ConfigError, Fault, Invalid};

@@ -1,0 +1,312 @@
+//! Writes a [`Config`] as fastlb TOML: what `fastlb import FILE` prints for an ipvsadm
+//! rule file or a keepalived.conf. Parsing the output gives the same `Config` back.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::health::{CheckKind, HealthConfig};
+use crate::service::{
+    Config, ForwardMethod, Protocol, ServiceKey, TimeoutSettings, DEFAULT_MH_TABLE_SIZE,
+};
+
+/// The TOML name of a forwarding method.
+fn method(m: ForwardMethod) -> &'static str {
+    match m {
+        ForwardMethod::Masquerade => "nat",
+        ForwardMethod::DirectRouting => "dr",
+        ForwardMethod::Tunnel => "tun",
+    }
+}
+
+/// A string as a TOML basic string.
+fn quoted(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Seconds as TOML: an integer when whole.
+fn secs(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        d.as_secs().to_string()
+    } else {
+        format!("{}", d.as_secs_f64())
+    }
+}
+
+/// Renders `config` as fastlb TOML.
+pub fn to_toml(config: &Config) -> String {
+    let mut out = String::new();
+    let o = &mut out;
+    if config.conn_capacity != 0
+        || config.tunnel_source_v4.is_some()
+        || config.tunnel_source_v6.is_some()
+    {
+        o.push_str("[director]\n");
+        if config.conn_capacity != 0 {
+            let _ = writeln!(o, "conn_capacity = {}", config.conn_capacity);
+        }
+        if let Some(a) = config.tunnel_source_v4 {
+            let _ = writeln!(o, "tunnel_source_v4 = \"{a}\"");
+        }
+        if let Some(a) = config.tunnel_source_v6 {
+            let _ = writeln!(o, "tunnel_source_v6 = \"{a}\"");
+        }
+        o.push('\n');
+    }
+    if config.timeouts != TimeoutSettings::default() {
+        let t = config.timeouts;
+        let _ = writeln!(
+            o,
+            "[timeouts]\ntcp = {}\ntcpfin = {}\nudp = {}\n",
+            t.tcp, t.tcpfin, t.udp
+        );
+    }
+    for r in &config.classifiers {
+        o.push_str("[[classifier]]\n");
+        if let Some(p) = r.protocol {
+            let _ = writeln!(o, "protocol = \"{}\"", proto(p));
+        }
+        let _ = writeln!(o, "destination = \"{}\"", r.dst);
+        let _ = writeln!(
+            o,
+            "ports = \"{}-{}\"\nmark = {}\n",
+            r.ports.0, r.ports.1, r.mark
+        );
+    }
+    for svc in &config.services {
+        o.push_str("[[service]]\n");
+        match svc.key {
+            ServiceKey::Tuple {
+                protocol,
+                addr,
+                port,
+            } => {
+                let _ = writeln!(
+                    o,
+                    "protocol = \"{}\"\naddress = \"{addr}\"\nport = {port}",
+                    proto(protocol)
+                );
+            }
+            ServiceKey::Fwmark { mark, ipv6 } => {
+                let _ = writeln!(o, "fwmark = {mark}");
+                if ipv6 {
+                    o.push_str("ipv6 = true\n");
+                }
+            }
+        }
+        let _ = writeln!(o, "scheduler = \"{}\"", svc.scheduler.name());
+        let f = svc.flags;
+        let flags: Vec<&str> = [
+            (f.sh_fallback, "sh-fallback"),
+            (f.sh_port, "sh-port"),
+            (f.mh_fallback, "mh-fallback"),
+            (f.mh_port, "mh-port"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect();
+        if !flags.is_empty() {
+            let list: Vec<String> = flags.iter().map(|f| quoted(f)).collect();
+            let _ = writeln!(o, "flags = [{}]", list.join(", "));
+        }
+        if let Some(p) = svc.persistence {
+            let _ = writeln!(
+                o,
+                "persistence = {}\npersistence_netmask = {}",
+                p.timeout_secs, p.netmask
+            );
+        }
+        if svc.mh_table_size != DEFAULT_MH_TABLE_SIZE {
+            let _ = writeln!(o, "mh_table_size = {}", svc.mh_table_size);
+        }
+        let health = config.health.services.get(&svc.key);
+        if let Some(sorry) = health.and_then(|h| h.sorry_server.as_ref()) {
+            let _ = writeln!(
+                o,
+                "sorry_server = \"{}\"",
+                crate::service::SocketText(sorry.addr, sorry.port)
+            );
+            let _ = writeln!(o, "sorry_server_method = \"{}\"", method(sorry.method));
+        }
+        if let Some(check) = health.and_then(|h| h.check.as_ref()) {
+            o.push_str("\n[service.health]\n");
+            write_health(o, check);
+        }
+        for real in &svc.reals {
+            let _ = writeln!(
+                o,
+                "\n[[service.real]]\naddress = \"{}\"\nport = {}\nweight = {}\nmethod = \"{}\"",
+                real.addr,
+                real.port,
+                real.weight,
+                method(real.method)
+            );
+            if real.upper_threshold != 0 || real.lower_threshold != 0 {
+                let _ = writeln!(
+                    o,
+                    "upper_threshold = {}\nlower_threshold = {}",
+                    real.upper_threshold, real.lower_threshold
+                );
+            }
+            if let Some(check) = health.and_then(|h| h.reals.get(&(real.addr, real.port))) {
+                o.push_str("\n[service.real.health]\n");
+                write_health(o, check);
+            }
+        }
+        o.push('\n');
+    }
+    out
+}
+
+fn proto(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    }
+}
+
+/// Every key of a check, so the output does not depend on which defaults applied.
+fn write_health(o: &mut String, h: &HealthConfig) {
+    match &h.kind {
+        CheckKind::Tcp => o.push_str("check = \"tcp\"\n"),
+        CheckKind::Http(http) => {
+            let _ = writeln!(o, "check = \"http\"\npath = {}", quoted(&http.path));
+            if !http.status.is_empty() {
+                let list: Vec<String> = http
+                    .status
+                    .iter()
+                    .map(|r| quoted(&format!("{}-{}", r.lo, r.hi)))
+                    .collect();
+                let _ = writeln!(o, "status = [{}]", list.join(", "));
+            }
+            if let Some(host) = &http.host {
+                let _ = writeln!(o, "host = {}", quoted(host));
+            }
+        }
+        CheckKind::Script(s) => {
+            let _ = writeln!(
+                o,
+                "check = \"script\"\ncommand = {}\ndynamic = {}",
+                quoted(&s.command),
+                s.dynamic
+            );
+        }
+    }
+    if let Some(p) = h.port {
+        let _ = writeln!(o, "port = {p}");
+    }
+    let _ = writeln!(
+        o,
+        "interval = {}\ntimeout = {}\nretries = {}\ndelay_before_retry = {}\nrise = {}\nfall = {}\nwarmup = {}",
+        secs(h.interval),
+        secs(h.timeout),
+        h.retries,
+        secs(h.delay_before_retry),
+        h.rise,
+        h.fall,
+        secs(h.warmup)
+    );
+    let _ = writeln!(
+        o,
+        "inhibit_on_failure = {}\nstart_down = {}",
+        h.inhibit_on_failure, h.start_down
+    );
+    for (key, v) in [
+        ("notify", &h.notify),
+        ("notify_up", &h.notify_up),
+        ("notify_down", &h.notify_down),
+    ] {
+        if let Some(cmd) = v {
+            let _ = writeln!(o, "{key} = {}", quoted(cmd));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::service::config::parse;
+
+    fn round_trip(text: &str, name: &str) {
+        let config = parse(text, Path::new(name)).unwrap();
+        let toml = to_toml(&config);
+        let again =
+            parse(&toml, Path::new("rendered.toml")).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        assert_eq!(again, config, "{toml}");
+    }
+
+    #[test]
+    fn ipvsadm_rules_round_trip_through_toml() {
+        round_trip(
+            "-A -t 192.0.2.1:80 -s wrr -p 600 -M 255.255.255.0\n\
+             -a -t 192.0.2.1:80 -r 10.0.0.1:8080 -m -w 3 -x 100 -y 50\n\
+             -a -t 192.0.2.1:80 -r 10.0.0.2:8080 -m -w 0\n\
+             -A -u [2001:db8::1]:53 -s sh -b sh-port\n\
+             -a -u [2001:db8::1]:53 -r [2001:db8:1::1]:53 -i -w 1\n\
+             -A -f 7 -s mh -b mh-fallback\n\
+             -a -f 7 -r 10.0.0.3:0 -g -w 2\n",
+            "rules",
+        );
+    }
+
+    #[test]
+    fn keepalived_with_checkers_round_trips_through_toml() {
+        round_trip(
+            r#"
+virtual_server 192.0.2.10 80 {
+    delay_loop 3
+    lb_algo wlc
+    lb_kind DR
+    persistence_timeout 120
+    protocol TCP
+    sorry_server 10.0.0.99 80
+    real_server 10.0.0.1 80 {
+        weight 2
+        HTTP_GET {
+            url {
+                path /health
+                status_code 200
+            }
+            connect_timeout 2
+            retry 2
+            delay_before_retry 1
+        }
+    }
+    real_server 10.0.0.2 80 {
+        weight 1
+        MISC_CHECK {
+            misc_path "/usr/local/bin/check \"quoted\" arg"
+            misc_dynamic
+        }
+    }
+}
+"#,
+            "keepalived.conf",
+        );
+    }
+
+    #[test]
+    fn toml_documentation_example_round_trips() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/config.md"))
+            .unwrap();
+        let start = doc.find("```toml\n").unwrap() + 8;
+        let end = start + doc[start..].find("```").unwrap();
+        round_trip(&doc[start..end], "doc.toml");
+    }
+}
