@@ -1,2 +1,996 @@
-//! Pipeline benchmark (filled in with the pipeline).
-fn main() {}
+//! In-process benchmark of the forwarding pipeline on one core.
+//!
+//! `cargo bench` builds a director from a TOML configuration exactly as `fastlb replay` does
+//! (a [`Publisher`] snapshot, a [`ConnTable`], [`NextHops`], [`WorkerStats`]) and drives the
+//! real [`Pipeline`] the way a worker does: batches of 64 frames through
+//! [`PacketProcessor::process`], then [`PacketProcessor::between_batches`] (which runs
+//! connection expiry). Frames are prebuilt; before each batch the 64 frames are copied into
+//! the worker's buffers outside the timed region (NAT and tunnel rewrite frames in place, so
+//! every batch must start from pristine bytes), and only process + between_batches are
+//! timed, with one clock read on each side of the batch.
+//!
+//! Cases (see `docs/performance.md` for what each one means and what costs the time):
+//! - baselines on the same frames: `parse_frame` alone, and the bare MAC-swap forwarder
+//!   (`xdp-fwd`'s [`Bounce`]); measured first and again last to show drift;
+//! - established flows per forwarding method, with 1 k flows (cache-resident) and with
+//!   1 M live connections in a table of the default capacity (DRAM-bound);
+//! - new connections: every packet a SYN of a new flow, with the table in steady state
+//!   (entries expiring between batches as fast as new ones arrive).
+//!
+//! Each case runs `FASTLB_BENCH_RUNS` times (default 5) for at least
+//! `FASTLB_BENCH_SECS` seconds of timed processing (default 1) and reports the median.
+//! A positional argument runs only cases whose name contains it (results are then printed
+//! but not written). Results go to `bench-results/pipeline.{json,md}`.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant as WallClock};
+
+use etherparse::PacketBuilder;
+use serde_json::{json, Value};
+
+use fastlb::conn::{ConnTable, FlowKey};
+use fastlb::control::Publisher;
+use fastlb::datapath::pipeline::{Pipeline, PipelineSettings};
+use fastlb::datapath::xdp::Bounce;
+use fastlb::datapath::{Frame, PacketProcessor, Verdict, HEADROOM};
+use fastlb::forward::nexthop::{MacAddr, NextHops};
+use fastlb::service::{config, DestRegistry, Protocol};
+use fastlb::stats::{DropReason, WorkerStats};
+use fastlb::time::Instant;
+
+/// Frames per batch, as the AF_XDP worker takes them.
+const BATCH: usize = 64;
+/// Room per worker buffer: headroom for tunnel headers plus a standard frame.
+const BUF_SIZE: usize = HEADROOM + 2048;
+/// Flows of the cache-resident cases.
+const FLOWS_SMALL: usize = 1_000;
+/// Live connections of the large cases.
+const FLOWS_LARGE: usize = 1_000_000;
+/// Distinct SYNs cycled through by the new-connection cases: a flow comes back only long
+/// after its previous connection expired, so every SYN creates a connection.
+const NEW_FLOWS: usize = 2_000_000;
+/// Virtual time per SYN in the new-connection cases: SYN_RECV lasts 60 s, so about
+/// 60 s / 120 us = 500 k connections are live in the steady state (the table holds 1 M).
+const NEW_STEP_MICROS: u64 = 120;
+/// Real servers per service (the schedulers' per-SYN cost grows with it).
+const REALS: usize = 8;
+
+const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
+
+const ROUTES: &str = "\
+default via 192.0.2.254 dev eth0 proto static
+192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.1
+10.0.0.0/24 dev eth0 proto kernel scope link src 10.0.0.1
+2001:db8::/64 dev eth0 proto kernel metric 256 pref medium
+2001:db8:1::/64 dev eth0 proto kernel metric 256 pref medium
+default via 2001:db8::fe dev eth0 metric 1024 pref medium
+";
+
+// ---- the director ---------------------------------------------------------------------------
+
+/// One virtual service of the benchmark configuration.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Svc {
+    DrV4,
+    NatV4,
+    TunV4,
+    DrV6,
+    WlcDrV4,
+    PersistDrV4,
+}
+
+impl Svc {
+    fn vip(self) -> IpAddr {
+        match self {
+            Svc::DrV4 => IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100)),
+            Svc::NatV4 => IpAddr::V4(Ipv4Addr::new(192, 0, 2, 101)),
+            Svc::TunV4 => IpAddr::V4(Ipv4Addr::new(192, 0, 2, 102)),
+            Svc::WlcDrV4 => IpAddr::V4(Ipv4Addr::new(192, 0, 2, 103)),
+            Svc::PersistDrV4 => IpAddr::V4(Ipv4Addr::new(192, 0, 2, 104)),
+            Svc::DrV6 => IpAddr::V6("2001:db8::100".parse().unwrap()),
+        }
+    }
+
+    fn v6(self) -> bool {
+        self == Svc::DrV6
+    }
+}
+
+fn real_addr(v6: bool, i: usize) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x11 + i as u16))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 11 + i as u8))
+    }
+}
+
+fn real_mac(i: usize) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0x01, 0x11 + i as u8]
+}
+
+/// The configuration every director of the benchmark runs: one service per case family,
+/// each with [`REALS`] real servers, as a user would write it.
+fn config_text() -> String {
+    let mut t = String::from("[director]\nconn_capacity = 1048576\n");
+    let services: [(Svc, &str, &str, &str, u16); 6] = [
+        (Svc::DrV4, "rr", "dr", "", 80),
+        (Svc::NatV4, "rr", "nat", "", 8080),
+        (Svc::TunV4, "rr", "tun", "", 80),
+        (Svc::DrV6, "rr", "dr", "", 80),
+        (Svc::WlcDrV4, "wlc", "dr", "", 80),
+        (Svc::PersistDrV4, "rr", "dr", "persistence = 300\n", 80),
+    ];
+    for (svc, sched, method, extra, rport) in services {
+        t += &format!(
+            "\n[[service]]\nprotocol = \"tcp\"\naddress = \"{}\"\nport = 80\nscheduler = \"{sched}\"\n{extra}",
+            svc.vip()
+        );
+        for i in 0..REALS {
+            t += &format!(
+                "[[service.real]]\naddress = \"{}\"\nport = {rport}\nweight = 1\nmethod = \"{method}\"\n",
+                real_addr(svc.v6(), i)
+            );
+        }
+    }
+    t
+}
+
+fn nexthops() -> NextHops {
+    let routes = NextHops::parse_routes(ROUTES, "bench routes").expect("routes parse");
+    let mut neigh: Vec<(IpAddr, MacAddr)> = vec![
+        ("192.0.2.254".parse().unwrap(), MacAddr(ROUTER_MAC)),
+        ("2001:db8::fe".parse().unwrap(), MacAddr(ROUTER_MAC)),
+    ];
+    for i in 0..REALS {
+        neigh.push((real_addr(false, i), MacAddr(real_mac(i))));
+        neigh.push((real_addr(true, i), MacAddr(real_mac(i))));
+    }
+    NextHops::new(routes, neigh)
+}
+
+/// A director as `fastlb replay` builds one, with the worker's default expiry budget.
+struct Director {
+    pipeline: Pipeline,
+    conns: Arc<ConnTable>,
+}
+
+impl Director {
+    fn new() -> Director {
+        let config = config::parse(&config_text(), Path::new("bench.toml")).expect("bench config");
+        let registry = Arc::new(DestRegistry::default());
+        let publisher = Publisher::new(config.clone(), Arc::clone(&registry)).expect("publish");
+        let conns = Arc::new(ConnTable::new(
+            config.conn_capacity,
+            1,
+            Arc::clone(&registry),
+        ));
+        conns.timeouts().apply(&config.timeouts);
+        let stats = Arc::new(WorkerStats::new(registry.capacity()));
+        let pipeline = Pipeline::new(
+            0,
+            publisher.table(),
+            Arc::clone(&conns),
+            Arc::new(nexthops()),
+            stats,
+            PipelineSettings::default(),
+        );
+        Director { pipeline, conns }
+    }
+
+    fn tally(&self) -> Tally {
+        tally_of(&self.pipeline)
+    }
+}
+
+#[derive(Copy, Clone, Debug, Default)]
+struct Tally {
+    rx: u64,
+    tx: u64,
+    passed: u64,
+    dropped: u64,
+    conns: u64,
+}
+
+impl std::ops::Sub for Tally {
+    type Output = Tally;
+    fn sub(self, o: Tally) -> Tally {
+        Tally {
+            rx: self.rx - o.rx,
+            tx: self.tx - o.tx,
+            passed: self.passed - o.passed,
+            dropped: self.dropped - o.dropped,
+            conns: self.conns - o.conns,
+        }
+    }
+}
+
+/// The pipeline's clock as the benchmark drives it.
+#[derive(Copy, Clone, Debug)]
+enum Clock {
+    /// Wall time since `start`, read once per batch as the AF_XDP worker does.
+    Real { start: WallClock },
+    /// Virtual time advancing by `step` microseconds per packet, so the new-connection
+    /// cases see a whole SYN_RECV lifetime pass in a second of benchmark.
+    Stepped { now: u64, step: u64 },
+}
+
+/// Every director starts its clock here (an arbitrary, non-zero epoch).
+const EPOCH_MICROS: u64 = 1_000_000_000;
+
+impl Clock {
+    fn real() -> Clock {
+        Clock::Real {
+            start: WallClock::now(),
+        }
+    }
+
+    fn stepped(step: u64) -> Clock {
+        Clock::Stepped {
+            now: EPOCH_MICROS,
+            step,
+        }
+    }
+
+    #[inline]
+    fn at(&mut self, wall: WallClock, packets: usize) -> Instant {
+        match self {
+            Clock::Real { start } => {
+                Instant::from_micros(EPOCH_MICROS + wall.duration_since(*start).as_micros() as u64)
+            }
+            Clock::Stepped { now, step } => {
+                *now += *step * packets as u64;
+                Instant::from_micros(*now)
+            }
+        }
+    }
+}
+
+// ---- frames ---------------------------------------------------------------------------------
+
+/// Prebuilt frames back to back at a fixed stride.
+struct Pool {
+    data: Vec<u8>,
+    lens: Vec<u16>,
+    stride: usize,
+}
+
+impl Pool {
+    fn new(stride: usize, capacity: usize) -> Pool {
+        Pool {
+            data: Vec::with_capacity(stride * capacity),
+            lens: Vec::with_capacity(capacity),
+            stride,
+        }
+    }
+
+    fn push(&mut self, frame: &[u8]) {
+        assert!(
+            frame.len() <= self.stride,
+            "frame longer than the pool's stride"
+        );
+        let start = self.data.len();
+        self.data.extend_from_slice(frame);
+        self.data.resize(start + self.stride, 0);
+        self.lens.push(frame.len() as u16);
+    }
+
+    fn len(&self) -> usize {
+        self.lens.len()
+    }
+
+    #[inline]
+    fn frame(&self, i: usize) -> &[u8] {
+        &self.data[i * self.stride..i * self.stride + self.lens[i] as usize]
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Tcp {
+    Syn,
+    Ack,
+}
+
+/// An Ethernet/IP/TCP frame without payload, padded to the 60-byte Ethernet minimum as a
+/// NIC delivers it.
+fn tcp_frame(
+    src_mac: [u8; 6],
+    src: IpAddr,
+    sport: u16,
+    dst: IpAddr,
+    dport: u16,
+    kind: Tcp,
+) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(src_mac, DIRECTOR_MAC);
+    let ip = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
+        _ => panic!("mixed families"),
+    };
+    let tcp = ip.tcp(sport, dport, 0x1000_0000, 64240);
+    let tcp = match kind {
+        Tcp::Syn => tcp.syn(),
+        Tcp::Ack => tcp.ack(0x2000_0001),
+    };
+    let mut v = Vec::with_capacity(tcp.size(0).max(60));
+    tcp.write(&mut v, &[]).expect("frame builds");
+    v.resize(v.len().max(60), 0);
+    v
+}
+
+/// Client `i` of a flow set: `per_client` source ports per client address.
+fn client(v6: bool, i: usize, per_client: usize) -> (IpAddr, u16) {
+    let host = (i / per_client) as u32;
+    let port = 10_000 + (i % per_client) as u16;
+    let addr = if v6 {
+        IpAddr::V6(Ipv6Addr::from(
+            0x2001_0db8_00ff_0000_0000_0000_0000_0000u128 | u128::from(host),
+        ))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(
+            u32::from(Ipv4Addr::new(198, 18, 0, 0)) + host,
+        ))
+    };
+    (addr, port)
+}
+
+/// A fixed pseudo-random permutation of `0..n`, so packets of many flows arrive in no
+/// particular order (the table sees random accesses, as on a real link).
+fn shuffled(n: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in (1..n).rev() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        v.swap(i, (s % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
+/// Client-to-VIP frames of `flows` flows (64 source ports per client), in shuffled order.
+fn client_pool(svc: Svc, flows: usize, kind: Tcp, per_client: usize) -> Pool {
+    let mut pool = Pool::new(if svc.v6() { 128 } else { 64 }, flows);
+    for i in shuffled(flows) {
+        let (c, port) = client(svc.v6(), i, per_client);
+        pool.push(&tcp_frame(ROUTER_MAC, c, port, svc.vip(), 80, kind));
+    }
+    pool
+}
+
+/// Real-server-to-client frames of the NAT connections the client pool created.
+fn reply_pool(d: &Director, clients: &Pool) -> Pool {
+    let mut pool = Pool::new(64, clients.len());
+    for i in 0..clients.len() {
+        let p = fastlb::wire::parse_frame(clients.frame(i)).expect("own frame parses");
+        let ip = p.ip.expect("IP frame");
+        let (sport, dport) = match ip.l4 {
+            fastlb::wire::L4Info::Tcp {
+                src_port, dst_port, ..
+            } => (src_port, dst_port),
+            _ => unreachable!("TCP frames only"),
+        };
+        let key = FlowKey {
+            protocol: Protocol::Tcp,
+            src: ip.src,
+            sport,
+            dst: ip.dst,
+            dport,
+        };
+        let hit = d
+            .conns
+            .lookup(&key)
+            .expect("the inbound pass created the connection");
+        let real = (0..REALS)
+            .find(|r| real_addr(false, *r) == hit.info.daddr)
+            .expect("known real");
+        pool.push(&tcp_frame(
+            real_mac(real),
+            hit.info.daddr,
+            hit.info.dport,
+            ip.src,
+            sport,
+            Tcp::Ack,
+        ));
+    }
+    pool
+}
+
+// ---- the harness ----------------------------------------------------------------------------
+
+/// The worker's receive buffers: [`BATCH`] buffers of [`BUF_SIZE`] bytes.
+struct Bufs {
+    data: Vec<u8>,
+    lens: [usize; BATCH],
+}
+
+impl Bufs {
+    fn new() -> Bufs {
+        Bufs {
+            data: vec![0; BATCH * BUF_SIZE],
+            lens: [0; BATCH],
+        }
+    }
+
+    /// Copies the next batch of pristine frames in (untimed), as the NIC would have.
+    #[inline]
+    fn fill(&mut self, pool: &Pool, cursor: &mut usize) {
+        for b in 0..BATCH {
+            let f = pool.frame(*cursor);
+            let at = b * BUF_SIZE + HEADROOM;
+            self.data[at..at + f.len()].copy_from_slice(f);
+            self.lens[b] = f.len();
+            *cursor += 1;
+            if *cursor == pool.len() {
+                *cursor = 0;
+            }
+        }
+    }
+}
+
+/// Runs batches until `min_time` of timed processing and `min_packets` packets; returns
+/// (packets, timed nanoseconds, frames transmitted).
+fn drive<P: PacketProcessor>(
+    p: &mut P,
+    clock: &mut Clock,
+    pool: &Pool,
+    cursor: &mut usize,
+    bufs: &mut Bufs,
+    min_time: Duration,
+    min_packets: u64,
+) -> (u64, u64, u64) {
+    let mut packets = 0u64;
+    let mut timed = Duration::ZERO;
+    let mut transmitted = 0u64;
+    while timed < min_time || packets < min_packets {
+        bufs.fill(pool, cursor);
+        let t0 = WallClock::now();
+        let now = clock.at(t0, BATCH);
+        for (b, buf) in bufs.data.chunks_exact_mut(BUF_SIZE).enumerate() {
+            let mut frame = Frame::new(buf, HEADROOM, bufs.lens[b]);
+            if p.process(now, &mut frame) == Verdict::Transmit {
+                transmitted += 1;
+            }
+        }
+        p.between_batches(now);
+        timed += t0.elapsed();
+        packets += BATCH as u64;
+    }
+    (packets, timed.as_nanos() as u64, transmitted)
+}
+
+/// `parse_frame` alone: the floor of anything that looks at the headers.
+struct ParseOnly;
+
+impl PacketProcessor for ParseOnly {
+    #[inline]
+    fn process(&mut self, _now: Instant, frame: &mut Frame<'_>) -> Verdict {
+        match fastlb::wire::parse_frame(black_box(frame.data())) {
+            Ok(p) => {
+                black_box(&p);
+                Verdict::Transmit
+            }
+            Err(_) => Verdict::Drop(DropReason::Malformed),
+        }
+    }
+}
+
+// ---- cases ----------------------------------------------------------------------------------
+
+struct Settings {
+    runs: usize,
+    min_time: Duration,
+    filter: Option<String>,
+}
+
+/// One measured case.
+struct Measured {
+    name: String,
+    group: &'static str,
+    what: String,
+    flows: usize,
+    live_conns: usize,
+    /// Nanoseconds per packet of each run.
+    runs_ns: Vec<f64>,
+    packets: u64,
+    check: Tally,
+}
+
+impl Measured {
+    fn median_ns(&self) -> f64 {
+        let mut v = self.runs_ns.clone();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    }
+}
+
+struct Bench {
+    s: Settings,
+    bufs: Bufs,
+    results: Vec<Measured>,
+}
+
+impl Bench {
+    fn wants(&self, name: &str) -> bool {
+        self.s
+            .filter
+            .as_ref()
+            .is_none_or(|f| name.contains(f.as_str()))
+    }
+
+    /// Measures `p` over `pool`: a warm-up of `warm` packets, then the runs.
+    #[allow(clippy::too_many_arguments)]
+    fn measure<P: PacketProcessor>(
+        &mut self,
+        name: &str,
+        group: &'static str,
+        what: String,
+        p: &mut P,
+        clock: &mut Clock,
+        pool: &Pool,
+        warm: u64,
+        live_conns: usize,
+        tally: impl Fn(&P) -> Tally,
+    ) {
+        let mut cursor = 0;
+        drive(
+            p,
+            clock,
+            pool,
+            &mut cursor,
+            &mut self.bufs,
+            Duration::ZERO,
+            warm,
+        );
+        let before = tally(p);
+        let mut runs_ns = Vec::new();
+        let mut total = 0;
+        let mut total_tx = 0;
+        for run in 1..=self.s.runs {
+            let (n, ns, tx) = drive(
+                p,
+                clock,
+                pool,
+                &mut cursor,
+                &mut self.bufs,
+                self.s.min_time,
+                0,
+            );
+            total += n;
+            total_tx += tx;
+            let per = ns as f64 / n as f64;
+            eprintln!(
+                "  {name:<22} run {run}/{}: {:>6.2} Mpps {:>7.1} ns/pkt ({n} packets)",
+                self.s.runs,
+                1e3 / per,
+                per
+            );
+            runs_ns.push(per);
+        }
+        let mut check = tally(p) - before;
+        if check.rx == 0 {
+            // A baseline processor keeps no counters: what it returned is the record.
+            check = Tally {
+                rx: total,
+                tx: total_tx,
+                ..Tally::default()
+            };
+        }
+        if check.tx != check.rx {
+            eprintln!(
+                "  WARNING {name}: {} of {} frames not transmitted ({check:?})",
+                check.rx - check.tx,
+                check.rx
+            );
+        }
+        let m = Measured {
+            name: name.into(),
+            group,
+            what,
+            flows: pool.len(),
+            live_conns,
+            runs_ns,
+            packets: total,
+            check,
+        };
+        eprintln!(
+            "  {name:<22} median {:>6.2} Mpps {:>7.1} ns/pkt",
+            1e3 / m.median_ns(),
+            m.median_ns()
+        );
+        self.results.push(m);
+    }
+
+    fn baselines(&mut self, suffix: &str) {
+        let names = [
+            format!("baseline_parse{suffix}"),
+            format!("baseline_mac_swap{suffix}"),
+        ];
+        if !names.iter().any(|n| self.wants(n)) && self.s.filter.is_some() {
+            return;
+        }
+        let pool = client_pool(Svc::DrV4, FLOWS_SMALL, Tcp::Ack, 64);
+        let mut clock = Clock::real();
+        let what = "parse_frame of the established DR IPv4 frames, nothing else".to_string();
+        self.measure(
+            &names[0],
+            "baseline",
+            what,
+            &mut ParseOnly,
+            &mut clock,
+            &pool,
+            1 << 16,
+            0,
+            |_| Tally::default(),
+        );
+        let what =
+            "swap the MAC addresses of the same frames (the bare xdp-fwd forwarder)".to_string();
+        self.measure(
+            &names[1],
+            "baseline",
+            what,
+            &mut Bounce,
+            &mut clock,
+            &pool,
+            1 << 16,
+            0,
+            |_| Tally::default(),
+        );
+    }
+
+    /// Established flows of `svc`: SYNs create the connections, one pass of ACKs makes them
+    /// ESTABLISHED (untimed), then ACKs are timed. NAT also times the replies.
+    fn established(&mut self, svc: Svc, flows: usize, label: &str) {
+        let base = match svc {
+            Svc::DrV4 => "est_dr_v4",
+            Svc::NatV4 => "est_nat_in_v4",
+            Svc::TunV4 => "est_tun_v4",
+            Svc::DrV6 => "est_dr_v6",
+            _ => unreachable!(),
+        };
+        let name = format!("{base}_{label}");
+        let reply_name = format!("est_nat_reply_v4_{label}");
+        if !(self.wants(&name) || svc == Svc::NatV4 && self.wants(&reply_name)) {
+            return;
+        }
+        eprintln!("{name}: building {flows} flows and prefilling the table");
+        let mut d = Director::new();
+        let mut clock = Clock::real();
+        let syns = client_pool(svc, flows, Tcp::Syn, 64);
+        let mut cursor = 0;
+        drive(
+            &mut d.pipeline,
+            &mut clock,
+            &syns,
+            &mut cursor,
+            &mut self.bufs,
+            Duration::ZERO,
+            flows as u64,
+        );
+        drop(syns);
+        let acks = client_pool(svc, flows, Tcp::Ack, 64);
+        let live = d.conns.len();
+        assert!(
+            live >= flows,
+            "{name}: only {live} of {flows} connections created"
+        );
+        let method = match svc {
+            Svc::DrV4 => "direct routing, IPv4",
+            Svc::NatV4 => "NAT inbound (DNAT), IPv4",
+            Svc::TunV4 => "IPIP tunnel, IPv4",
+            Svc::DrV6 => "direct routing, IPv6",
+            _ => unreachable!(),
+        };
+        let what = format!("{method}: ACKs of {flows} established flows in random order");
+        let warm = flows.max(1 << 16) as u64;
+        self.measure(
+            &name,
+            "established",
+            what,
+            &mut d.pipeline,
+            &mut clock,
+            &acks,
+            warm,
+            live,
+            tally_of,
+        );
+        if svc == Svc::NatV4 && self.wants(&reply_name) {
+            let replies = reply_pool(&d, &acks);
+            drop(acks);
+            let what =
+                format!("NAT reply (SNAT), IPv4: real servers' ACKs of {flows} established flows");
+            self.measure(
+                &reply_name,
+                "established",
+                what,
+                &mut d.pipeline,
+                &mut clock,
+                &replies,
+                warm,
+                live,
+                tally_of,
+            );
+        }
+        let t = d.tally();
+        assert_eq!(t.rx, t.tx, "{name}: dropped or passed frames: {t:?}");
+    }
+
+    /// Every packet a SYN of a new flow; virtual time runs at [`NEW_STEP_MICROS`] per packet
+    /// so connections expire between batches as fast as new ones arrive.
+    fn new_conns(&mut self, svc: Svc, name: &str, what: &str) {
+        if !self.wants(name) {
+            return;
+        }
+        eprintln!("{name}: building {NEW_FLOWS} SYNs");
+        let mut d = Director::new();
+        let mut clock = Clock::stepped(NEW_STEP_MICROS);
+        // Persistence: 65 536 clients each opening many connections, so templates are
+        // found and the scheduler is skipped, as for the clients persistence is for.
+        let per_client = if svc == Svc::PersistDrV4 {
+            NEW_FLOWS / 65_536 + 1
+        } else {
+            64
+        };
+        let pool = client_pool(svc, NEW_FLOWS, Tcp::Syn, per_client);
+        let what = format!("{what}; steady state with expiry between batches");
+        // The warm-up is one pass over the SYNs: 240 s of virtual time, so expiry has
+        // reached its steady state before the first run.
+        let warm = NEW_FLOWS as u64;
+        let before = d.tally();
+        let live_probe = Arc::clone(&d.conns);
+        self.measure(
+            name,
+            "new_connection",
+            what,
+            &mut d.pipeline,
+            &mut clock,
+            &pool,
+            warm,
+            0,
+            tally_of,
+        );
+        let m = self.results.last_mut().expect("just measured");
+        m.live_conns = live_probe.len();
+        let t = d.tally() - before;
+        assert_eq!(
+            t.conns, t.rx,
+            "{name}: a SYN did not create a connection: {t:?}"
+        );
+    }
+}
+
+fn tally_of(p: &Pipeline) -> Tally {
+    let s = p.stats();
+    Tally {
+        rx: s.rx.get(),
+        tx: s.tx.get(),
+        passed: s.passed.get(),
+        dropped: DropReason::ALL
+            .iter()
+            .map(|r| s.drops[*r as usize].get())
+            .sum(),
+        conns: s.dests.iter().map(|d| d.conns.get()).sum(),
+    }
+}
+
+// ---- output ---------------------------------------------------------------------------------
+
+fn command_line(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let mhz = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let cache = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("cache size"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    json!({
+        "cpu": cpu,
+        "cpu_mhz": mhz,
+        "cache": cache,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "kernel": command_line("uname", &["-r"]),
+        "rustc": command_line(&rustc, &["--version"]),
+        "date": command_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+    })
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Targets of the forwarding-core issue, in Mpps, and the cases they apply to.
+const TARGETS: [(&str, f64); 5] = [
+    ("est_dr_v4_1k", 20.0),
+    ("est_dr_v4_1m", 20.0),
+    ("est_nat_in_v4_1k", 12.0),
+    ("est_nat_reply_v4_1k", 12.0),
+    ("new_rr_dr_v4", 2.0),
+];
+
+fn report(results: &[Measured], s: &Settings, load_start: &str) -> (Value, String) {
+    let ns_of = |name: &str| {
+        results
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.median_ns())
+    };
+    let parse = ns_of("baseline_parse");
+    let swap = ns_of("baseline_mac_swap");
+    let mut cases = Vec::new();
+    let mut md = String::new();
+    md += "| case | what | Mpps | ns/pkt | runs (ns/pkt) | x mac-swap | x parse |\n";
+    md += "|---|---|---:|---:|---|---:|---:|\n";
+    for m in results {
+        let ns = m.median_ns();
+        let mpps = 1e3 / ns;
+        let min = m.runs_ns.iter().cloned().fold(f64::INFINITY, f64::min);
+        let max = m.runs_ns.iter().cloned().fold(0.0, f64::max);
+        let ratio = |b: Option<f64>| b.map(|b| ns / b);
+        let target = TARGETS.iter().find(|(n, _)| *n == m.name).map(|(_, t)| *t);
+        cases.push(json!({
+            "name": m.name,
+            "group": m.group,
+            "what": m.what,
+            "flows": m.flows,
+            "live_conns": m.live_conns,
+            "mpps": round(mpps, 3),
+            "ns_per_packet": round(ns, 2),
+            "runs_ns_per_packet": m.runs_ns.iter().map(|x| round(*x, 2)).collect::<Vec<_>>(),
+            "packets": m.packets,
+            "mac_swap_ns_ratio": ratio(swap).map(|r| round(r, 2)),
+            "parse_ns_ratio": ratio(parse).map(|r| round(r, 2)),
+            "mac_swap_mpps_ratio": swap.map(|b| round(b / ns, 4)),
+            "transmitted": m.check.tx,
+            "passed": m.check.passed,
+            "dropped": m.check.dropped,
+            "target_mpps": target,
+            "meets_target": target.map(|t| mpps >= t),
+        }));
+        let fmt_ratio = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.1}"));
+        md += &format!(
+            "| `{}` | {} | {:.2}{} | {:.1} | {:.1}-{:.1} | {} | {} |\n",
+            m.name,
+            m.what,
+            mpps,
+            target.map_or(String::new(), |t| format!(" (target {t})")),
+            ns,
+            min,
+            max,
+            fmt_ratio(ratio(swap)),
+            fmt_ratio(ratio(parse)),
+        );
+    }
+    let mach = machine();
+    let load_end = loadavg();
+    let json = json!({
+        "benchmark": "fastlb pipeline, in process, one core",
+        "machine": mach,
+        "loadavg_start": load_start,
+        "loadavg_end": load_end,
+        "method": {
+            "batch": BATCH,
+            "runs": s.runs,
+            "min_seconds_per_run": s.min_time.as_secs_f64(),
+            "statistic": "median of the runs",
+            "timed": "PacketProcessor::process for each of 64 frames + between_batches (expiry budget 256); frames copied in untimed before each batch",
+            "frames": "Ethernet + IPv4/IPv6 + TCP without payload, padded to 60 bytes (IPv6: 74)",
+            "ratios": "*_ns_ratio = case ns/packet / baseline ns/packet; mac_swap_mpps_ratio = case Mpps / mac-swap Mpps",
+        },
+        "cases": cases,
+    });
+    let mut text = String::from("# Pipeline benchmark (in process, one core)\n\n");
+    text += &format!(
+        "`cargo bench --bench pipeline`, {}; {}; {} ({} CPUs), {}. Median of {} runs of >= {} s each; \
+         load average {} at start, {} at end (the machine is shared with other builds).\n\n",
+        mach["date"].as_str().unwrap_or(""),
+        mach["rustc"].as_str().unwrap_or(""),
+        mach["cpu"].as_str().unwrap_or(""),
+        mach["cpus"],
+        mach["kernel"].as_str().unwrap_or(""),
+        s.runs,
+        s.min_time.as_secs_f64(),
+        load_start,
+        load_end,
+    );
+    text += &md;
+    (json, text)
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+fn main() {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let runs = std::env::var("FASTLB_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let secs: f64 = std::env::var("FASTLB_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let settings = Settings {
+        runs,
+        min_time: Duration::from_secs_f64(secs),
+        filter,
+    };
+    let load_start = loadavg();
+    eprintln!("fastlb pipeline benchmark: {runs} runs of >= {secs} s per case, batches of {BATCH}; load {load_start}");
+    let mut b = Bench {
+        s: settings,
+        bufs: Bufs::new(),
+        results: Vec::new(),
+    };
+
+    b.baselines("");
+    for (flows, label) in [(FLOWS_SMALL, "1k"), (FLOWS_LARGE, "1m")] {
+        for svc in [Svc::DrV4, Svc::NatV4, Svc::TunV4, Svc::DrV6] {
+            b.established(svc, flows, label);
+        }
+    }
+    b.new_conns(
+        Svc::DrV4,
+        "new_rr_dr_v4",
+        "SYNs of new flows, rr over 8 DR real servers",
+    );
+    b.new_conns(
+        Svc::WlcDrV4,
+        "new_wlc_dr_v4",
+        "SYNs of new flows, wlc over 8 DR real servers",
+    );
+    b.new_conns(
+        Svc::NatV4,
+        "new_rr_nat_v4",
+        "SYNs of new flows, rr over 8 NAT real servers",
+    );
+    b.new_conns(
+        Svc::PersistDrV4,
+        "new_persist_dr_v4",
+        "SYNs of new flows from 65 536 returning clients, persistent rr service (-p 300)",
+    );
+    b.baselines("_end");
+
+    let (json, md) = report(&b.results, &b.s, &load_start);
+    if b.s.filter.is_some() {
+        println!("{md}");
+        eprintln!("filtered run: results not written");
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results");
+    std::fs::create_dir_all(&dir).expect("bench-results/");
+    let text = serde_json::to_string_pretty(&json).expect("json") + "\n";
+    std::fs::write(dir.join("pipeline.json"), text).expect("write pipeline.json");
+    std::fs::write(dir.join("pipeline.md"), &md).expect("write pipeline.md");
+    println!("{md}");
+    eprintln!("wrote {}", dir.join("pipeline.json").display());
+}

@@ -370,35 +370,35 @@ fn sync_filter(datapath: &mut xdp::Datapath, table: &ServiceTable) {
 /// The kernel's routes and neighbours as fastlb's next-hop tables, devices numbered in
 /// `ifaces` order.
 fn kernel_nexthops(ifaces: &[String]) -> std::io::Result<NextHops> {
-    let mut t = NextHops::with_devices(ifaces);
     let name = |ifindex: u32| -> Option<String> {
         ifaces
             .iter()
             .find(|i| xdp::ifindex(i) == Some(ifindex))
             .cloned()
     };
+    let mut routes = Vec::new();
     for r in netlink::routes()? {
         let dev = name(r.oif).or_else(|| (r.oif != 0).then(|| format!("if{}", r.oif)));
-        match (r.table, r.kind) {
-            (netlink::TABLE_LOCAL, netlink::rtn::LOCAL) => t.add_local(r.dst.addr, dev),
-            (netlink::TABLE_MAIN, netlink::rtn::UNICAST) => t.add_route(Route {
-                dst: r.dst,
-                gateway: r.gateway,
-                dev,
-                src: r.prefsrc,
-                mtu: None,
-                metric: r.metric,
-                local: false,
-            }),
-            _ => {}
-        }
+        let local = match (r.table, r.kind) {
+            (netlink::TABLE_LOCAL, netlink::rtn::LOCAL) => true,
+            (netlink::TABLE_MAIN, netlink::rtn::UNICAST) => false,
+            _ => continue,
+        };
+        routes.push(Route {
+            dst: r.dst,
+            gateway: r.gateway,
+            dev,
+            src: r.prefsrc,
+            mtu: None,
+            metric: r.metric,
+            local,
+        });
     }
-    for n in netlink::neighbours()? {
-        if let (true, Some(mac)) = (n.is_usable(), n.mac) {
-            t.add_neighbour(n.addr, MacAddr(mac));
-        }
-    }
-    Ok(t)
+    let neighbours = netlink::neighbours()?
+        .into_iter()
+        .filter(|n| n.is_usable())
+        .filter_map(|n| Some((n.addr, MacAddr(n.mac?))));
+    Ok(NextHops::with_devices(ifaces, routes, neighbours))
 }
 
 /// Reads the kernel's tables again, sends them to every worker, and asks the kernel to

@@ -92,12 +92,72 @@ pub struct NextHopParseError {
     pub message: String,
 }
 
+/// FxHash-style hasher for the neighbour map: a multiply per word instead of SipHash's
+/// rounds, since [`NextHops::resolve`] looks a neighbour up on every packet. Its keys are
+/// the kernel's neighbour entries, not chosen by whoever sends the packet being resolved.
+#[derive(Copy, Clone, Debug, Default)]
+struct NeighHasher(u64);
+
+impl std::hash::Hasher for NeighHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    #[inline]
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    #[inline]
+    fn write_u128(&mut self, n: u128) {
+        self.write_u64(n as u64);
+        self.write_u64((n >> 64) as u64);
+    }
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type NeighMap = HashMap<IpAddr, MacAddr, std::hash::BuildHasherDefault<NeighHasher>>;
+
+/// What a route resolves to apart from the neighbour of an on-link destination, worked out
+/// when the tables change so the per-packet [`NextHops::resolve`] does no string compares
+/// or table scans beyond the route lookup.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct Derived {
+    /// Index of the route's device in `devices`.
+    dev: u16,
+    /// The route's source address (`source_for`).
+    src: Option<IpAddr>,
+    /// The gateway's MAC, for a route with a gateway whose neighbour is known.
+    gateway_mac: Option<MacAddr>,
+}
+
 /// The routing and neighbour tables a worker resolves next hops from.
 #[derive(Clone, Debug)]
 pub struct NextHops {
     routes_v4: Vec<Route>,
     routes_v6: Vec<Route>,
-    neigh: HashMap<IpAddr, MacAddr>,
+    /// `derived_v4[i]` belongs to `routes_v4[i]`; rebuilt by every change.
+    derived_v4: Vec<Derived>,
+    derived_v6: Vec<Derived>,
+    neigh: NeighMap,
     devices: Vec<String>,
     /// The director's own addresses, with their device (from `local` routes).
     locals: Vec<(IpAddr, Option<String>)>,
@@ -110,7 +170,9 @@ impl Default for NextHops {
         NextHops {
             routes_v4: Vec::new(),
             routes_v6: Vec::new(),
-            neigh: HashMap::new(),
+            derived_v4: Vec::new(),
+            derived_v6: Vec::new(),
+            neigh: NeighMap::default(),
             devices: Vec::new(),
             locals: Vec::new(),
             default_mtu: 1500,
@@ -124,25 +186,48 @@ impl NextHops {
         routes: Vec<Route>,
         neighbours: impl IntoIterator<Item = (IpAddr, MacAddr)>,
     ) -> NextHops {
-        let mut t = NextHops::default();
+        NextHops::with_devices(&[], routes, neighbours)
+    }
+
+    /// Tables like [`NextHops::new`] whose device indexes start with `devices`, in that
+    /// order: the backend's interface list, so [`NextHop::dev`] is the index of the
+    /// interface to send from.
+    pub fn with_devices(
+        devices: &[String],
+        routes: Vec<Route>,
+        neighbours: impl IntoIterator<Item = (IpAddr, MacAddr)>,
+    ) -> NextHops {
+        let mut t = NextHops {
+            devices: devices.to_vec(),
+            ..NextHops::default()
+        };
         for r in routes {
             if r.local {
-                t.add_local(r.dst.addr, r.dev);
+                t.locals.push((r.dst.addr, r.dev));
             } else {
-                t.add_route(r);
+                t.insert_route(r);
             }
         }
         t.neigh.extend(neighbours);
+        t.derive();
         t
     }
 
-    /// Empty tables whose device indexes start with `devices`, in that order: the backend's
-    /// interface list, so [`NextHop::dev`] is the index of the interface to send from.
-    pub fn with_devices(devices: &[String]) -> NextHops {
-        NextHops {
-            devices: devices.to_vec(),
-            ..NextHops::default()
-        }
+    /// Recomputes every route's [`Derived`] from the current tables.
+    fn derive(&mut self) {
+        let derive = |r: &Route| Derived {
+            dev: r
+                .dev
+                .as_ref()
+                .and_then(|d| self.devices.iter().position(|x| x == d))
+                .unwrap_or(0) as u16,
+            src: self.source_for(r),
+            gateway_mac: r.gateway.and_then(|g| self.neigh.get(&g).copied()),
+        };
+        let v4 = self.routes_v4.iter().map(derive).collect();
+        let v6 = self.routes_v6.iter().map(derive).collect();
+        self.derived_v4 = v4;
+        self.derived_v6 = v6;
     }
 
     /// Records one of the director's own addresses on `dev`: the source of last resort for
@@ -150,10 +235,16 @@ impl NextHops {
     /// the output device.
     pub fn add_local(&mut self, addr: IpAddr, dev: Option<String>) {
         self.locals.push((addr, dev));
+        self.derive();
     }
 
     /// Adds a route, keeping each family sorted longest prefix first, then lowest metric.
     pub fn add_route(&mut self, r: Route) {
+        self.insert_route(r);
+        self.derive();
+    }
+
+    fn insert_route(&mut self, r: Route) {
         if let Some(d) = &r.dev {
             if !self.devices.contains(d) {
                 self.devices.push(d.clone());
@@ -171,6 +262,7 @@ impl NextHops {
     /// Records a neighbour.
     pub fn add_neighbour(&mut self, ip: IpAddr, mac: MacAddr) {
         self.neigh.insert(ip, mac);
+        self.derive();
     }
 
     /// The director's own addresses (from `local` routes).
@@ -194,19 +286,27 @@ impl NextHops {
     }
 
     /// Resolves the next hop for `dst`.
+    #[inline]
     pub fn resolve(&self, dst: IpAddr) -> Result<NextHop, DropReason> {
-        let route = self.route(dst).ok_or(DropReason::NoRoute)?;
-        let hop = route.gateway.unwrap_or(dst);
-        let mac = *self.neigh.get(&hop).ok_or(DropReason::NoNeighbour)?;
-        let dev = route
-            .dev
-            .as_ref()
-            .and_then(|d| self.devices.iter().position(|x| x == d))
-            .unwrap_or(0) as u16;
+        let (routes, derived) = if dst.is_ipv4() {
+            (&self.routes_v4, &self.derived_v4)
+        } else {
+            (&self.routes_v6, &self.derived_v6)
+        };
+        let i = routes
+            .iter()
+            .position(|r| r.dst.contains(dst))
+            .ok_or(DropReason::NoRoute)?;
+        let (route, d) = (&routes[i], &derived[i]);
+        let mac = match route.gateway {
+            Some(_) => d.gateway_mac,
+            None => self.neigh.get(&dst).copied(),
+        }
+        .ok_or(DropReason::NoNeighbour)?;
         Ok(NextHop {
             mac,
-            dev,
-            src: self.source_for(route),
+            dev: d.dev,
+            src: d.src,
             mtu: route.mtu.unwrap_or(self.default_mtu),
         })
     }
