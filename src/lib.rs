@@ -8,6 +8,7 @@
 //! sched     the IPVS schedulers, one file each
 //! conn      connection table, TCP state machine, persistence templates
 //! forward   NAT, DR and TUN rewrites, ICMP relay, next hops
+//! health    real-server health checks and what the workers run because of them
 //! datapath  the per-packet pipeline and its I/O backends (pcap replay, AF_XDP)
 //! control   the control thread: snapshots, ctl socket, reload
 //! stats     per-worker counters and their readers
@@ -21,6 +22,7 @@ pub mod conn;
 pub mod control;
 pub mod datapath;
 pub mod forward;
+pub mod health;
 pub mod sched;
 pub mod service;
 pub mod stats;

@@ -9,16 +9,24 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use fastlb::conn::ConnTable;
+use fastlb::control::appliance::{self, ApplianceOptions};
+use fastlb::control::ctl::{ctl_main, DEFAULT_SOCKET};
 use fastlb::control::Publisher;
 use fastlb::datapath::pipeline::{Pipeline, PipelineSettings};
 use fastlb::datapath::replay;
+use fastlb::datapath::xdp::XdpMode;
 use fastlb::forward::nexthop::NextHops;
 use fastlb::service::{config, DestRegistry};
 use fastlb::stats::WorkerStats;
 
 /// fastlb: a layer-4 load balancer, Linux LVS/IPVS in user space on AF_XDP.
 #[derive(Parser, Debug)]
-#[command(name = "fastlb", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "fastlb",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -35,12 +43,46 @@ struct RunArgs {
     /// Configuration: fastlb TOML, an `ipvsadm -S` rule file or a keepalived.conf.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// How to attach the XDP filter: auto (native, else generic), native or generic.
+    #[arg(long, value_name = "MODE", default_value = "auto")]
+    xdp_mode: XdpMode,
+    /// AF_XDP queues per interface (default: every rx queue).
+    #[arg(long, value_name = "N")]
+    queues: Option<u32>,
+    /// Cores to pin workers to, comma separated (default: worker i on core i).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    cores: Vec<usize>,
+    /// Spin on the rings instead of sleeping when idle.
+    #[arg(long)]
+    busy_poll: bool,
+    /// Path of the ctl socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    ctl_socket: PathBuf,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9108).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the pipeline over a pcap capture with the capture's clock.
     Replay(ReplayArgs),
+    /// Talk to the running appliance in ipvsadm's language: `fastlb ctl -L -n`.
+    Ctl(CtlArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct CtlArgs {
+    /// Path of the ctl socket.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// ipvsadm arguments.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "IPVSADM-ARGS"
+    )]
+    args: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -69,8 +111,33 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Replay(args)) => run_replay(&args),
-        None => anyhow::bail!("the appliance (--iface) is not wired yet"),
+        Some(Command::Ctl(args)) => {
+            let code = ctl_main(&args.socket, &args.args, std::io::stdin().lock());
+            std::process::exit(code)
+        }
+        None => run_appliance(cli.run),
     }
+}
+
+fn run_appliance(args: RunArgs) -> Result<()> {
+    let Some(config) = args.config else {
+        anyhow::bail!("--config FILE is required (see fastlb --help)");
+    };
+    if args.ifaces.is_empty() {
+        anyhow::bail!("at least one --iface IF is required (see fastlb --help)");
+    }
+    let opts = ApplianceOptions {
+        ifaces: args.ifaces,
+        config,
+        xdp_mode: args.xdp_mode,
+        queues: args.queues,
+        cores: args.cores,
+        busy_poll: args.busy_poll,
+        ctl_socket: args.ctl_socket,
+        metrics: args.metrics,
+    };
+    appliance::run(&opts)?;
+    Ok(())
 }
 
 fn read_text(path: &Path) -> Result<String> {
@@ -93,10 +160,17 @@ fn run_replay(args: &ReplayArgs) -> Result<()> {
     let config = config::load(&args.config)?;
     let registry = Arc::new(DestRegistry::default());
     let publisher = Publisher::new(config.clone(), Arc::clone(&registry))?;
-    let capacity = if config.conn_capacity == 0 { 1 << 16 } else { config.conn_capacity };
+    let capacity = if config.conn_capacity == 0 {
+        1 << 16
+    } else {
+        config.conn_capacity
+    };
     let conns = Arc::new(ConnTable::new(capacity, 1, Arc::clone(&registry)));
     conns.timeouts().apply(&config.timeouts);
-    let nexthops = Arc::new(load_nexthops(args.routes.as_deref(), args.neigh.as_deref())?);
+    let nexthops = Arc::new(load_nexthops(
+        args.routes.as_deref(),
+        args.neigh.as_deref(),
+    )?);
     let stats = Arc::new(WorkerStats::new(registry.capacity()));
     let settings = PipelineSettings {
         tunnel_source_v4: config.tunnel_source_v4,
@@ -104,13 +178,30 @@ fn run_replay(args: &ReplayArgs) -> Result<()> {
         // Examine the whole table between frames: every timer fires on time.
         expire_budget: capacity,
     };
-    let mut pipeline = Pipeline::new(0, publisher.table(), Arc::clone(&conns), nexthops, Arc::clone(&stats), settings);
-    let input = BufReader::new(File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?);
-    let output =
-        BufWriter::new(File::create(&args.output).with_context(|| format!("creating {}", args.output.display()))?);
+    let mut pipeline = Pipeline::new(
+        0,
+        publisher.table(),
+        Arc::clone(&conns),
+        nexthops,
+        Arc::clone(&stats),
+        settings,
+    );
+    let input = BufReader::new(
+        File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?,
+    );
+    let output = BufWriter::new(
+        File::create(&args.output)
+            .with_context(|| format!("creating {}", args.output.display()))?,
+    );
     let outcome = replay::replay(&mut pipeline, input, output)?;
     if let Some(path) = &args.report {
-        let report = fastlb::datapath::report::ReplayReport::new(&outcome, &publisher.table(), &registry, &[stats], conns.len());
+        let report = fastlb::datapath::report::ReplayReport::new(
+            &outcome,
+            &publisher.table(),
+            &registry,
+            &[stats],
+            conns.len(),
+        );
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }

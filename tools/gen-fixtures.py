@@ -38,6 +38,10 @@ default via 192.0.2.254 dev eth0 proto static
 2001:db8::/64 dev eth0 proto kernel metric 256 pref medium
 2001:db8:1::/64 dev eth0 proto kernel metric 256 pref medium
 default via 2001:db8::fe dev eth0 metric 1024 pref medium
+local 10.0.0.1 dev eth0 table local proto kernel scope host src 10.0.0.1
+local 192.0.2.1 dev eth0 table local proto kernel scope host src 192.0.2.1
+local 2001:db8::1 dev eth0 table local proto kernel metric 0 pref medium
+local 2001:db8:1::1 dev eth0 table local proto kernel metric 0 pref medium
 """
 NEIGH = """\
 192.0.2.254 dev eth0 lladdr 02:00:00:00:00:fe REACHABLE
@@ -164,7 +168,8 @@ TUN, IPv4-in-IPv4, wlc with weights 1 and 2. Three SYNs: wlc sends the first to 
 idle: the first in list wins the tie), then .12, .12. A 1040-byte packet is encapsulated
 (outer source 10.0.0.1, the route's preferred source; TTL, TOS and DF copied). A full-size
 1500-byte packet with DF no longer fits: the client gets ICMP fragmentation-needed with MTU
-1480. The same size without DF is encapsulated (and left for the path to fragment).""")
+1480. The same size without DF is dropped (too_big): the kernel would fragment the outer
+packet; fastlb does not fragment (see docs/decisions.md).""")
 
     cap = Capture().at(1)
     for i in range(3):
@@ -174,7 +179,9 @@ idle: the first in list wins the tie), then .12, .12. A 1040-byte packet is enca
     write("tun-v6-sh", service(VIP6, sched="sh") + real(RS6[1], 1, "tun") + real(RS6[2], 1, "tun")
           + real(RS6[3], 1, "tun"), cap, """
 TUN, IPv6-in-IPv6, sh. Three clients hashed onto three real servers; a 560-byte packet is
-encapsulated; a full 1500-byte packet does not fit after the 40-byte outer header: the client
+encapsulated (outer source 2001:db8:1::1: IPv6 routes carry no `src`, so the director's
+own address on the output device inside the connected prefix, as source address selection
+picks it); a full 1500-byte packet does not fit after the 40-byte outer header: the client
 gets ICMPv6 packet-too-big with MTU 1460.""")
 
     # ---- every scheduler --------------------------------------------------------------
@@ -191,8 +198,10 @@ gets ICMPv6 packet-too-big with MTU 1460.""")
         write(f"sched-{sched}", service(VIP4, sched=sched)
               + "".join(real(RS4[n], w[n - 1]) for n in (1, 2, 3)), cap, f"""
 Scheduler {sched}, DR, weights {w[0]},{w[1]},{w[2]}. Twelve new connections from twelve clients; every
-third is reset right after its SYN (RST moves it to CLOSE: inactive), so the connection-count
-schedulers see a mix of active and inactive connections.""")
+third is reset right after its SYN. The kernel counts only ESTABLISHED as active (a new
+connection starts inactive, `set_tcp_state` moves it), so SYN_RECV and CLOSE are both inactive:
+lc and wlc balance on inactive counts, while sed and nq, which look at active connections only,
+see idle servers throughout (sed: the highest weight; nq: the first).""")
 
     for sched in ("dh", "lblc", "lblcr"):
         cap = Capture().at(1)
@@ -234,8 +243,8 @@ expired: rr runs again and picks .13.""")
     write("fwmark-v4", cfg, cap, """
 A firewall-mark service: the classifier marks TCP 192.0.2.100 ports 80-443 with mark 1;
 persistence keeps HTTP and HTTPS of one client on one real server (.60 -> .11 for both ports,
-.61 -> .12 for both). Port 8080 is outside the rule and no other service matches: dropped as
-not_service.""")
+.61 -> .12 for both). Port 8080 is outside the rule and no other service matches: passed to the
+kernel (the XDP filter would not have sent it to fastlb at all).""")
 
     cap = Capture().at(1)
     for i, port in enumerate((22, 8080, 5432)):
@@ -362,6 +371,42 @@ an IPv4 first fragment and an IPv6 fragment (fragment); an ACK matching no conne
 forwarded: bad input loses nothing else.""")
 
 
+README_HEAD = """\
+# pcap fixtures
+
+Each folder is one replay case: `in.pcap` (made by `tools/gen-fixtures.py`), the director's
+configuration (`fastlb.toml`, or `ipvsadm.rules` for an `ipvsadm -S` file), `expected.pcap` and
+`report.json` (what `fastlb replay` wrote, checked by hand when blessed), and, where the frames
+can be worked out by hand from the kernel's algorithms, `expect.txt`: one line per output frame
+(destination MAC's last byte, addresses, TTL, ports, flags). `routes.txt` and `neigh.txt` are
+the director's `ip route show table all` and `ip neigh show`, shared by every case.
+
+`cargo test --test replay` replays every folder, compares bytes and report, checks every output
+frame's checksums with etherparse and with tshark where installed, and compares `expect.txt`.
+`FASTLB_BLESS=1 cargo test --test replay` rewrites the expected files from the current output.
+
+Topology (one-armed director):
+
+    clients 198.51.100.0/24, 203.0.113.0/24, 2001:db8:ff::/64
+      -- router 192.0.2.254 / 2001:db8::fe (02:00:00:00:00:fe)
+    director 192.0.2.1, 10.0.0.1, 2001:db8::1, 2001:db8:1::1 (02:00:00:00:00:01)
+      VIPs 192.0.2.100, 192.0.2.101, 2001:db8::100
+    real servers 10.0.0.11-13, 2001:db8:1::11-13 (02:00:00:00:01:11-13)
+
+"""
+
+
+def write_readme():
+    parts = [README_HEAD]
+    for name in sorted(os.listdir(ROOT)):
+        about = os.path.join(ROOT, name, "ABOUT")
+        if os.path.exists(about):
+            with open(about) as f:
+                parts.append(f"## {name}\n{f.read()}\n")
+    with open(os.path.join(ROOT, "README.md"), "w") as f:
+        f.write("".join(parts))
+
+
 if __name__ == "__main__":
     os.makedirs(ROOT, exist_ok=True)
     with open(os.path.join(ROOT, "routes.txt"), "w") as f:
@@ -369,4 +414,5 @@ if __name__ == "__main__":
     with open(os.path.join(ROOT, "neigh.txt"), "w") as f:
         f.write(NEIGH)
     fixtures()
+    write_readme()
     print("fixtures written to", os.path.normpath(ROOT))

@@ -362,11 +362,13 @@ mod tests {
         assert_eq!(controlled, 1);
         // Still used while pushed back: same server.
         assert_eq!(f.pick("1.2.3.4", 80, 320).template, p.template);
-        // The connection ends at 290 + 900 s; the template then goes at its next expiry
-        // (the kernel's 60 s from then on).
+        // At 1189 s the template's timer (380 s) has run out while the connection lives: it
+        // is pushed back to 1249 s. The connection ends at 290 + 900 s; the template at its
+        // next expiry.
+        assert_eq!(f.table.expire(0, Instant::from_secs(1189), 64), 0);
         assert_eq!(f.table.expire(0, Instant::from_secs(1190), 64), 1);
-        assert_eq!(f.table.expire(0, Instant::from_secs(1190), 64), 0);
-        assert_eq!(f.table.expire(0, Instant::from_secs(1250), 64), 1);
+        assert_eq!(f.table.expire(0, Instant::from_secs(1248), 64), 0);
+        assert_eq!(f.table.expire(0, Instant::from_secs(1249), 64), 1);
         assert!(f.table.is_empty());
         assert_eq!(f.persist(p.dest_index as u32), 0);
     }

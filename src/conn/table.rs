@@ -784,18 +784,21 @@ impl ConnTable {
                 raw.original_key() == k
             };
             if matches {
-                hit = Some((Hit {
-                    id: ConnId {
-                        slot,
-                        gen: ctl.gen(),
+                hit = Some((
+                    Hit {
+                        id: ConnId {
+                            slot,
+                            gen: ctl.gen(),
+                        },
+                        dir: if reply {
+                            Direction::Reply
+                        } else {
+                            Direction::Original
+                        },
+                        info: raw.info(ctl.state()),
                     },
-                    dir: if reply {
-                        Direction::Reply
-                    } else {
-                        Direction::Original
-                    },
-                    info: raw.info(ctl.state()),
-                }, ctl.expiry()));
+                    ctl.expiry(),
+                ));
             }
             matches
         });
@@ -1226,18 +1229,31 @@ impl ConnTable {
         }
         let now_ms = ms(now);
         let w = &self.workers[worker];
-        let mut hand = w.hand.load(Ordering::Relaxed);
+        let first = w.hand.load(Ordering::Relaxed);
+        let step = |h: u32| if h + 1 == end { start } else { h + 1 };
         let mut freed = 0;
-        for _ in 0..budget.min((end - start) as usize) {
-            let slot = hand;
-            hand = if hand + 1 == end { start } else { hand + 1 };
-            if self.expire_slot(slot, now_ms) {
-                self.push_free(worker, slot);
-                freed += 1;
+        let mut hand = first;
+        // Connections first, then templates: when the sweep comes late, a connection whose
+        // timer ran out before its template's must release the template first, as the
+        // kernel's timers would have, or the template would be pushed back 60 s.
+        for templates in [false, true] {
+            hand = first;
+            for _ in 0..budget.min((end - start) as usize) {
+                let slot = hand;
+                hand = step(hand);
+                if self.is_template_slot(slot) == templates && self.expire_slot(slot, now_ms) {
+                    self.push_free(worker, slot);
+                    freed += 1;
+                }
             }
         }
         w.hand.store(hand, Ordering::Relaxed);
         freed
+    }
+
+    #[inline]
+    fn is_template_slot(&self, slot: u32) -> bool {
+        Meta(self.slots[slot as usize].meta.load(Ordering::Relaxed)).template()
     }
 
     fn expire_slot(&self, slot: u32, now_ms: u64) -> bool {

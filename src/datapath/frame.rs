@@ -8,6 +8,7 @@ pub struct Frame<'a> {
     buf: &'a mut [u8],
     head: usize,
     len: usize,
+    egress: Option<u16>,
 }
 
 impl<'a> Frame<'a> {
@@ -17,7 +18,25 @@ impl<'a> Frame<'a> {
     /// If `head + len` exceeds the buffer.
     pub fn new(buf: &'a mut [u8], head: usize, len: usize) -> Frame<'a> {
         assert!(head + len <= buf.len(), "frame outside its buffer");
-        Frame { buf, head, len }
+        Frame {
+            buf,
+            head,
+            len,
+            egress: None,
+        }
+    }
+
+    /// The interface the processor chose for a transmitted frame: an index into the
+    /// backend's interface list (`--iface` order). `None` leaves the choice to the backend.
+    #[inline]
+    pub fn egress(&self) -> Option<u16> {
+        self.egress
+    }
+
+    /// Chooses the interface a transmitted frame leaves by (see [`Frame::egress`]).
+    #[inline]
+    pub fn set_egress(&mut self, port: u16) {
+        self.egress = Some(port);
     }
 
     /// The frame's bytes.

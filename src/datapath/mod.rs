@@ -7,8 +7,8 @@
 mod frame;
 pub mod pcap;
 pub mod pipeline;
-pub mod report;
 pub mod replay;
+pub mod report;
 #[cfg(target_os = "linux")]
 pub mod xdp;
 

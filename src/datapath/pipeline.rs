@@ -18,7 +18,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 
 use super::{Frame, PacketProcessor, Verdict};
 use crate::conn::persist::PersistError;
@@ -45,7 +45,11 @@ pub struct PipelineSettings {
 
 impl Default for PipelineSettings {
     fn default() -> Self {
-        PipelineSettings { tunnel_source_v4: None, tunnel_source_v6: None, expire_budget: 256 }
+        PipelineSettings {
+            tunnel_source_v4: None,
+            tunnel_source_v6: None,
+            expire_budget: 256,
+        }
     }
 }
 
@@ -55,6 +59,10 @@ pub struct Pipeline {
     table: Arc<ServiceTable>,
     scheds: Vec<Box<dyn Scheduler>>,
     updates: Option<Receiver<Arc<ServiceTable>>>,
+    nexthop_updates: Option<Receiver<Arc<NextHops>>>,
+    /// Where next hops with no neighbour entry are reported, for the control thread to
+    /// have the kernel resolve them.
+    missing: Option<Sender<IpAddr>>,
     conns: Arc<ConnTable>,
     nexthops: Arc<NextHops>,
     stats: Arc<WorkerStats>,
@@ -74,7 +82,19 @@ impl Pipeline {
         settings: PipelineSettings,
     ) -> Pipeline {
         let scheds = table.services.iter().map(sched::for_service).collect();
-        Pipeline { worker, table, scheds, updates: None, conns, nexthops, stats, settings, ip_id: 0 }
+        Pipeline {
+            worker,
+            table,
+            scheds,
+            updates: None,
+            nexthop_updates: None,
+            missing: None,
+            conns,
+            nexthops,
+            stats,
+            settings,
+            ip_id: 0,
+        }
     }
 
     /// Takes new snapshots from `rx` between batches.
@@ -83,9 +103,17 @@ impl Pipeline {
         self
     }
 
-    /// Replaces the next-hop tables (between batches).
-    pub fn set_nexthops(&mut self, nexthops: Arc<NextHops>) {
-        self.nexthops = nexthops;
+    /// Takes new next-hop tables from `rx` between batches.
+    pub fn with_nexthop_updates(mut self, rx: Receiver<Arc<NextHops>>) -> Pipeline {
+        self.nexthop_updates = Some(rx);
+        self
+    }
+
+    /// Reports next hops without a neighbour entry on `tx` (never blocking: a full channel
+    /// loses the report, the drop is still counted).
+    pub fn with_missing_neighbours(mut self, tx: Sender<IpAddr>) -> Pipeline {
+        self.missing = Some(tx);
+        self
     }
 
     /// This worker's counters.
@@ -128,14 +156,29 @@ impl Pipeline {
         };
         let Some(ip) = p.ip else { return Verdict::Pass };
         match ip.l4 {
-            L4Info::Tcp { src_port, dst_port, flags } => {
-                self.flow(now, frame, &p, &ip, Protocol::Tcp, src_port, dst_port, Some(flags))
+            L4Info::Tcp {
+                src_port,
+                dst_port,
+                flags,
+            } => self.flow(
+                now,
+                frame,
+                &p,
+                &ip,
+                Protocol::Tcp,
+                src_port,
+                dst_port,
+                Some(flags),
+            ),
+            L4Info::Udp { src_port, dst_port } => {
+                self.flow(now, frame, &p, &ip, Protocol::Udp, src_port, dst_port, None)
             }
-            L4Info::Udp { src_port, dst_port } => self.flow(now, frame, &p, &ip, Protocol::Udp, src_port, dst_port, None),
             L4Info::Icmp(icmp) if icmp.quoted.is_some() && icmp.relayed_by_ipvs(ip.version) => {
                 self.icmp_error(frame, &p, &ip, &icmp)
             }
-            _ if ip.fragment && self.table.is_virtual_addr(ip.dst) => Verdict::Drop(DropReason::Fragment),
+            _ if ip.fragment && self.table.is_virtual_addr(ip.dst) => {
+                Verdict::Drop(DropReason::Fragment)
+            }
             _ => Verdict::Pass,
         }
     }
@@ -153,7 +196,13 @@ impl Pipeline {
         dport: u16,
         flags: Option<conn::TcpFlags>,
     ) -> Verdict {
-        let key = FlowKey { protocol, src: ip.src, sport, dst: ip.dst, dport };
+        let key = FlowKey {
+            protocol,
+            src: ip.src,
+            sport,
+            dst: ip.dst,
+            dport,
+        };
         if let Some(hit) = self.conns.lookup_live(&key, now) {
             if !self.table.dest_is_live(hit.info.dest) {
                 // The real server was removed: expire the entry now (expire_nodest_conn),
@@ -203,7 +252,13 @@ impl Pipeline {
         let svc = table.service(sid);
         let sched = self.scheds[sid.0 as usize].as_mut();
         let registry: &DestRegistry = self.conns.registry();
-        let input = SchedInput { client: ip.src, client_port: sport, vaddr: ip.dst, vport: dport, now };
+        let input = SchedInput {
+            client: ip.src,
+            client_port: sport,
+            vaddr: ip.dst,
+            vport: dport,
+            now,
+        };
         let (index, template) = if svc.config.persistence.is_some() {
             let live = |d| table.dest_is_live(d);
             match conn::persist::schedule_persistent(
@@ -222,7 +277,12 @@ impl Pipeline {
                 Err(PersistError::TableFull) => return Err(DropReason::TableFull),
             }
         } else {
-            (sched.schedule(&svc.dests, registry, &input).ok_or(DropReason::NoDestination)?, None)
+            (
+                sched
+                    .schedule(&svc.dests, registry, &input)
+                    .ok_or(DropReason::NoDestination)?,
+                None,
+            )
         };
         let dest = &svc.dests[index];
         let new = NewConn {
@@ -238,13 +298,22 @@ impl Pipeline {
             flags,
             template,
         };
-        self.conns.insert(self.worker, now, new).map_err(|_| DropReason::TableFull)
+        self.conns
+            .insert(self.worker, now, new)
+            .map_err(|_| DropReason::TableFull)
     }
 
     /// Rewrites a packet of a known connection for its forwarding method and addresses it
     /// to the next hop.
     #[inline]
-    fn forward(&mut self, frame: &mut Frame<'_>, p: &Parsed, ip: &IpInfo, info: &ConnInfo, dir: Direction) -> Verdict {
+    fn forward(
+        &mut self,
+        frame: &mut Frame<'_>,
+        p: &Parsed,
+        ip: &IpInfo,
+        info: &ConnInfo,
+        dir: Direction,
+    ) -> Verdict {
         let counters = self.stats.dest(info.dest);
         let bytes = ip.len as u64;
         let result = match (dir, info.method) {
@@ -253,14 +322,14 @@ impl Pipeline {
                 counters.out_bytes.add(bytes);
                 self.resolve(info.client).and_then(|nh| {
                     nat::snat(frame.data_mut(), p, info.vaddr, info.vport)?;
-                    mac::set_macs(frame.data_mut(), p.dst_mac, nh.mac.0);
+                    address(frame, p, &nh);
                     Ok(())
                 })
             }
             (Direction::Original, method) => {
                 counters.in_pkts.add(1);
                 counters.in_bytes.add(bytes);
-                self.to_real_server(frame, p, ip, info, method, false)
+                self.send_to_real_server(frame, p, ip, info, method, false)
             }
         };
         match result {
@@ -272,7 +341,7 @@ impl Pipeline {
     /// Sends a client's packet (or an ICMP error about its connection, `relay`) to the
     /// connection's real server.
     #[inline]
-    fn to_real_server(
+    fn send_to_real_server(
         &mut self,
         frame: &mut Frame<'_>,
         p: &Parsed,
@@ -299,16 +368,21 @@ impl Pipeline {
                 } else {
                     nat::dnat(frame.data_mut(), p, info.daddr, info.dport)?;
                 }
-                mac::set_macs(frame.data_mut(), p.dst_mac, nh.mac.0);
+                address(frame, p, &nh);
             }
-            ForwardMethod::DirectRouting => mac::direct_route(frame.data_mut(), p, p.dst_mac, nh.mac.0)?,
+            ForwardMethod::DirectRouting => {
+                mac::direct_route(frame.data_mut(), p, p.dst_mac, nh.mac.0)?;
+                frame.set_egress(nh.dev);
+            }
             ForwardMethod::Tunnel => {
-                let src = self.tunnel_source(info.daddr, &nh).ok_or(DropReason::NoRoute)?;
+                let src = self
+                    .tunnel_source(info.daddr, &nh)
+                    .ok_or(DropReason::NoRoute)?;
                 let id = self.next_ip_id();
                 let (buf, head, len) = frame.parts_mut();
                 let (head, len) = tun::encapsulate(buf, head, len, p, src, info.daddr, id)?;
                 frame.set_bounds(head, len);
-                mac::set_macs(frame.data_mut(), p.dst_mac, nh.mac.0);
+                address(frame, p, &nh);
             }
         }
         Ok(())
@@ -318,7 +392,12 @@ impl Pipeline {
     /// ICMP error); the verdict is still Transmit.
     #[inline(never)]
     #[cold]
-    fn answer_too_big(&mut self, frame: &mut Frame<'_>, p: &Parsed, mtu: u32) -> Result<(), DropReason> {
+    fn answer_too_big(
+        &mut self,
+        frame: &mut Frame<'_>,
+        p: &Parsed,
+        mtu: u32,
+    ) -> Result<(), DropReason> {
         let id = self.next_ip_id();
         let (buf, head, len) = frame.parts_mut();
         let (head, len) = tun::too_big_reply(buf, head, len, p, mtu, id)?;
@@ -336,21 +415,50 @@ impl Pipeline {
 
     #[inline]
     fn resolve(&self, addr: IpAddr) -> Result<NextHop, DropReason> {
-        self.nexthops.resolve(addr)
+        let r = self.nexthops.resolve(addr);
+        if r == Err(DropReason::NoNeighbour) {
+            self.report_missing(addr);
+        }
+        r
+    }
+
+    #[inline(never)]
+    #[cold]
+    fn report_missing(&self, addr: IpAddr) {
+        if let Some(tx) = &self.missing {
+            let _ = tx.try_send(addr);
+        }
     }
 
     /// An ICMP error: find the connection the quoted packet belongs to and relay the error
     /// along it, as `ip_vs_in_icmp` (toward the real server) and `ip_vs_out_icmp` (NAT,
     /// toward the client) do.
     #[inline(never)]
-    fn icmp_error(&mut self, frame: &mut Frame<'_>, p: &Parsed, ip: &IpInfo, icmp: &IcmpInfo) -> Verdict {
-        let Some(q) = icmp.quoted else { return Verdict::Pass };
-        let (Some(protocol), Some((qsport, qdport))) = (Protocol::from_number(q.protocol), q.ports) else {
+    fn icmp_error(
+        &mut self,
+        frame: &mut Frame<'_>,
+        p: &Parsed,
+        ip: &IpInfo,
+        icmp: &IcmpInfo,
+    ) -> Verdict {
+        let Some(q) = icmp.quoted else {
+            return Verdict::Pass;
+        };
+        let (Some(protocol), Some((qsport, qdport))) = (Protocol::from_number(q.protocol), q.ports)
+        else {
             return self.not_ours(ip);
         };
         // The quoted packet went one way; the connection is keyed by the other end's packets.
-        let key = FlowKey { protocol, src: q.dst, sport: qdport, dst: q.src, dport: qsport };
-        let Some(hit) = self.conns.lookup(&key) else { return self.not_ours(ip) };
+        let key = FlowKey {
+            protocol,
+            src: q.dst,
+            sport: qdport,
+            dst: q.src,
+            dport: qsport,
+        };
+        let Some(hit) = self.conns.lookup(&key) else {
+            return self.not_ours(ip);
+        };
         if !self.table.dest_is_live(hit.info.dest) {
             return Verdict::Drop(DropReason::DestinationRemoved);
         }
@@ -360,14 +468,14 @@ impl Pipeline {
             Direction::Original => {
                 counters.in_pkts.add(1);
                 counters.in_bytes.add(ip.len as u64);
-                self.to_real_server(frame, p, ip, &info, info.method, true)
+                self.send_to_real_server(frame, p, ip, &info, info.method, true)
             }
             Direction::Reply => {
                 counters.out_pkts.add(1);
                 counters.out_bytes.add(ip.len as u64);
                 self.resolve(info.client).and_then(|nh| {
                     icmp::nat_to_client(frame.data_mut(), p, info.vaddr, info.vport)?;
-                    mac::set_macs(frame.data_mut(), p.dst_mac, nh.mac.0);
+                    address(frame, p, &nh);
                     Ok(())
                 })
             }
@@ -389,6 +497,14 @@ impl Pipeline {
     }
 }
 
+/// Addresses a rewritten frame to its next hop: source MAC the one the frame was sent to
+/// (the director's), destination the next hop's, out of the next hop's interface.
+#[inline]
+fn address(frame: &mut Frame<'_>, p: &Parsed, nh: &NextHop) {
+    mac::set_macs(frame.data_mut(), p.dst_mac, nh.mac.0);
+    frame.set_egress(nh.dev);
+}
+
 impl PacketProcessor for Pipeline {
     #[inline]
     fn process(&mut self, now: Instant, frame: &mut Frame<'_>) -> Verdict {
@@ -408,7 +524,13 @@ impl PacketProcessor for Pipeline {
                 self.install(newest);
             }
         }
-        self.conns.expire(self.worker, now, self.settings.expire_budget);
+        if let Some(rx) = &self.nexthop_updates {
+            if let Some(newest) = rx.try_iter().last() {
+                self.nexthops = newest;
+            }
+        }
+        self.conns
+            .expire(self.worker, now, self.settings.expire_budget);
         for s in &mut self.scheds {
             s.housekeeping(now);
         }

@@ -80,7 +80,9 @@ impl ReplayReport {
                             weight: d.server.weight,
                             active_conns: c.active(),
                             inactive_conns: c.inactive(),
-                            persistent_conns: c.persist_conns.load(std::sync::atomic::Ordering::Relaxed),
+                            persistent_conns: c
+                                .persist_conns
+                                .load(std::sync::atomic::Ordering::Relaxed),
                             traffic: dest_totals(stats(), d.id),
                         }
                     })
@@ -89,9 +91,19 @@ impl ReplayReport {
                 for r in &reals {
                     traffic += r.traffic;
                 }
-                ServiceReport { service: svc.config.key.to_string(), scheduler: svc.config.scheduler.name(), traffic, reals }
+                ServiceReport {
+                    service: svc.config.key.to_string(),
+                    scheduler: svc.config.scheduler.name(),
+                    traffic,
+                    reals,
+                }
             })
             .collect();
-        ReplayReport { frames: *frames, drops: drop_totals(stats()).into_iter().collect(), live_connections, services }
+        ReplayReport {
+            frames: *frames,
+            drops: drop_totals(stats()).into_iter().collect(),
+            live_connections,
+            services,
+        }
     }
 }

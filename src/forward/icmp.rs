@@ -95,6 +95,8 @@ fn relay(
         });
     }
     frame[outer_at..outer_at + n].copy_from_slice(new);
+    let mut old_quoted = [0u8; 16];
+    old_quoted[..n].copy_from_slice(&frame[quoted_at..quoted_at + n]);
     frame[quoted_at..quoted_at + n].copy_from_slice(new);
     if v4 {
         let qh = q.ip_offset..q.ip_offset + q.ip_header_len;
@@ -103,12 +105,60 @@ fn relay(
     }
     if q.ports.is_some() {
         let at = q.l4_offset + if to_client { 2 } else { 0 };
+        let old_port = u16::from_be_bytes([frame[at], frame[at + 1]]);
         frame[at..at + 2].copy_from_slice(&port.to_be_bytes());
+        fix_quoted_l4_checksum(
+            frame,
+            &q,
+            l3 + ip.len,
+            &old_quoted[..n],
+            new,
+            old_port,
+            port,
+        );
     }
     frame[ip.l4_offset + 2..ip.l4_offset + 4].fill(0);
     let c = icmp_checksum(frame, l3, ip);
     frame[ip.l4_offset + 2..ip.l4_offset + 4].copy_from_slice(&c.to_be_bytes());
     decrement_ttl(frame, p)
+}
+
+/// Keeps the quoted packet's own TCP/UDP checksum consistent with its translated address
+/// and port, when the quote reaches that far (UDP always: its checksum is in the first 8
+/// bytes; TCP when 18 bytes of its header are quoted). IPVS leaves it stale; restoring it
+/// gives back exactly the checksum the other end computed, and keeps captures clean.
+fn fix_quoted_l4_checksum(
+    frame: &mut [u8],
+    q: &crate::wire::Quoted,
+    end: usize,
+    old_addr: &[u8],
+    new_addr: &[u8],
+    old_port: u16,
+    new_port: u16,
+) {
+    let at = match q.protocol {
+        ip_proto::UDP => q.l4_offset + 6,
+        ip_proto::TCP => q.l4_offset + 16,
+        _ => return,
+    };
+    if at + 2 > end.min(frame.len()) {
+        return;
+    }
+    let old = u16::from_be_bytes([frame[at], frame[at + 1]]);
+    if q.protocol == ip_proto::UDP && old == 0 && q.src.is_ipv4() {
+        return;
+    }
+    let c = checksum::update16(
+        checksum::update_bytes(old, old_addr, new_addr),
+        old_port,
+        new_port,
+    );
+    let c = if q.protocol == ip_proto::UDP {
+        checksum::udp_nonzero(c)
+    } else {
+        c
+    };
+    frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
 }
 
 /// The ICMP (v4) or ICMPv6 (with pseudo-header) checksum over the message as the frame

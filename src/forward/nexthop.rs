@@ -63,6 +63,8 @@ pub struct Route {
     pub mtu: Option<u32>,
     /// Route metric; lower wins between equal prefixes.
     pub metric: u32,
+    /// A `local` route: `dst` is one of the director's own addresses.
+    pub local: bool,
 }
 
 /// Where a frame for some address goes next.
@@ -97,6 +99,8 @@ pub struct NextHops {
     routes_v6: Vec<Route>,
     neigh: HashMap<IpAddr, MacAddr>,
     devices: Vec<String>,
+    /// The director's own addresses, with their device (from `local` routes).
+    locals: Vec<(IpAddr, Option<String>)>,
     /// MTU used where the route sets none.
     pub default_mtu: u32,
 }
@@ -108,6 +112,7 @@ impl Default for NextHops {
             routes_v6: Vec::new(),
             neigh: HashMap::new(),
             devices: Vec::new(),
+            locals: Vec::new(),
             default_mtu: 1500,
         }
     }
@@ -121,10 +126,30 @@ impl NextHops {
     ) -> NextHops {
         let mut t = NextHops::default();
         for r in routes {
-            t.add_route(r);
+            if r.local {
+                t.add_local(r.dst.addr, r.dev);
+            } else {
+                t.add_route(r);
+            }
         }
         t.neigh.extend(neighbours);
         t
+    }
+
+    /// Empty tables whose device indexes start with `devices`, in that order: the backend's
+    /// interface list, so [`NextHop::dev`] is the index of the interface to send from.
+    pub fn with_devices(devices: &[String]) -> NextHops {
+        NextHops {
+            devices: devices.to_vec(),
+            ..NextHops::default()
+        }
+    }
+
+    /// Records one of the director's own addresses on `dev`: the source of last resort for
+    /// packets the director originates (tunnel headers), as the kernel picks an address of
+    /// the output device.
+    pub fn add_local(&mut self, addr: IpAddr, dev: Option<String>) {
+        self.locals.push((addr, dev));
     }
 
     /// Adds a route, keeping each family sorted longest prefix first, then lowest metric.
@@ -185,16 +210,34 @@ impl NextHops {
     /// connected route that reaches its gateway (as the kernel takes the output device's
     /// address).
     fn source_for(&self, route: &Route) -> Option<IpAddr> {
-        route.src.or_else(|| {
-            let gw = route.gateway?;
-            let list = if gw.is_ipv4() {
-                &self.routes_v4
-            } else {
-                &self.routes_v6
+        let connected = match route.gateway {
+            None => Some(route),
+            Some(gw) => {
+                let list = if gw.is_ipv4() {
+                    &self.routes_v4
+                } else {
+                    &self.routes_v6
+                };
+                list.iter()
+                    .find(|r| r.gateway.is_none() && r.dst.contains(gw))
+            }
+        };
+        route.src.or(connected.and_then(|r| r.src)).or_else(|| {
+            // No `src` (IPv6 routes never show one): an address of the output device,
+            // preferring one inside the connected prefix, as source address selection does.
+            let same_dev = |(a, d): &&(IpAddr, Option<String>)| {
+                a.is_ipv4() == route.dst.addr.is_ipv4() && (route.dev.is_none() || *d == route.dev)
             };
-            list.iter()
-                .find(|r| r.gateway.is_none() && r.dst.contains(gw))
-                .and_then(|r| r.src)
+            let mut candidates = self.locals.iter().filter(same_dev);
+            connected
+                .and_then(|c| {
+                    self.locals
+                        .iter()
+                        .filter(same_dev)
+                        .find(|(a, _)| c.dst.contains(*a))
+                })
+                .or_else(|| candidates.next())
+                .map(|(a, _)| *a)
         })
     }
 
@@ -214,11 +257,18 @@ impl NextHops {
             let Some(mut first) = words.next() else {
                 continue;
             };
+            let mut local = false;
             if first.starts_with('#') {
                 continue;
             }
             match first {
-                "local" | "broadcast" | "multicast" | "anycast" | "nat" | "throw" => continue,
+                "broadcast" | "multicast" | "anycast" | "nat" | "throw" => continue,
+                "local" => {
+                    local = true;
+                    first = words
+                        .next()
+                        .ok_or_else(|| err("route without destination".into()))?;
+                }
                 "unicast" => {
                     first = words
                         .next()
@@ -248,6 +298,7 @@ impl NextHops {
                 src: None,
                 mtu: None,
                 metric: 0,
+                local,
             };
             while let Some(w) = words.next() {
                 let mut value = |what: &str| {
@@ -390,6 +441,30 @@ default via 2001:db8:1::1 dev eth1 metric 1024
         );
         let v6 = t.resolve("2001:db8:99::1".parse().unwrap()).unwrap();
         assert_eq!(v6.mac.0[4], 6);
+    }
+
+    #[test]
+    fn without_src_the_source_is_a_local_address_of_the_output_device() {
+        let routes = "2001:db8:1::/64 dev eth1 proto kernel metric 256\n\
+                      default via 2001:db8:1::fe dev eth1\n\
+                      local 2001:db8:9::1 dev eth1 table local proto kernel\n\
+                      local 2001:db8:1::1 dev eth1 table local proto kernel\n\
+                      local 2001:db8:1::2 dev eth0 table local proto kernel\n";
+        let neigh = "2001:db8:1::5 dev eth1 lladdr 02:00:00:00:00:05 REACHABLE\n\
+                     2001:db8:1::fe dev eth1 lladdr 02:00:00:00:00:fe REACHABLE\n";
+        let t = NextHops::new(
+            NextHops::parse_routes(routes, "r").unwrap(),
+            NextHops::parse_neighbours(neigh, "n").unwrap(),
+        );
+        let src = |a: &str| {
+            t.resolve(a.parse().unwrap())
+                .unwrap()
+                .src
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(src("2001:db8:1::5"), "2001:db8:1::1");
+        assert_eq!(src("2001:db8:77::5"), "2001:db8:1::1");
     }
 
     #[test]

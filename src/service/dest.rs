@@ -15,7 +15,9 @@ pub struct DestId(pub u32);
 /// Connection counters of one real server, as the kernel's `struct ip_vs_dest` keeps them.
 #[derive(Debug, Default)]
 pub struct DestCounters {
-    /// Connections in an active TCP state (ESTABLISHED, SYN_SENT, SYN_RECV, SYNACK).
+    /// Connections counted active: TCP connections in ESTABLISHED. As in the kernel, a new
+    /// connection starts inactive and `set_tcp_state` moves it in and out of the active
+    /// count as it enters or leaves ESTABLISHED.
     pub active_conns: AtomicU32,
     /// Every other connection (other TCP states, all UDP).
     pub inactive_conns: AtomicU32,

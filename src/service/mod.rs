@@ -427,4 +427,6 @@ pub struct Config {
     pub tunnel_source_v6: Option<std::net::Ipv6Addr>,
     /// Connection table capacity (entries); 0 means the default.
     pub conn_capacity: usize,
+    /// Health checks and sorry servers, by service key (see `crate::health`).
+    pub health: crate::health::HealthSettings,
 }

@@ -72,6 +72,7 @@ impl ServiceTable {
                     port,
                 } => {
                     table.by_tuple.insert((protocol, addr, port), id);
+                    table.vips.insert(addr);
                 }
                 ServiceKey::Fwmark { mark, ipv6 } => {
                     table.by_mark.insert((mark, ipv6), id);

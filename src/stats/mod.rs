@@ -6,6 +6,7 @@
 //! servers.
 
 mod drops;
+pub mod rate;
 
 pub use drops::DropReason;
 

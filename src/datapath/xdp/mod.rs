@@ -191,6 +191,20 @@ where
     start(opts, make_processor, stop)?.join()
 }
 
+/// How many workers [`start`] runs for `opts`: one per queue index, up to the largest
+/// queue count of the interfaces.
+pub fn worker_count(opts: &XdpOptions) -> usize {
+    opts.ifaces
+        .iter()
+        .map(|i| {
+            opts.queues
+                .unwrap_or_else(|| rx_queues(i))
+                .min(SLOTS_PER_IFACE)
+        })
+        .max()
+        .unwrap_or(0) as usize
+}
+
 /// Number of rx queues of `iface`, from sysfs (1 when sysfs says nothing).
 fn rx_queues(iface: &str) -> u32 {
     std::fs::read_dir(format!("/sys/class/net/{iface}/queues"))
@@ -204,7 +218,7 @@ fn rx_queues(iface: &str) -> u32 {
 }
 
 /// `CLOCK_MONOTONIC` as the pipeline's clock.
-fn monotonic_now() -> Instant {
+pub fn monotonic_now() -> Instant {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -324,6 +338,11 @@ where
             make_processor(q as usize),
             stats.clone(),
             opts.batch,
+        )
+        .with_iface_ports(
+            (0..opts.ifaces.len())
+                .map(|i| members.iter().position(|&m| m == i))
+                .collect(),
         );
         for p in worker.ports() {
             let fd = p.raw_fd().expect("real sockets have fds");

@@ -109,6 +109,9 @@ pub(crate) struct Worker<P> {
     /// Port index a frame received on port i is transmitted on; `None` = no egress socket
     /// on this queue for the configured interface (counted as `no_route`).
     egress: Vec<Option<usize>>,
+    /// Port index of each `--iface` (index of the interface list), for frames whose
+    /// processor chose their egress interface; `None` where this queue has no socket.
+    iface_ports: Vec<Option<usize>>,
     /// Tx descriptors queued per port in this pass, waiting for a kick.
     queued: Vec<u32>,
 }
@@ -130,7 +133,9 @@ impl<P: PacketProcessor> Worker<P> {
             .map(|i| i * fs)
             .collect();
         let queued = vec![0; ports.len()];
+        let iface_ports = (0..ports.len()).map(Some).collect();
         Worker {
+            iface_ports,
             ports,
             umem,
             free,
@@ -140,6 +145,13 @@ impl<P: PacketProcessor> Worker<P> {
             egress,
             queued,
         }
+    }
+
+    /// Maps interface-list indexes (what [`Frame::set_egress`] names) to this worker's ports;
+    /// by default interface i is port i.
+    pub(crate) fn with_iface_ports(mut self, iface_ports: Vec<Option<usize>>) -> Worker<P> {
+        self.iface_ports = iface_ports;
+        self
     }
 
     /// The ports, for registering their sockets in the XSKMAP.
@@ -237,7 +249,11 @@ impl<P: PacketProcessor> Worker<P> {
                     len: frame.len() as u32,
                     options: 0,
                 };
-                match self.egress[ingress] {
+                let port = match frame.egress() {
+                    Some(p) => self.iface_ports.get(usize::from(p)).copied().flatten(),
+                    None => self.egress[ingress],
+                };
+                match port {
                     Some(e) if self.ports[e].tx.push(out) => {
                         self.queued[e] += 1;
                     }

@@ -4,11 +4,14 @@
 //! Blocks that belong to keepalived itself (`global_defs`, `vrrp_*`, `static_*`,
 //! `track_*`, `linkbeat_interfaces`) are skipped. Everything else fastlb does not do is an
 //! error naming the keyword and its line, never dropped: `include`,
-//! `virtual_server_group`, `sorry_server`, `alpha`, `ops`, persistence engines, SCTP, GUE
-//! and GRE tunnels, and, until the health checker lands, every checker block (`TCP_CHECK`,
-//! `HTTP_GET`, `MISC_CHECK`, ...). Checker tuning keys that only matter to a checker
-//! (`delay_loop`, `connect_timeout`, `retry`, `inhibit_on_failure`, `quorum`, ...) are
-//! accepted and have no effect while fastlb runs no checks: every real server is up.
+//! `virtual_server_group`, `sorry_server_inhibit`, `alpha`, `ops`, persistence engines,
+//! SCTP, GUE and GRE tunnels, and the checkers other than `TCP_CHECK`, `HTTP_GET` and
+//! `MISC_CHECK`. Those three map onto [`crate::health::HealthConfig`] with keepalived's
+//! defaults (`delay_loop` 60 s, `connect_timeout` 5 s, `retry` 1 and `delay_before_retry`
+//! 1 s for TCP and HTTP, `retry` 0 for scripts, `warmup` = `delay_loop`, `misc_timeout` =
+//! `delay_loop`); a key in a checker block wins over the real server's, which wins over the
+//! virtual server's. keepalived's own tuning keys fastlb has no use for (`quorum`,
+//! `hysteresis`, `smtp_alert`, `snmp_name`, `omega`, `nat_mask`) are accepted and ignored.
 //!
 //! Defaults are keepalived's: forwarding method NAT, weight 1, `persistence_timeout`
 //! without a value 360 s (6 minutes), protocol TCP; scheduler wlc when `lvs_sched` is not
@@ -17,7 +20,12 @@
 use std::net::IpAddr;
 use std::path::Path;
 
+use std::time::Duration;
+
 use super::error::{key_is_ipv6, validate, ConfigError, Fault};
+use crate::health::{
+    CheckKind, HealthConfig, HttpCheck, ScriptCheck, ServiceHealth, SorryServer, StatusRange,
+};
 use crate::service::{
     Config, ForwardMethod, Persistence, Protocol, RealServer, SchedFlags, SchedulerKind,
     ServiceKey, VirtualService, DEFAULT_MH_TABLE_SIZE,
@@ -160,25 +168,201 @@ const CHECKERS: &[&str] = &[
     "FILE_CHECK",
 ];
 
-/// Keys that tune checkers or notifications and so do nothing while fastlb runs none.
-const CHECKER_TUNING: &[&str] = &[
-    "delay_loop",
-    "connect_timeout",
-    "retry",
-    "nb_get_retry",
-    "delay_before_retry",
-    "warmup",
-    "inhibit_on_failure",
+/// keepalived keys fastlb accepts and ignores: they tune keepalived's own mail, SNMP and
+/// quorum scripts.
+const IGNORED: &[&str] = &[
     "quorum",
     "hysteresis",
     "smtp_alert",
     "snmp_name",
-    "virtualhost",
     "omega",
-    "notify_up",
-    "notify_down",
     "nat_mask",
 ];
+
+/// Checker settings given at one level (virtual server, real server, checker block).
+#[derive(Clone, Debug, Default)]
+struct Tuning {
+    delay_loop: Option<Duration>,
+    connect_timeout: Option<Duration>,
+    retry: Option<u32>,
+    delay_before_retry: Option<Duration>,
+    warmup: Option<Duration>,
+    inhibit: bool,
+    notify_up: Option<String>,
+    notify_down: Option<String>,
+    virtualhost: Option<String>,
+}
+
+impl Tuning {
+    /// Takes `n` if it is a tuning key; `Ok(false)` if it is not one.
+    fn take(&mut self, path: &Path, n: &Node, ctx: &str) -> Result<bool, ConfigError> {
+        match n.key() {
+            "delay_loop" => self.delay_loop = Some(seconds(path, n, ctx)?),
+            "connect_timeout" => self.connect_timeout = Some(seconds(path, n, ctx)?),
+            "retry" | "nb_get_retry" => self.retry = Some(number(path, n, ctx)?),
+            "delay_before_retry" => self.delay_before_retry = Some(seconds(path, n, ctx)?),
+            "warmup" => self.warmup = Some(seconds(path, n, ctx)?),
+            "inhibit_on_failure" => self.inhibit = true,
+            "notify_up" => self.notify_up = Some(n.args().join(" ")),
+            "notify_down" => self.notify_down = Some(n.args().join(" ")),
+            "virtualhost" => self.virtualhost = Some(one_arg(path, n, ctx)?.to_string()),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// `self` with the keys `over` sets replacing its own.
+    fn under(&self, over: &Tuning) -> Tuning {
+        Tuning {
+            delay_loop: over.delay_loop.or(self.delay_loop),
+            connect_timeout: over.connect_timeout.or(self.connect_timeout),
+            retry: over.retry.or(self.retry),
+            delay_before_retry: over.delay_before_retry.or(self.delay_before_retry),
+            warmup: over.warmup.or(self.warmup),
+            inhibit: over.inhibit || self.inhibit,
+            notify_up: over.notify_up.clone().or_else(|| self.notify_up.clone()),
+            notify_down: over
+                .notify_down
+                .clone()
+                .or_else(|| self.notify_down.clone()),
+            virtualhost: over
+                .virtualhost
+                .clone()
+                .or_else(|| self.virtualhost.clone()),
+        }
+    }
+}
+
+/// A timer value: seconds, decimals allowed, as keepalived's `read_timer`.
+fn seconds(path: &Path, node: &Node, ctx: &str) -> Result<Duration, ConfigError> {
+    let a = one_arg(path, node, ctx)?;
+    a.parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite() && (0.0..=86_400.0).contains(x))
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| err(path, node, ctx, format!("`{a}` is not a number of seconds")))
+}
+
+/// A checker block's kind, `connect_port`, `misc_timeout` and its own tuning.
+type CheckerParts = (CheckKind, Option<u16>, Option<Duration>, Tuning);
+
+/// Reads a checker block.
+fn checker_block(node: &Node, path: &Path, ctx: &str) -> Result<CheckerParts, ConfigError> {
+    let ctx = format!("{ctx} {}", node.key());
+    let mut tuning = Tuning::default();
+    let mut port = None;
+    let mut misc_timeout = None;
+    let mut urls: Vec<&Node> = Vec::new();
+    let mut misc_path = None;
+    let mut dynamic = false;
+    let kind_name = node.key();
+    for n in node.block.iter().flatten() {
+        if tuning.take(path, n, &ctx)? {
+            continue;
+        }
+        match (kind_name, n.key()) {
+            ("TCP_CHECK" | "HTTP_GET", "connect_port") => port = Some(number(path, n, &ctx)?),
+            ("HTTP_GET", "url") => urls.push(n),
+            ("MISC_CHECK", "misc_path") => misc_path = Some(n.args().join(" ")),
+            ("MISC_CHECK", "misc_timeout") => misc_timeout = Some(seconds(path, n, &ctx)?),
+            ("MISC_CHECK", "misc_dynamic") => dynamic = true,
+            (_, k) => {
+                return Err(err(
+                    path,
+                    n,
+                    &ctx,
+                    format!("`{k}` is not supported by fastlb in {kind_name}"),
+                ))
+            }
+        }
+    }
+    let kind = match kind_name {
+        "TCP_CHECK" => CheckKind::Tcp,
+        "HTTP_GET" => {
+            let url = match urls.as_slice() {
+                [u] => *u,
+                [] => return Err(err(path, node, &ctx, "needs a url { path ... } block")),
+                [_, extra, ..] => {
+                    return Err(err(path, extra, &ctx, "fastlb checks one url per HTTP_GET"))
+                }
+            };
+            let mut http = HttpCheck {
+                path: String::new(),
+                status: Vec::new(),
+                host: None,
+            };
+            for n in url.block.iter().flatten() {
+                match n.key() {
+                    "path" => http.path = one_arg(path, n, &ctx)?.to_string(),
+                    "status_code" => {
+                        for a in n.args() {
+                            for part in a.split(',') {
+                                http.status.push(StatusRange::parse(part).ok_or_else(|| {
+                                    err(path, n, &ctx, format!("`{part}`: a status code or range"))
+                                })?);
+                            }
+                        }
+                    }
+                    "virtualhost" => http.host = Some(one_arg(path, n, &ctx)?.to_string()),
+                    k => {
+                        return Err(err(
+                            path,
+                            n,
+                            &ctx,
+                            format!("`{k}` is not supported by fastlb in url"),
+                        ))
+                    }
+                }
+            }
+            if http.path.is_empty() {
+                return Err(err(path, url, &ctx, "needs a path"));
+            }
+            CheckKind::Http(http)
+        }
+        "MISC_CHECK" => CheckKind::Script(ScriptCheck {
+            command: misc_path.ok_or_else(|| err(path, node, &ctx, "needs misc_path"))?,
+            dynamic,
+        }),
+        other => {
+            return Err(err(
+                path,
+                node,
+                &ctx,
+                format!("{other} health checks are not supported by fastlb (TCP_CHECK, HTTP_GET, MISC_CHECK)"),
+            ))
+        }
+    };
+    Ok((kind, port, misc_timeout, tuning))
+}
+
+/// The checker `kind` with `t` (already layered) and keepalived's defaults.
+fn health_config(kind: CheckKind, t: &Tuning, misc_timeout: Option<Duration>) -> HealthConfig {
+    let script = matches!(kind, CheckKind::Script(_));
+    let mut kind = kind;
+    if let (CheckKind::Http(h), Some(host)) = (&mut kind, &t.virtualhost) {
+        h.host.get_or_insert_with(|| host.clone());
+    }
+    let mut c = HealthConfig::new(kind);
+    c.interval = t.delay_loop.unwrap_or(Duration::from_secs(60));
+    c.timeout = if script {
+        misc_timeout.unwrap_or(c.interval)
+    } else {
+        t.connect_timeout.unwrap_or(Duration::from_secs(5))
+    };
+    c.retries = t.retry.unwrap_or(if script { 0 } else { 1 });
+    c.delay_before_retry = t.delay_before_retry.unwrap_or(if script {
+        c.interval
+    } else {
+        Duration::from_secs(1)
+    });
+    c.warmup = t.warmup.unwrap_or(c.interval);
+    c.rise = 1;
+    c.fall = 1;
+    c.inhibit_on_failure = t.inhibit;
+    c.notify_up = t.notify_up.clone();
+    c.notify_down = t.notify_down.clone();
+    c
+}
 
 /// Reads the `virtual_server` blocks of a keepalived.conf. `path` names the file in errors.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -198,9 +382,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         match k {
             "virtual_server" => {
-                let (svc, lines) = virtual_server(node, path)?;
+                let (svc, lines, health) = virtual_server(node, path)?;
                 service_lines.push(node.line);
                 real_lines.push(lines);
+                if health != ServiceHealth::default() {
+                    config.health.services.insert(svc.key, health);
+                }
                 config.services.push(svc);
             }
             "include" | "includer" | "includem" | "includew" | "includeb" | "includea" => {
@@ -270,7 +457,10 @@ fn method(path: &Path, node: &Node, ctx: &str) -> Result<ForwardMethod, ConfigEr
     }
 }
 
-fn virtual_server(node: &Node, path: &Path) -> Result<(VirtualService, Vec<usize>), ConfigError> {
+fn virtual_server(
+    node: &Node,
+    path: &Path,
+) -> Result<(VirtualService, Vec<usize>, ServiceHealth), ConfigError> {
     let ctx = format!("virtual_server {}", node.args().join(" "));
     let block = node
         .block
@@ -317,7 +507,13 @@ fn virtual_server(node: &Node, path: &Path) -> Result<(VirtualService, Vec<usize
     let mut granularity: Option<&Node> = None;
     let mut ipv6_family = false;
     let mut real_nodes: Vec<&Node> = Vec::new();
+    let mut tuning = Tuning::default();
+    let mut sorry: Option<(&Node, IpAddr, u16)> = None;
+    let mut sorry_method: Option<ForwardMethod> = None;
     for n in block {
+        if tuning.take(path, n, &ctx)? {
+            continue;
+        }
         let k = n.key();
         match k {
             "lvs_sched" | "lb_algo" => {
@@ -358,13 +554,27 @@ fn virtual_server(node: &Node, path: &Path) -> Result<(VirtualService, Vec<usize
                 flag_nodes.push(n)
             }
             "real_server" => real_nodes.push(n),
-            k if CHECKER_TUNING.contains(&k) => {}
-            "sorry_server" | "sorry_server_inhibit" | "sorry_server_lvs_method" => {
+            k if IGNORED.contains(&k) => {}
+            "sorry_server" => {
+                let (a, p) = match n.args() {
+                    [a, p] => (a, p),
+                    _ => return Err(err(path, n, &ctx, "expects IP PORT")),
+                };
+                let ip: IpAddr = a
+                    .parse()
+                    .map_err(|_| err(path, n, &ctx, format!("bad address `{a}`")))?;
+                let port = p
+                    .parse()
+                    .map_err(|_| err(path, n, &ctx, format!("bad port `{p}`")))?;
+                sorry = Some((n, ip, port));
+            }
+            "sorry_server_lvs_method" => sorry_method = Some(method(path, n, &ctx)?),
+            "sorry_server_inhibit" => {
                 return Err(err(
                     path,
                     n,
                     &ctx,
-                    "sorry servers are not yet supported by fastlb",
+                    "sorry_server_inhibit is not supported by fastlb",
                 ))
             }
             k if CHECKERS.contains(&k) => {
@@ -372,7 +582,7 @@ fn virtual_server(node: &Node, path: &Path) -> Result<(VirtualService, Vec<usize
                     path,
                     n,
                     &ctx,
-                    format!("{k} health checks are not yet supported by fastlb"),
+                    format!("{k} belongs in a real_server block"),
                 ))
             }
             _ => {
@@ -442,9 +652,32 @@ fn virtual_server(node: &Node, path: &Path) -> Result<(VirtualService, Vec<usize
     };
     let mut reals = Vec::new();
     let mut lines = Vec::new();
+    let mut health = ServiceHealth::default();
     for n in real_nodes {
-        reals.push(real_server(n, path, &ctx, vport, method_default, &key)?);
+        let (r, check) = real_server(n, path, &ctx, vport, method_default, &key, &tuning)?;
+        if let Some(check) = check {
+            health.reals.insert((r.addr, r.port), check);
+        }
+        reals.push(r);
         lines.push(n.line);
+    }
+    if let Some((n, addr, port)) = sorry {
+        let method = sorry_method.unwrap_or(method_default);
+        if method != ForwardMethod::Tunnel && addr.is_ipv6() != ipv6 {
+            return Err(err(
+                path,
+                n,
+                &ctx,
+                "address family differs from the virtual server's (allowed only with TUN)",
+            ));
+        }
+        health.sorry_server = Some(SorryServer { addr, port, method });
+    } else if sorry_method.is_some() {
+        let n = block
+            .iter()
+            .find(|n| n.key() == "sorry_server_lvs_method")
+            .expect("seen above");
+        return Err(err(path, n, &ctx, "needs sorry_server"));
     }
     Ok((
         VirtualService {
@@ -456,6 +689,7 @@ fn virtual_server(node: &Node, path: &Path) -> Result<(VirtualService, Vec<usize
             reals,
         },
         lines,
+        health,
     ))
 }
 
@@ -476,7 +710,8 @@ fn real_server(
     vport: u16,
     default_method: ForwardMethod,
     key: &ServiceKey,
-) -> Result<RealServer, ConfigError> {
+    vs_tuning: &Tuning,
+) -> Result<(RealServer, Option<HealthConfig>), ConfigError> {
     let ctx = format!("{vctx} real_server {}", node.args().join(" "));
     let (addr, port) = match node.args() {
         [a, rest @ ..] if rest.len() <= 1 => {
@@ -501,21 +736,29 @@ fn real_server(
         upper_threshold: 0,
         lower_threshold: 0,
     };
+    let mut tuning = Tuning::default();
+    let mut checker: Option<(&Node, CheckerParts)> = None;
     for n in node.block.iter().flatten() {
+        if tuning.take(path, n, &ctx)? {
+            continue;
+        }
         let k = n.key();
         match k {
             "weight" => r.weight = number(path, n, &ctx)?,
             "lvs_method" | "lb_kind" => r.method = method(path, n, &ctx)?,
             "uthreshold" => r.upper_threshold = number(path, n, &ctx)?,
             "lthreshold" => r.lower_threshold = number(path, n, &ctx)?,
-            k if CHECKER_TUNING.contains(&k) => {}
+            k if IGNORED.contains(&k) => {}
             k if CHECKERS.contains(&k) => {
-                return Err(err(
-                    path,
-                    n,
-                    &ctx,
-                    format!("{k} health checks are not yet supported by fastlb"),
-                ))
+                if checker.is_some() {
+                    return Err(err(
+                        path,
+                        n,
+                        &ctx,
+                        "fastlb runs one checker per real server",
+                    ));
+                }
+                checker = Some((n, checker_block(n, path, &ctx)?));
             }
             _ => {
                 return Err(err(
@@ -527,11 +770,30 @@ fn real_server(
             }
         }
     }
+    let written_port = r.port;
     // As ipvsadm: DR and TUN keep the client's port, so the real port is the service's.
     if matches!(key, ServiceKey::Tuple { .. }) && r.method != ForwardMethod::Masquerade {
         r.port = vport;
     }
-    Ok(r)
+    let check = match checker {
+        None => None,
+        Some((n, (kind, port, misc_timeout, t))) => {
+            let layered = vs_tuning.under(&tuning).under(&t);
+            let mut c = health_config(kind, &layered, misc_timeout);
+            // keepalived connects to the port the real server is written with.
+            c.port = port.or((written_port != r.port).then_some(written_port));
+            if c.uses_network() && c.port.unwrap_or(r.port) == 0 {
+                return Err(err(
+                    path,
+                    n,
+                    &ctx,
+                    "needs connect_port: the real server has no port",
+                ));
+            }
+            Some(c)
+        }
+    };
+    Ok((r, check))
 }
 
 #[cfg(test)]
@@ -658,26 +920,182 @@ virtual_server fwmark 7 {
         text[..text.find(needle).unwrap()].matches('\n').count() + 1
     }
 
+    const CHECKED: &str = r#"
+virtual_server 10.0.0.1 80 {
+    delay_loop 10
+    lb_kind DR
+    retry 4
+    inhibit_on_failure
+    virtualhost www.example.com
+    sorry_server 10.0.9.9 80
+
+    real_server 10.0.1.1 80 {
+        weight 2
+        delay_before_retry 2
+        notify_down "/usr/local/bin/down 10.0.1.1"
+        TCP_CHECK {
+            connect_timeout 3
+            connect_port 8080
+        }
+    }
+    real_server 10.0.1.2 80 {
+        HTTP_GET {
+            url {
+                path /health
+                status_code 200 301-302
+            }
+            retry 2
+        }
+    }
+    real_server 10.0.1.3 80 {
+        MISC_CHECK {
+            misc_path "/usr/local/bin/check 10.0.1.3"
+            misc_timeout 4
+            misc_dynamic
+        }
+    }
+    real_server 10.0.1.4 80 {
+    }
+}
+"#;
+
     #[test]
-    fn checkers_are_reported_with_their_line() {
-        let text = SAMPLE.replace(
-            "weight 3\n",
-            "weight 3\n        TCP_CHECK {\n            connect_port 1358\n            connect_timeout 3\n        }\n",
+    fn checkers_map_onto_health_checks() {
+        let c = p(CHECKED).unwrap();
+        let key = c.services[0].key;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let tcp = c.health.check_for(&key, ip("10.0.1.1"), 80).unwrap();
+        assert_eq!(tcp.kind, CheckKind::Tcp);
+        assert_eq!(tcp.port, Some(8080));
+        assert_eq!(tcp.interval, Duration::from_secs(10));
+        assert_eq!(tcp.timeout, Duration::from_secs(3));
+        // retry from the virtual server, delay_before_retry from the real server.
+        assert_eq!(
+            (tcp.retries, tcp.delay_before_retry),
+            (4, Duration::from_secs(2))
         );
-        let e = p(&text).unwrap_err();
-        assert_eq!(e.line, line_of(&text, "TCP_CHECK"));
-        assert_eq!(e.field.as_deref(), Some("TCP_CHECK"));
-        assert!(e.message.contains("not yet supported"), "{e}");
-        let text = SAMPLE.replace(
-            "lb_kind NAT",
-            "lb_kind NAT\n    MISC_CHECK {\n misc_path \"/bin/true x\"\n }",
+        assert!(tcp.inhibit_on_failure);
+        assert_eq!(
+            tcp.notify_down.as_deref(),
+            Some("/usr/local/bin/down 10.0.1.1")
         );
-        assert_eq!(p(&text).unwrap_err().field.as_deref(), Some("MISC_CHECK"));
-        let text = SAMPLE.replace(
-            "weight 1\n        inhibit",
-            "HTTP_GET {\n url {\n path /\n status_code 200\n }\n }\n inhibit",
+        assert_eq!(
+            tcp.warmup,
+            Duration::from_secs(10),
+            "warmup defaults to delay_loop"
         );
-        assert_eq!(p(&text).unwrap_err().field.as_deref(), Some("HTTP_GET"));
+        let http = c.health.check_for(&key, ip("10.0.1.2"), 80).unwrap();
+        let CheckKind::Http(h) = &http.kind else {
+            panic!("{http:?}")
+        };
+        assert_eq!(h.path, "/health");
+        assert_eq!(h.host.as_deref(), Some("www.example.com"));
+        assert_eq!(
+            h.status,
+            vec![
+                StatusRange { lo: 200, hi: 200 },
+                StatusRange { lo: 301, hi: 302 }
+            ]
+        );
+        assert_eq!(http.retries, 2, "the checker's own retry wins");
+        assert_eq!(
+            http.timeout,
+            Duration::from_secs(5),
+            "keepalived's connect_timeout"
+        );
+        let misc = c.health.check_for(&key, ip("10.0.1.3"), 80).unwrap();
+        assert_eq!(
+            misc.kind,
+            CheckKind::Script(ScriptCheck {
+                command: "/usr/local/bin/check 10.0.1.3".into(),
+                dynamic: true
+            })
+        );
+        assert_eq!(misc.timeout, Duration::from_secs(4));
+        assert!(c.health.check_for(&key, ip("10.0.1.4"), 80).is_none());
+        let sorry = c.health.sorry_server(&key).unwrap();
+        // The virtual server's lb_kind, as keepalived's alloc_ssvr.
+        assert_eq!(sorry.method, ForwardMethod::DirectRouting);
+        let text = CHECKED.replace(
+            "sorry_server 10.0.9.9 80",
+            "sorry_server 10.0.9.9 80\n    sorry_server_lvs_method NAT",
+        );
+        let c = p(&text).unwrap();
+        assert_eq!(
+            c.health.sorry_server(&key).unwrap().method,
+            ForwardMethod::Masquerade
+        );
+        // Defaults without any tuning: keepalived's.
+        let c = p(
+            "virtual_server 10.0.0.1 80 {\n real_server 10.0.1.1 80 {\n TCP_CHECK {\n }\n }\n}\n",
+        )
+        .unwrap();
+        let d = c
+            .health
+            .check_for(&c.services[0].key, ip("10.0.1.1"), 80)
+            .unwrap();
+        assert_eq!(
+            (d.interval, d.timeout, d.retries, d.delay_before_retry),
+            (
+                Duration::from_secs(60),
+                Duration::from_secs(5),
+                1,
+                Duration::from_secs(1)
+            )
+        );
+    }
+
+    #[test]
+    fn checker_errors_name_their_line() {
+        let cases = [
+            (
+                "connect_timeout 3",
+                "connect_timeout 3\n            bindto 10.0.0.5",
+                "bindto",
+            ),
+            (
+                "path /health",
+                "path /health\n                digest abc",
+                "digest",
+            ),
+            (
+                "misc_dynamic",
+                "misc_dynamic\n            user nobody",
+                "user",
+            ),
+            ("status_code 200 301-302", "status_code 2xx", "status_code"),
+            (
+                "weight 2\n",
+                "weight 2\n        SSL_GET {\n        }\n",
+                "SSL_GET",
+            ),
+            (
+                "    }\n    real_server 10.0.1.2",
+                "        MISC_CHECK {\n misc_path /bin/true\n }\n    }\n    real_server 10.0.1.2",
+                "MISC_CHECK",
+            ),
+            (
+                "sorry_server 10.0.9.9 80",
+                "sorry_server 10.0.9.9 80\n    sorry_server_inhibit",
+                "sorry_server_inhibit",
+            ),
+            (
+                "sorry_server 10.0.9.9 80",
+                "sorry_server 2001:db8::9 80",
+                "sorry_server",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let text = CHECKED.replacen(from, to, 1);
+            let e = p(&text).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{e}");
+            let needle = to.lines().rev().find(|l| l.contains(field)).unwrap().trim();
+            assert_eq!(e.line, line_of(&text, needle), "{e}");
+        }
+        let e = p("virtual_server fwmark 3 {\n real_server 10.0.1.1 {\n TCP_CHECK {\n }\n }\n}\n")
+            .unwrap_err();
+        assert!(e.message.contains("connect_port"), "{e}");
+        assert_eq!(e.line, 3);
     }
 
     #[test]
@@ -685,8 +1103,8 @@ virtual_server fwmark 7 {
         let cases = [
             (
                 "protocol TCP\n\n    real_server 192.168.201.100",
-                "sorry_server 10.0.0.9 443\n    protocol TCP\n\n    real_server 192.168.201.100",
-                "sorry_server",
+                "sorry_server 10.0.0.9 443\n    sorry_server_inhibit\n    protocol TCP\n\n    real_server 192.168.201.100",
+                "sorry_server_inhibit",
             ),
             ("lb_algo rr", "lb_algo rr\n    ops", "ops"),
             ("lb_algo rr", "lb_algo rr\n    alpha", "alpha"),

@@ -8,11 +8,15 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::error::{validate, ConfigError, Fault};
+use crate::health::{
+    CheckKind, HealthConfig, HttpCheck, ScriptCheck, ServiceHealth, SorryServer, StatusRange,
+};
 use crate::service::{
     ClassifierRule, Config, ForwardMethod, Persistence, Prefix, Protocol, RealServer, SchedFlags,
     SchedulerKind, ServiceKey, TimeoutSettings, VirtualService, DEFAULT_MH_TABLE_SIZE,
@@ -68,6 +72,9 @@ struct RawService {
     persistence: Option<::toml::Value>,
     persistence_netmask: Option<u8>,
     mh_table_size: Option<u32>,
+    health: Option<Spanned<RawHealth>>,
+    sorry_server: Option<String>,
+    sorry_server_method: Option<String>,
     #[serde(default)]
     real: Vec<Spanned<RawReal>>,
 }
@@ -81,6 +88,167 @@ struct RawReal {
     method: Option<String>,
     upper_threshold: Option<u32>,
     lower_threshold: Option<u32>,
+    health: Option<Spanned<RawHealth>>,
+}
+
+/// `[service.health]` and `[service.real.health]`: every key optional, a real server's
+/// keys overriding its service's one by one.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    check: Option<String>,
+    port: Option<u16>,
+    path: Option<String>,
+    status: Option<Vec<::toml::Value>>,
+    host: Option<String>,
+    command: Option<String>,
+    dynamic: Option<bool>,
+    interval: Option<f64>,
+    timeout: Option<f64>,
+    retries: Option<u32>,
+    delay_before_retry: Option<f64>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+    warmup: Option<f64>,
+    inhibit_on_failure: Option<bool>,
+    start_down: Option<bool>,
+    notify: Option<String>,
+    notify_up: Option<String>,
+    notify_down: Option<String>,
+}
+
+impl RawHealth {
+    fn overlay(&self, over: &RawHealth) -> RawHealth {
+        // A real server that switches to another kind of check inherits the timing and
+        // notify keys, not the other kind's own keys.
+        if over.check.is_some() && over.check != self.check {
+            let base = RawHealth {
+                check: None,
+                port: None,
+                path: None,
+                status: None,
+                host: None,
+                command: None,
+                dynamic: None,
+                ..self.clone()
+            };
+            return base.overlay_keys(over);
+        }
+        self.overlay_keys(over)
+    }
+
+    fn overlay_keys(&self, over: &RawHealth) -> RawHealth {
+        macro_rules! pick {
+            ($($f:ident),*) => { RawHealth { $($f: over.$f.clone().or_else(|| self.$f.clone())),* } };
+        }
+        pick!(
+            check,
+            port,
+            path,
+            status,
+            host,
+            command,
+            dynamic,
+            interval,
+            timeout,
+            retries,
+            delay_before_retry,
+            rise,
+            fall,
+            warmup,
+            inhibit_on_failure,
+            start_down,
+            notify,
+            notify_up,
+            notify_down
+        )
+    }
+
+    /// The checker these keys describe; errors name the key at fault.
+    fn resolve(&self) -> Result<HealthConfig, (&'static str, String)> {
+        let kind = match self.check.as_deref() {
+            Some("tcp") => CheckKind::Tcp,
+            Some("http") => {
+                let mut status = Vec::new();
+                for v in self.status.iter().flatten() {
+                    let text = match v {
+                        ::toml::Value::Integer(n) => n.to_string(),
+                        ::toml::Value::String(s) => s.clone(),
+                        _ => String::new(),
+                    };
+                    status.push(StatusRange::parse(&text).ok_or((
+                        "status",
+                        "each entry a status code or a range such as \"200-299\"".to_string(),
+                    ))?);
+                }
+                CheckKind::Http(HttpCheck {
+                    path: self.path.clone().unwrap_or_else(|| "/".into()),
+                    status,
+                    host: self.host.clone(),
+                })
+            }
+            Some("script") => CheckKind::Script(ScriptCheck {
+                command: self
+                    .command
+                    .clone()
+                    .ok_or(("command", "missing for a script check".to_string()))?,
+                dynamic: self.dynamic.unwrap_or(false),
+            }),
+            Some(other) => {
+                return Err((
+                    "check",
+                    format!("unknown check `{other}` (tcp, http, script)"),
+                ))
+            }
+            None => return Err(("check", "missing (tcp, http or script)".into())),
+        };
+        let only = |field: &'static str, set: bool, for_kind: &str| {
+            if set {
+                Err((field, format!("only for {for_kind} checks")))
+            } else {
+                Ok(())
+            }
+        };
+        let http = matches!(kind, CheckKind::Http(_));
+        let script = matches!(kind, CheckKind::Script(_));
+        only("path", !http && self.path.is_some(), "http")?;
+        only("status", !http && self.status.is_some(), "http")?;
+        only("host", !http && self.host.is_some(), "http")?;
+        only("command", !script && self.command.is_some(), "script")?;
+        only("dynamic", !script && self.dynamic.is_some(), "script")?;
+        only("port", script && self.port.is_some(), "tcp and http")?;
+        let mut c = HealthConfig::new(kind);
+        c.port = self.port;
+        let secs = |field: &'static str, v: Option<f64>, d: Duration, min: f64| match v {
+            None => Ok(d),
+            Some(x) if x.is_finite() && x >= min && x <= 86_400.0 => Ok(Duration::from_secs_f64(x)),
+            Some(_) => Err((field, format!("seconds, from {min} to 86400"))),
+        };
+        c.interval = secs("interval", self.interval, c.interval, 0.01)?;
+        c.timeout = secs("timeout", self.timeout, c.timeout, 0.01)?;
+        c.delay_before_retry = secs(
+            "delay_before_retry",
+            self.delay_before_retry,
+            c.delay_before_retry,
+            0.0,
+        )?;
+        c.warmup = secs("warmup", self.warmup, c.warmup, 0.0)?;
+        c.retries = self.retries.unwrap_or(c.retries);
+        c.rise = self.rise.unwrap_or(c.rise);
+        c.fall = self.fall.unwrap_or(c.fall);
+        if c.rise == 0 {
+            return Err(("rise", "at least 1".into()));
+        }
+        if c.fall == 0 {
+            return Err(("fall", "at least 1".into()));
+        }
+        c.inhibit_on_failure = self.inhibit_on_failure.unwrap_or(false);
+        c.start_down = self.start_down.unwrap_or(false);
+        c.notify = self.notify.clone();
+        c.notify_up = self.notify_up.clone();
+        c.notify_down = self.notify_down.clone();
+        Ok(c)
+    }
 }
 
 /// Byte ranges of each table, kept to turn model positions back into lines.
@@ -151,7 +319,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let span = s.span();
         let s = s.into_inner();
         let own = span.start..s.real.first().map_or(span.end, |r| r.span().start);
-        let (svc, real_spans) = convert_service(s, &lines, &own, i)?;
+        let (svc, real_spans, health) = convert_service(s, &lines, &own, i)?;
+        if health != ServiceHealth::default() {
+            config.health.services.insert(svc.key, health);
+        }
         config.services.push(svc);
         spans.services.push(own);
         spans.reals.push(real_spans);
@@ -175,7 +346,7 @@ fn convert_service(
     lines: &Lines<'_>,
     own: &Range<usize>,
     index: usize,
-) -> Result<(VirtualService, Vec<Range<usize>>), ConfigError> {
+) -> Result<(VirtualService, Vec<Range<usize>>, ServiceHealth), ConfigError> {
     let ctx = format!("service {}", index + 1);
     let err = |field: &str, m: String| lines.field(own, field, m).with_context(&ctx);
     let key = match (s.fwmark, s.address) {
@@ -281,11 +452,26 @@ fn convert_service(
         ServiceKey::Tuple { port, .. } => port,
         ServiceKey::Fwmark { .. } => 0,
     };
+    let mut health = ServiceHealth::default();
+    let (service_health, health_span) = match s.health {
+        Some(h) => {
+            let span = h.span();
+            (Some(h.into_inner()), span)
+        }
+        None => (None, own.clone()),
+    };
+    if let Some(h) = &service_health {
+        health.check = Some(
+            h.resolve()
+                .map_err(|(f, m)| lines.field(&health_span, f, m).with_context(&ctx))?,
+        );
+    }
     let mut reals = Vec::with_capacity(s.real.len());
     let mut real_spans = Vec::with_capacity(s.real.len());
     for (j, r) in s.real.into_iter().enumerate() {
         let span = r.span();
-        let r = r.into_inner();
+        let mut r = r.into_inner();
+        let real_health = r.health.take();
         let rctx = format!("{ctx} real {}", j + 1);
         let rerr = |field: &str, m: String| lines.field(&span, field, m).with_context(&rctx);
         let weight = r.weight.unwrap_or(1);
@@ -302,15 +488,71 @@ fn convert_service(
                 )
             })?,
         };
-        reals.push(RealServer {
+        let real = RealServer {
             addr: r.address,
             port: r.port.unwrap_or(service_port),
             weight,
             method,
             upper_threshold: r.upper_threshold.unwrap_or(0),
             lower_threshold: r.lower_threshold.unwrap_or(0),
-        });
+        };
+        if let Some(h) = real_health {
+            let hspan = h.span();
+            let merged = service_health
+                .clone()
+                .unwrap_or_default()
+                .overlay(h.get_ref());
+            let check = merged
+                .resolve()
+                .map_err(|(f, m)| lines.field(&hspan, f, m).with_context(&rctx))?;
+            health.reals.insert((real.addr, real.port), check);
+        }
+        if let Some(check) = health
+            .reals
+            .get(&(real.addr, real.port))
+            .or(health.check.as_ref())
+        {
+            if check.uses_network() && check.port.unwrap_or(real.port) == 0 {
+                return Err(rerr(
+                    "port",
+                    "a tcp or http check needs a port: give the health `port`".into(),
+                ));
+            }
+        }
+        reals.push(real);
         real_spans.push(span);
+    }
+    if let Some(text) = &s.sorry_server {
+        let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+            err(
+                "sorry_server",
+                format!("`{text}`: an address and port such as \"127.0.0.1:80\""),
+            )
+        })?;
+        let method = match s.sorry_server_method.as_deref() {
+            None => reals
+                .first()
+                .map_or(ForwardMethod::DirectRouting, |r| r.method),
+            Some(m) => parse_method(m).ok_or_else(|| {
+                err(
+                    "sorry_server_method",
+                    format!("unknown method `{m}` (nat, dr, tun)"),
+                )
+            })?,
+        };
+        if method != ForwardMethod::Tunnel && addr.is_ipv6() != ipv6 {
+            return Err(err(
+                "sorry_server",
+                "address family differs from the service's (allowed only with tun)".into(),
+            ));
+        }
+        health.sorry_server = Some(SorryServer {
+            addr: addr.ip(),
+            port: addr.port(),
+            method,
+        });
+    } else if s.sorry_server_method.is_some() {
+        return Err(err("sorry_server_method", "needs sorry_server".into()));
     }
     Ok((
         VirtualService {
@@ -322,6 +564,7 @@ fn convert_service(
             reals,
         },
         real_spans,
+        health,
     ))
 }
 
@@ -584,6 +827,140 @@ address = "10.0.2.1"
         assert_eq!(c.services[0].reals.len(), 2);
         assert_eq!(c.services[0].reals[1].port, 80);
         assert_eq!(c.classifiers[0].mark, 1);
+    }
+
+    const HEALTH: &str = r#"
+[[service]]
+protocol = "tcp"
+address = "192.0.2.10"
+port = 80
+sorry_server = "127.0.0.1:8080"
+sorry_server_method = "nat"
+
+[service.health]
+check = "http"
+path = "/health"
+status = [200, "301-302"]
+interval = 2.5
+timeout = 1
+fall = 3
+inhibit_on_failure = true
+notify = "/usr/local/bin/lb-notify"
+
+[[service.real]]
+address = "10.0.1.1"
+
+[[service.real]]
+address = "10.0.1.2"
+port = 8080
+
+[service.real.health]
+fall = 1
+port = 9000
+
+[[service.real]]
+address = "10.0.1.3"
+
+[service.real.health]
+check = "script"
+command = "exit 5"
+path = "/x"
+"#;
+
+    #[test]
+    fn health_keys_map_onto_the_model() {
+        let text = HEALTH.replace("path = \"/x\"", "dynamic = true");
+        let c = p(&text).unwrap();
+        let key = c.services[0].key;
+        let a: IpAddr = "10.0.1.1".parse().unwrap();
+        let b: IpAddr = "10.0.1.2".parse().unwrap();
+        let d: IpAddr = "10.0.1.3".parse().unwrap();
+        let ca = c.health.check_for(&key, a, 80).unwrap();
+        let CheckKind::Http(h) = &ca.kind else {
+            panic!("{ca:?}")
+        };
+        assert_eq!(h.path, "/health");
+        assert_eq!(
+            h.status,
+            vec![
+                StatusRange { lo: 200, hi: 200 },
+                StatusRange { lo: 301, hi: 302 }
+            ]
+        );
+        assert_eq!(ca.interval, Duration::from_millis(2500));
+        assert_eq!((ca.fall, ca.rise, ca.retries), (3, 1, 2));
+        assert!(ca.inhibit_on_failure);
+        assert_eq!(ca.port, None);
+        // The override changes only the keys it gives.
+        let cb = c.health.check_for(&key, b, 8080).unwrap();
+        assert_eq!((cb.fall, cb.port), (1, Some(9000)));
+        assert_eq!(cb.kind, ca.kind);
+        assert_eq!(cb.notify.as_deref(), Some("/usr/local/bin/lb-notify"));
+        let cd = c.health.check_for(&key, d, 80).unwrap();
+        assert_eq!(
+            cd.kind,
+            CheckKind::Script(ScriptCheck {
+                command: "exit 5".into(),
+                dynamic: true
+            })
+        );
+        let sorry = c.health.sorry_server(&key).unwrap();
+        assert_eq!(
+            (sorry.addr, sorry.port, sorry.method),
+            (
+                "127.0.0.1".parse().unwrap(),
+                8080,
+                ForwardMethod::Masquerade
+            )
+        );
+        // No health keys at all: no entry.
+        assert!(p(EXAMPLE).unwrap().health.is_empty());
+    }
+
+    #[test]
+    fn health_errors_name_their_line() {
+        // An http key on a script check.
+        let e = p(HEALTH).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("path"));
+        assert_eq!(e.line, line_of_text(HEALTH, "path = \"/x\""));
+        assert_eq!(e.context, "service \"TCP 192.0.2.10:80\" real 3");
+        let good = HEALTH.replace("path = \"/x\"", "dynamic = true");
+        let text = good.replace("status = [200, \"301-302\"]", "status = [\"2xx\"]");
+        let e = p(&text).unwrap_err();
+        assert_eq!(
+            (e.field.as_deref(), e.line),
+            (Some("status"), line_of_text(&text, "status = ["))
+        );
+        let text = good.replace("check = \"http\"", "check = \"ping\"");
+        assert_eq!(p(&text).unwrap_err().field.as_deref(), Some("check"));
+        let text = good.replace("\"127.0.0.1:8080\"", "\"[::1]:80\"");
+        assert_eq!(p(&text).unwrap_err().field.as_deref(), Some("sorry_server"));
+        let text = good.replace("fall = 3", "fal = 3");
+        assert!(p(&text)
+            .unwrap_err()
+            .message
+            .contains("unknown field `fal`"));
+        // A port-0 service with a tcp check and no health port.
+        let text = "[[service]]\nfwmark = 1\n[service.health]\ncheck = \"tcp\"\n[[service.real]]\naddress = \"10.0.2.1\"\n";
+        let e = p(text).unwrap_err();
+        assert!(e.message.contains("needs a port"), "{e}");
+        assert!(p(&text.replace("\"tcp\"", "\"tcp\"\nport = 80")).is_ok());
+    }
+
+    #[test]
+    fn the_documented_health_example_parses() {
+        let doc = include_str!("../../../docs/config.md");
+        let from = doc.find("### Health checks and sorry servers").unwrap();
+        let start = from + doc[from..].find("```toml\n").unwrap() + "```toml\n".len();
+        let end = start + doc[start..].find("```").unwrap();
+        let c = p(&doc[start..end]).unwrap();
+        let key = c.services[0].key;
+        let b: IpAddr = "10.0.1.2".parse().unwrap();
+        assert!(matches!(
+            c.health.check_for(&key, b, 80).unwrap().kind,
+            CheckKind::Script(ScriptCheck { dynamic: true, .. })
+        ));
+        assert_eq!(c.health.sorry_server(&key).unwrap().port, 80);
     }
 
     #[test]

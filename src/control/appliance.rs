@@ -1,0 +1,360 @@
+//! The appliance: `fastlb --iface IF [--iface IF2] --config FILE`.
+//!
+//! The calling thread becomes the control thread. It starts one AF_XDP worker per queue
+//! (each running a [`Pipeline`]), then loops: serves the ctl socket, reloads the
+//! configuration on SIGHUP (a bad file is refused whole and the running table stays), keeps
+//! the XDP filter's maps equal to the service table, refreshes next hops from the kernel
+//! every second and asks the kernel to resolve the neighbours the workers missed. SIGINT or
+//! SIGTERM stops the workers, detaches the XDP program and removes the ctl socket.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use thiserror::Error;
+
+use super::ctl::{ControlState, CtlServer, CtlState};
+use super::listing::ConnView;
+use super::metrics::{MetricsServer, MetricsSource};
+use super::{PublishError, Publisher};
+use crate::conn::ConnTable;
+use crate::datapath::pipeline::{Pipeline, PipelineSettings};
+use crate::datapath::xdp::{self, netlink, XdpError, XdpMode, XdpOptions};
+use crate::forward::nexthop::{MacAddr, NextHops, Route};
+use crate::service::config::{self, ConfigError};
+use crate::service::{DestRegistry, ServiceTable};
+use crate::stats::WorkerStats;
+
+/// Connection table size when the configuration sets none.
+pub const DEFAULT_CONN_CAPACITY: usize = 1 << 20;
+
+/// How the appliance runs.
+#[derive(Clone, Debug)]
+pub struct ApplianceOptions {
+    /// Interfaces to serve, in order; a rewritten frame leaves by the interface its next
+    /// hop's route names.
+    pub ifaces: Vec<String>,
+    /// Configuration file.
+    pub config: PathBuf,
+    /// XDP attach mode.
+    pub xdp_mode: XdpMode,
+    /// Queues per interface (`None`: all).
+    pub queues: Option<u32>,
+    /// Cores to pin workers to (empty: worker i on core i).
+    pub cores: Vec<usize>,
+    /// Busy-poll instead of sleeping when idle.
+    pub busy_poll: bool,
+    /// ctl socket path.
+    pub ctl_socket: PathBuf,
+    /// Prometheus metrics address, if any.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// The appliance could not start or stopped on an error.
+#[derive(Debug, Error)]
+pub enum ApplianceError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The first snapshot could not be built.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The AF_XDP datapath failed.
+    #[error(transparent)]
+    Xdp(#[from] XdpError),
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ApplianceError {
+    move |source| ApplianceError::Io { what, source }
+}
+
+/// Logs a line on stderr with a UTC timestamp (the control thread's log).
+pub fn log(msg: std::fmt::Arguments<'_>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    eprintln!("{} fastlb: {msg}", rfc3339(now.as_secs()));
+}
+
+/// `2026-11-24T15:40:01Z` for a Unix time.
+pub fn rfc3339(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Runs the appliance until SIGINT or SIGTERM.
+pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
+    let config = config::load(&opts.config)?;
+    let registry = Arc::new(DestRegistry::default());
+    let mut publisher = Publisher::new(config.clone(), Arc::clone(&registry))?;
+    let xopts = XdpOptions {
+        ifaces: opts.ifaces.clone(),
+        queues: opts.queues,
+        mode: opts.xdp_mode,
+        busy_poll: opts.busy_poll,
+        cores: opts.cores.clone(),
+        ..XdpOptions::default()
+    };
+    let workers = xdp::worker_count(&xopts).max(1);
+    let capacity = if config.conn_capacity == 0 {
+        DEFAULT_CONN_CAPACITY
+    } else {
+        config.conn_capacity
+    };
+    let conns = Arc::new(ConnTable::new(capacity, workers, Arc::clone(&registry)));
+    conns.timeouts().apply(&config.timeouts);
+    let stats: Vec<Arc<WorkerStats>> = (0..workers)
+        .map(|_| Arc::new(WorkerStats::new(registry.capacity())))
+        .collect();
+    let nexthops =
+        Arc::new(kernel_nexthops(&opts.ifaces).map_err(io("reading routes and neighbours"))?);
+    let (missing_tx, missing_rx) = crossbeam_channel::bounded::<IpAddr>(1024);
+
+    // One snapshot channel and one next-hop channel per worker, handed over when the
+    // datapath builds each worker's pipeline.
+    let mut nexthop_txs: Vec<Sender<Arc<NextHops>>> = Vec::new();
+    let mut slots = Vec::new();
+    for _ in 0..workers {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        nexthop_txs.push(tx);
+        slots.push(Some((publisher.subscribe(), rx)));
+    }
+    let slots = Mutex::new(slots);
+    let own_updates = publisher.subscribe();
+    let metrics = match opts.metrics {
+        Some(addr) => {
+            let source = MetricsSource::new(&mut publisher, stats.clone());
+            Some(MetricsServer::spawn(addr, source).map_err(io("starting the metrics server"))?)
+        }
+        None => None,
+    };
+    let settings = PipelineSettings {
+        tunnel_source_v4: config.tunnel_source_v4,
+        tunnel_source_v6: config.tunnel_source_v6,
+        ..PipelineSettings::default()
+    };
+    let first = publisher.table();
+    let make = |w: usize| {
+        let (tables, hops) = slots.lock().expect("not poisoned")[w]
+            .take()
+            .expect("one pipeline per worker");
+        Pipeline::new(
+            w,
+            Arc::clone(&first),
+            Arc::clone(&conns),
+            Arc::clone(&nexthops),
+            Arc::clone(&stats[w]),
+            settings,
+        )
+        .with_updates(tables)
+        .with_nexthop_updates(hops)
+        .with_missing_neighbours(missing_tx.clone())
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(io("installing signal handlers"))?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .map_err(io("installing signal handlers"))?;
+
+    let mut datapath = xdp::start(&xopts, make, Arc::clone(&stop))?;
+    datapath.filter().sync(&first).map_err(XdpError::from)?;
+    if let Some(dir) = opts.ctl_socket.parent() {
+        std::fs::create_dir_all(dir).map_err(io("creating the ctl socket's directory"))?;
+    }
+    let mut ctl = CtlServer::bind(&opts.ctl_socket).map_err(io("binding the ctl socket"))?;
+    let mut state = ControlState::new(publisher, stats.clone());
+    let listing = Arc::clone(&conns);
+    state.conns = Some(Box::new(move || {
+        let mut v = Vec::new();
+        listing.for_each(xdp::monotonic_now(), |e| v.push(ConnView::from(e)));
+        v
+    }));
+    let timeouts = Arc::clone(&conns);
+    state.on_timeouts = Some(Box::new(move |t| timeouts.timeouts().apply(&t)));
+    log(format_args!(
+        "serving {} with {workers} worker(s), {} service(s), connection table {capacity}; ctl {}",
+        opts.ifaces.join(", "),
+        first.services.len(),
+        opts.ctl_socket.display()
+    ));
+
+    for real in first.services.iter().flat_map(|s| &s.dests) {
+        let addr = real.server.addr;
+        match nexthops.resolve(addr) {
+            Ok(nh) => log(format_args!(
+                "real server {addr}: next hop {} on {}",
+                nh.mac,
+                opts.ifaces
+                    .get(usize::from(nh.dev))
+                    .map_or("?", String::as_str)
+            )),
+            Err(reason) => log(format_args!(
+                "real server {addr}: not reachable yet ({})",
+                reason.name()
+            )),
+        }
+    }
+    let mut last_refresh = xdp::monotonic_now();
+    let mut current = Arc::clone(&nexthops);
+    while !stop.load(Ordering::Relaxed) {
+        let now = xdp::monotonic_now();
+        state.tick(now);
+        if let Err(e) = ctl.poll(&mut state) {
+            log(format_args!("ctl: {e}"));
+        }
+        if reload.swap(false, Ordering::Relaxed) {
+            reload_config(&opts.config, &mut state);
+        }
+        if let Some(table) = own_updates.try_iter().last() {
+            sync_filter(&mut datapath, &table);
+        }
+        for addr in missing_rx.try_iter().take(64) {
+            resolve(&current, addr);
+        }
+        if now.saturating_since(last_refresh) >= Duration::from_secs(1) {
+            last_refresh = now;
+            if let Some(t) = refresh_nexthops(&opts.ifaces, &nexthop_txs, state.config()) {
+                current = t;
+            }
+            state.publisher.reclaim();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    log(format_args!("stopping: draining workers and detaching XDP"));
+    drop(ctl);
+    let totals = datapath.join()?;
+    if let Some(m) = metrics {
+        m.stop();
+    }
+    log(format_args!(
+        "stopped: rx {} tx {} passed {}",
+        totals.rx, totals.tx, totals.passed
+    ));
+    Ok(())
+}
+
+fn reload_config(path: &std::path::Path, state: &mut ControlState) {
+    match config::load(path) {
+        Ok(config) => {
+            let n = config.services.len();
+            match state.apply(config) {
+                Ok(()) => log(format_args!("reloaded {}: {n} service(s)", path.display())),
+                Err(e) => log(format_args!("reload refused, running table unchanged: {e}")),
+            }
+        }
+        Err(e) => log(format_args!("reload refused, running table unchanged: {e}")),
+    }
+}
+
+fn sync_filter(datapath: &mut xdp::Datapath, table: &ServiceTable) {
+    if let Err(e) = datapath.filter().sync(table) {
+        log(format_args!("XDP filter update failed: {e}"));
+    }
+}
+
+/// The kernel's routes and neighbours as fastlb's next-hop tables, devices numbered in
+/// `ifaces` order.
+fn kernel_nexthops(ifaces: &[String]) -> std::io::Result<NextHops> {
+    let mut t = NextHops::with_devices(ifaces);
+    let name = |ifindex: u32| -> Option<String> {
+        ifaces
+            .iter()
+            .find(|i| xdp::ifindex(i) == Some(ifindex))
+            .cloned()
+    };
+    for r in netlink::routes()? {
+        let dev = name(r.oif).or_else(|| (r.oif != 0).then(|| format!("if{}", r.oif)));
+        match (r.table, r.kind) {
+            (netlink::TABLE_LOCAL, netlink::rtn::LOCAL) => t.add_local(r.dst.addr, dev),
+            (netlink::TABLE_MAIN, netlink::rtn::UNICAST) => t.add_route(Route {
+                dst: r.dst,
+                gateway: r.gateway,
+                dev,
+                src: r.prefsrc,
+                mtu: None,
+                metric: r.metric,
+                local: false,
+            }),
+            _ => {}
+        }
+    }
+    for n in netlink::neighbours()? {
+        if let (true, Some(mac)) = (n.is_usable(), n.mac) {
+            t.add_neighbour(n.addr, MacAddr(mac));
+        }
+    }
+    Ok(t)
+}
+
+/// Reads the kernel's tables again, sends them to every worker, and asks the kernel to
+/// resolve real servers it has no neighbour entry for.
+fn refresh_nexthops(
+    ifaces: &[String],
+    txs: &[Sender<Arc<NextHops>>],
+    config: &crate::service::Config,
+) -> Option<Arc<NextHops>> {
+    match kernel_nexthops(ifaces) {
+        Ok(t) => {
+            // Real servers are the next hops that matter most: keep them resolved.
+            for svc in &config.services {
+                for real in &svc.reals {
+                    if t.resolve(real.addr).is_err() {
+                        resolve(&t, real.addr);
+                    }
+                }
+            }
+            let t = Arc::new(t);
+            for tx in txs {
+                // A worker that has stopped needs no more updates.
+                let _ = tx.send(Arc::clone(&t));
+            }
+            Some(t)
+        }
+        Err(e) => {
+            log(format_args!("reading routes and neighbours: {e}"));
+            None
+        }
+    }
+}
+
+/// Asks the kernel to resolve the next hop toward `addr` (ARP / neighbour solicitation).
+fn resolve(t: &NextHops, addr: IpAddr) {
+    let Some(route) = t.route(addr) else { return };
+    let hop = route.gateway.unwrap_or(addr);
+    let Some(ifindex) = route.dev.as_deref().and_then(xdp::ifindex) else {
+        return;
+    };
+    if let Err(e) = netlink::resolve_neighbour(hop, ifindex) {
+        log(format_args!("resolving {hop}: {e}"));
+    }
+}

@@ -1,0 +1,444 @@
+//! `fastlb ctl`: ipvsadm's language spoken to the running appliance over a Unix socket.
+//!
+//! ```text
+//! fastlb ctl -A -t 10.0.0.1:80 -s rr          client (ctl_main)
+//!        |  {"args":["-A","-t",...],"stdin":null}\n
+//!        v
+//!   /run/fastlb/ctl.sock (0600)                CtlServer::poll, on the control thread
+//!        |  execute(state, args, stdin)
+//!        v
+//!   CtlState: config, apply, views, zero       ControlState (a Publisher) or the integrator's
+//!        |  {"code":0,"stdout":"...","stderr":""}\n
+//!        v
+//!   client prints stdout and stderr, exits with code
+//! ```
+//!
+//! One request per connection. Commands are parsed by the ipvsadm module's [`parse`] and
+//! applied with its [`apply`], [`restore`] and [`save`]; the listings come from
+//! [`listing`]. A command that fails changes nothing: the new
+//! configuration is built on a copy and handed to [`CtlState::apply`] only when whole.
+//!
+//! Exit codes follow ipvsadm: 0 success, 2 a command-line error (ipvsadm's `fail(2, ...)`),
+//! 255 a refused table change (ipvsadm returns -1 from libipvs errors), 1 a listing of a
+//! missing service or a failed `-R` (whose message names the line).
+
+mod client;
+mod server;
+
+pub use client::{ctl_main, ctl_run, request};
+pub use server::CtlServer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::control::listing::{self, ConnView, TableView};
+use crate::control::Publisher;
+use crate::service::config::ipvsadm::{apply, parse, restore, save, IpvsCommand, IpvsError};
+use crate::service::{Config, ServiceKey, TimeoutSettings};
+use crate::stats::rate::RateTable;
+use crate::stats::WorkerStats;
+use crate::time::Instant;
+
+/// Where the appliance listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/fastlb/ctl.sock";
+
+/// Largest request accepted (a `-R` rule file travels inside it).
+pub const MAX_REQUEST_BYTES: u64 = 16 << 20;
+
+/// What the client sends: one JSON object on one line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The ipvsadm arguments, without a program name.
+    pub args: Vec<String>,
+    /// Standard input, sent for `-R` only.
+    pub stdin: Option<String>,
+}
+
+/// What the server answers: one JSON object on one line.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The exit code the client exits with.
+    pub code: i32,
+    /// Text for standard output.
+    pub stdout: String,
+    /// Text for standard error.
+    pub stderr: String,
+}
+
+impl Response {
+    fn ok(stdout: String) -> Response {
+        Response {
+            code: 0,
+            stdout,
+            stderr: String::new(),
+        }
+    }
+
+    fn fail(code: i32, message: impl std::fmt::Display) -> Response {
+        Response {
+            code,
+            stdout: String::new(),
+            stderr: format!("{message}\n"),
+        }
+    }
+}
+
+/// What the ctl server needs from the appliance. The control thread implements it (or uses
+/// [`ControlState`]); every method is called on the control thread, between its other work.
+pub trait CtlState {
+    /// The running configuration.
+    fn config(&self) -> &Config;
+    /// Replaces the running configuration (already validated by the ipvsadm module). On
+    /// error nothing may change; the message is shown to the operator.
+    fn apply(&mut self, config: Config) -> Result<(), String>;
+    /// The `-L` view of the service table.
+    fn table_view(&self) -> TableView;
+    /// The connection table for `-L -c`, in the order to print.
+    fn connections(&self) -> Vec<ConnView>;
+    /// `-Z`: zeroes the traffic counters (and rate estimators) of one service, or of all.
+    fn zero(&mut self, service: Option<&ServiceKey>);
+    /// `--set`: the protocol timeouts to use from now on (0s already replaced by the old
+    /// values). They belong to the configuration and to the connection table.
+    fn set_timeouts(&mut self, timeouts: TimeoutSettings) -> Result<(), String>;
+}
+
+/// Exit code of a refused table change (ipvsadm exits with libipvs's -1).
+const EXIT_TABLE: i32 = 255;
+/// Exit code of a command-line error.
+const EXIT_USAGE: i32 = 2;
+
+fn table_error(e: &IpvsError) -> Response {
+    let code = match e {
+        IpvsError::Usage(_) => EXIT_USAGE,
+        _ => EXIT_TABLE,
+    };
+    Response::fail(code, e)
+}
+
+/// Runs one ctl command against `state`: the whole server side, without sockets.
+///
+/// `--json` may appear anywhere among the arguments of a `-L`/`-l` command (or alone: no
+/// arguments at all lists the table, as ipvsadm does).
+pub fn execute(state: &mut dyn CtlState, args: &[String], stdin: Option<&str>) -> Response {
+    let json = args.iter().any(|a| a == "--json");
+    let args: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| *a != "--json")
+        .collect();
+    let cmd = if args.is_empty() {
+        IpvsCommand::List(Default::default())
+    } else {
+        match parse(&args) {
+            Ok(c) => c,
+            Err(e) => return table_error(&e),
+        }
+    };
+    if json && !matches!(cmd, IpvsCommand::List(_)) {
+        return Response::fail(EXIT_USAGE, "--json: only with -L/-l");
+    }
+    match cmd {
+        IpvsCommand::List(o) => {
+            if o.connections {
+                let conns = state.connections();
+                Response::ok(if json {
+                    listing::list_connections_json(&conns)
+                } else {
+                    listing::list_connections(&conns, &o)
+                })
+            } else if o.timeout {
+                let t = &state.config().timeouts;
+                Response::ok(if json {
+                    listing::list_timeouts_json(t)
+                } else {
+                    listing::list_timeouts(t)
+                })
+            } else {
+                let view = state.table_view();
+                let text = if json {
+                    listing::list_services_json(&view, &o)
+                } else {
+                    listing::list_services(&view, &o)
+                };
+                match text {
+                    Ok(t) => Response::ok(t),
+                    Err(e) => Response::fail(1, e),
+                }
+            }
+        }
+        IpvsCommand::Save { .. } => Response::ok(save(state.config())),
+        IpvsCommand::Restore => {
+            let Some(text) = stdin else {
+                return Response::fail(EXIT_USAGE, "-R: no rules on standard input");
+            };
+            let mut config = state.config().clone();
+            if let Err(e) = restore(&mut config, text, Path::new("-")) {
+                return Response::fail(1, e);
+            }
+            match state.apply(config) {
+                Ok(()) => Response::ok(String::new()),
+                Err(e) => Response::fail(EXIT_TABLE, e),
+            }
+        }
+        IpvsCommand::Help => Response::ok(usage_text()),
+        IpvsCommand::Version => Response::ok(format!(
+            "fastlb ctl {} (speaks ipvsadm v1.31, IPVS v{})\n",
+            env!("CARGO_PKG_VERSION"),
+            listing::IPVS_VERSION
+        )),
+        IpvsCommand::Zero(key) => {
+            // apply() only checks that the service exists.
+            let mut config = state.config().clone();
+            if let Err(e) = apply(&mut config, &IpvsCommand::Zero(key)) {
+                return table_error(&e);
+            }
+            state.zero(key.as_ref());
+            Response::ok(String::new())
+        }
+        IpvsCommand::SetTimeouts { .. } => {
+            let mut config = state.config().clone();
+            if let Err(e) = apply(&mut config, &cmd) {
+                return table_error(&e);
+            }
+            match state.set_timeouts(config.timeouts) {
+                Ok(()) => Response::ok(String::new()),
+                Err(e) => Response::fail(EXIT_TABLE, e),
+            }
+        }
+        change => {
+            let mut config = state.config().clone();
+            if let Err(e) = apply(&mut config, &change) {
+                return table_error(&e);
+            }
+            match state.apply(config) {
+                Ok(()) => Response::ok(String::new()),
+                Err(e) => Response::fail(EXIT_TABLE, e),
+            }
+        }
+    }
+}
+
+fn usage_text() -> String {
+    "\
+fastlb ctl: ipvsadm's commands, sent to the running fastlb
+  fastlb ctl -A|E -t|u|f service-address [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags]
+  fastlb ctl -D -t|u|f service-address
+  fastlb ctl -C
+  fastlb ctl -R                  (rules on standard input; all or nothing)
+  fastlb ctl -S [-n]
+  fastlb ctl -a|e -t|u|f service-address -r server-address [-g|i|m] [-w weight] [-x upper] [-y lower]
+  fastlb ctl -d -t|u|f service-address -r server-address
+  fastlb ctl -L|l [-t|u|f service-address] [-n] [-c] [--timeout] [--stats] [--rate]
+                 [--thresholds] [--persistent-conn] [--exact] [--nosort] [--json]
+  fastlb ctl -Z [-t|u|f service-address]
+  fastlb ctl --set tcp tcpfin udp
+  fastlb ctl -h | -v
+Schedulers: rr wrr lc wlc lblc lblcr dh sh sed nq fo ovf mh twos. See docs/ctl.md.
+"
+    .to_string()
+}
+
+/// A source of connection listings for [`ControlState`] (the connection table, once wired).
+pub type ConnSource = Box<dyn Fn() -> Vec<ConnView> + Send>;
+/// Told of new protocol timeouts after `--set` (the connection table, once wired).
+pub type TimeoutSink = Box<dyn FnMut(TimeoutSettings) + Send>;
+
+/// A ready [`CtlState`] around a [`Publisher`]: what the control thread needs to serve ctl.
+pub struct ControlState {
+    /// Owns the configuration and publishes snapshots.
+    pub publisher: Publisher,
+    /// Every worker's counters.
+    pub workers: Vec<Arc<WorkerStats>>,
+    /// Rate estimators, advanced by [`ControlState::tick`].
+    pub rates: RateTable,
+    /// The connection listing; empty until set.
+    pub conns: Option<ConnSource>,
+    /// Where `--set` timeouts go besides the configuration.
+    pub on_timeouts: Option<TimeoutSink>,
+}
+
+impl ControlState {
+    /// A state with no connection source yet.
+    pub fn new(publisher: Publisher, workers: Vec<Arc<WorkerStats>>) -> ControlState {
+        ControlState {
+            publisher,
+            workers,
+            rates: RateTable::new(),
+            conns: None,
+            on_timeouts: None,
+        }
+    }
+
+    /// Advances the rate estimators; call every control-loop turn.
+    pub fn tick(&mut self, now: Instant) {
+        let table = self.publisher.table();
+        self.rates.tick(now, &table, &self.workers);
+    }
+}
+
+impl CtlState for ControlState {
+    fn config(&self) -> &Config {
+        self.publisher.config()
+    }
+
+    fn apply(&mut self, config: Config) -> Result<(), String> {
+        self.publisher
+            .replace(config)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn table_view(&self) -> TableView {
+        listing::build_table_view(
+            &self.publisher.table(),
+            self.publisher.registry(),
+            &self.workers,
+            Some(&self.rates),
+            self.publisher.config().conn_capacity,
+        )
+    }
+
+    fn connections(&self) -> Vec<ConnView> {
+        self.conns.as_ref().map(|f| f()).unwrap_or_default()
+    }
+
+    fn zero(&mut self, service: Option<&ServiceKey>) {
+        let table = self.publisher.table();
+        for svc in &table.services {
+            if service.is_some_and(|k| *k != svc.config.key) {
+                continue;
+            }
+            for d in &svc.dests {
+                for w in &self.workers {
+                    let s = w.dest(d.id);
+                    for c in [&s.conns, &s.in_pkts, &s.out_pkts, &s.in_bytes, &s.out_bytes] {
+                        c.zero();
+                    }
+                }
+            }
+        }
+        self.rates.zero(service, &table, &self.workers);
+    }
+
+    fn set_timeouts(&mut self, timeouts: TimeoutSettings) -> Result<(), String> {
+        let mut config = self.publisher.config().clone();
+        config.timeouts = timeouts;
+        self.apply(config)?;
+        if let Some(sink) = self.on_timeouts.as_mut() {
+            sink(timeouts);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::DestRegistry;
+
+    fn state() -> ControlState {
+        let p = Publisher::new(Config::default(), Arc::new(DestRegistry::new(16))).unwrap();
+        ControlState::new(p, vec![Arc::new(WorkerStats::new(16))])
+    }
+
+    fn run(s: &mut ControlState, line: &str) -> Response {
+        let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+        execute(s, &args, None)
+    }
+
+    #[test]
+    fn changes_go_through_the_publisher_and_errors_change_nothing() {
+        let mut s = state();
+        assert_eq!(run(&mut s, "-A -t 10.0.0.1:80 -s rr").code, 0);
+        assert_eq!(
+            run(&mut s, "-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 2").code,
+            0
+        );
+        assert_eq!(s.publisher.table().services[0].dests.len(), 1);
+        let before = s.config().clone();
+        let r = run(&mut s, "-A -t 10.0.0.1:80");
+        assert_eq!(
+            (r.code, r.stderr.as_str()),
+            (255, "Service already exists\n")
+        );
+        let r = run(&mut s, "-a -t 10.0.0.1:80 -r 10.1.0.1:80 -w 70000");
+        assert_eq!(
+            (r.code, r.stderr.as_str()),
+            (2, "illegal weight specified\n")
+        );
+        let r = run(&mut s, "-d -t 10.0.0.9:80 -r 10.1.0.1");
+        assert_eq!((r.code, r.stderr.as_str()), (255, "Service not defined\n"));
+        assert_eq!(s.config(), &before);
+        assert_eq!(
+            run(&mut s, "-S -n").stdout,
+            "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 2\n"
+        );
+    }
+
+    #[test]
+    fn list_variants_and_json_flag() {
+        let mut s = state();
+        run(&mut s, "-A -u 10.0.0.1:53 -s rr");
+        let r = execute(&mut s, &[], None);
+        assert!(r
+            .stdout
+            .starts_with("IP Virtual Server version 1.2.1 (size=4096)\n"));
+        assert!(r.stdout.ends_with("UDP  10.0.0.1:53 rr\n"), "{}", r.stdout);
+        let r = run(&mut s, "-L --json -n");
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(v["services"][0]["port"], 53);
+        let r = run(&mut s, "-A --json -t 10.0.0.1:80");
+        assert_eq!(r.code, 2);
+        assert_eq!(
+            run(&mut s, "-L -n -t 10.0.0.9:80").stderr,
+            "No such service\n"
+        );
+        run(&mut s, "--set 1000 0 60");
+        assert_eq!(
+            run(&mut s, "-L --timeout").stdout,
+            "Timeout (tcp tcpfin udp): 1000 120 60\n"
+        );
+        assert_eq!(
+            run(&mut s, "-L -c").stdout,
+            "IPVS connection entries\npro expire state       source             virtual            destination\n"
+        );
+    }
+
+    #[test]
+    fn zero_clears_counters_of_one_service() {
+        let mut s = state();
+        run(&mut s, "-A -u 10.0.0.1:53 -s rr");
+        run(&mut s, "-a -u 10.0.0.1:53 -r 10.1.0.1 -m");
+        run(&mut s, "-A -u 10.0.0.2:53 -s rr");
+        run(&mut s, "-a -u 10.0.0.2:53 -r 10.1.0.1 -m");
+        let t = s.publisher.table();
+        let (a, b) = (t.services[0].dests[0].id, t.services[1].dests[0].id);
+        s.workers[0].dest(a).in_pkts.add(7);
+        s.workers[0].dest(b).in_pkts.add(9);
+        assert_eq!(run(&mut s, "-Z -u 10.0.0.1:53").code, 0);
+        assert_eq!(s.workers[0].dest(a).in_pkts.get(), 0);
+        assert_eq!(s.workers[0].dest(b).in_pkts.get(), 9);
+        assert_eq!(run(&mut s, "-Z -u 10.0.0.3:53").stderr, "No such service\n");
+        run(&mut s, "-Z");
+        assert_eq!(s.workers[0].dest(b).in_pkts.get(), 0);
+    }
+
+    #[test]
+    fn restore_is_all_or_nothing() {
+        let mut s = state();
+        let r = execute(
+            &mut s,
+            &["-R".to_string()],
+            Some("-A -t 10.0.0.1:80\n-a -t 10.0.0.2:80 -r 10.1.0.1\n"),
+        );
+        assert_eq!(r.code, 1);
+        assert_eq!(
+            r.stderr,
+            "-:2: service \"TCP 10.0.0.2:80\" real 10.1.0.1:80: Service not defined\n"
+        );
+        assert!(s.config().services.is_empty());
+        assert_eq!(run(&mut s, "-R").code, 2);
+    }
+}

@@ -1,0 +1,359 @@
+//! Prometheus metrics over HTTP (`--metrics ADDR`), from a small std thread.
+//!
+//! The thread owns a [`MetricsSource`]: it subscribes to the [`Publisher`] like a worker
+//! does, so it always knows the newest service table, and reads the same shared counters
+//! the control thread reads. Each scrape builds a fresh registry and encodes it in the
+//! Prometheus text format (0.0.4) with the `prometheus-client` crate; nothing is kept
+//! between scrapes, so there is nothing to keep in step with reloads.
+//!
+//! Families (all prefixed `fastlb_`; `service` is `TCP 10.0.0.1:80`, `UDP ...`, `FWM 7`,
+//! `FWM 7 IPv6`; `real` is `10.1.0.1:80` or `[2001:db8::1]:80`):
+//!
+//! | family | type | labels |
+//! |---|---|---|
+//! | `service_connections_total`, `service_{in,out}_{packets,bytes}_total` | counter | service |
+//! | `real_server_connections_total`, `real_server_{in,out}_{packets,bytes}_total` | counter | service, real |
+//! | `real_server_active_connections`, `..._inactive_connections`, `..._persistent_connections`, `real_server_weight`, `real_server_overloaded` | gauge | service, real |
+//! | `real_server_healthy` (only with a [`HealthProbe`]) | gauge | service, real |
+//! | `drops_total` | counter | reason |
+//! | `worker_{rx,tx,passed}_frames_total`, `worker_batches_total` | counter | worker |
+//! | `config_generation` | gauge | |
+//!
+//! Service figures are sums over the service's current real servers, as everywhere in
+//! fastlb.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::control::Publisher;
+use crate::service::{DestRegistry, RealServer, ServiceKey, ServiceTable, SocketText};
+use crate::stats::{dest_totals, drop_totals, TrafficTotals, WorkerStats};
+
+/// The health checker's answer for one real server: `Some(true)` up, `Some(false)` down,
+/// `None` not checked. The hook for the health checker, which exports
+/// `fastlb_real_server_healthy` once it is set.
+pub type HealthProbe = Arc<dyn Fn(&ServiceKey, &RealServer) -> Option<bool> + Send + Sync>;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Everything a scrape reads.
+pub struct MetricsSource {
+    tables: Receiver<Arc<ServiceTable>>,
+    table: Arc<ServiceTable>,
+    registry: Arc<DestRegistry>,
+    workers: Vec<Arc<WorkerStats>>,
+    health: Option<HealthProbe>,
+}
+
+impl MetricsSource {
+    /// A source that follows `publisher`'s snapshots and reads `workers`' counters.
+    pub fn new(publisher: &mut Publisher, workers: Vec<Arc<WorkerStats>>) -> MetricsSource {
+        MetricsSource {
+            tables: publisher.subscribe(),
+            table: publisher.table(),
+            registry: Arc::clone(publisher.registry()),
+            workers,
+            health: None,
+        }
+    }
+
+    /// Adds the health checker's view (`fastlb_real_server_healthy`).
+    pub fn with_health(mut self, probe: HealthProbe) -> MetricsSource {
+        self.health = Some(probe);
+        self
+    }
+
+    /// The metrics as Prometheus text, from the newest snapshot.
+    pub fn render(&mut self) -> String {
+        while let Ok(t) = self.tables.try_recv() {
+            self.table = t;
+        }
+        let mut reg = Registry::with_prefix("fastlb");
+        let counters = |reg: &mut Registry, name: &str, help: &str| {
+            let f = Family::<Labels, Counter>::default();
+            reg.register(name, help, f.clone());
+            f
+        };
+        let gauges = |reg: &mut Registry, name: &str, help: &str| {
+            let f = Family::<Labels, Gauge>::default();
+            reg.register(name, help, f.clone());
+            f
+        };
+        let traffic = |reg: &mut Registry, what: &str| {
+            [
+                ("connections", "Connections scheduled"),
+                ("in_packets", "Packets from clients"),
+                ("out_packets", "Packets to clients"),
+                ("in_bytes", "Bytes from clients"),
+                ("out_bytes", "Bytes to clients"),
+            ]
+            .map(|(n, h)| counters(reg, &format!("{what}_{n}"), &format!("{h}, per {what}")))
+        };
+        let svc_traffic = traffic(&mut reg, "service");
+        let real_traffic = traffic(&mut reg, "real_server");
+        let active = gauges(
+            &mut reg,
+            "real_server_active_connections",
+            "Active connections",
+        );
+        let inactive = gauges(
+            &mut reg,
+            "real_server_inactive_connections",
+            "Inactive connections",
+        );
+        let persistent = gauges(
+            &mut reg,
+            "real_server_persistent_connections",
+            "Persistence templates pointing at the real server",
+        );
+        let weight = gauges(&mut reg, "real_server_weight", "Configured weight");
+        let overloaded = gauges(
+            &mut reg,
+            "real_server_overloaded",
+            "1 while the connection threshold marks the real server OVERLOAD",
+        );
+        let healthy = self.health.as_ref().map(|_| {
+            gauges(
+                &mut reg,
+                "real_server_healthy",
+                "1 up, 0 down, by the health checker; absent when not checked",
+            )
+        });
+        let put = |fam: &[Family<Labels, Counter>; 5], labels: &Labels, t: TrafficTotals| {
+            for (f, v) in fam
+                .iter()
+                .zip([t.conns, t.in_pkts, t.out_pkts, t.in_bytes, t.out_bytes])
+            {
+                f.get_or_create(labels).inc_by(v);
+            }
+        };
+        for svc in &self.table.services {
+            let service = svc.config.key.to_string();
+            let mut sum = TrafficTotals::default();
+            for d in &svc.dests {
+                let labels: Labels = vec![
+                    ("service", service.clone()),
+                    ("real", SocketText(d.server.addr, d.server.port).to_string()),
+                ];
+                let t = dest_totals(self.workers.iter().map(|w| &**w), d.id);
+                sum += t;
+                put(&real_traffic, &labels, t);
+                let c = self.registry.get(d.id);
+                active.get_or_create(&labels).set(i64::from(c.active()));
+                inactive.get_or_create(&labels).set(i64::from(c.inactive()));
+                persistent
+                    .get_or_create(&labels)
+                    .set(i64::from(c.persist_conns.load(Ordering::Relaxed)));
+                weight
+                    .get_or_create(&labels)
+                    .set(i64::from(d.server.weight));
+                overloaded
+                    .get_or_create(&labels)
+                    .set(i64::from(c.is_overloaded()));
+                if let (Some(fam), Some(probe)) = (&healthy, &self.health) {
+                    if let Some(up) = probe(&svc.config.key, &d.server) {
+                        fam.get_or_create(&labels).set(i64::from(up));
+                    }
+                }
+            }
+            put(&svc_traffic, &vec![("service", service)], sum);
+        }
+        let drops = counters(&mut reg, "drops", "Packets dropped, by reason");
+        for (reason, n) in drop_totals(self.workers.iter().map(|w| &**w)) {
+            drops
+                .get_or_create(&vec![("reason", reason.to_string())])
+                .inc_by(n);
+        }
+        let per_worker = [
+            ("worker_rx_frames", "Frames received"),
+            ("worker_tx_frames", "Frames transmitted"),
+            ("worker_passed_frames", "Frames passed to the kernel"),
+            ("worker_batches", "Batches processed"),
+        ]
+        .map(|(n, h)| counters(&mut reg, n, h));
+        for (i, w) in self.workers.iter().enumerate() {
+            let labels: Labels = vec![("worker", i.to_string())];
+            for (f, c) in per_worker.iter().zip([&w.rx, &w.tx, &w.passed, &w.batches]) {
+                f.get_or_create(&labels).inc_by(c.get());
+            }
+        }
+        let generation = Gauge::<i64>::default();
+        generation.set(self.table.generation as i64);
+        reg.register(
+            "config_generation",
+            "Generation of the service table the workers run",
+            generation,
+        );
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &reg).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// The metrics HTTP endpoint: one thread answering `GET /metrics`.
+pub struct MetricsServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+/// How long a scraper may take to send its request.
+const SCRAPER_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl MetricsServer {
+    /// Listens on `addr` (port 0 picks one) and serves scrapes from `source` on a new
+    /// thread named `fastlb-metrics`.
+    pub fn spawn(addr: SocketAddr, mut source: MetricsSource) -> io::Result<MetricsServer> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = thread::Builder::new()
+            .name("fastlb-metrics".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    if flag.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if let Ok(s) = stream {
+                        // A scraper that goes away mid-answer costs nothing but its answer.
+                        let _ = answer(s, &mut source);
+                    }
+                }
+            })?;
+        Ok(MetricsServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the thread and closes the port.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the blocking accept; if nothing can connect, the thread is gone already.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn answer(stream: TcpStream, source: &mut MetricsSource) -> io::Result<()> {
+    stream.set_read_timeout(Some(SCRAPER_TIMEOUT))?;
+    stream.set_write_timeout(Some(SCRAPER_TIMEOUT))?;
+    let mut reader = BufReader::new((&stream).take(16 * 1024));
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    // Read the rest of the head so the client is not reset while still sending it.
+    let mut line = String::new();
+    while reader.read_line(&mut line)? > 2 {
+        line.clear();
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let (status, content_type, body) = match (method, path) {
+        ("GET", "/metrics") => ("200 OK", prometheus_text::CONTENT_TYPE, source.render()),
+        ("GET", _) => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "fastlb serves /metrics\n".to_string(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain; charset=utf-8",
+            "GET only\n".to_string(),
+        ),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut w = &stream;
+    w.write_all(head.as_bytes())?;
+    w.write_all(body.as_bytes())?;
+    w.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::config::ipvsadm::parse_rules;
+    use crate::stats::DropReason;
+
+    #[test]
+    fn render_reports_counters_and_follows_reloads() {
+        let config = parse_rules(
+            "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 4\n",
+            std::path::Path::new("x"),
+        )
+        .unwrap();
+        let mut p = Publisher::new(config, Arc::new(DestRegistry::new(8))).unwrap();
+        let workers = vec![Arc::new(WorkerStats::new(8)), Arc::new(WorkerStats::new(8))];
+        let mut src = MetricsSource::new(&mut p, workers.clone());
+        let id = p.table().services[0].dests[0].id;
+        workers[0].dest(id).in_bytes.add(1000);
+        workers[1].dest(id).in_bytes.add(500);
+        workers[1].count_drop(DropReason::NoRoute);
+        workers[1].rx.add(9);
+        p.registry()
+            .get(id)
+            .inactive_conns
+            .store(2, Ordering::Relaxed);
+        let text = src.render();
+        for line in [
+            "fastlb_service_in_bytes_total{service=\"TCP 10.0.0.1:80\"} 1500",
+            "fastlb_real_server_in_bytes_total{service=\"TCP 10.0.0.1:80\",real=\"10.1.0.1:80\"} 1500",
+            "fastlb_real_server_inactive_connections{service=\"TCP 10.0.0.1:80\",real=\"10.1.0.1:80\"} 2",
+            "fastlb_real_server_weight{service=\"TCP 10.0.0.1:80\",real=\"10.1.0.1:80\"} 4",
+            "fastlb_drops_total{reason=\"no_route\"} 1",
+            "fastlb_drops_total{reason=\"malformed\"} 0",
+            "fastlb_worker_rx_frames_total{worker=\"1\"} 9",
+            "fastlb_config_generation 1",
+            "# TYPE fastlb_service_connections_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        assert!(!text.contains("healthy"));
+        let mut cfg = p.config().clone();
+        cfg.services[0].reals[0].weight = 7;
+        p.replace(cfg).unwrap();
+        let probe: HealthProbe = Arc::new(|_, r| Some(r.weight > 5));
+        let mut src = src.with_health(probe);
+        let text = src.render();
+        assert!(text.contains(
+            "fastlb_real_server_weight{service=\"TCP 10.0.0.1:80\",real=\"10.1.0.1:80\"} 7"
+        ));
+        assert!(text.contains(
+            "fastlb_real_server_healthy{service=\"TCP 10.0.0.1:80\",real=\"10.1.0.1:80\"} 1"
+        ));
+        assert!(text.contains("fastlb_config_generation 2"));
+    }
+}
