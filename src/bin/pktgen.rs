@@ -476,6 +476,9 @@ mod app {
         /// Frames per ring pass.
         #[arg(long, default_value_t = 64)]
         batch: u32,
+        /// Most frames waiting on a tx ring for the kernel (they carry their send time).
+        #[arg(long, default_value_t = 64)]
+        tx_depth: u32,
         /// UMEM frames per socket.
         #[arg(long, default_value_t = 4096)]
         frames: u32,
@@ -541,6 +544,7 @@ mod app {
         bucket: TokenBucket,
         seq: u64,
         batch: u32,
+        depth: u32,
         bytes: u64,
     }
 
@@ -551,9 +555,15 @@ mod app {
             let mut allowed = self.bucket.take(now, u64::from(self.batch) * nl);
             let mut sent = 0;
             for (li, lane) in self.lanes.iter_mut().enumerate() {
-                let want = allowed.min(u64::from(self.batch)) as u32;
+                // Frames wait on the tx ring only up to `depth`: their timestamps are taken
+                // now, so a deep ring would count its queueing as the director's latency.
+                let room = self.depth.saturating_sub(lane.xsk.tx_pending());
+                let want = allowed.min(u64::from(self.batch)).min(u64::from(room)) as u32;
                 if want == 0 {
+                    // Copy-mode `sendto` may stop short of the ring's end: frames left on
+                    // the ring get another kick here, or they would wait for the next send.
                     lane.xsk.reclaim();
+                    lane.xsk.kick_tx();
                     continue;
                 }
                 let (t, tr, seq) = (&self.template, &self.traffic, &mut self.seq);
@@ -749,7 +759,9 @@ mod app {
                     nports: u32::from(a.sport_max - a.sport_min) + 1,
                 },
             };
-            let burst = u64::from(a.batch) * u64::from(a.queues);
+            // Two milliseconds of tokens: a pass delayed by a softirq burst on the shared
+            // CPU must not cost the run its offered rate.
+            let burst = (u64::from(a.batch) * u64::from(a.queues)).max(a.rate / 500);
             Some(Tx {
                 lanes,
                 template,
@@ -757,6 +769,7 @@ mod app {
                 bucket: TokenBucket::new(a.rate, burst, now_ns()),
                 seq: 0,
                 batch: a.batch,
+                depth: a.tx_depth.max(1),
                 bytes: 0,
             })
         } else {

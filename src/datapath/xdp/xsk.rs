@@ -217,6 +217,12 @@ impl Xsk {
         }
     }
 
+    /// Frames on the tx ring the kernel has not taken yet: a generator that stamps send
+    /// times keeps this shallow, or the stamps include the wait in the ring.
+    pub fn tx_pending(&mut self) -> u32 {
+        self.port.tx.outstanding()
+    }
+
     /// Frames on the tx ring not yet taken by the kernel, or taken and not yet completed.
     pub fn tx_in_flight(&mut self) -> u32 {
         self.reclaim();
