@@ -22,6 +22,7 @@ mod ring;
 mod socket;
 mod umem;
 mod worker;
+mod xsk;
 
 pub use filter::{
     ifindex, Attached, FilterCounters, FilterError, SyncReport, XdpFilter, XdpMode,
@@ -29,6 +30,7 @@ pub use filter::{
 };
 pub use forwarders::{parse_mac, Bounce, FixedMac};
 pub use worker::{WorkerStats, XdpCounters, MAX_BATCH};
+pub use xsk::{SinkProgram, Xsk, XskConfig, XskCounters, SINK_MAX_QUEUES};
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
