@@ -82,31 +82,10 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ApplianceError {
 
 /// Logs a line on stderr with a UTC timestamp (the control thread's log).
 pub fn log(msg: std::fmt::Arguments<'_>) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    eprintln!("{} fastlb: {msg}", rfc3339(now.as_secs()));
-}
-
-/// `2026-11-24T15:40:01Z` for a Unix time.
-pub fn rfc3339(secs: u64) -> String {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    eprintln!(
+        "{} fastlb: {msg}",
+        crate::health::rfc3339(std::time::SystemTime::now())
+    );
 }
 
 /// Runs the appliance until SIGINT or SIGTERM.

@@ -260,30 +260,13 @@ fn service_name(key: &ServiceKey) -> String {
 
 /// `print_sched_flags`: the flags by name, comma-separated.
 fn sched_flag_names(s: &ServiceView) -> String {
-    let f = s.flags;
-    let names: Vec<&str> = [
-        (f.sh_fallback, "sh-fallback"),
-        (f.sh_port, "sh-port"),
-        (f.mh_fallback, "mh-fallback"),
-        (f.mh_port, "mh-port"),
-    ]
-    .into_iter()
-    .filter_map(|(on, n)| on.then_some(n))
-    .collect();
-    names.join(",")
-}
-
-fn is_ipv6(key: &ServiceKey) -> bool {
-    match *key {
-        ServiceKey::Tuple { addr, .. } => addr.is_ipv6(),
-        ServiceKey::Fwmark { ipv6, .. } => ipv6,
-    }
+    s.flags.names().join(",")
 }
 
 /// The netmask as ipvsadm prints it: dotted for IPv4, a prefix length for IPv6; `None` for a
 /// host mask, which ipvsadm leaves out.
 fn mask_text(key: &ServiceKey, netmask: u8) -> Option<String> {
-    if is_ipv6(key) {
+    if key.is_ipv6() {
         (netmask != 128).then(|| netmask.to_string())
     } else {
         (netmask != 32).then(|| {
@@ -537,7 +520,7 @@ pub fn list_services_json(view: &TableView, opts: &ListOptions) -> Result<String
                 let f = s.flags;
                 JsonService {
                     protocol,
-                    family: if is_ipv6(&s.key) { "ipv6" } else { "ipv4" },
+                    family: if s.key.is_ipv6() { "ipv6" } else { "ipv4" },
                     address,
                     port,
                     fwmark,

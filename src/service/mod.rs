@@ -83,6 +83,16 @@ pub enum ServiceKey {
     },
 }
 
+impl ServiceKey {
+    /// Whether the service is IPv6.
+    pub fn is_ipv6(&self) -> bool {
+        match *self {
+            ServiceKey::Tuple { addr, .. } => addr.is_ipv6(),
+            ServiceKey::Fwmark { ipv6, .. } => ipv6,
+        }
+    }
+}
+
 impl fmt::Display for ServiceKey {
     /// `TCP  10.0.0.1:80`-style rendering as ipvsadm's `-L -n` shows it (without padding).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -275,6 +285,22 @@ pub struct SchedFlags {
     pub mh_fallback: bool,
     /// `mh-port`: hash the source port too.
     pub mh_port: bool,
+}
+
+impl SchedFlags {
+    /// The set flags by their ipvsadm names (`sh-fallback`, `sh-port`, `mh-fallback`,
+    /// `mh-port`), in that order.
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            (self.sh_fallback, "sh-fallback"),
+            (self.sh_port, "sh-port"),
+            (self.mh_fallback, "mh-fallback"),
+            (self.mh_port, "mh-port"),
+        ]
+        .into_iter()
+        .filter_map(|(on, n)| on.then_some(n))
+        .collect()
+    }
 }
 
 /// Persistence of a virtual service (`-p`, `-M`).

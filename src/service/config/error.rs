@@ -208,14 +208,6 @@ pub fn validate(config: &Config) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// Whether a service key is IPv6.
-pub fn key_is_ipv6(key: &ServiceKey) -> bool {
-    match *key {
-        ServiceKey::Tuple { addr, .. } => addr.is_ipv6(),
-        ServiceKey::Fwmark { ipv6, .. } => ipv6,
-    }
-}
-
 /// Checks one service, reported as service `index`: the rules ipvsadm and the kernel
 /// enforce, plus fastlb's own (Maglev table size).
 ///
@@ -231,7 +223,7 @@ pub fn key_is_ipv6(key: &ServiceKey) -> bool {
 ///   mixed families only through tunnels), no two with the same address and port.
 pub fn validate_service(svc: &VirtualService, index: usize) -> Result<(), Invalid> {
     let at = Fault::Service(index);
-    let ipv6 = key_is_ipv6(&svc.key);
+    let ipv6 = svc.key.is_ipv6();
     match svc.key {
         ServiceKey::Tuple { port: 0, .. } if svc.persistence.is_none() => {
             return Err(Invalid::new(

@@ -26,8 +26,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use super::error::{
-    key_is_ipv6, validate, validate_real, validate_service, ConfigError, Fault, Invalid,
-    MAX_TIMEOUT_SECS, MAX_WEIGHT,
+    validate, validate_real, validate_service, ConfigError, Fault, Invalid, MAX_TIMEOUT_SECS,
+    MAX_WEIGHT,
 };
 use crate::service::{
     Config, ForwardMethod, Persistence, Protocol, RealServer, SchedFlags, SchedulerKind,
@@ -832,7 +832,7 @@ impl Parsed {
                         .ok_or_else(|| usage(format!("invalid timeout value `{s}' specified")))?
                         as u32,
                 };
-                let ipv6 = key_is_ipv6(&key);
+                let ipv6 = key.is_ipv6();
                 let netmask = match &self.netmask {
                     None if ipv6 => 128,
                     None => 32,
@@ -890,7 +890,7 @@ impl Parsed {
                 port = vport;
             }
         }
-        if addr.is_ipv6() != key_is_ipv6(service) && method != ForwardMethod::Tunnel {
+        if addr.is_ipv6() != service.is_ipv6() && method != ForwardMethod::Tunnel {
             return Err(usage(
                 "Different address family is allowed only for tunneling servers",
             ));
@@ -1025,12 +1025,8 @@ pub fn apply(config: &mut Config, cmd: &IpvsCommand) -> Result<(), IpvsError> {
             {
                 return Err(IpvsError::DestinationExists);
             }
-            validate_real(
-                server,
-                key_is_ipv6(service),
-                Fault::Real(i, svc.reals.len()),
-            )
-            .map_err(IpvsError::Invalid)?;
+            validate_real(server, service.is_ipv6(), Fault::Real(i, svc.reals.len()))
+                .map_err(IpvsError::Invalid)?;
             config.services[i].reals.push(server.clone());
         }
         IpvsCommand::EditServer { service, server } => {
@@ -1040,7 +1036,7 @@ pub fn apply(config: &mut Config, cmd: &IpvsCommand) -> Result<(), IpvsError> {
                 .iter()
                 .position(|r| r.addr == server.addr && r.port == server.port)
                 .ok_or(IpvsError::NoSuchDestination)?;
-            validate_real(server, key_is_ipv6(service), Fault::Real(i, j))
+            validate_real(server, service.is_ipv6(), Fault::Real(i, j))
                 .map_err(IpvsError::Invalid)?;
             config.services[i].reals[j] = server.clone();
         }
@@ -1254,7 +1250,7 @@ pub fn save(config: &Config) -> String {
         let _ = write!(out, "-A {svc} -s {}", s.scheduler);
         if let Some(p) = s.persistence {
             let _ = write!(out, " -p {}", p.timeout_secs);
-            match key_is_ipv6(&s.key) {
+            match s.key.is_ipv6() {
                 false if p.netmask != 32 => {
                     let _ = write!(out, " -M {}", prefix_to_dotted(p.netmask));
                 }
@@ -1264,16 +1260,7 @@ pub fn save(config: &Config) -> String {
                 _ => {}
             }
         }
-        let f = s.flags;
-        let names: Vec<&str> = [
-            (f.sh_fallback, "sh-fallback"),
-            (f.sh_port, "sh-port"),
-            (f.mh_fallback, "mh-fallback"),
-            (f.mh_port, "mh-port"),
-        ]
-        .into_iter()
-        .filter_map(|(on, n)| on.then_some(n))
-        .collect();
+        let names = s.flags.names();
         if !names.is_empty() {
             let _ = write!(out, " -b {}", names.join(","));
         }

@@ -22,7 +22,7 @@ use std::path::Path;
 
 use std::time::Duration;
 
-use super::error::{key_is_ipv6, validate, ConfigError, Fault};
+use super::error::{validate, ConfigError, Fault};
 use crate::health::{
     CheckKind, HealthConfig, HttpCheck, ScriptCheck, ServiceHealth, SorryServer, StatusRange,
 };
@@ -630,7 +630,7 @@ fn virtual_server(
             ipv6: ipv6_family,
         },
     };
-    let ipv6 = key_is_ipv6(&key);
+    let ipv6 = key.is_ipv6();
     let persistence = match (timeout, granularity) {
         (None, Some(g)) => {
             return Err(err(path, g, &ctx, "needs persistence_timeout"));

@@ -108,17 +108,7 @@ pub fn to_toml(config: &Config) -> String {
             }
         }
         let _ = writeln!(o, "scheduler = \"{}\"", svc.scheduler.name());
-        let f = svc.flags;
-        let flags: Vec<&str> = [
-            (f.sh_fallback, "sh-fallback"),
-            (f.sh_port, "sh-port"),
-            (f.mh_fallback, "mh-fallback"),
-            (f.mh_port, "mh-port"),
-        ]
-        .iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, n)| *n)
-        .collect();
+        let flags = svc.flags.names();
         if !flags.is_empty() {
             let list: Vec<String> = flags.iter().map(|f| quoted(f)).collect();
             let _ = writeln!(o, "flags = [{}]", list.join(", "));

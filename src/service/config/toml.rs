@@ -424,7 +424,7 @@ fn convert_service(
             }
         }
     }
-    let ipv6 = super::error::key_is_ipv6(&key);
+    let ipv6 = key.is_ipv6();
     let timeout_secs = match &s.persistence {
         None => None,
         Some(::toml::Value::Boolean(false)) => None,
