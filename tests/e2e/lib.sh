@@ -51,12 +51,14 @@ cx() { ip netns exec "$NS_C" "$@"; }
 dx() { ip netns exec "$NS_D" "$@"; }
 ctl() { "$LAB" ctl "$@"; }
 
-# curl_tally N [URL]: N sequential requests, one connection each; prints "COUNT BODY" lines.
+# curl_tally N [URL]: N requests, a new connection each (one curl process for speed:
+# `Connection: close` keeps it from reusing connections); prints "COUNT BODY" lines. A
+# request that fails prints nothing, so the counts then add up to less than N.
 curl_tally() {
     local n=$1 url=${2:-http://$VIP/}
-    for _ in $(seq "$n"); do
-        cx curl -s --max-time 3 "$url" || echo "(no answer)"
-    done | sort | uniq -c | awk '{c=$1; $1=""; sub(/^ /, ""); print c, $0}'
+    local urls=(); for _ in $(seq "$n"); do urls+=("$url"); done
+    cx curl -s --max-time 3 -H 'Connection: close' "${urls[@]}" \
+        | sort | uniq -c | awk '{c=$1; $1=""; sub(/^ /, ""); print c, $0}' || true
 }
 
 # count BODY TALLY: how many answers in TALLY (curl_tally's output) were BODY.
@@ -103,4 +105,20 @@ EOF
 # xdp_on_director: prints the director interfaces that still carry an XDP program.
 xdp_on_director() {
     dx ip -d link show | awk '/^[0-9]+:/ {dev=$2} /prog\/xdp|xdpgeneric|xdpdrv/ {print dev}' | sort -u
+}
+
+# real_field PROTO PORT REAL_ADDR FIELD: a real server's figure from `ctl -L -n --json`
+# (FIELD: weight, active_conns, inactive_conns, persistent_conns, conns, in_pkts, ...);
+# prints "absent" when the service or the real server is not in the table.
+real_field() {
+    ctl -L -n --json | python3 -c '
+import json, sys
+proto, port, addr, field = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+for s in json.load(sys.stdin)["services"]:
+    if s["protocol"] == proto and s["port"] == port:
+        for r in s["reals"]:
+            if r["address"] == addr:
+                print(r["stats"][field] if field in r["stats"] else r[field])
+                sys.exit()
+print("absent")' "$@"
 }

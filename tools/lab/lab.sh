@@ -119,6 +119,21 @@ EOF
     fi
 }
 
+# Waits until every server listens: python3 takes a moment to start on a busy machine.
+wait_servers() {
+    local ns want
+    for ns in $NS_R1 $NS_R2 $NS_S; do
+        want=3; [[ $ns == "$NS_S" ]] || want=4
+        command -v iperf3 >/dev/null || want=$(( want > 3 ? 3 : want ))
+        for _ in $(seq 100); do
+            (( $(nsx "$ns" ss -ltnuH 'sport = :80 or sport = :8080 or sport = :53 or sport = :5201' \
+                | wc -l) >= want )) && continue 2
+            sleep 0.1
+        done
+        die "servers in $ns did not start"
+    done
+}
+
 # Brings the web server of real server $1 (rs1, rs2, sorry) down or up: health check tests.
 web() {
     local name=$1 action=$2 ns=${P}$1
@@ -194,10 +209,16 @@ up() {
     start_servers "$NS_R1" rs1 "$udp_bind"
     start_servers "$NS_R2" rs2 "$udp_bind"
     start_servers "$NS_S" sorry "$udp_bind"
-    # Resolve the real servers' MACs in the director before anything needs them.
+    wait_servers
+    # Resolve the real servers' MACs in the director before anything needs them, and
+    # let the director's kernel learn the client's: fastlb reads the kernel's neighbours
+    # once a second, so without this the first answer to a brand-new client is dropped
+    # (no_neighbour) and its first TCP connection waits for a SYN retransmit
+    # (tests/e2e/new_client.sh).
     for a in 10.80.2.11 10.80.2.12 10.80.2.20; do
         nsx "$NS_D" ping -c1 -W1 "$a" >/dev/null 2>&1 || true
     done
+    nsx "$NS_C" ping -c1 -W1 10.80.1.1 >/dev/null 2>&1 || true
     start_director "$mode"
     echo "lab up (mode $mode, namespaces ${P}*, state $STATE): curl from $NS_C to http://$VIP/"
     if [[ $quiet == 0 && -S $STATE/ctl.sock ]]; then
@@ -232,8 +253,10 @@ start_director() {
         return
     fi
     echo "lab: director: $cmd"
+    # Not through nsx: a backgrounded shell function is a subshell, and its pid would not
+    # be the director's (`ip netns exec` execs, so $! is the director itself).
     # shellcheck disable=SC2086
-    nsx "$NS_D" $cmd >"$STATE/director.log" 2>&1 &
+    ip netns exec "$NS_D" $cmd >"$STATE/director.log" 2>&1 &
     echo $! > "$STATE/director.pid"
     # fastlb logs "serving ..." once its workers, ctl socket and health checks are up;
     # xdp-fwd logs "running".
