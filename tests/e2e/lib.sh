@@ -31,13 +31,20 @@ on_exit() {
     if [[ $rc == 0 ]]; then echo "RESULT: passed"; else echo "RESULT: failed (exit $rc)"; fi
 }
 
-# lab_up NAME MODE [lab.sh up options]: namespaces flbt-NAME-client, ...-dir, ...
-lab_up() {
-    local name=$1 mode=$2; shift 2
+# lab_init NAME: names (namespaces flbt-NAME-client, ...-dir, ...), a scratch directory
+# $E2E_TMP, and the trap that tears it all down. lab_up calls it if the script did not.
+lab_init() {
+    local name=$1
     export FLB_PREFIX=flbt-$name-
     export FLB_LAB_STATE=/tmp/flbt-$name
-    E2E_TMP=$(mktemp -d /tmp/flbt-$name.XXXXXX)
+    E2E_TMP=$(mktemp -d "/tmp/flbt-$name.XXXXXX")
     trap on_exit EXIT
+}
+
+# lab_up NAME MODE [lab.sh up options]
+lab_up() {
+    local name=$1 mode=$2; shift 2
+    [[ ${FLB_PREFIX:-} == "flbt-$name-" ]] || lab_init "$name"
     NS_C=${FLB_PREFIX}client NS_D=${FLB_PREFIX}dir
     NS_R1=${FLB_PREFIX}rs1 NS_R2=${FLB_PREFIX}rs2 NS_S=${FLB_PREFIX}sorry
     local t0; t0=$(now_ms)
@@ -57,7 +64,15 @@ ctl() { "$LAB" ctl "$@"; }
 curl_tally() {
     local n=$1 url=${2:-http://$VIP/}
     local urls=(); for _ in $(seq "$n"); do urls+=("$url"); done
-    cx curl -s --max-time 3 -H 'Connection: close' "${urls[@]}" \
+    local t0; t0=$(now_ms)
+    # -w adds each request's timings on its own line ("@ connect first-byte total"), kept
+    # apart below; requests slower than 0.5 s are shown (a lost packet costs 0.2-1 s).
+    local out
+    out=$(cx curl -s --max-time 3 -H 'Connection: close' \
+        -w '@ %{time_connect} %{time_starttransfer} %{time_total} %{local_port}\n' "${urls[@]}") || true
+    local slow; slow=$(awk '$1 == "@" && $4 > 0.5 {printf " [port %s: connect %.2f, first byte %.2f, total %.2f s]", $5, $2, $3, $4}' <<<"$out")
+    log "$n requests in $(( $(now_ms) - t0 )) ms${slow:+; slow:$slow}" >&2
+    grep -v '^@ ' <<<"$out" | grep -v '^$' \
         | sort | uniq -c | awk '{c=$1; $1=""; sub(/^ /, ""); print c, $0}' || true
 }
 
@@ -122,3 +137,6 @@ for s in json.load(sys.stdin)["services"]:
                 sys.exit()
 print("absent")' "$@"
 }
+
+# answered_sum TALLY: how many requests of curl_tally's output got an answer.
+answered_sum() { awk '{s+=$1} END {print s+0}' <<<"$1"; }
