@@ -5,7 +5,7 @@
 set -euo pipefail
 if [[ $(id -u) != 0 ]]; then echo "SKIP: lab e2e needs root"; exit 0; fi
 LAB=$(cd "$(dirname "$0")/../.." && pwd)/tools/lab/lab.sh
-export FLB_LAB_STATE=/tmp/flb-lab-dr-e2e
+export FLB_PREFIX=flbt-labdr- FLB_LAB_STATE=/tmp/flb-lab-dr-e2e
 trap '"$LAB" down >/dev/null' EXIT
 FASTLB_CMD= "$LAB" up --mode dr >/dev/null
 GOT=$("$LAB" test 4)

@@ -6,11 +6,11 @@
 set -euo pipefail
 if [[ $(id -u) != 0 ]]; then echo "SKIP: tun_decap e2e needs root"; exit 0; fi
 LAB=$(cd "$(dirname "$0")/../.." && pwd)/tools/lab/lab.sh
-export FLB_LAB_STATE=/tmp/flb-lab-tun-e2e
+export FLB_PREFIX=flbt-tundc- FLB_LAB_STATE=/tmp/flb-lab-tun-e2e
 trap '"$LAB" down >/dev/null' EXIT
 FASTLB_CMD= "$LAB" up --mode tun >/dev/null
 OUT=$(mktemp)
-ip netns exec flb-rs1 python3 -c '
+ip netns exec flbt-tundc-rs1 python3 -c '
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("10.80.100.1", 9999)); s.settimeout(3)
@@ -20,7 +20,7 @@ except OSError as e:
     print("nothing", e)
 ' >"$OUT" &
 sleep 0.5
-ip netns exec flb-dir python3 -c '
+ip netns exec flbt-tundc-dir python3 -c '
 import socket, struct
 def csum(b):
     s = sum(struct.unpack("!%dH" % (len(b) // 2), b)); s = (s >> 16) + (s & 0xffff); s += s >> 16

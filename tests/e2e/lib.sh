@@ -1,0 +1,142 @@
+# Shared by the namespace end-to-end scenarios (tests/e2e/*.sh, run by tests/e2e_lab.rs).
+# Source it, then `lab_up NAME MODE [--config FILE]`: a lab with its own namespaces
+# (flbt-NAME-*) and state directory, torn down on exit whatever happens.
+set -euo pipefail
+
+E2E_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+LAB=$E2E_ROOT/tools/lab/lab.sh
+VIP=10.80.100.1
+RS1=10.80.2.11 RS2=10.80.2.12 SORRY=10.80.2.20
+
+if [[ $(id -u) != 0 ]]; then
+    echo "SKIP: needs root (network namespaces, XDP, AF_XDP)"
+    exit 0
+fi
+
+log() { echo "[$(date +%T.%3N)] $*"; }
+pass() { log "PASS: $*"; }
+fail() { log "FAIL: $*"; exit 1; }
+
+# Monotonic milliseconds, for the measured times.
+now_ms() { local t; read -r t _ </proc/uptime; echo $(( ${t/./} * 10 )); }
+
+on_exit() {
+    local rc=$?
+    if [[ $rc != 0 && -f ${FLB_LAB_STATE:-/nonexistent}/director.log ]]; then
+        echo "---- director log (last 40 lines)"
+        tail -40 "$FLB_LAB_STATE/director.log"
+    fi
+    "$LAB" down >/dev/null 2>&1 || true
+    [[ -n ${E2E_TMP:-} ]] && rm -rf "$E2E_TMP"
+    if [[ $rc == 0 ]]; then echo "RESULT: passed"; else echo "RESULT: failed (exit $rc)"; fi
+}
+
+# lab_init NAME: names (namespaces flbt-NAME-client, ...-dir, ...), a scratch directory
+# $E2E_TMP, and the trap that tears it all down. lab_up calls it if the script did not.
+lab_init() {
+    local name=$1
+    export FLB_PREFIX=flbt-$name-
+    export FLB_LAB_STATE=/tmp/flbt-$name
+    E2E_TMP=$(mktemp -d "/tmp/flbt-$name.XXXXXX")
+    trap on_exit EXIT
+}
+
+# lab_up NAME MODE [lab.sh up options]
+lab_up() {
+    local name=$1 mode=$2; shift 2
+    [[ ${FLB_PREFIX:-} == "flbt-$name-" ]] || lab_init "$name"
+    NS_C=${FLB_PREFIX}client NS_D=${FLB_PREFIX}dir
+    NS_R1=${FLB_PREFIX}rs1 NS_R2=${FLB_PREFIX}rs2 NS_S=${FLB_PREFIX}sorry
+    local t0; t0=$(now_ms)
+    "$LAB" up --mode "$mode" --quiet "$@"
+    log "lab up in $(( $(now_ms) - t0 )) ms"
+    WORKERS=$(sed -n 's/.* with \([0-9]*\) worker(s).*/\1/p' "$FLB_LAB_STATE/director.log")
+    log "director: ${WORKERS:-?} worker(s)"
+}
+
+cx() { ip netns exec "$NS_C" "$@"; }
+dx() { ip netns exec "$NS_D" "$@"; }
+ctl() { "$LAB" ctl "$@"; }
+
+# curl_tally N [URL]: N requests, a new connection each (one curl process for speed:
+# `Connection: close` keeps it from reusing connections); prints "COUNT BODY" lines. A
+# request that fails prints nothing, so the counts then add up to less than N.
+curl_tally() {
+    local n=$1 url=${2:-http://$VIP/}
+    local urls=(); for _ in $(seq "$n"); do urls+=("$url"); done
+    local t0; t0=$(now_ms)
+    # -w adds each request's timings on its own line ("@ connect first-byte total"), kept
+    # apart below; requests slower than 0.5 s are shown (a lost packet costs 0.2-1 s).
+    local out
+    out=$(cx curl -s --max-time 3 -H 'Connection: close' \
+        -w '@ %{time_connect} %{time_starttransfer} %{time_total} %{local_port}\n' "${urls[@]}") || true
+    local slow; slow=$(awk '$1 == "@" && $4 > 0.5 {printf " [port %s: connect %.2f, first byte %.2f, total %.2f s]", $5, $2, $3, $4}' <<<"$out")
+    log "$n requests in $(( $(now_ms) - t0 )) ms${slow:+; slow:$slow}" >&2
+    grep -v '^@ ' <<<"$out" | grep -v '^$' \
+        | sort | uniq -c | awk '{c=$1; $1=""; sub(/^ /, ""); print c, $0}' || true
+}
+
+# count BODY TALLY: how many answers in TALLY (curl_tally's output) were BODY.
+count() { awk -v b="$1" '{c=$1; $1=""; sub(/^ /, "")} $0 == b {print c; f=1} END {if (!f) print 0}' <<<"$2"; }
+
+# wait_for SECONDS CMD...: polls CMD every 0.1 s until it succeeds; fails the wait otherwise.
+wait_for() {
+    local deadline=$(( $(now_ms) + $1 * 1000 )); shift
+    until "$@" >/dev/null 2>&1; do
+        (( $(now_ms) < deadline )) || return 1
+        sleep 0.1
+    done
+}
+
+# run_wrk SECONDS CONNECTIONS URL [wrk args]: runs wrk from the client, prints its report
+# and sets WRK_REQS, WRK_RPS, WRK_SOCKERR (connect+read+write+timeout), WRK_NON2XX.
+run_wrk() {
+    local secs=$1 conns=$2 url=$3; shift 3
+    local out
+    out=$(cx wrk -t2 -c"$conns" -d"${secs}s" --timeout 3s "$@" "$url" 2>&1) || true
+    echo "$out"
+    WRK_REQS=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<<"$out")
+    WRK_RPS=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out")
+    WRK_NON2XX=$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' <<<"$out")
+    WRK_SOCKERR=$(awk '/Socket errors:/ {gsub(",", ""); print $4 + $6 + $8 + $10}' <<<"$out")
+    WRK_REQS=${WRK_REQS:-0} WRK_NON2XX=${WRK_NON2XX:-0} WRK_SOCKERR=${WRK_SOCKERR:-0}
+}
+
+# udp_ask [PAYLOAD]: one DNS-style request to VIP:53 from the client; prints the answer.
+udp_ask() {
+    cx python3 - "${1:-query}" <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.connect(("10.80.100.1", 53))
+s.send(sys.argv[1].encode())
+try:
+    print(s.recv(2048).decode())
+except OSError as e:
+    print("(no answer: %s)" % e)
+EOF
+}
+
+# xdp_on_director: prints the director interfaces that still carry an XDP program.
+xdp_on_director() {
+    dx ip -d link show | awk '/^[0-9]+:/ {dev=$2} /prog\/xdp|xdpgeneric|xdpdrv/ {print dev}' | sort -u
+}
+
+# real_field PROTO PORT REAL_ADDR FIELD: a real server's figure from `ctl -L -n --json`
+# (FIELD: weight, active_conns, inactive_conns, persistent_conns, conns, in_pkts, ...);
+# prints "absent" when the service or the real server is not in the table.
+real_field() {
+    ctl -L -n --json | python3 -c '
+import json, sys
+proto, port, addr, field = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+for s in json.load(sys.stdin)["services"]:
+    if s["protocol"] == proto and s["port"] == port:
+        for r in s["reals"]:
+            if r["address"] == addr:
+                print(r["stats"][field] if field in r["stats"] else r[field])
+                sys.exit()
+print("absent")' "$@"
+}
+
+# answered_sum TALLY: how many requests of curl_tally's output got an answer.
+answered_sum() { awk '{s+=$1} END {print s+0}' <<<"$1"; }
