@@ -120,26 +120,23 @@ fn ctl_live() {
     scenario("ctl.sh", &["nat"]);
 }
 
-/// Known difference from IPVS (see the script): a SYN reusing the port of a TIME_WAIT
-/// entry continues the old connection instead of being scheduled anew.
+/// A SYN reusing the ports of a closed connection (CLOSE or TIME_WAIT) is scheduled as a new
+/// connection, as IPVS does with conn_reuse_mode 1.
 #[test]
-#[ignore = "fastlb does not reschedule a SYN on a TIME_WAIT entry (IPVS conn_reuse_mode)"]
 fn port_reuse_reschedules() {
     scenario("port_reuse.sh", &["nat"]);
 }
 
-/// Known problem (see the script): the first answer to a client the director's kernel has
-/// just learnt is dropped for want of its MAC.
+/// The first answer to a client whose MAC the director does not know yet is not lost: the
+/// kernel routes it and resolves the neighbour meanwhile.
 #[test]
-#[ignore = "fastlb drops the first answer to a new client (neighbours read once a second)"]
 fn new_client_first_answer() {
     scenario("new_client.sh", &["nat"]);
 }
 
-/// Known problem (see the script): in nat mode, a real server's reply that belongs to no
-/// fastlb connection is redirected into AF_XDP and dropped there.
+/// In nat mode, traffic from a real server's service port that belongs to no fastlb
+/// connection (a client talking to the real server directly) is routed by the kernel.
 #[test]
-#[ignore = "fastlb drops NAT-side replies of connections it does not know (AF_XDP cannot pass)"]
 fn direct_real_server_access() {
     scenario("direct_real.sh", &["nat"]);
 }

@@ -324,6 +324,21 @@ ICMP relay for DR: the real server answers clients directly, so errors about its
 reach the director (they are addressed to the VIP). The error quoting VIP:80 -> client is
 forwarded unchanged to the real server (.12) that owns the connection.""")
 
+    cap = Capture().at(1)
+    cap.add(from_client("198.51.100.130", VIP4, tcp(60000, 80, "S")))
+    cap.add(from_client("198.51.100.130", VIP4, tcp(60000, 80, "A", 1001, 1)))
+    cap.add(from_client("198.51.100.130", VIP4, tcp(60000, 80, "R", 1001)))
+    cap.add(from_client("198.51.100.130", VIP4, tcp(60000, 80, "S", 5000)))
+    cap.add(from_client("198.51.100.130", VIP4, tcp(60000, 80, "A", 5001, 1)))
+    cap.add(from_client("198.51.100.131", VIP4, tcp(60001, 80, "S")))
+    cap.at(2).add(from_client("198.51.100.131", VIP4, tcp(60001, 80, "S")))
+    write("port-reuse-v4", service(VIP4, sched="rr") + real(RS4[1]) + real(RS4[2]), cap, """
+Port reuse, DR, rr. A connection from 198.51.100.130:60000 is established, then reset
+(ESTABLISHED + RST = CLOSE; a RST in SYN_RECV would leave it in SYN_RECV); a new SYN from the
+same port is a new connection (IPVS conn_reuse_mode 1: an entry in TIME_WAIT or CLOSE is
+expired and the SYN scheduled anew): .11, then .12 for the new one and its ACK. A retransmitted
+SYN of a connection still in SYN_RECV is not a new connection: both go to .11.""")
+
     # ---- VLAN, rule file --------------------------------------------------------------
     cap = Capture().at(1)
     for i in range(2):

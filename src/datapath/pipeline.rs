@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::{Frame, PacketProcessor, Verdict};
 use crate::conn::persist::PersistError;
-use crate::conn::{self, ConnInfo, ConnTable, Direction, FlowKey, Hit, NewConn};
+use crate::conn::{self, ConnInfo, ConnTable, Direction, FlowKey, Hit, NewConn, TcpState};
 use crate::forward::nexthop::{NextHop, NextHops};
 use crate::forward::tun::{self, MtuVerdict};
 use crate::forward::{icmp, mac, nat};
@@ -204,17 +204,25 @@ impl Pipeline {
             dport,
         };
         if let Some(hit) = self.conns.lookup_live(&key, now) {
+            let syn = hit.dir == Direction::Original && flags.is_some_and(|f| f.syn());
             if !self.table.dest_is_live(hit.info.dest) {
-                // The real server was removed: expire the entry now (expire_nodest_conn),
-                // so the client's next SYN is scheduled afresh.
+                // The real server was removed: expire the entry now (expire_nodest_conn);
+                // a SYN is then scheduled afresh, anything else is dropped.
                 self.conns.expire_now(hit.id);
-                return Verdict::Drop(DropReason::DestinationRemoved);
+                if !syn {
+                    return Verdict::Drop(DropReason::DestinationRemoved);
+                }
+            } else if syn && matches!(hit.info.state, TcpState::TimeWait | TcpState::Close) {
+                // A new connection reusing the ports of one that has closed: IPVS
+                // (conn_reuse_mode 1) expires the old entry and schedules the SYN anew.
+                self.conns.expire_now(hit.id);
+            } else {
+                if ip.fragment {
+                    return Verdict::Drop(DropReason::Fragment);
+                }
+                self.conns.on_packet(hit.id, hit.dir, flags, now);
+                return self.forward(frame, p, ip, &hit.info, hit.dir);
             }
-            if ip.fragment {
-                return Verdict::Drop(DropReason::Fragment);
-            }
-            self.conns.on_packet(hit.id, hit.dir, flags, now);
-            return self.forward(frame, p, ip, &hit.info, hit.dir);
         }
         let Some(sid) = self.table.find(protocol, ip.dst, dport) else {
             return Verdict::Pass;
@@ -320,11 +328,9 @@ impl Pipeline {
             (Direction::Reply, _) => {
                 counters.out_pkts.add(1);
                 counters.out_bytes.add(bytes);
-                self.resolve(info.client).and_then(|nh| {
-                    nat::snat(frame.data_mut(), p, info.vaddr, info.vport)?;
-                    address(frame, p, &nh);
-                    Ok(())
-                })
+                let hop = self.resolve(info.client);
+                nat::snat(frame.data_mut(), p, info.vaddr, info.vport)
+                    .and_then(|()| self.address_or_kernel(frame, p, hop))
             }
             (Direction::Original, method) => {
                 counters.in_pkts.add(1);
@@ -332,10 +338,7 @@ impl Pipeline {
                 self.send_to_real_server(frame, p, ip, info, method, false)
             }
         };
-        match result {
-            Ok(()) => Verdict::Transmit,
-            Err(reason) => Verdict::Drop(reason),
-        }
+        sent(result)
     }
 
     /// Sends a client's packet (or an ICMP error about its connection, `relay`) to the
@@ -349,8 +352,19 @@ impl Pipeline {
         info: &ConnInfo,
         method: ForwardMethod,
         relay: bool,
-    ) -> Result<(), DropReason> {
-        let nh = self.resolve(info.daddr)?;
+    ) -> Result<Sent, DropReason> {
+        let hop = self.resolve(info.daddr);
+        if method == ForwardMethod::Masquerade && hop == Err(DropReason::NoNeighbour) {
+            // The rewritten packet is addressed to the real server: the kernel can route it
+            // and resolve the neighbour meanwhile.
+            if relay {
+                icmp::nat_to_real_server(frame.data_mut(), p, info.daddr, info.dport)?;
+            } else {
+                nat::dnat(frame.data_mut(), p, info.daddr, info.dport)?;
+            }
+            return Ok(Sent::Kernel);
+        }
+        let nh = hop?;
         let overhead = match (method, ip.version) {
             (ForwardMethod::Tunnel, IpVersion::V4) => tun::IPV4_OVERHEAD,
             (ForwardMethod::Tunnel, IpVersion::V6) => tun::IPV6_OVERHEAD,
@@ -358,7 +372,9 @@ impl Pipeline {
         };
         match tun::check_mtu(p, nh.mtu, overhead) {
             MtuVerdict::Fits => {}
-            MtuVerdict::TooBig { mtu } => return self.answer_too_big(frame, p, mtu),
+            MtuVerdict::TooBig { mtu } => {
+                return self.answer_too_big(frame, p, mtu).map(|()| Sent::Wire)
+            }
             MtuVerdict::DropSilently => return Err(DropReason::TooBig),
         }
         match method {
@@ -385,7 +401,7 @@ impl Pipeline {
                 address(frame, p, &nh);
             }
         }
-        Ok(())
+        Ok(Sent::Wire)
     }
 
     /// Answers the client that its packet does not fit the path (the frame becomes the
@@ -425,6 +441,7 @@ impl Pipeline {
     #[inline(never)]
     #[cold]
     fn report_missing(&self, addr: IpAddr) {
+        self.stats.unresolved.add(1);
         if let Some(tx) = &self.missing {
             let _ = tx.try_send(addr);
         }
@@ -473,16 +490,31 @@ impl Pipeline {
             Direction::Reply => {
                 counters.out_pkts.add(1);
                 counters.out_bytes.add(ip.len as u64);
-                self.resolve(info.client).and_then(|nh| {
-                    icmp::nat_to_client(frame.data_mut(), p, info.vaddr, info.vport)?;
-                    address(frame, p, &nh);
-                    Ok(())
-                })
+                let hop = self.resolve(info.client);
+                icmp::nat_to_client(frame.data_mut(), p, info.vaddr, info.vport)
+                    .and_then(|()| self.address_or_kernel(frame, p, hop))
             }
         };
-        match result {
-            Ok(()) => Verdict::Transmit,
-            Err(reason) => Verdict::Drop(reason),
+        sent(result)
+    }
+
+    /// Addresses a rewritten frame to its next hop, or, when the next hop's MAC is not
+    /// known yet, leaves the packet to the kernel, which routes it and resolves the
+    /// neighbour meanwhile (the control thread has been told to have it resolved).
+    #[inline]
+    fn address_or_kernel(
+        &self,
+        frame: &mut Frame<'_>,
+        p: &Parsed,
+        hop: Result<NextHop, DropReason>,
+    ) -> Result<Sent, DropReason> {
+        match hop {
+            Ok(nh) => {
+                address(frame, p, &nh);
+                Ok(Sent::Wire)
+            }
+            Err(DropReason::NoNeighbour) => Ok(Sent::Kernel),
+            Err(reason) => Err(reason),
         }
     }
 
@@ -494,6 +526,24 @@ impl Pipeline {
         } else {
             Verdict::Pass
         }
+    }
+}
+
+/// Where a rewritten frame goes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Sent {
+    /// Out of an interface, addressed to its next hop.
+    Wire,
+    /// To the kernel's IP output ([`Verdict::Pass`]): its next hop is not resolved yet.
+    Kernel,
+}
+
+#[inline]
+fn sent(result: Result<Sent, DropReason>) -> Verdict {
+    match result {
+        Ok(Sent::Wire) => Verdict::Transmit,
+        Ok(Sent::Kernel) => Verdict::Pass,
+        Err(reason) => Verdict::Drop(reason),
     }
 }
 

@@ -94,6 +94,9 @@ pub struct WorkerStats {
     pub passed: Counter,
     /// Batches processed.
     pub batches: Counter,
+    /// Next hops found without a neighbour entry (the packet went to the kernel, or, for DR,
+    /// was dropped as `no_neighbour`); the control thread has the kernel resolve them.
+    pub unresolved: Counter,
     /// Drops, indexed by `DropReason as usize`.
     pub drops: [Counter; DropReason::COUNT],
     /// Per real server, indexed by [`DestId`].
@@ -108,6 +111,7 @@ impl WorkerStats {
             tx: Counter::default(),
             passed: Counter::default(),
             batches: Counter::default(),
+            unresolved: Counter::default(),
             drops: std::array::from_fn(|_| Counter::default()),
             dests: (0..dest_capacity).map(|_| DestStats::default()).collect(),
         }

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# Usage: direct_real.sh nat. Known problem, kept as a failing check: in nat mode the XDP
-# filter redirects every packet whose source is a real server's addr:port (a NAT reply)
-# into AF_XDP. A reply that belongs to no fastlb connection, here rs1's answer to a client
-# that talks to rs1:80 directly through the director (an administrator, a monitoring
-# system), is then `Verdict::Pass` in the pipeline, and the AF_XDP worker drops what it
-# passes (counted as `fastlb_worker_passed_frames_total`): there is no way back into the
-# kernel from an AF_XDP socket. IPVS lets such replies through (ip_vs_out finds no
-# connection: NF_ACCEPT), and the kernel forwards them.
+# Usage: direct_real.sh nat. In nat mode the XDP filter redirects every packet whose
+# source is a real server's addr:port (a NAT reply) into AF_XDP. A reply that belongs to no
+# fastlb connection, here rs1's answer to a client that talks to rs1:80 directly through
+# the director (an administrator, a monitoring system), is `Verdict::Pass` in the pipeline;
+# the AF_XDP worker hands it to the kernel's IP output (a raw socket), which routes it, as
+# IPVS lets such replies through (ip_vs_out finds no connection: NF_ACCEPT) for the kernel
+# to forward.
 source "$(dirname "$0")/lib.sh"
 MODE=${1:-nat}
 lab_up "$MODE-direct" "$MODE"

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Usage: new_client.sh dr|nat|tun. Known problem, kept as a failing check: the first
-# answer to a client the director's kernel has just learnt is dropped. fastlb reads the
-# kernel's neighbour table once a second; a new directly connected client (here a second
+# Usage: new_client.sh dr|nat|tun. A new directly connected client (here a second
 # address, 10.80.1.11, on the client's interface) ARPs for the director with its first
-# packet, the real server answers within a millisecond, and the director has no MAC for
-# the client yet: drop `no_neighbour`. One UDP request (DNS-style) then goes unanswered;
-# a TCP connection waits 1 s for the SYN retransmit. IPVS uses the kernel's table at once.
-# (In dr and tun the real servers answer directly, so only nat shows it.)
+# packet and the real server answers within a millisecond, before fastlb's copy of the
+# kernel's neighbour table (refreshed every second) knows the client's MAC. The answer must
+# not be lost: fastlb hands it to the kernel's IP output, which resolves the neighbour and
+# queues the packet meanwhile, as it would for a packet it forwarded itself. One UDP
+# request (DNS-style) must be answered at once, and a TCP connection must not wait for a
+# SYN retransmit. (In dr and tun the real servers answer directly, so only nat shows it.)
 source "$(dirname "$0")/lib.sh"
 MODE=${1:?usage: new_client.sh dr|nat|tun}
 lab_up "$MODE-newcl" "$MODE"

@@ -17,6 +17,7 @@
 
 mod filter;
 mod forwarders;
+mod kernel;
 pub mod netlink;
 mod ring;
 mod socket;

@@ -7,6 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::kernel::KernelPath;
 use super::socket::{Desc, Port};
 use super::umem::Umem;
 use crate::datapath::{Frame, PacketProcessor, Verdict};
@@ -27,6 +28,7 @@ pub struct WorkerStats {
     batches: AtomicU64,
     kicks: AtomicU64,
     passed: AtomicU64,
+    to_kernel: AtomicU64,
     tx_ring_full: AtomicU64,
     drops: [AtomicU64; DropReason::COUNT],
 }
@@ -42,9 +44,11 @@ pub struct XdpCounters {
     pub batches: u64,
     /// Wakeup syscalls (tx `sendto`, rx `recvfrom`).
     pub kicks: u64,
-    /// Frames the processor said belong to the kernel; AF_XDP cannot hand them back, so
-    /// they are dropped and counted here (the XDP filter should keep them out).
+    /// Frames the processor said belong to the kernel.
     pub passed: u64,
+    /// Of those, IP packets the kernel took through its IP output (a raw socket); the rest
+    /// (not IP, or refused) are dropped.
+    pub to_kernel: u64,
     /// Frames dropped because the egress tx ring was full.
     pub tx_ring_full: u64,
     /// Frames the processor dropped, by reason (index = `DropReason as usize`).
@@ -59,6 +63,7 @@ impl XdpCounters {
         self.batches += other.batches;
         self.kicks += other.kicks;
         self.passed += other.passed;
+        self.to_kernel += other.to_kernel;
         self.tx_ring_full += other.tx_ring_full;
         for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
             *a += b;
@@ -69,6 +74,22 @@ impl XdpCounters {
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize]
     }
+}
+
+/// The IP packet of an Ethernet frame (one optional 802.1Q tag), without Ethernet padding,
+/// if it carries one.
+fn ip_packet(frame: &[u8]) -> Option<&[u8]> {
+    let (ethertype, l3) = match frame.get(12..14)? {
+        [0x81, 0x00] => (frame.get(16..18)?, 18),
+        t => (t, 14),
+    };
+    let ip = frame.get(l3..)?;
+    let len = match ethertype {
+        [0x08, 0x00] => usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?])),
+        [0x86, 0xdd] => 40 + usize::from(u16::from_be_bytes([*ip.get(4)?, *ip.get(5)?])),
+        _ => return None,
+    };
+    ip.get(..len)
 }
 
 #[inline]
@@ -89,6 +110,7 @@ impl WorkerStats {
             batches: self.batches.load(Ordering::Relaxed),
             kicks: self.kicks.load(Ordering::Relaxed),
             passed: self.passed.load(Ordering::Relaxed),
+            to_kernel: self.to_kernel.load(Ordering::Relaxed),
             tx_ring_full: self.tx_ring_full.load(Ordering::Relaxed),
             drops,
         }
@@ -105,6 +127,8 @@ pub(crate) struct Worker<P> {
     free: Vec<u64>,
     processor: P,
     stats: std::sync::Arc<WorkerStats>,
+    /// Where frames the processor passes go: the kernel's IP output.
+    kernel: KernelPath,
     batch: usize,
     /// Port index a frame received on port i is transmitted on; `None` = no egress socket
     /// on this queue for the configured interface (counted as `no_route`).
@@ -141,6 +165,7 @@ impl<P: PacketProcessor> Worker<P> {
             free,
             processor,
             stats,
+            kernel: KernelPath::open(),
             batch: batch.clamp(1, MAX_BATCH),
             egress,
             queued,
@@ -269,6 +294,11 @@ impl<P: PacketProcessor> Worker<P> {
             }
             Verdict::Pass => {
                 bump(&self.stats.passed, 1);
+                if let Some(ip) = ip_packet(frame.data()) {
+                    if self.kernel.send(ip).is_ok() {
+                        bump(&self.stats.to_kernel, 1);
+                    }
+                }
                 self.free.push(base);
             }
             Verdict::Drop(r) => {
