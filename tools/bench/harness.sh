@@ -101,7 +101,8 @@ cargo build --release --bins >/dev/null 2>"$WORK/build.err" || { cat "$WORK/buil
 PKTGEN=$ROOT/target/release/pktgen
 XDPFWD=$ROOT/target/release/xdp-fwd
 FASTLB=$ROOT/target/release/fastlb
-rm -rf "$RAW"
+# A partial run (--only) keeps the other cases' raw files, so the report covers them all.
+[[ $ONLY == . ]] && rm -rf "$RAW"
 mkdir -p "$RAW"
 
 # Topology with Q queues per veth.
@@ -148,7 +149,11 @@ cpu_pressure() {
 
 # Nanoseconds the threads of process $1 waited on a run queue (schedstat run_delay).
 run_delay() {
-    [[ -n $1 ]] && cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $2} END {print s + 0}' || echo 0
+    local s=0
+    if [[ -n $1 ]]; then
+        s=$(cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $2} END {printf "%.0f\n", s}' || true)
+    fi
+    echo "${s:-0}"
 }
 
 # /proc/stat busy jiffies (everything but idle and iowait) of one CPU.
