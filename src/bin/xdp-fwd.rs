@@ -59,6 +59,9 @@ mod app {
         /// Spin instead of sleeping when idle.
         #[arg(long)]
         busy_poll: bool,
+        /// Microseconds a worker keeps polling after the last frame before it sleeps.
+        #[arg(long, default_value_t = xdp::DEFAULT_IDLE_SPIN_US)]
+        idle_spin_us: u32,
         /// Cores for the workers (repeat); default: worker i on core i.
         #[arg(long = "core")]
         cores: Vec<usize>,
@@ -168,6 +171,7 @@ mod app {
             queues: args.queues,
             mode: args.mode,
             busy_poll: args.busy_poll,
+            idle_spin_us: args.idle_spin_us,
             batch: args.batch,
             frame_size: args.frame_size,
             cores: args.cores.clone(),

@@ -17,6 +17,7 @@
 
 mod filter;
 mod forwarders;
+mod idle;
 mod kernel;
 pub mod netlink;
 mod ring;
@@ -37,9 +38,11 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::datapath::{PacketProcessor, HEADROOM};
 use crate::time::Instant;
+use idle::{IdlePolicy, Next};
 use socket::{BindFlags, RingSizes};
 use umem::Umem;
 use worker::Worker;
@@ -59,6 +62,10 @@ pub enum Egress {
     Map(Vec<usize>),
 }
 
+/// Default [`XdpOptions::idle_spin_us`]: longer than the gap between packets at a few
+/// ten thousand packets per second, short enough that an idle worker sleeps almost always.
+pub const DEFAULT_IDLE_SPIN_US: u32 = 50;
+
 /// Configuration of the AF_XDP datapath.
 #[derive(Clone, Debug)]
 pub struct XdpOptions {
@@ -70,6 +77,9 @@ pub struct XdpOptions {
     pub mode: XdpMode,
     /// Spin instead of sleeping in `poll` when idle, with `SO_BUSY_POLL`.
     pub busy_poll: bool,
+    /// Without `busy_poll`: how long a worker keeps polling its rings after the last
+    /// received frame before it sleeps in `poll` (0 = sleep at the first empty pass).
+    pub idle_spin_us: u32,
     /// Frames taken from an rx ring per pass, 1..=[`MAX_BATCH`].
     pub batch: usize,
     /// UMEM frame size: 2048 or 4096.
@@ -94,6 +104,7 @@ impl Default for XdpOptions {
             queues: None,
             mode: XdpMode::Auto,
             busy_poll: false,
+            idle_spin_us: DEFAULT_IDLE_SPIN_US,
             batch: 64,
             frame_size: 4096,
             ring_size: 2048,
@@ -357,10 +368,14 @@ where
             })
         };
         let stop = stop.clone();
+        let idle = IdlePolicy::new(
+            Duration::from_micros(u64::from(opts.idle_spin_us)),
+            opts.busy_poll,
+        );
         let busy = opts.busy_poll;
         let h = std::thread::Builder::new()
             .name(format!("fastlb-xdp-{q}"))
-            .spawn(move || worker_loop(worker, core, busy, &stop))
+            .spawn(move || worker_loop(worker, core, idle, busy, &stop))
             .map_err(XdpError::Spawn)?;
         dp.workers.push(h);
         dp.stats.push(stats);
@@ -370,12 +385,11 @@ where
 
 /// Passes made after the stop flag is seen, to drain what the rx rings hold.
 const DRAIN_PASSES: usize = 16;
-/// How long an idle worker sleeps in `poll` before looking at the stop flag again.
-const IDLE_POLL_MS: libc::c_int = 50;
 
 fn worker_loop<P: PacketProcessor>(
     mut w: Worker<P>,
     core: Option<core_affinity::CoreId>,
+    mut idle: IdlePolicy,
     busy_poll: bool,
     stop: &AtomicBool,
 ) {
@@ -396,12 +410,19 @@ fn worker_loop<P: PacketProcessor>(
         let now = monotonic_now();
         let n = w.step(now);
         w.between_batches(now);
-        if n == 0 {
-            if busy_poll {
-                w.kick_fill();
-            } else {
+        match idle.after_pass(now, n, w.tx_pending()) {
+            Next::Pass => {
+                if n == 0 {
+                    if busy_poll {
+                        w.kick_fill();
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+            Next::Sleep(ms) => {
                 // SAFETY: `pfds` is a valid array of pollfd for the call's duration.
-                unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, IDLE_POLL_MS) };
+                unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
             }
         }
     }
