@@ -213,25 +213,35 @@ impl std::ops::Sub for Tally {
 enum Clock {
     /// Wall time since `start`, read once per batch as the AF_XDP worker does.
     Real { start: WallClock },
-    /// Virtual time advancing by `step` microseconds per packet, so the new-connection
-    /// cases see a whole SYN_RECV lifetime pass in a second of benchmark.
-    Stepped { now: u64, step: u64 },
+    /// Virtual time advancing by `step` nanoseconds per packet, so the new-connection
+    /// cases see a whole SYN_RECV lifetime pass in a second of benchmark, and callgrind
+    /// runs (`FASTLB_BENCH_VCLOCK_NS`) see the same clock however slowly they execute.
+    Stepped { now_ns: u64, step_ns: u64 },
 }
 
 /// Every director starts its clock here (an arbitrary, non-zero epoch).
 const EPOCH_MICROS: u64 = 1_000_000_000;
 
 impl Clock {
+    /// The clock of the established and baseline cases: wall time, or with
+    /// `FASTLB_BENCH_VCLOCK_NS=N` virtual time advancing N ns per packet, which makes
+    /// instruction counts under callgrind independent of how slowly it runs the code.
     fn real() -> Clock {
-        Clock::Real {
-            start: WallClock::now(),
+        match std::env::var("FASTLB_BENCH_VCLOCK_NS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            Some(step_ns) => Clock::stepped_ns(step_ns),
+            None => Clock::Real {
+                start: WallClock::now(),
+            },
         }
     }
 
-    fn stepped(step: u64) -> Clock {
+    fn stepped_ns(step_ns: u64) -> Clock {
         Clock::Stepped {
-            now: EPOCH_MICROS,
-            step,
+            now_ns: EPOCH_MICROS * 1000,
+            step_ns,
         }
     }
 
@@ -241,9 +251,9 @@ impl Clock {
             Clock::Real { start } => {
                 Instant::from_micros(EPOCH_MICROS + wall.duration_since(*start).as_micros() as u64)
             }
-            Clock::Stepped { now, step } => {
-                *now += *step * packets as u64;
-                Instant::from_micros(*now)
+            Clock::Stepped { now_ns, step_ns } => {
+                *now_ns += *step_ns * packets as u64;
+                Instant::from_micros(*now_ns / 1000)
             }
         }
     }
@@ -726,7 +736,7 @@ impl Bench {
         }
         eprintln!("{name}: building {NEW_FLOWS} SYNs");
         let mut d = Director::new();
-        let mut clock = Clock::stepped(NEW_STEP_MICROS);
+        let mut clock = Clock::stepped_ns(NEW_STEP_MICROS * 1000);
         // Persistence: 65 536 clients each opening many connections, so templates are
         // found and the scheduler is skipped, as for the clients persistence is for.
         let per_client = if svc == Svc::PersistDrV4 {
