@@ -686,6 +686,16 @@ impl ConnTable {
         self.len() == 0
     }
 
+    /// Number of slots worker `worker` owns (what its expiry sweep covers).
+    ///
+    /// # Panics
+    /// If `worker` is out of range.
+    pub fn worker_slots(&self, worker: usize) -> usize {
+        assert!(worker < self.workers.len(), "no worker {worker}");
+        let (start, end) = self.range(worker);
+        (end - start) as usize
+    }
+
     /// The protocol timeouts (settable live).
     pub fn timeouts(&self) -> &Timeouts {
         &self.timeouts

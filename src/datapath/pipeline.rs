@@ -39,16 +39,24 @@ pub struct PipelineSettings {
     pub tunnel_source_v4: Option<Ipv4Addr>,
     /// Outer source of IPv6 tunnel packets; the route's preferred source when `None`.
     pub tunnel_source_v6: Option<Ipv6Addr>,
-    /// Connection-table slots `between_batches` examines for expiry each time.
+    /// Connection-table slots the expiry sweep examines per millisecond of the clock;
+    /// [`EXPIRE_BUDGET_AUTO`] (the default) takes a thousandth of the worker's slots, at
+    /// least [`MIN_EXPIRE_BUDGET`], so the sweep covers them about once a second. A budget
+    /// of the table's capacity (what replay uses) looks at every slot each millisecond.
     pub expire_budget: usize,
 }
+
+/// [`PipelineSettings::expire_budget`] derived from the worker's share of the table.
+pub const EXPIRE_BUDGET_AUTO: usize = 0;
+/// Least number of slots a derived expiry budget examines per millisecond.
+pub const MIN_EXPIRE_BUDGET: usize = 64;
 
 impl Default for PipelineSettings {
     fn default() -> Self {
         PipelineSettings {
             tunnel_source_v4: None,
             tunnel_source_v6: None,
-            expire_budget: 256,
+            expire_budget: EXPIRE_BUDGET_AUTO,
         }
     }
 }
@@ -67,6 +75,13 @@ pub struct Pipeline {
     nexthops: Arc<NextHops>,
     stats: Arc<WorkerStats>,
     settings: PipelineSettings,
+    /// Slots one expiry sweep examines per millisecond.
+    expire_per_ms: usize,
+    /// Millisecond of the clock of the last expiry sweep; `None` before the first.
+    swept_ms: Option<u64>,
+    /// An entry was retired (`expire_now`) since the last sweep: sweep at the next batch
+    /// even within the same millisecond, so its slot is reclaimed as promptly as before.
+    reclaim_due: bool,
     /// IPv4 identification for packets this worker originates (tunnel headers, ICMP).
     ip_id: u16,
 }
@@ -82,6 +97,10 @@ impl Pipeline {
         settings: PipelineSettings,
     ) -> Pipeline {
         let scheds = table.services.iter().map(sched::for_service).collect();
+        let expire_per_ms = match settings.expire_budget {
+            EXPIRE_BUDGET_AUTO => (conns.worker_slots(worker) / 1000).max(MIN_EXPIRE_BUDGET),
+            n => n,
+        };
         Pipeline {
             worker,
             table,
@@ -93,6 +112,9 @@ impl Pipeline {
             nexthops,
             stats,
             settings,
+            expire_per_ms,
+            swept_ms: None,
+            reclaim_due: false,
             ip_id: 0,
         }
     }
@@ -208,6 +230,7 @@ impl Pipeline {
                 // The real server was removed: expire the entry now (expire_nodest_conn),
                 // so the client's next SYN is scheduled afresh.
                 self.conns.expire_now(hit.id);
+                self.reclaim_due = true;
                 return Verdict::Drop(DropReason::DestinationRemoved);
             }
             if ip.fragment {
@@ -497,6 +520,33 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// Expires connections at most once per millisecond of the clock, looking at
+    /// `expire_per_ms` slots for each millisecond that passed (the whole range after a
+    /// jump of a second or more), so the sweep's cost follows time, not the packet rate.
+    ///
+    /// Timers are in milliseconds and every timeout is at least a second, so a sweep at
+    /// the first batch of a millisecond finds everything a sweep at each batch would: with
+    /// a budget of the whole range (replay) expiry is exactly as prompt as before. Between
+    /// sweeps, `lookup_live` expires an overdue entry at the packet that finds it.
+    fn sweep(&mut self, now: Instant) {
+        let now_ms = now.as_micros() / 1000;
+        let elapsed_ms = match self.swept_ms {
+            Some(last) if last == now_ms && !self.reclaim_due => return,
+            // A clock that went back (captures need not be in order) gets a full pass.
+            Some(last) if last > now_ms => u64::MAX,
+            Some(last) => (now_ms - last).max(1),
+            None => 1,
+        };
+        let budget = usize::try_from(elapsed_ms)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(self.expire_per_ms);
+        self.conns.expire(self.worker, now, budget);
+        self.swept_ms = Some(now_ms);
+        self.reclaim_due = false;
+    }
+}
+
 /// Addresses a rewritten frame to its next hop: source MAC the one the frame was sent to
 /// (the director's), destination the next hop's, out of the next hop's interface.
 #[inline]
@@ -529,10 +579,103 @@ impl PacketProcessor for Pipeline {
                 self.nexthops = newest;
             }
         }
-        self.conns
-            .expire(self.worker, now, self.settings.expire_budget);
+        self.sweep(now);
         for s in &mut self.scheds {
             s.housekeeping(now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::Publisher;
+    use crate::forward::nexthop::MacAddr;
+    use crate::service::config;
+    use crate::wire::testkit::Spec;
+    use std::path::Path;
+
+    const CONFIG: &str = "[director]\nconn_capacity = 1000\n\n[[service]]\nprotocol = \"udp\"\n\
+        address = \"192.0.2.100\"\nport = 53\nscheduler = \"rr\"\n[[service.real]]\n\
+        address = \"10.0.0.11\"\nport = 53\nweight = 1\nmethod = \"dr\"\n";
+
+    fn pipeline(expire_budget: usize) -> (Pipeline, Arc<ConnTable>) {
+        let config = config::parse(CONFIG, Path::new("t.toml")).unwrap();
+        let registry = Arc::new(DestRegistry::default());
+        let publisher = Publisher::new(config.clone(), Arc::clone(&registry)).unwrap();
+        let conns = Arc::new(ConnTable::with_seed(1000, 1, Arc::clone(&registry), 7));
+        let routes = NextHops::parse_routes(
+            "10.0.0.0/24 dev eth0 proto kernel scope link src 10.0.0.1\n",
+            "t",
+        )
+        .unwrap();
+        let neigh = vec![("10.0.0.11".parse().unwrap(), MacAddr([2, 0, 0, 0, 1, 0x11]))];
+        let stats = Arc::new(WorkerStats::new(registry.capacity()));
+        let settings = PipelineSettings {
+            expire_budget,
+            ..PipelineSettings::default()
+        };
+        let p = Pipeline::new(
+            0,
+            publisher.table(),
+            Arc::clone(&conns),
+            Arc::new(NextHops::new(routes, neigh)),
+            stats,
+            settings,
+        );
+        (p, conns)
+    }
+
+    fn open_flows(p: &mut Pipeline, now: Instant, n: u16) {
+        for i in 0..n {
+            let mut f = Spec::udp("198.51.100.7", "192.0.2.100", 10_000 + i, 53).frame();
+            let len = f.len();
+            let mut frame = Frame::new(&mut f, 0, len);
+            assert_eq!(p.process(now, &mut frame), Verdict::Transmit);
+        }
+    }
+
+    const MS: u64 = 1000;
+
+    #[test]
+    fn expiry_sweeps_once_per_millisecond_with_a_paced_budget() {
+        // 1000 slots: the derived budget is the minimum, 64 slots per millisecond.
+        let (mut p, conns) = pipeline(EXPIRE_BUDGET_AUTO);
+        assert_eq!(p.expire_per_ms, MIN_EXPIRE_BUDGET);
+        let t0 = 1_000_000 * MS;
+        // The first sweep looks at slots 0..64 and leaves the hand at 64.
+        p.between_batches(Instant::from_micros(t0));
+        open_flows(&mut p, Instant::from_micros(t0), 200);
+        assert_eq!(conns.len(), 200);
+        // UDP lasts 300 s. A jump of more than a second is a full pass: nothing is due yet,
+        // and a full pass leaves the hand where it was.
+        let due = t0 + 300_000 * MS;
+        p.between_batches(Instant::from_micros(due - MS));
+        assert_eq!(conns.len(), 200);
+        // One millisecond later: one millisecond's budget, slots 64..128.
+        p.between_batches(Instant::from_micros(due));
+        assert_eq!(conns.len(), 200 - 64);
+        // Later batches in the same millisecond do not sweep.
+        p.between_batches(Instant::from_micros(due + 999));
+        assert_eq!(conns.len(), 200 - 64);
+        // The next millisecond takes slots 128..192.
+        p.between_batches(Instant::from_micros(due + MS));
+        assert_eq!(conns.len(), 200 - 128);
+        // Two seconds on, a full pass clears the rest.
+        p.between_batches(Instant::from_micros(due + 2000 * MS));
+        assert_eq!(conns.len(), 0);
+    }
+
+    #[test]
+    fn a_budget_of_the_whole_table_expires_everything_on_time() {
+        let (mut p, conns) = pipeline(1000);
+        let t0 = 5_000 * MS;
+        p.between_batches(Instant::from_micros(t0));
+        open_flows(&mut p, Instant::from_micros(t0), 300);
+        let due = t0 + 300_000 * MS;
+        p.between_batches(Instant::from_micros(due - 1));
+        assert_eq!(conns.len(), 300);
+        p.between_batches(Instant::from_micros(due));
+        assert_eq!(conns.len(), 0);
     }
 }
