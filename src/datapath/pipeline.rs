@@ -30,7 +30,7 @@ use crate::sched::{self, RoundRobin, SchedInput, Scheduler};
 use crate::service::{DestRegistry, ForwardMethod, Protocol, ServiceId, ServiceTable};
 use crate::stats::{DropReason, WorkerStats};
 use crate::time::Instant;
-use crate::wire::{self, IcmpInfo, IpInfo, IpVersion, L4Info, Parsed};
+use crate::wire::{self, IpInfo, IpVersion, L4Info, Parsed};
 
 /// Settings of a pipeline that do not change with the service table.
 #[derive(Copy, Clone, Debug)]
@@ -176,7 +176,9 @@ impl Pipeline {
             Ok(p) => p,
             Err(_) => return Verdict::Drop(DropReason::Malformed),
         };
-        let Some(ip) = p.ip else { return Verdict::Pass };
+        let Some(ip) = &p.ip else {
+            return Verdict::Pass;
+        };
         match ip.l4 {
             L4Info::Tcp {
                 src_port,
@@ -186,17 +188,17 @@ impl Pipeline {
                 now,
                 frame,
                 &p,
-                &ip,
+                ip,
                 Protocol::Tcp,
                 src_port,
                 dst_port,
                 Some(flags),
             ),
             L4Info::Udp { src_port, dst_port } => {
-                self.flow(now, frame, &p, &ip, Protocol::Udp, src_port, dst_port, None)
+                self.flow(now, frame, &p, ip, Protocol::Udp, src_port, dst_port, None)
             }
-            L4Info::Icmp(icmp) if icmp.quoted.is_some() && icmp.relayed_by_ipvs(ip.version) => {
-                self.icmp_error(frame, &p, &ip, &icmp)
+            L4Info::Icmp(icmp) if icmp.quotes && icmp.relayed_by_ipvs(ip.version) => {
+                self.icmp_error(frame, &p, ip)
             }
             _ if ip.fragment && self.table.is_virtual_addr(ip.dst) => {
                 Verdict::Drop(DropReason::Fragment)
@@ -457,14 +459,8 @@ impl Pipeline {
     /// along it, as `ip_vs_in_icmp` (toward the real server) and `ip_vs_out_icmp` (NAT,
     /// toward the client) do.
     #[inline(never)]
-    fn icmp_error(
-        &mut self,
-        frame: &mut Frame<'_>,
-        p: &Parsed,
-        ip: &IpInfo,
-        icmp: &IcmpInfo,
-    ) -> Verdict {
-        let Some(q) = icmp.quoted else {
+    fn icmp_error(&mut self, frame: &mut Frame<'_>, p: &Parsed, ip: &IpInfo) -> Verdict {
+        let Some(q) = p.quoted(frame.data()) else {
             return Verdict::Pass;
         };
         let (Some(protocol), Some((qsport, qdport))) = (Protocol::from_number(q.protocol), q.ports)
