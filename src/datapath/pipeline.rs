@@ -27,7 +27,7 @@ use crate::forward::nexthop::{NextHop, NextHops};
 use crate::forward::tun::{self, MtuVerdict};
 use crate::forward::{icmp, mac, nat};
 use crate::sched::{self, RoundRobin, SchedInput, Scheduler};
-use crate::service::{DestRegistry, ForwardMethod, Protocol, ServiceId, ServiceTable};
+use crate::service::{DestId, DestRegistry, ForwardMethod, Protocol, ServiceId, ServiceTable};
 use crate::stats::{DropReason, WorkerStats};
 use crate::time::Instant;
 use crate::wire::{self, IpInfo, IpVersion, L4Info, Parsed};
@@ -73,6 +73,10 @@ pub struct Pipeline {
     missing: Option<Sender<IpAddr>>,
     conns: Arc<ConnTable>,
     nexthops: Arc<NextHops>,
+    /// Next hop toward each real server (by `DestId`) with the address it was resolved
+    /// for, as IPVS keeps `dest_dst` in the destination: resolved on first use, forgotten
+    /// when the next-hop tables change. Failures are not kept (they are reported anew).
+    dest_hops: Box<[Option<(IpAddr, NextHop)>]>,
     stats: Arc<WorkerStats>,
     settings: PipelineSettings,
     /// Slots one expiry sweep examines per millisecond.
@@ -101,6 +105,7 @@ impl Pipeline {
             EXPIRE_BUDGET_AUTO => (conns.worker_slots(worker) / 1000).max(MIN_EXPIRE_BUDGET),
             n => n,
         };
+        let dest_hops = vec![None; conns.registry().capacity()].into_boxed_slice();
         Pipeline {
             worker,
             table,
@@ -108,6 +113,7 @@ impl Pipeline {
             updates: None,
             nexthop_updates: None,
             missing: None,
+            dest_hops,
             conns,
             nexthops,
             stats,
@@ -172,9 +178,10 @@ impl Pipeline {
     }
 
     fn handle(&mut self, now: Instant, frame: &mut Frame<'_>) -> Verdict {
-        let p = match wire::parse_frame(frame.data()) {
-            Ok(p) => p,
-            Err(_) => return Verdict::Drop(DropReason::Malformed),
+        // Borrowed, not moved out of the Result: Parsed is a hundred bytes.
+        let parsed = wire::parse_frame(frame.data());
+        let Ok(p) = &parsed else {
+            return Verdict::Drop(DropReason::Malformed);
         };
         let Some(ip) = &p.ip else {
             return Verdict::Pass;
@@ -187,7 +194,7 @@ impl Pipeline {
             } => self.flow(
                 now,
                 frame,
-                &p,
+                p,
                 ip,
                 Protocol::Tcp,
                 src_port,
@@ -195,10 +202,10 @@ impl Pipeline {
                 Some(flags),
             ),
             L4Info::Udp { src_port, dst_port } => {
-                self.flow(now, frame, &p, ip, Protocol::Udp, src_port, dst_port, None)
+                self.flow(now, frame, p, ip, Protocol::Udp, src_port, dst_port, None)
             }
             L4Info::Icmp(icmp) if icmp.quotes && icmp.relayed_by_ipvs(ip.version) => {
-                self.icmp_error(frame, &p, ip)
+                self.icmp_error(frame, p, ip)
             }
             _ if ip.fragment && self.table.is_virtual_addr(ip.dst) => {
                 Verdict::Drop(DropReason::Fragment)
@@ -375,7 +382,7 @@ impl Pipeline {
         method: ForwardMethod,
         relay: bool,
     ) -> Result<(), DropReason> {
-        let nh = self.resolve(info.daddr)?;
+        let nh = self.resolve_dest(info.dest, info.daddr)?;
         let overhead = match (method, ip.version) {
             (ForwardMethod::Tunnel, IpVersion::V4) => tun::IPV4_OVERHEAD,
             (ForwardMethod::Tunnel, IpVersion::V6) => tun::IPV6_OVERHEAD,
@@ -445,6 +452,21 @@ impl Pipeline {
             self.report_missing(addr);
         }
         r
+    }
+
+    /// [`Pipeline::resolve`] for real server `dest` at `addr`, through `dest_hops`.
+    #[inline]
+    fn resolve_dest(&mut self, dest: DestId, addr: IpAddr) -> Result<NextHop, DropReason> {
+        if let Some(Some((cached, nh))) = self.dest_hops.get(dest.0 as usize) {
+            if *cached == addr {
+                return Ok(*nh);
+            }
+        }
+        let nh = self.resolve(addr)?;
+        if let Some(slot) = self.dest_hops.get_mut(dest.0 as usize) {
+            *slot = Some((addr, nh));
+        }
+        Ok(nh)
     }
 
     #[inline(never)]
@@ -573,6 +595,7 @@ impl PacketProcessor for Pipeline {
         if let Some(rx) = &self.nexthop_updates {
             if let Some(newest) = rx.try_iter().last() {
                 self.nexthops = newest;
+                self.dest_hops.fill(None);
             }
         }
         self.sweep(now);
@@ -632,6 +655,33 @@ mod tests {
     }
 
     const MS: u64 = 1000;
+
+    #[test]
+    fn next_hops_of_real_servers_follow_table_updates() {
+        let (p, _conns) = pipeline(EXPIRE_BUDGET_AUTO);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut p = p.with_nexthop_updates(rx);
+        let now = Instant::from_secs(10);
+        let send = |p: &mut Pipeline| {
+            let mut f = Spec::udp("198.51.100.7", "192.0.2.100", 10_000, 53).frame();
+            let len = f.len();
+            let mut frame = Frame::new(&mut f, 0, len);
+            assert_eq!(p.process(now, &mut frame), Verdict::Transmit);
+            <[u8; 6]>::try_from(&f[..6]).unwrap()
+        };
+        assert_eq!(send(&mut p), [2, 0, 0, 0, 1, 0x11]);
+        assert_eq!(send(&mut p), [2, 0, 0, 0, 1, 0x11]);
+        // The real server's MAC changes: the next batch uses the new tables, not the cache.
+        let routes = NextHops::parse_routes(
+            "10.0.0.0/24 dev eth0 proto kernel scope link src 10.0.0.1\n",
+            "t",
+        )
+        .unwrap();
+        let neigh = vec![("10.0.0.11".parse().unwrap(), MacAddr([2, 0, 0, 0, 9, 9]))];
+        tx.send(Arc::new(NextHops::new(routes, neigh))).unwrap();
+        p.between_batches(now);
+        assert_eq!(send(&mut p), [2, 0, 0, 0, 9, 9]);
+    }
 
     #[test]
     fn expiry_sweeps_once_per_millisecond_with_a_paced_budget() {
