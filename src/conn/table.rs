@@ -442,6 +442,28 @@ impl Raw {
         })
     }
 
+    /// Whether the entry is stored under `k` in direction `reply`: the comparison
+    /// `original_key() == k` / `reply_key() == Some(k)` make, without building the keys.
+    #[inline]
+    fn matches(&self, k: &Key, reply: bool) -> bool {
+        let m = self.meta;
+        if reply {
+            let same_family = (m.flags() & F_V6 != 0) == (m.flags() & F_DV6 != 0);
+            !m.template()
+                && m.method() == ForwardMethod::Masquerade
+                && same_family
+                && self.daddr == k.src
+                && self.caddr == k.dst
+                && Key::new(m.proto(), k.src, m.dport(), k.dst, m.cport(), self.kind()).meta
+                    == k.meta
+        } else {
+            self.caddr == k.src
+                && self.vaddr == k.dst
+                && Key::new(m.proto(), k.src, m.cport(), k.dst, m.vport(), self.kind()).meta
+                    == k.meta
+        }
+    }
+
     fn client(&self) -> IpAddr {
         words_addr(self.caddr, self.meta.flags() & F_V6 != 0)
     }
@@ -765,6 +787,9 @@ impl ConnTable {
     }
 
     /// The entry matching `key` and its expiry (36-bit milliseconds).
+    ///
+    /// Candidates are compared word by word against the key as they are read; the
+    /// connection's [`ConnInfo`] is built once, for the match, outside the index probe.
     #[inline]
     fn find(&self, key: &FlowKey) -> Option<(Hit, u64)> {
         if key.src.is_ipv6() != key.dst.is_ipv6() {
@@ -778,41 +803,32 @@ impl ConnTable {
             key.dport,
             if key.src.is_ipv6() { K_V6 } else { 0 },
         );
-        let mut hit = None;
+        let mut found = None;
         self.index.find(self.hash(&k), |payload| {
             let slot = (payload as u32).wrapping_sub(1);
             let reply = payload >> 32 != 0;
-            let Some((ctl, raw)) = self.read(slot) else {
-                return false;
-            };
-            if ctl.state() == DOOMED {
-                return false;
+            match self.read(slot) {
+                Some((ctl, raw)) if ctl.state() != DOOMED && raw.matches(&k, reply) => {
+                    found = Some((slot, reply, ctl, raw));
+                    true
+                }
+                _ => false,
             }
-            let matches = if reply {
-                raw.reply_key() == Some(k)
+        })?;
+        let (slot, reply, ctl, raw) = found?;
+        let hit = Hit {
+            id: ConnId {
+                slot,
+                gen: ctl.gen(),
+            },
+            dir: if reply {
+                Direction::Reply
             } else {
-                raw.original_key() == k
-            };
-            if matches {
-                hit = Some((
-                    Hit {
-                        id: ConnId {
-                            slot,
-                            gen: ctl.gen(),
-                        },
-                        dir: if reply {
-                            Direction::Reply
-                        } else {
-                            Direction::Original
-                        },
-                        info: raw.info(ctl.state()),
-                    },
-                    ctl.expiry(),
-                ));
-            }
-            matches
-        });
-        hit
+                Direction::Original
+            },
+            info: raw.info(ctl.state()),
+        };
+        Some((hit, ctl.expiry()))
     }
 
     #[inline]
