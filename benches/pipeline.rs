@@ -3,7 +3,7 @@
 //! `cargo bench` builds a director from a TOML configuration exactly as `fastlb replay` does
 //! (a [`Publisher`] snapshot, a [`ConnTable`], [`NextHops`], [`WorkerStats`]) and drives the
 //! real [`Pipeline`] the way a worker does: batches of 64 frames through
-//! [`PacketProcessor::process`], then [`PacketProcessor::between_batches`] (which runs
+//! [`PacketProcessor::process_batch`], then [`PacketProcessor::between_batches`] (which runs
 //! connection expiry). Frames are prebuilt; before each batch the 64 frames are copied into
 //! the worker's buffers outside the timed region (NAT and tunnel rewrite frames in place, so
 //! every batch must start from pristine bytes), and only process + between_batches are
@@ -452,6 +452,8 @@ fn drive<P: PacketProcessor>(
     min_time: Duration,
     min_packets: u64,
 ) -> (u64, u64, u64) {
+    // FASTLB_BENCH_PER_FRAME=1: `process` frame by frame, as before `process_batch`.
+    let per_frame = std::env::var_os("FASTLB_BENCH_PER_FRAME").is_some();
     let mut packets = 0u64;
     let mut timed = Duration::ZERO;
     let mut transmitted = 0u64;
@@ -459,12 +461,20 @@ fn drive<P: PacketProcessor>(
         bufs.fill(pool, cursor);
         let t0 = WallClock::now();
         let now = clock.at(t0, BATCH);
-        for (b, buf) in bufs.data.chunks_exact_mut(BUF_SIZE).enumerate() {
-            let mut frame = Frame::new(buf, HEADROOM, bufs.lens[b]);
-            if p.process(now, &mut frame) == Verdict::Transmit {
-                transmitted += 1;
+        let mut chunks = bufs.data.chunks_exact_mut(BUF_SIZE);
+        let lens = &bufs.lens;
+        let mut frames: [Frame<'_>; BATCH] = std::array::from_fn(|b| {
+            Frame::new(chunks.next().expect("BATCH buffers"), HEADROOM, lens[b])
+        });
+        let mut verdicts = [Verdict::Pass; BATCH];
+        if per_frame {
+            for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
+                *v = p.process(now, f);
             }
+        } else {
+            p.process_batch(now, &mut frames, &mut verdicts);
         }
+        transmitted += verdicts.iter().filter(|v| **v == Verdict::Transmit).count() as u64;
         p.between_batches(now);
         timed += t0.elapsed();
         packets += BATCH as u64;
