@@ -3,7 +3,7 @@
 //! `cargo bench` builds a director from a TOML configuration exactly as `fastlb replay` does
 //! (a [`Publisher`] snapshot, a [`ConnTable`], [`NextHops`], [`WorkerStats`]) and drives the
 //! real [`Pipeline`] the way a worker does: batches of 64 frames through
-//! [`PacketProcessor::process`], then [`PacketProcessor::between_batches`] (which runs
+//! [`PacketProcessor::process_batch`], then [`PacketProcessor::between_batches`] (which runs
 //! connection expiry). Frames are prebuilt; before each batch the 64 frames are copied into
 //! the worker's buffers outside the timed region (NAT and tunnel rewrite frames in place, so
 //! every batch must start from pristine bytes), and only process + between_batches are
@@ -55,6 +55,9 @@ const NEW_FLOWS: usize = 2_000_000;
 /// Virtual time per SYN in the new-connection cases: SYN_RECV lasts 60 s, so about
 /// 60 s / 120 us = 500 k connections are live in the steady state (the table holds 1 M).
 const NEW_STEP_MICROS: u64 = 120;
+/// Expiry budget (slots per millisecond) of the new-connection cases: 256 slots per batch
+/// of 64 SYNs at [`NEW_STEP_MICROS`] each.
+const NEW_EXPIRE_BUDGET: usize = (256 * 1000usize).div_ceil(BATCH * NEW_STEP_MICROS as usize);
 /// Real servers per service (the schedulers' per-SYN cost grows with it).
 const REALS: usize = 8;
 
@@ -152,14 +155,14 @@ fn nexthops() -> NextHops {
     NextHops::new(routes, neigh)
 }
 
-/// A director as `fastlb replay` builds one, with the worker's default expiry budget.
+/// A director as `fastlb replay` builds one, with `settings`.
 struct Director {
     pipeline: Pipeline,
     conns: Arc<ConnTable>,
 }
 
 impl Director {
-    fn new() -> Director {
+    fn new(settings: PipelineSettings) -> Director {
         let config = config::parse(&config_text(), Path::new("bench.toml")).expect("bench config");
         let registry = Arc::new(DestRegistry::default());
         let publisher = Publisher::new(config.clone(), Arc::clone(&registry)).expect("publish");
@@ -176,7 +179,7 @@ impl Director {
             Arc::clone(&conns),
             Arc::new(nexthops()),
             stats,
-            PipelineSettings::default(),
+            settings,
         );
         Director { pipeline, conns }
     }
@@ -213,25 +216,35 @@ impl std::ops::Sub for Tally {
 enum Clock {
     /// Wall time since `start`, read once per batch as the AF_XDP worker does.
     Real { start: WallClock },
-    /// Virtual time advancing by `step` microseconds per packet, so the new-connection
-    /// cases see a whole SYN_RECV lifetime pass in a second of benchmark.
-    Stepped { now: u64, step: u64 },
+    /// Virtual time advancing by `step` nanoseconds per packet, so the new-connection
+    /// cases see a whole SYN_RECV lifetime pass in a second of benchmark, and callgrind
+    /// runs (`FASTLB_BENCH_VCLOCK_NS`) see the same clock however slowly they execute.
+    Stepped { now_ns: u64, step_ns: u64 },
 }
 
 /// Every director starts its clock here (an arbitrary, non-zero epoch).
 const EPOCH_MICROS: u64 = 1_000_000_000;
 
 impl Clock {
+    /// The clock of the established and baseline cases: wall time, or with
+    /// `FASTLB_BENCH_VCLOCK_NS=N` virtual time advancing N ns per packet, which makes
+    /// instruction counts under callgrind independent of how slowly it runs the code.
     fn real() -> Clock {
-        Clock::Real {
-            start: WallClock::now(),
+        match std::env::var("FASTLB_BENCH_VCLOCK_NS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            Some(step_ns) => Clock::stepped_ns(step_ns),
+            None => Clock::Real {
+                start: WallClock::now(),
+            },
         }
     }
 
-    fn stepped(step: u64) -> Clock {
+    fn stepped_ns(step_ns: u64) -> Clock {
         Clock::Stepped {
-            now: EPOCH_MICROS,
-            step,
+            now_ns: EPOCH_MICROS * 1000,
+            step_ns,
         }
     }
 
@@ -241,9 +254,9 @@ impl Clock {
             Clock::Real { start } => {
                 Instant::from_micros(EPOCH_MICROS + wall.duration_since(*start).as_micros() as u64)
             }
-            Clock::Stepped { now, step } => {
-                *now += *step * packets as u64;
-                Instant::from_micros(*now)
+            Clock::Stepped { now_ns, step_ns } => {
+                *now_ns += *step_ns * packets as u64;
+                Instant::from_micros(*now_ns / 1000)
             }
         }
     }
@@ -442,6 +455,8 @@ fn drive<P: PacketProcessor>(
     min_time: Duration,
     min_packets: u64,
 ) -> (u64, u64, u64) {
+    // FASTLB_BENCH_PER_FRAME=1: `process` frame by frame, as before `process_batch`.
+    let per_frame = std::env::var_os("FASTLB_BENCH_PER_FRAME").is_some();
     let mut packets = 0u64;
     let mut timed = Duration::ZERO;
     let mut transmitted = 0u64;
@@ -449,12 +464,20 @@ fn drive<P: PacketProcessor>(
         bufs.fill(pool, cursor);
         let t0 = WallClock::now();
         let now = clock.at(t0, BATCH);
-        for (b, buf) in bufs.data.chunks_exact_mut(BUF_SIZE).enumerate() {
-            let mut frame = Frame::new(buf, HEADROOM, bufs.lens[b]);
-            if p.process(now, &mut frame) == Verdict::Transmit {
-                transmitted += 1;
+        let mut chunks = bufs.data.chunks_exact_mut(BUF_SIZE);
+        let lens = &bufs.lens;
+        let mut frames: [Frame<'_>; BATCH] = std::array::from_fn(|b| {
+            Frame::new(chunks.next().expect("BATCH buffers"), HEADROOM, lens[b])
+        });
+        let mut verdicts = [Verdict::Pass; BATCH];
+        if per_frame {
+            for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
+                *v = p.process(now, f);
             }
+        } else {
+            p.process_batch(now, &mut frames, &mut verdicts);
         }
+        transmitted += verdicts.iter().filter(|v| **v == Verdict::Transmit).count() as u64;
         p.between_batches(now);
         timed += t0.elapsed();
         packets += BATCH as u64;
@@ -657,7 +680,7 @@ impl Bench {
             return;
         }
         eprintln!("{name}: building {flows} flows and prefilling the table");
-        let mut d = Director::new();
+        let mut d = Director::new(PipelineSettings::default());
         let mut clock = Clock::real();
         let syns = client_pool(svc, flows, Tcp::Syn, 64);
         let mut cursor = 0;
@@ -725,8 +748,15 @@ impl Bench {
             return;
         }
         eprintln!("{name}: building {NEW_FLOWS} SYNs");
-        let mut d = Director::new();
-        let mut clock = Clock::stepped(NEW_STEP_MICROS);
+        // Expiry is paced by the clock, and this clock runs ~100x faster than real time
+        // (7.68 ms per batch): the default budget would sweep the table ~100 times more
+        // often per packet than a director at this rate does. NEW_EXPIRE_BUDGET keeps the
+        // sweep at 256 slots per batch, the effort these figures always had.
+        let mut d = Director::new(PipelineSettings {
+            expire_budget: NEW_EXPIRE_BUDGET,
+            ..PipelineSettings::default()
+        });
+        let mut clock = Clock::stepped_ns(NEW_STEP_MICROS * 1000);
         // Persistence: 65 536 clients each opening many connections, so templates are
         // found and the scheduler is skipped, as for the clients persistence is for.
         let per_client = if svc == Svc::PersistDrV4 {
@@ -900,7 +930,7 @@ fn report(results: &[Measured], s: &Settings, load_start: &str) -> (Value, Strin
             "runs": s.runs,
             "min_seconds_per_run": s.min_time.as_secs_f64(),
             "statistic": "median of the runs",
-            "timed": "PacketProcessor::process for each of 64 frames + between_batches (expiry budget 256); frames copied in untimed before each batch",
+            "timed": "PacketProcessor::process_batch of 64 frames + between_batches (expiry paced by the clock: the default budget, capacity/1000 slots per ms); frames copied in untimed before each batch",
             "frames": "Ethernet + IPv4/IPv6 + TCP without payload, padded to 60 bytes (IPv6: 74)",
             "ratios": "*_ns_ratio = case ns/packet / baseline ns/packet; mac_swap_mpps_ratio = case Mpps / mac-swap Mpps",
         },

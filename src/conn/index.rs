@@ -137,6 +137,25 @@ impl Index {
         None
     }
 
+    /// Asks the CPU to start loading `hash`'s home bucket, ahead of a [`Index::find`].
+    #[inline]
+    pub(super) fn prefetch(&self, hash: u64) {
+        prefetch(&self.buckets[self.home(hash)]);
+    }
+
+    /// Calls `f` with every payload in `hash`'s home bucket that carries its tag: the
+    /// likely answers of [`Index::find`], for prefetching what they point at.
+    #[inline]
+    pub(super) fn home_candidates(&self, hash: u64, mut f: impl FnMut(u64)) {
+        let tag = (hash >> 33) << 33;
+        for c in &self.buckets[self.home(hash)].cells {
+            let v = c.load(Ordering::Relaxed);
+            if v != 0 && v & !PAYLOAD_MASK == tag {
+                f(v & PAYLOAD_MASK);
+            }
+        }
+    }
+
     /// Cells in use (not a consistent snapshot under writers).
     #[cfg(test)]
     pub(super) fn occupied(&self) -> usize {
@@ -146,6 +165,20 @@ impl Index {
             .filter(|c| c.load(Ordering::Relaxed) != 0)
             .count()
     }
+}
+
+/// A hint to load the cache line holding `value`; nothing observable happens.
+#[inline(always)]
+pub(super) fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it never faults, writes nothing, and `value` is a
+    // valid reference besides.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }
 
 #[cfg(test)]

@@ -13,5 +13,6 @@ mod table;
 
 pub use state::{next_state, StateTable, TcpFlags, TcpState, Timeouts};
 pub use table::{
-    ConnEntry, ConnId, ConnInfo, ConnTable, Direction, FlowKey, Hit, NewConn, TableFull, TableStats,
+    ConnEntry, ConnId, ConnInfo, ConnTable, Direction, FlowHash, FlowKey, Hit, NewConn, TableFull,
+    TableStats,
 };

@@ -198,6 +198,10 @@ pub struct FlowKey {
     pub dport: u16,
 }
 
+/// A flow's hash in the table's index, from [`ConnTable::prefetch_index`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct FlowHash(u64);
+
 /// A handle on one entry: its slot and the generation it had. Stale handles (the entry
 /// expired and the slot was reused) are detected and ignored.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -440,6 +444,28 @@ impl Raw {
                 self.kind(),
             )
         })
+    }
+
+    /// Whether the entry is stored under `k` in direction `reply`: the comparison
+    /// `original_key() == k` / `reply_key() == Some(k)` make, without building the keys.
+    #[inline]
+    fn matches(&self, k: &Key, reply: bool) -> bool {
+        let m = self.meta;
+        if reply {
+            let same_family = (m.flags() & F_V6 != 0) == (m.flags() & F_DV6 != 0);
+            !m.template()
+                && m.method() == ForwardMethod::Masquerade
+                && same_family
+                && self.daddr == k.src
+                && self.caddr == k.dst
+                && Key::new(m.proto(), k.src, m.dport(), k.dst, m.cport(), self.kind()).meta
+                    == k.meta
+        } else {
+            self.caddr == k.src
+                && self.vaddr == k.dst
+                && Key::new(m.proto(), k.src, m.cport(), k.dst, m.vport(), self.kind()).meta
+                    == k.meta
+        }
     }
 
     fn client(&self) -> IpAddr {
@@ -686,6 +712,16 @@ impl ConnTable {
         self.len() == 0
     }
 
+    /// Number of slots worker `worker` owns (what its expiry sweep covers).
+    ///
+    /// # Panics
+    /// If `worker` is out of range.
+    pub fn worker_slots(&self, worker: usize) -> usize {
+        assert!(worker < self.workers.len(), "no worker {worker}");
+        let (start, end) = self.range(worker);
+        (end - start) as usize
+    }
+
     /// The protocol timeouts (settable live).
     pub fn timeouts(&self) -> &Timeouts {
         &self.timeouts
@@ -754,55 +790,78 @@ impl ConnTable {
         Some(hit)
     }
 
-    /// The entry matching `key` and its expiry (36-bit milliseconds).
+    /// Starts loading the index bucket `key` hashes to, for a lookup a little later (the
+    /// pipeline does this for a whole batch before handling its first frame, so the
+    /// batch's cache misses overlap). Returns what [`ConnTable::prefetch_entry`] needs.
     #[inline]
-    fn find(&self, key: &FlowKey) -> Option<(Hit, u64)> {
+    pub fn prefetch_index(&self, key: &FlowKey) -> Option<FlowHash> {
+        let hash = self.hash(&Self::key_of(key)?);
+        self.index.prefetch(hash);
+        Some(FlowHash(hash))
+    }
+
+    /// Starts loading the entries the (by now loaded) index bucket of `hash` points at.
+    #[inline]
+    pub fn prefetch_entry(&self, hash: FlowHash) {
+        self.index.home_candidates(hash.0, |payload| {
+            let slot = (payload as u32).wrapping_sub(1) as usize;
+            if let Some(s) = self.slots.get(slot) {
+                // Both cache lines of the entry: `read` takes `dest` from the second.
+                super::index::prefetch(s);
+                super::index::prefetch(&s.dest);
+            }
+        });
+    }
+
+    /// The index key of a packet's flow; `None` for mixed families (never in the table).
+    #[inline]
+    fn key_of(key: &FlowKey) -> Option<Key> {
         if key.src.is_ipv6() != key.dst.is_ipv6() {
             return None;
         }
-        let k = Key::new(
+        Some(Key::new(
             key.protocol.number(),
             addr_words(key.src),
             key.sport,
             addr_words(key.dst),
             key.dport,
             if key.src.is_ipv6() { K_V6 } else { 0 },
-        );
-        let mut hit = None;
+        ))
+    }
+
+    /// The entry matching `key` and its expiry (36-bit milliseconds).
+    ///
+    /// Candidates are compared word by word against the key as they are read; the
+    /// connection's [`ConnInfo`] is built once, for the match, outside the index probe.
+    #[inline]
+    fn find(&self, key: &FlowKey) -> Option<(Hit, u64)> {
+        let k = Self::key_of(key)?;
+        let mut found = None;
         self.index.find(self.hash(&k), |payload| {
             let slot = (payload as u32).wrapping_sub(1);
             let reply = payload >> 32 != 0;
-            let Some((ctl, raw)) = self.read(slot) else {
-                return false;
-            };
-            if ctl.state() == DOOMED {
-                return false;
+            match self.read(slot) {
+                Some((ctl, raw)) if ctl.state() != DOOMED && raw.matches(&k, reply) => {
+                    found = Some((slot, reply, ctl, raw));
+                    true
+                }
+                _ => false,
             }
-            let matches = if reply {
-                raw.reply_key() == Some(k)
+        })?;
+        let (slot, reply, ctl, raw) = found?;
+        let hit = Hit {
+            id: ConnId {
+                slot,
+                gen: ctl.gen(),
+            },
+            dir: if reply {
+                Direction::Reply
             } else {
-                raw.original_key() == k
-            };
-            if matches {
-                hit = Some((
-                    Hit {
-                        id: ConnId {
-                            slot,
-                            gen: ctl.gen(),
-                        },
-                        dir: if reply {
-                            Direction::Reply
-                        } else {
-                            Direction::Original
-                        },
-                        info: raw.info(ctl.state()),
-                    },
-                    ctl.expiry(),
-                ));
-            }
-            matches
-        });
-        hit
+                Direction::Original
+            },
+            info: raw.info(ctl.state()),
+        };
+        Some((hit, ctl.expiry()))
     }
 
     #[inline]

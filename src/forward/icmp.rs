@@ -61,7 +61,7 @@ fn relay(
     port: u16,
 ) -> Result<(), DropReason> {
     let ip = ip_of(frame, p)?;
-    let Some(q) = ip.icmp().and_then(|i| i.quoted) else {
+    let Some(q) = p.quoted(frame) else {
         return malformed();
     };
     if !same_family(ip, &addr) {
@@ -315,7 +315,7 @@ mod tests {
         assert_eq!(q.vlan, vlan);
         let qi = q.ip.unwrap();
         assert_eq!((qi.src, qi.dst, qi.ttl), (ip(router), ip(rip), 63));
-        let quoted = qi.icmp().unwrap().quoted.unwrap();
+        let quoted = q.quoted(&f).unwrap();
         assert_eq!((quoted.src, quoted.dst), (ip(rip), ip(client)));
         assert_eq!(quoted.ports, Some((8080, 40000)));
         if ip(vip).is_ipv4() {
@@ -374,9 +374,10 @@ mod tests {
             let p = parse_frame(&f).unwrap();
             nat_to_client(&mut f, &p, ip(vip), 53).unwrap();
             assert_checksums(&f);
-            let qi = parse_frame(&f).unwrap().ip.unwrap();
+            let qp = parse_frame(&f).unwrap();
+            let qi = qp.ip.unwrap();
             assert_eq!((qi.src, qi.dst, qi.ttl), (ip(vip), ip(client), 63));
-            let quoted = qi.icmp().unwrap().quoted.unwrap();
+            let quoted = qp.quoted(&f).unwrap();
             assert_eq!((quoted.src, quoted.dst), (ip(client), ip(vip)));
             assert_eq!(quoted.ports, Some((5353, 53)));
         }
@@ -454,7 +455,7 @@ mod tests {
             (icmp.msg_type, icmp.code, icmp.rest_of_header),
             (3, 4, 1480)
         );
-        let q = icmp.quoted.unwrap();
+        let q = p.quoted(f).unwrap();
         assert_eq!(
             (q.src, q.dst, q.ports),
             (ip("198.51.100.7"), ip("192.0.2.10"), Some((40000, 80)))

@@ -134,7 +134,7 @@ pub fn check_mtu(p: &Parsed, path_mtu: u32, overhead: usize) -> MtuVerdict {
         IpVersion::V4 => IPV4_MIN_MTU,
         IpVersion::V6 => IPV6_MIN_MTU,
     };
-    let relayed_error = ip.icmp().is_some_and(|i| i.quoted.is_some());
+    let relayed_error = ip.icmp().is_some_and(|i| i.quotes);
     let answerable = match ip.version {
         IpVersion::V4 => ip.dont_fragment,
         // A non-first fragment has no upper-layer header in it.

@@ -102,9 +102,10 @@ pub struct IcmpInfo {
     pub code: u8,
     /// The four bytes after the checksum (echo id/seq, next-hop MTU, pointer).
     pub rest_of_header: u32,
-    /// For error messages, the packet they quote (None if not an error type, or if the
-    /// quoted IP header is cut short).
-    pub quoted: Option<Quoted>,
+    /// An error message whose quoted IP header is whole: [`Parsed::quoted`] describes it.
+    /// The description itself is not kept here, so the packets of the fast path (TCP, UDP)
+    /// do not carry its size around.
+    pub quotes: bool,
 }
 
 /// The upper-layer header.
@@ -232,6 +233,20 @@ impl Parsed {
     pub fn frame_len(&self) -> Option<usize> {
         self.ip.as_ref().map(|ip| self.l3_offset + ip.len)
     }
+
+    /// The packet an ICMP error quotes, read from `frame` (the frame this was parsed from);
+    /// `None` unless [`IcmpInfo::quotes`].
+    pub fn quoted(&self, frame: &[u8]) -> Option<Quoted> {
+        let ip = self.ip.as_ref()?;
+        if !ip.icmp()?.quotes {
+            return None;
+        }
+        let end = self.l3_offset + ip.len;
+        match ip.version {
+            IpVersion::V4 => quoted_ipv4(frame, ip.l4_offset + icmpv4::HEADER_LEN, end),
+            IpVersion::V6 => quoted_ipv6(frame, ip.l4_offset + icmpv6::HEADER_LEN, end),
+        }
+    }
 }
 
 /// Parses a frame starting at its Ethernet header.
@@ -357,30 +372,21 @@ fn parse_l4(
         (ip_proto::ICMP, IpVersion::V4) => {
             let i = icmpv4::Packet::new_checked(seg)?;
             let error = matches!(i.msg_type(), 3 | 4 | 5 | 11 | 12);
-            let quoted = if error {
-                quoted_ipv4(frame, start + icmpv4::HEADER_LEN, end)
-            } else {
-                None
-            };
             L4Info::Icmp(IcmpInfo {
                 msg_type: i.msg_type(),
                 code: i.code(),
                 rest_of_header: i.rest_of_header(),
-                quoted,
+                quotes: error && quoted_ipv4(frame, start + icmpv4::HEADER_LEN, end).is_some(),
             })
         }
         (ip_proto::ICMPV6, IpVersion::V6) => {
             let i = icmpv6::Packet::new_checked(seg)?;
-            let quoted = if i.msg_type() < 128 {
-                quoted_ipv6(frame, start + icmpv6::HEADER_LEN, end)
-            } else {
-                None
-            };
+            let error = i.msg_type() < 128;
             L4Info::Icmp(IcmpInfo {
                 msg_type: i.msg_type(),
                 code: i.code(),
                 rest_of_header: i.rest_of_header(),
-                quoted,
+                quotes: error && quoted_ipv6(frame, start + icmpv6::HEADER_LEN, end).is_some(),
             })
         }
         _ => L4Info::Other,
@@ -388,8 +394,9 @@ fn parse_l4(
 }
 
 /// The quoted IPv4 packet of an ICMP error: its header must be whole, the rest may be cut.
+#[inline(never)]
 fn quoted_ipv4(frame: &[u8], start: usize, end: usize) -> Option<Quoted> {
-    let b = &frame[start..end];
+    let b = frame.get(start..end)?;
     if b.len() < ipv4::HEADER_LEN || b[0] >> 4 != 4 {
         return None;
     }
@@ -416,8 +423,9 @@ fn quoted_ipv4(frame: &[u8], start: usize, end: usize) -> Option<Quoted> {
 }
 
 /// The quoted IPv6 packet of an ICMPv6 error, extension headers skipped as far as present.
+#[inline(never)]
 fn quoted_ipv6(frame: &[u8], start: usize, end: usize) -> Option<Quoted> {
-    let b = &frame[start..end];
+    let b = frame.get(start..end)?;
     if b.len() < ipv6::HEADER_LEN || b[0] >> 4 != 6 {
         return None;
     }
@@ -578,14 +586,15 @@ mod tests {
     fn icmp_error_quotes_the_offending_packet() {
         let inner = Spec::tcp("192.0.2.10", "198.51.100.7", 80, 40000).ip_packet();
         let f = testkit::icmp_error(Some(5), "203.0.113.1", "192.0.2.10", 3, 4, &inner, 28);
-        let ip = parse_frame(&f).unwrap().ip.unwrap();
+        let p = parse_frame(&f).unwrap();
+        let ip = p.ip.unwrap();
         let icmp = ip.icmp().unwrap();
         assert_eq!(
-            (icmp.msg_type, icmp.code, icmp.rest_of_header),
-            (3, 4, 1500)
+            (icmp.msg_type, icmp.code, icmp.rest_of_header, icmp.quotes),
+            (3, 4, 1500, true)
         );
         assert!(icmp.relayed_by_ipvs(IpVersion::V4));
-        let q = icmp.quoted.unwrap();
+        let q = p.quoted(&f).unwrap();
         assert_eq!(q.ip_offset, 18 + 20 + 8);
         assert_eq!((q.ip_header_len, q.l4_offset), (20, 18 + 20 + 8 + 20));
         assert_eq!(q.src, "192.0.2.10".parse::<IpAddr>().unwrap());
@@ -594,31 +603,24 @@ mod tests {
 
         // Quoting only the IP header: no ports. Quoting less: no quote at all.
         let f = testkit::icmp_error(None, "203.0.113.1", "192.0.2.10", 11, 0, &inner, 20);
-        let q = parse_frame(&f)
-            .unwrap()
-            .ip
-            .unwrap()
-            .icmp()
-            .unwrap()
-            .quoted
-            .unwrap();
+        let q = parse_frame(&f).unwrap().quoted(&f).unwrap();
         assert_eq!(q.ports, None);
         let f = testkit::icmp_error(None, "203.0.113.1", "192.0.2.10", 11, 0, &inner, 19);
-        assert_eq!(
-            parse_frame(&f).unwrap().ip.unwrap().icmp().unwrap().quoted,
-            None
-        );
+        let p = parse_frame(&f).unwrap();
+        assert!(!p.ip.unwrap().icmp().unwrap().quotes);
+        assert_eq!(p.quoted(&f), None);
     }
 
     #[test]
     fn icmpv6_error_and_echo() {
         let inner = Spec::udp("2001:db8::10", "2001:db8:1::7", 53, 5353).ip_packet();
         let f = testkit::icmp_error(None, "2001:db8:ff::1", "2001:db8::10", 2, 0, &inner, 48);
-        let ip = parse_frame(&f).unwrap().ip.unwrap();
+        let p = parse_frame(&f).unwrap();
+        let ip = p.ip.unwrap();
         let icmp = ip.icmp().unwrap();
         assert_eq!((ip.protocol, icmp.msg_type), (58, 2));
         assert!(icmp.relayed_by_ipvs(IpVersion::V6));
-        let q = icmp.quoted.unwrap();
+        let q = p.quoted(&f).unwrap();
         assert_eq!((q.ip_offset, q.l4_offset), (14 + 40 + 8, 14 + 40 + 8 + 40));
         assert_eq!((q.protocol, q.ports), (17, Some((53, 5353))));
 
@@ -628,11 +630,14 @@ mod tests {
             code: 0,
             rest: [0, 1, 0, 2],
         };
-        let icmp = *parse_frame(&s.frame()).unwrap().ip.unwrap().icmp().unwrap();
+        let f = s.frame();
+        let p = parse_frame(&f).unwrap();
+        let icmp = *p.ip.unwrap().icmp().unwrap();
         assert_eq!(
-            (icmp.msg_type, icmp.rest_of_header, icmp.quoted),
-            (128, 0x0001_0002, None)
+            (icmp.msg_type, icmp.rest_of_header, icmp.quotes),
+            (128, 0x0001_0002, false)
         );
+        assert_eq!(p.quoted(&f), None);
         assert!(!icmp.relayed_by_ipvs(IpVersion::V6));
     }
 
@@ -641,7 +646,7 @@ mod tests {
         let inner = Spec::udp("192.0.2.10", "198.51.100.7", 53, 9).ip_packet();
         let f = testkit::icmp_error(None, "203.0.113.1", "192.0.2.10", 12, 0, &inner, 28);
         let icmp = *parse_frame(&f).unwrap().ip.unwrap().icmp().unwrap();
-        assert!(icmp.quoted.is_some());
+        assert!(icmp.quotes);
         assert!(!icmp.relayed_by_ipvs(IpVersion::V4));
     }
 
