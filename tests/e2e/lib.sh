@@ -1,6 +1,7 @@
 # Shared by the namespace end-to-end scenarios (tests/e2e/*.sh, run by tests/e2e_lab.rs).
 # Source it, then `lab_up NAME MODE [--config FILE]`: a lab with its own namespaces
-# (flbt-NAME-*) and state directory, torn down on exit whatever happens.
+# (flbt-NAME-*, or flbt-TAG-NAME-* with FLBT_TAG=TAG so that several copies of the suite can
+# run on one machine at once) and state directory, torn down on exit whatever happens.
 set -euo pipefail
 
 E2E_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -35,16 +36,16 @@ on_exit() {
 # $E2E_TMP, and the trap that tears it all down. lab_up calls it if the script did not.
 lab_init() {
     local name=$1
-    export FLB_PREFIX=flbt-$name-
-    export FLB_LAB_STATE=/tmp/flbt-$name
-    E2E_TMP=$(mktemp -d "/tmp/flbt-$name.XXXXXX")
+    export FLB_PREFIX=flbt-${FLBT_TAG:+$FLBT_TAG-}$name-
+    export FLB_LAB_STATE=/tmp/${FLB_PREFIX%-}
+    E2E_TMP=$(mktemp -d "/tmp/${FLB_PREFIX%-}.XXXXXX")
     trap on_exit EXIT
 }
 
 # lab_up NAME MODE [lab.sh up options]
 lab_up() {
     local name=$1 mode=$2; shift 2
-    [[ ${FLB_PREFIX:-} == "flbt-$name-" ]] || lab_init "$name"
+    [[ ${FLB_PREFIX:-} == "flbt-${FLBT_TAG:+$FLBT_TAG-}$name-" ]] || lab_init "$name"
     NS_C=${FLB_PREFIX}client NS_D=${FLB_PREFIX}dir
     NS_R1=${FLB_PREFIX}rs1 NS_R2=${FLB_PREFIX}rs2 NS_S=${FLB_PREFIX}sorry
     local t0; t0=$(now_ms)
