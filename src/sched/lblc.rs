@@ -80,7 +80,7 @@ impl Scheduler for LocalityLeastConn {
         if service.config.scheduler == SchedulerKind::Lblc {
             self
         } else {
-            super::for_service(service)
+            super::rebound(service)
         }
     }
 }
