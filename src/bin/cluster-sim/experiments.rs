@@ -776,6 +776,24 @@ mod tests {
     }
 
     #[test]
+    fn equal_weights_give_each_server_the_floor_or_ceiling_of_m_over_r_slots() {
+        // One slot per server per round of the kernel's fill: the balance is set by M / R
+        // alone, max / mean = ceil(M / R) / (M / R).
+        for (r, m) in [(1000, 4093), (1000, 1021), (100, 251), (10, 65521)] {
+            let dests: Vec<Dest> = (0..r).map(real_server).collect();
+            let l = loads(table(&dests, m).iter().flatten().copied(), r);
+            let low = m as usize / r;
+            assert!(l.iter().all(|&c| c == low || c == low + 1), "{r} {m}");
+            assert_eq!(l.iter().sum::<usize>(), m as usize);
+        }
+        // A table smaller than the list: the first M servers in list order get one slot
+        // each, the others none.
+        let dests: Vec<Dest> = (0..1000).map(real_server).collect();
+        let l = loads(table(&dests, 251).iter().flatten().copied(), 1000);
+        assert!(l[..251].iter().all(|&c| c == 1) && l[251..].iter().all(|&c| c == 0));
+    }
+
+    #[test]
     fn the_quick_run_holds_together() {
         let f = flows(5_000, 1_000, 6);
         let p = quiet();
