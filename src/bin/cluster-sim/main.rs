@@ -8,9 +8,9 @@
 //! docs/cluster-sim.md describes the model and the findings.
 //!
 //! ```text
-//! cluster-sim --out bench-results/cluster-sim          # the committed run (about 2 min)
+//! cluster-sim --out bench-results/cluster-sim          # the committed run (4-5 min, 2 cores)
 //! cluster-sim --quick --out /tmp/sim                   # seconds
-//! tools/plot-cluster-sim.py bench-results/cluster-sim  # PNG plots and summary.md
+//! tools/cluster-sim/plot.py bench-results/cluster-sim  # PNG plots and summary.md
 //! ```
 
 mod experiments;
