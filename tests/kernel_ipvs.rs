@@ -363,6 +363,21 @@ fn cases() -> Vec<Case> {
             ],
         ));
     }
+    // An upper threshold (-x) on B, the head of the kernel's list: OVERLOAD after two
+    // connections. wlc and lblcr's set skip it; lblc keeps sending its cached address there.
+    for s in ["wlc", "lblc", "lblcr"] {
+        let (v, p) = (ids.vip(false), ids.port());
+        let svc = sock(v, p);
+        let rules = format!(
+            "-A -t {svc} -s {s}\n-a -t {svc} -r {}:{p} -g -w 5\n-a -t {svc} -r {}:{p} -g -w 5 -x 2\n",
+            real_v4(0),
+            real_v4(1)
+        );
+        cases.push(case(
+            format!("{s} 5,5 -x 2 on B"),
+            vec![Step::Rules(rules), Step::Syns(syns(v, p, 0, 10))],
+        ));
+    }
     // Hashing on the client address (and port).
     for v6 in [false, true] {
         let fam = if v6 { " v6" } else { "" };
