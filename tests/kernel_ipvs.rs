@@ -157,6 +157,8 @@ enum Step {
     Rules(String),
     /// SYNs, in order.
     Syns(Vec<Syn>),
+    /// UDP datagrams (to a `-u` service), in order.
+    Datagrams(Vec<Syn>),
 }
 
 struct Case {
@@ -363,6 +365,41 @@ fn cases() -> Vec<Case> {
             ],
         ));
     }
+    // UDP connections are never active: lc and wlc see inactive counts only.
+    for sch in ["lc", "wlc", "sed"] {
+        let (v, p) = (ids.vip(false), ids.port());
+        let rules =
+            service(v, p, &format!("-s {sch}"), &[(0, 1), (1, 2), (2, 1)]).replace(" -t ", " -u ");
+        cases.push(case(
+            format!("{sch} 1,2,1 UDP"),
+            vec![Step::Rules(rules), Step::Datagrams(syns(v, p, 0, 8))],
+        ));
+    }
+    // Persistence: a template per client /24 (-M), its connections follow it; wlc picks for
+    // each new template.
+    for sch in ["wlc", "rr"] {
+        let (v, p) = (ids.vip(false), ids.port());
+        let list: Vec<Syn> = (0..12)
+            .map(|k| Syn {
+                client: client(if k % 2 == 0 { k } else { 250 + k }, false),
+                cport: 47000 + k as u16,
+                vaddr: v,
+                vport: p,
+            })
+            .collect();
+        cases.push(case(
+            format!("{sch} 1,2,1 -p 300 -M 255.255.255.0"),
+            vec![
+                Step::Rules(service(
+                    v,
+                    p,
+                    &format!("-s {sch} -p 300 -M 255.255.255.0"),
+                    &[(0, 1), (1, 2), (2, 1)],
+                )),
+                Step::Syns(list),
+            ],
+        ));
+    }
     // An upper threshold (-x) on B, the head of the kernel's list: OVERLOAD after two
     // connections. wlc and lblcr's set skip it; lblc keeps sending its cached address there.
     for s in ["wlc", "lblc", "lblcr"] {
@@ -520,6 +557,21 @@ fn syn_frame(s: &Syn) -> Vec<u8> {
     let b = b.tcp(s.cport, s.vport, seq, 64240).syn();
     let mut out = Vec::with_capacity(b.size(0));
     b.write(&mut out, &[]).unwrap();
+    out
+}
+
+/// A UDP datagram with 8 bytes of payload, for `s`'s flow.
+fn udp_frame(s: &Syn) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(ROUTER_MAC, VM_MAC);
+    let b = match (s.client, s.vaddr) {
+        (IpAddr::V4(c), IpAddr::V4(v)) => b.ipv4(c.octets(), v.octets(), 64),
+        (IpAddr::V6(c), IpAddr::V6(v)) => b.ipv6(c.octets(), v.octets(), 64),
+        _ => panic!("mixed families"),
+    };
+    let b = b.udp(s.cport, s.vport);
+    let payload = *b"kipvs-ud";
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, &payload).unwrap();
     out
 }
 
@@ -839,7 +891,10 @@ fn every_scheduler_picks_what_the_kernel_picks() {
                 Step::Rules(text) => {
                     let mut script = String::new();
                     for line in text.lines() {
-                        if let Some(v) = line.strip_prefix("-A -t ") {
+                        let svc = line
+                            .strip_prefix("-A -t ")
+                            .or_else(|| line.strip_prefix("-A -u "));
+                        if let Some(v) = svc {
                             let addr = v.rsplit_once(':').unwrap().0;
                             let addr = addr.trim_matches(['[', ']']);
                             if !vips.contains(&addr.to_string()) {
@@ -857,8 +912,12 @@ fn every_scheduler_picks_what_the_kernel_picks() {
                     lab.exec(&script);
                     pending_rules += text;
                 }
-                Step::Syns(list) => {
-                    let frames: Vec<Vec<u8>> = list.iter().map(syn_frame).collect();
+                Step::Syns(list) | Step::Datagrams(list) => {
+                    let build = match step {
+                        Step::Syns(_) => syn_frame,
+                        _ => udp_frame,
+                    };
+                    let frames: Vec<Vec<u8>> = list.iter().map(build).collect();
                     let (picks, sent) = lab.probe(&format!("c{n}s{k}"), &frames);
                     kernel_picks.extend(picks);
                     segments.push(Segment {
