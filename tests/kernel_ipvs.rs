@@ -79,6 +79,9 @@ fn missing() -> Option<String> {
     if !is_root() {
         return Some("needs root (a namespace, a tap, qemu)".into());
     }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("no /dev/net/tun (the VM's NIC is a tap)".into());
+    }
     for (prog, pkg) in [
         ("qemu-system-x86_64", "qemu-system-x86"),
         ("python3", "python3"),
