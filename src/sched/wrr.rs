@@ -166,9 +166,13 @@ impl Scheduler for WeightedRoundRobin {
         // configuration order.
         let mut work = std::mem::take(&mut self.list);
         let mut weights: Vec<i32>;
-        let before = work.len();
-        work.retain(|(id, _)| new.iter().any(|(n, _)| n == id));
-        for _ in work.len()..before {
+        let mut i = 0;
+        while i < work.len() {
+            if new.iter().any(|(n, _)| *n == work[i].0) {
+                i += 1;
+                continue;
+            }
+            work.remove(i);
             weights = work.iter().map(|(_, r)| r.weight).collect();
             self.dest_changed(&weights);
         }
@@ -282,6 +286,40 @@ mod tests {
             got += &run(s.as_mut(), &svc.dests, &reg, n);
         }
         assert_eq!(got, "CBAAB DBADCB DCADC DCBD DCDCD");
+    }
+
+    #[test]
+    fn several_changes_in_one_snapshot_act_one_after_another() {
+        // Weights 6,4,2,3 (gcd steps matter): remove the first two, edit one, add one: as one
+        // snapshot, and as removals, then the edit and the addition, one snapshot each.
+        let reg = DestRegistry::new(8);
+        let all = dests(&[6, 4, 2, 3, 9]);
+        let svc = |reals: &[usize], weights: &[i32]| {
+            let mut d: Vec<Dest> = reals.iter().map(|&i| all[i].clone()).collect();
+            for (x, &w) in d.iter_mut().zip(weights) {
+                x.server.weight = w;
+            }
+            service(SchedulerKind::Wrr, SchedFlags::default(), d)
+        };
+        let start = svc(&[0, 1, 2, 3], &[6, 4, 2, 3]);
+        let fin = svc(&[2, 3, 4], &[2, 6, 9]);
+        let mut once: Box<dyn Scheduler> = Box::new(WeightedRoundRobin::for_service(&start));
+        let mut steps: Box<dyn Scheduler> = Box::new(WeightedRoundRobin::for_service(&start));
+        run(once.as_mut(), &start.dests, &reg, 3);
+        run(steps.as_mut(), &start.dests, &reg, 3);
+        once = once.update(&fin);
+        for mid in [
+            svc(&[1, 2, 3], &[4, 2, 3]),
+            svc(&[2, 3], &[2, 3]),
+            svc(&[2, 3], &[2, 6]),
+        ] {
+            steps = steps.update(&mid);
+        }
+        steps = steps.update(&fin);
+        assert_eq!(
+            run(once.as_mut(), &fin.dests, &reg, 17),
+            run(steps.as_mut(), &fin.dests, &reg, 17)
+        );
     }
 
     #[test]
