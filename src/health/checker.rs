@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::config::{HttpCheck, ScriptCheck};
+use crate::service::health::{HttpCheck, ScriptCheck};
 use super::state::Attempt;
 
 /// Which network backend runs the checks.
@@ -342,7 +342,7 @@ impl Children {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::config::StatusRange;
+    use crate::service::health::StatusRange;
 
     fn http(status: Vec<StatusRange>) -> HttpExchange {
         HttpExchange::new(

@@ -13,7 +13,6 @@
 //! those states, computes what the workers run with [`effective_config`], a pure function.
 //! What is checked and how fast a failure is seen: `docs/health.md`.
 
-pub mod config;
 pub mod state;
 
 mod checker;
@@ -21,10 +20,6 @@ mod poll;
 mod uring;
 
 pub use checker::{BackendChoice, BackendKind};
-pub use config::{
-    CheckKind, HealthConfig, HealthSettings, HttpCheck, ScriptCheck, ServiceHealth, SorryServer,
-    StatusRange,
-};
 
 use std::collections::HashMap;
 use std::io;
@@ -35,6 +30,7 @@ use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::service::health::{CheckKind, HealthConfig};
 use crate::service::{Config, RealServer, ServiceKey, SocketText};
 use checker::{Children, HttpExchange, NetBackend, NetProbe};
 use state::{Attempt, Change, ServerHealth};
@@ -574,6 +570,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::health::{ServiceHealth, SorryServer};
     use crate::service::{ForwardMethod, Protocol, SchedFlags, SchedulerKind, VirtualService};
 
     fn key() -> ServiceKey {
