@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::service::health::{HttpCheck, ScriptCheck};
 use super::state::Attempt;
+use crate::service::health::{HttpCheck, ScriptCheck};
 
 /// Which network backend runs the checks.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
