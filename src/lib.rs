@@ -9,6 +9,7 @@
 //! conn      connection table, TCP state machine, persistence templates
 //! forward   NAT, DR and TUN rewrites, ICMP relay, next hops
 //! health    real-server health checks and what the workers run because of them
+//! log       log lines and their UTC timestamps
 //! datapath  the per-packet pipeline and its I/O backends (pcap replay, AF_XDP)
 //! control   the control thread: snapshots, ctl socket, reload
 //! stats     per-worker counters and their readers
@@ -23,6 +24,7 @@ pub mod control;
 pub mod datapath;
 pub mod forward;
 pub mod health;
+pub mod log;
 pub mod sched;
 pub mod service;
 pub mod stats;

@@ -25,6 +25,7 @@ use crate::datapath::pipeline::{Pipeline, PipelineSettings};
 use crate::datapath::xdp::{self, netlink, XdpError, XdpMode, XdpOptions};
 use crate::forward::nexthop::{MacAddr, NextHops, Route};
 use crate::health::{effective_config, HealthMonitor, HealthStates, MonitorOptions};
+use crate::log::log;
 use crate::service::config::{self, ConfigError};
 use crate::service::{Config, DestRegistry, ServiceKey, ServiceTable, TimeoutSettings};
 use crate::stats::WorkerStats;
@@ -78,14 +79,6 @@ pub enum ApplianceError {
 
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ApplianceError {
     move |source| ApplianceError::Io { what, source }
-}
-
-/// Logs a line on stderr with a UTC timestamp (the control thread's log).
-pub fn log(msg: std::fmt::Arguments<'_>) {
-    eprintln!(
-        "{} fastlb: {msg}",
-        crate::health::rfc3339(std::time::SystemTime::now())
-    );
 }
 
 /// Runs the appliance until SIGINT or SIGTERM.
