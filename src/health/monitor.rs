@@ -87,7 +87,8 @@ impl Default for MonitorOptions {
     }
 }
 
-enum Command {
+/// What the control thread asks of the monitor thread.
+enum MonitorCommand {
     Reconfigure(Box<Config>),
     Stop,
 }
@@ -95,7 +96,7 @@ enum Command {
 /// The health-check thread's handle.
 #[derive(Debug)]
 pub struct HealthMonitor {
-    commands: Sender<Command>,
+    commands: Sender<MonitorCommand>,
     thread: Option<JoinHandle<()>>,
     counters: Arc<HealthCounters>,
     backend: BackendKind,
@@ -144,7 +145,7 @@ impl HealthMonitor {
         // The thread only goes away in `stop`/`drop`, so the send cannot fail before.
         let _ = self
             .commands
-            .send(Command::Reconfigure(Box::new(config.clone())));
+            .send(MonitorCommand::Reconfigure(Box::new(config.clone())));
     }
 
     /// Transition counters.
@@ -163,7 +164,7 @@ impl HealthMonitor {
     }
 
     fn shutdown(&mut self) {
-        let _ = self.commands.send(Command::Stop);
+        let _ = self.commands.send(MonitorCommand::Stop);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -269,15 +270,14 @@ impl CheckRunner {
         self.children.forget(|id| targets.contains_key(&id));
     }
 
-    fn run(&mut self, commands: &Receiver<Command>) {
+    fn run(&mut self, commands: &Receiver<MonitorCommand>) {
         let mut results = Vec::new();
         loop {
             loop {
                 match commands.try_recv() {
-                    Ok(Command::Reconfigure(c)) => self.reconfigure(&c),
-                    Ok(Command::Stop) | Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                        return
-                    }
+                    Ok(MonitorCommand::Reconfigure(c)) => self.reconfigure(&c),
+                    Ok(MonitorCommand::Stop)
+                    | Err(crossbeam_channel::TryRecvError::Disconnected) => return,
                     Err(crossbeam_channel::TryRecvError::Empty) => break,
                 }
             }
