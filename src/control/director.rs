@@ -20,9 +20,10 @@
 //! hands the staged snapshot and the newest next hops to the workers' channels, applies
 //! protocol timeouts to the shared connection table, and returns the rest as a [`Push`]:
 //! what needs a system call (the XDP maps, the health thread, neighbour resolution) is done
-//! by the caller, the appliance's loop. The director reads no clock (the loop hands `now` to
-//! [`Director::tick`]) and opens no socket, so tests drive it through its methods and check
-//! what each reconcile step pushes.
+//! by the caller, the appliance's loop. (Only `-Z` acts at once: it zeroes counters the
+//! workers share, which no snapshot holds.) The director reads no clock (the loop hands
+//! `now` to [`Director::tick`]) and opens no socket, so tests drive it through its methods
+//! and check what each reconcile step pushes.
 //!
 //! The workers always run `effective_config(configured, health states)`: the configured
 //! table less the real servers health checks took out, as [`effective_config`] says.
