@@ -15,6 +15,7 @@
 
 pub mod config;
 mod dest;
+pub mod health;
 pub mod table;
 
 pub use dest::{DestCounters, DestId, DestRegistry};
@@ -481,6 +482,6 @@ pub struct Config {
     pub conn_capacity: usize,
     /// Order of every service's real-server list as the schedulers see it.
     pub dest_order: DestOrder,
-    /// Health checks and sorry servers, by service key (see `crate::health`).
-    pub health: crate::health::HealthSettings,
+    /// Health checks and sorry servers, by service key (see [`health`]).
+    pub health: health::HealthSettings,
 }
