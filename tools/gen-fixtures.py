@@ -452,6 +452,42 @@ same port is a new connection (IPVS conn_reuse_mode 1: an entry in TIME_WAIT or 
 expired and the SYN scheduled anew): .11, then .12 for the new one and its ACK. A retransmitted
 SYN of a connection still in SYN_RECV is not a new connection: both go to .11.""")
 
+    # ---- sloppy_tcp: flows that another director saw open ------------------------------
+    # mh over .11-.13 (the sched-mh service): clients .30-.35 pick B C C C A B.
+    cap = Capture().at(1)
+    cap.add(from_client("198.51.100.30", VIP4, tcp(44000, 80, "PA", 5001, 7001, b"hello")))
+    cap.add(from_client("198.51.100.30", VIP4, tcp(44000, 80, "A", 5006, 7001)))
+    cap.add(from_client("198.51.100.31", VIP4, tcp(44001, 80, "A", 5001, 7001)))
+    cap.add(from_client("198.51.100.32", VIP4, tcp(44002, 80, "FA", 5001, 7001)))
+    cap.add(from_client("198.51.100.33", VIP4, tcp(44003, 80, "RA", 5001, 7001)))
+    cap.add(from_client("198.51.100.34", VIP4, tcp(44004, 80, "P", 5001, 0, b"hello")))
+    cap.add(from_client("198.51.100.35", VIP4, tcp(44005, 80, "S", 5000)))
+    mh = service(VIP4, sched="mh") + real(RS4[1]) + real(RS4[2]) + real(RS4[3])
+    write("sloppy-mh-v4", "[director]\nsloppy_tcp = true\n\n" + mh, cap, """
+sloppy_tcp, DR, mh (the sched-mh service: clients .30-.35 pick B C C C A B). Flows that
+another director saw open arrive here mid-way, as after an ECMP change: each is scheduled
+like a SYN, to the server its SYN got on any director with the same rules, and its
+connection starts in the state the packet implies (tcp_states, NONE column): data with ACK
+and a bare ACK ESTABLISHED (active), a FIN CLOSE and a segment with no SYN/FIN/ACK/RST flag
+CLOSE (inactive). A RST never opens a connection (tcp_conn_schedule): dropped, no_connection.
+A SYN is scheduled as always (SYN_RECV).""")
+    write("sloppy-off-v4", mh, cap, """
+The sloppy-mh-v4 capture without sloppy_tcp (the default): only the SYN opens a connection;
+the other six segments find none and are dropped (no_connection).""")
+
+    cap = Capture().at(1)
+    cap.add(from_client("198.51.100.50", VIP4, tcp(45000, 80, "PA", 101, 901, b"GET / HTTP/1.0\r\n\r\n")))
+    cap.add(from_real(1, RS4[1], "198.51.100.50", tcp(8080, 45000, "PA", 901, 119, b"HTTP/1.0 200 OK\r\n\r\n")))
+    cap.add(from_client("198.51.100.50", VIP4, tcp(45000, 80, "FA", 119, 920)))
+    cap.add(from_client("198.51.100.51", VIP4, tcp(45001, 80, "A", 101, 901)))
+    cap.add(from_real(2, RS4[2], "198.51.100.51", tcp(8080, 45001, "A", 901, 101)))
+    write("sloppy-nat-v4", "[director]\nsloppy_tcp = true\n\n" + service(VIP4, sched="rr")
+          + real(RS4[1], method="nat", port=8080) + real(RS4[2], method="nat", port=8080), cap, """
+sloppy_tcp, NAT, rr. A client's request arrives with no connection (its SYN went through
+another director): scheduled to .11:8080, ESTABLISHED through the INPUT table; the reply is
+translated back from the VIP; the client's FIN then takes it to CLOSE_WAIT. A second flow's
+bare ACK goes to .12 (rr), ESTABLISHED, and its reply is translated back.""")
+
     # ---- VLAN, rule file --------------------------------------------------------------
     cap = Capture().at(1)
     for i in range(2):

@@ -278,8 +278,9 @@ impl Pipeline {
         if ip.fragment {
             return Verdict::Drop(DropReason::Fragment);
         }
-        if flags.is_some_and(|f| !f.syn()) {
-            // sloppy_tcp off: only a SYN opens a TCP connection.
+        if flags.is_some_and(|f| f.rst() || !(f.syn() || self.table.sloppy_tcp)) {
+            // Only a SYN opens a TCP connection, or with sloppy_tcp any packet but a RST
+            // (tcp_conn_schedule); UDP always may.
             return Verdict::Drop(DropReason::NoConnection);
         }
         let hit = match self.schedule(now, sid, ip, protocol, sport, dport, flags) {
@@ -759,7 +760,11 @@ mod tests {
         address = \"10.0.0.11\"\nport = 53\nweight = 1\nmethod = \"dr\"\n";
 
     fn pipeline(expire_budget: usize) -> (Pipeline, Arc<ConnTable>) {
-        let config = config::parse(CONFIG, Path::new("t.toml")).unwrap();
+        pipeline_of(CONFIG, expire_budget)
+    }
+
+    fn pipeline_of(text: &str, expire_budget: usize) -> (Pipeline, Arc<ConnTable>) {
+        let config = config::parse(text, Path::new("t.toml")).unwrap();
         let registry = Arc::new(DestRegistry::default());
         let publisher = Publisher::new(config.clone(), Arc::clone(&registry)).unwrap();
         let conns = Arc::new(ConnTable::with_seed(1000, 1, Arc::clone(&registry), 7));
@@ -768,7 +773,10 @@ mod tests {
             "t",
         )
         .unwrap();
-        let neigh = vec![("10.0.0.11".parse().unwrap(), MacAddr([2, 0, 0, 0, 1, 0x11]))];
+        // 10.0.0.11-13 at 02:00:00:00:01:11-13.
+        let neigh: Vec<_> = (11..=13u8)
+            .map(|n| (IpAddr::from([10, 0, 0, n]), MacAddr([2, 0, 0, 0, 1, n + 6])))
+            .collect();
         let stats = Arc::new(WorkerStats::new(registry.capacity()));
         let settings = PipelineSettings {
             expire_budget,
@@ -795,6 +803,76 @@ mod tests {
     }
 
     const MS: u64 = 1000;
+
+    /// A TCP mh service over three DR real servers, `sloppy_tcp` as given.
+    fn mh_config(sloppy: bool) -> String {
+        let mut t = format!(
+            "[director]\nsloppy_tcp = {sloppy}\n\n[[service]]\nprotocol = \"tcp\"\n\
+             address = \"192.0.2.100\"\nport = 80\nscheduler = \"mh\"\n"
+        );
+        for n in 11..=13 {
+            t += &format!("[[service.real]]\naddress = \"10.0.0.{n}\"\nmethod = \"dr\"\n");
+        }
+        t
+    }
+
+    /// Sends one TCP segment from client 198.51.100.`c`, port `cport`; the real server's
+    /// last MAC byte, or `None` when dropped for want of a connection.
+    fn segment(p: &mut Pipeline, c: u8, cport: u16, syn: bool, ack: bool, rst: bool) -> Option<u8> {
+        let client = format!("198.51.100.{c}");
+        let mut spec = Spec::tcp(&client, "192.0.2.100", cport, 80);
+        spec.l4 = crate::wire::testkit::L4::Tcp {
+            sport: cport,
+            dport: 80,
+            syn,
+            ack,
+            fin: false,
+            rst,
+        };
+        let mut f = spec.frame();
+        let len = f.len();
+        match p.process(Instant::from_secs(10), &mut Frame::new(&mut f, 0, len)) {
+            Verdict::Transmit => Some(f[5]),
+            Verdict::Drop(DropReason::NoConnection) => None,
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn sloppy_tcp_continues_a_flow_another_director_opened_on_the_same_server() {
+        let (mut first, _) = pipeline_of(&mh_config(false), EXPIRE_BUDGET_AUTO);
+        let (mut second, conns) = pipeline_of(&mh_config(true), EXPIRE_BUDGET_AUTO);
+        let (mut strict, _) = pipeline_of(&mh_config(false), EXPIRE_BUDGET_AUTO);
+        let mut seen = [false; 3];
+        for c in 1..=64u8 {
+            let cport = 40_000 + u16::from(c);
+            let server = segment(&mut first, c, cport, true, false, false).unwrap();
+            seen[usize::from(server - 0x11)] = true;
+            // The flow moves: its next ACK reaches a director that never saw the SYN.
+            assert_eq!(segment(&mut strict, c, cport, false, true, false), None);
+            assert_eq!(
+                segment(&mut second, c, cport, false, true, false),
+                Some(server)
+            );
+            let key = FlowKey {
+                protocol: Protocol::Tcp,
+                src: IpAddr::from([198, 51, 100, c]),
+                sport: cport,
+                dst: "192.0.2.100".parse().unwrap(),
+                dport: 80,
+            };
+            let hit = conns.lookup(&key).unwrap();
+            assert_eq!(hit.info.state, TcpState::Established);
+            assert_eq!(
+                segment(&mut second, c, cport, false, true, false),
+                Some(server)
+            );
+        }
+        assert_eq!(seen, [true; 3], "the clients spread over every server");
+        // A RST never opens a connection, sloppy or not.
+        assert_eq!(segment(&mut second, 200, 50_000, false, true, true), None);
+        assert_eq!(segment(&mut second, 201, 50_001, true, false, true), None);
+    }
 
     #[test]
     fn a_batch_gives_what_frame_by_frame_gives() {

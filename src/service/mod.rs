@@ -482,6 +482,11 @@ pub struct Config {
     pub conn_capacity: usize,
     /// Order of every service's real-server list as the schedulers see it.
     pub dest_order: DestOrder,
+    /// `sloppy_tcp`: a TCP packet other than a SYN (and not a RST) of a flow with no
+    /// connection is scheduled like a SYN, and its connection starts in the state the
+    /// packet implies (an ACK: ESTABLISHED). For directors behind ECMP, where a flow can
+    /// move to a director that never saw its SYN. Off by default, as the kernel's sysctl.
+    pub sloppy_tcp: bool,
     /// Health checks and sorry servers, by service key (see [`health`]).
     pub health: health::HealthSettings,
 }

@@ -34,7 +34,8 @@ drop_reasons! {
     Unsupported => "unsupported",
     /// No service and no connection matched (the XDP filter normally keeps these out).
     NotService => "not_service",
-    /// TCP without SYN that matched no connection (sloppy_tcp off).
+    /// TCP that matched no connection and may not open one: a RST, or without
+    /// `sloppy_tcp` anything but a SYN.
     NoConnection => "no_connection",
     /// The scheduler found no available real server.
     NoDestination => "no_destination",

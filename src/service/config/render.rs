@@ -54,10 +54,14 @@ pub fn to_toml(config: &Config) -> String {
         || config.tunnel_source_v4.is_some()
         || config.tunnel_source_v6.is_some()
         || config.dest_order != DestOrder::default()
+        || config.sloppy_tcp
     {
         o.push_str("[director]\n");
         if config.dest_order != DestOrder::default() {
             let _ = writeln!(o, "dest_order = \"{}\"", config.dest_order.name());
+        }
+        if config.sloppy_tcp {
+            o.push_str("sloppy_tcp = true\n");
         }
         if config.conn_capacity != 0 {
             let _ = writeln!(o, "conn_capacity = {}", config.conn_capacity);

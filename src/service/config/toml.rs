@@ -41,6 +41,8 @@ struct RawDirector {
     tunnel_source_v4: Option<Ipv4Addr>,
     tunnel_source_v6: Option<Ipv6Addr>,
     dest_order: Option<DestOrder>,
+    sloppy_tcp: Option<bool>,
+    sloppy_udp: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -279,6 +281,19 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         config.tunnel_source_v4 = d.tunnel_source_v4;
         config.tunnel_source_v6 = d.tunnel_source_v6;
         config.dest_order = d.dest_order.unwrap_or_default();
+        config.sloppy_tcp = d.sloppy_tcp.unwrap_or(false);
+        if d.sloppy_udp == Some(false) {
+            // The kernel has no sloppy_udp sysctl: udp_conn_schedule schedules every UDP
+            // packet that finds no connection, and so does fastlb (docs/decisions.md).
+            return Err(lines
+                .field(
+                    &span,
+                    "sloppy_udp",
+                    "cannot be false: every UDP packet without a connection is scheduled \
+                     (as the kernel, which has no such switch); write true or leave it out",
+                )
+                .with_context("director"));
+        }
         if config.tunnel_source_v4.is_some_and(|a| a.is_unspecified()) {
             return Err(lines
                 .field(&span, "tunnel_source_v4", "must be a unicast address")
@@ -772,6 +787,20 @@ address = "10.0.2.1"
         let e = p(&text).unwrap_err();
         assert_eq!(e.line, line_of_text(&text, "scheduler = \"wrrr\""));
         assert_eq!(e.field.as_deref(), Some("scheduler"));
+    }
+
+    #[test]
+    fn sloppy_settings() {
+        assert!(!p("").unwrap().sloppy_tcp);
+        let c = p("[director]\nsloppy_tcp = true\nsloppy_udp = true\n").unwrap();
+        assert!(c.sloppy_tcp);
+        assert!(crate::service::config::render::to_toml(&c).contains("sloppy_tcp = true"));
+        // UDP is always sloppy, as in the kernel: false cannot be honoured.
+        let e = p("[director]\nsloppy_tcp = true\nsloppy_udp = false\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.to_string().contains("sloppy_udp"), "{e}");
+        let e = p("[director]\nsloppy_tcp = 1\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
     }
 
     #[test]
