@@ -9,11 +9,14 @@
 //!   director.tick(now)                        timers
 //!   for source in sources: source.poll(..)    ctl socket, SIGHUP reload, health reports,
 //!                                             kernel next hops (see `sources`)
-//!   plane.push(director.reconcile())          XDP filter maps, health checks, neighbours
+//!   plane.push(director.reconcile())          XDP filter maps, health checks, neighbours,
+//!                                             BIRD (the VIPs announced by BGP)
 //! ```
 //!
-//! SIGINT or SIGTERM ends the loop: the ctl socket is removed, the health thread stopped,
-//! the workers drained and the XDP program detached.
+//! SIGINT or SIGTERM ends the loop: with `[bgp]`, the VIPs are withdrawn first and the
+//! director keeps serving for `shutdown_grace_ms` while the router moves the flows away,
+//! then BIRD stops; then the ctl socket is removed, the health thread stopped, the workers
+//! drained and the XDP program detached.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -31,6 +34,7 @@ use crate::conn::ConnTable;
 use crate::datapath::pipeline::{Pipeline, PipelineSettings};
 use crate::datapath::xdp::{self, netlink, XdpError, XdpMode, XdpOptions};
 use crate::forward::nexthop::NextHops;
+use crate::ha::bird::Bird;
 use crate::health::{HealthMonitor, MonitorOptions};
 use crate::log::log;
 use crate::service::config::{self, ConfigError};
@@ -174,7 +178,11 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
     let ctl = CtlServer::bind(&opts.ctl_socket).map_err(io("binding the ctl socket"))?;
     let (monitor, transitions) = HealthMonitor::start(&config, MonitorOptions::default())
         .map_err(io("starting health checks"))?;
-    let mut plane = Plane { datapath, monitor };
+    let mut plane = Plane {
+        datapath,
+        monitor,
+        bird: None,
+    };
     log(format_args!(
         "serving {} with {workers} worker(s), {} service(s), connection table {capacity}; ctl {}",
         opts.ifaces.join(", "),
@@ -200,12 +208,21 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
             source.poll(now, &mut director);
         }
         plane.push(director.reconcile());
+        if let Some(bird) = &mut plane.bird {
+            bird.retry();
+        }
         std::thread::sleep(TURN);
+    }
+    // Withdraw first, while the workers still forward what the router sends meanwhile.
+    if let Some(bird) = plane.bird.take() {
+        bird.stop();
     }
     log(format_args!("stopping: draining workers and detaching XDP"));
     // The ctl socket goes first, then the health thread and the workers' channels.
     drop(sources);
-    let Plane { datapath, monitor } = plane;
+    let Plane {
+        datapath, monitor, ..
+    } = plane;
     drop(monitor);
     drop(director);
     let totals = datapath.join()?;
@@ -249,11 +266,13 @@ fn log_next_hops(table: &ServiceTable, nexthops: &NextHops, ifaces: &[String]) {
 }
 
 /// The sinks that take a system call: the XDP filter's maps, the health thread, the
-/// kernel's neighbour table. (The workers' channels and the connection table the director
-/// updates itself.)
+/// kernel's neighbour table, BIRD. (The workers' channels and the connection table the
+/// director updates itself.)
 struct Plane {
     datapath: xdp::Datapath,
     monitor: HealthMonitor,
+    /// The BIRD announcing the VIPs, while the configuration has `[bgp]`.
+    bird: Option<Bird>,
 }
 
 impl Plane {
@@ -271,6 +290,20 @@ impl Plane {
         }
         if let Some(config) = &push.health_checks {
             self.monitor.reconfigure(config);
+        }
+        if let Some(a) = &push.announce {
+            match (&a.settings, &mut self.bird) {
+                (Some(s), Some(bird)) => bird.update(s, &a.vips),
+                (Some(s), None) => match Bird::start(s, &a.vips) {
+                    Ok(bird) => self.bird = Some(bird),
+                    Err(e) => log(format_args!("bgp: starting {}: {e}", s.bird.display())),
+                },
+                (None, _) => {
+                    if let Some(bird) = self.bird.take() {
+                        bird.stop();
+                    }
+                }
+            }
         }
         for r in &push.resolve {
             let Some(ifindex) = xdp::ifindex(&r.dev) else {

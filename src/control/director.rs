@@ -10,6 +10,7 @@
 //!  kernel tables ────────> nexthops_read,      counters, rates     ├─> XDP filter: service maps,
 //!                          neighbour_missing        │              │   local addresses
 //!  clock ────────────────> tick                     │              ├─> health monitor: what to check
+//!  ctl --drain ──────────> drain                    │              ├─> BIRD: the VIPs to announce
 //!                                                   └─ reconcile ──┴─> kernel: neighbours to resolve
 //! ```
 //!
@@ -28,6 +29,7 @@
 //! The workers always run `effective_config(configured, health states)`: the configured
 //! table less the real servers health checks took out, as [`effective_config`] says.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +41,9 @@ use super::metrics::MetricsSource;
 use super::{PublishError, Publisher};
 use crate::conn::ConnTable;
 use crate::forward::nexthop::NextHops;
+use crate::ha::bgp::announcements;
 use crate::health::{effective_config, HealthStates, Transition};
+use crate::service::bgp::BgpSettings;
 use crate::service::{Config, DestRegistry, ServiceKey, ServiceTable, TimeoutSettings};
 use crate::stats::rate::RateTable;
 use crate::stats::WorkerStats;
@@ -95,6 +99,17 @@ pub struct Push {
     pub health_checks: Option<Config>,
     /// Next hops the kernel should resolve.
     pub resolve: Vec<NeighbourRequest>,
+    /// What BIRD must announce changed (the VIPs, or the `[bgp]` settings).
+    pub announce: Option<Announce>,
+}
+
+/// What the director announces to the router by BGP ([`crate::ha::bgp`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Announce {
+    /// The `[bgp]` settings; `None` when the configuration has none (no BIRD runs).
+    pub settings: Option<BgpSettings>,
+    /// The VIPs to announce.
+    pub vips: BTreeSet<IpAddr>,
 }
 
 impl Push {
@@ -106,6 +121,7 @@ impl Push {
             && self.local_addresses.is_none()
             && self.health_checks.is_none()
             && self.resolve.is_empty()
+            && self.announce.is_none()
     }
 }
 
@@ -137,6 +153,10 @@ pub struct Director {
     now: Instant,
     next_reclaim: Option<Instant>,
     owed: Owed,
+    /// `ctl --drain`: announce nothing, keep serving.
+    drained: bool,
+    /// What the last reconcile step told BIRD.
+    announced: Announce,
 }
 
 impl Director {
@@ -161,6 +181,8 @@ impl Director {
             now: Instant::ZERO,
             next_reclaim: None,
             owed: Owed::default(),
+            drained: false,
+            announced: Announce::default(),
         })
     }
 
@@ -239,6 +261,22 @@ impl Director {
             }
         }
         self.rates.zero(service, &table, &self.workers);
+    }
+
+    /// Source ctl (`--drain`, `--undrain`): while drained the director announces nothing,
+    /// so the router sends it no new flows, and keeps forwarding what still arrives.
+    pub fn drain(&mut self, drained: bool) {
+        self.drained = drained;
+    }
+
+    /// Whether the director is drained.
+    pub fn drained(&self) -> bool {
+        self.drained
+    }
+
+    /// What the director announces, as of the last reconcile step.
+    pub fn announced(&self) -> &Announce {
+        &self.announced
     }
 
     /// The `-L` view of the running table, with counters and rates.
@@ -338,13 +376,29 @@ impl Director {
             self.conns.timeouts().apply(&self.configured.timeouts);
             self.configured.timeouts
         });
+        let table = self.publisher.publish();
+        let settings = self.configured.bgp.clone();
+        let vips = settings.as_ref().map_or_else(BTreeSet::new, |s| {
+            announcements(
+                &self.publisher.table(),
+                &self.configured.health,
+                s,
+                self.drained,
+            )
+        });
+        let want = Announce { settings, vips };
+        let announce = (want != self.announced).then(|| {
+            self.announced = want.clone();
+            want
+        });
         Push {
-            table: self.publisher.publish(),
+            table,
             nexthops,
             timeouts,
             local_addresses: owed.local_addresses.then(|| self.local_addresses.clone()),
             health_checks: owed.health_checks.then(|| self.configured.clone()),
             resolve: owed.resolve,
+            announce,
         }
     }
 }

@@ -13,6 +13,7 @@
 //! kernel inserts each new real server at the head. Every "first in list" tie-break and
 //! every bucket fill of the hashing schedulers follows that list. See `docs/decisions.md`.
 
+pub mod bgp;
 pub mod config;
 mod dest;
 pub mod health;
@@ -487,6 +488,8 @@ pub struct Config {
     /// packet implies (an ACK: ESTABLISHED). For directors behind ECMP, where a flow can
     /// move to a director that never saw its SYN. Off by default, as the kernel's sysctl.
     pub sloppy_tcp: bool,
+    /// `[bgp]`: announce the VIPs to a router through BIRD (none: no announcements).
+    pub bgp: Option<bgp::BgpSettings>,
     /// Health checks and sorry servers, by service key (see [`health`]).
     pub health: health::HealthSettings,
 }

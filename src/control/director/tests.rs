@@ -364,3 +364,39 @@ fn the_clock_drives_the_rate_estimators() {
     assert_eq!(view.services[0].reals[0].rates.inpps, 100);
     assert!(r.director.reconcile().is_empty());
 }
+
+#[test]
+fn announcements_follow_drain_and_the_available_servers() {
+    let text = "[bgp]\nlocal_as = 65001\nneighbor = \"10.9.9.1\"\nneighbor_as = 65000\n\n\
+        [[service]]\nprotocol = \"udp\"\naddress = \"10.0.0.1\"\nport = 53\nscheduler = \"rr\"\n\
+        [[service.real]]\naddress = \"10.1.0.1\"\nmethod = \"nat\"\n";
+    let config = crate::service::config::parse(text, Path::new("t.toml")).unwrap();
+    let mut r = rig(config.clone());
+    let vip: IpAddr = "10.0.0.1".parse().unwrap();
+    // The first step announces; a step with no change pushes nothing for BIRD.
+    let a = r.director.reconcile().announce.unwrap();
+    assert_eq!(a.vips, BTreeSet::from([vip]));
+    assert_eq!(a.settings, config.bgp);
+    assert!(r.director.reconcile().announce.is_none());
+    // Drained: withdrawn, the table untouched; undrained: announced again.
+    r.director.drain(true);
+    let p = r.director.reconcile();
+    assert!(p.announce.unwrap().vips.is_empty());
+    assert!(p.table.is_none());
+    r.director.drain(false);
+    assert_eq!(
+        r.director.reconcile().announce.unwrap().vips,
+        BTreeSet::from([vip])
+    );
+    // The last real server quiesced: nothing left to serve the VIP with.
+    let mut quiesced = config.clone();
+    quiesced.services[0].reals[0].weight = 0;
+    r.director.configure(quiesced).unwrap();
+    assert!(r.director.reconcile().announce.unwrap().vips.is_empty());
+    // No [bgp] any more: BIRD is to stop.
+    let mut none = config;
+    none.bgp = None;
+    r.director.configure(none).unwrap();
+    let a = r.director.reconcile().announce.unwrap();
+    assert_eq!(a.settings, None);
+}

@@ -37,6 +37,39 @@ fn quoted(s: &str) -> String {
     out
 }
 
+/// `[bgp]`, every key written.
+fn bgp(o: &mut String, b: &crate::service::bgp::BgpSettings) {
+    let _ = writeln!(
+        o,
+        "[bgp]\nlocal_as = {}\nneighbor = \"{}\"\nneighbor_as = {}",
+        b.local_as, b.neighbor, b.neighbor_as
+    );
+    if let Some(a) = b.source {
+        let _ = writeln!(o, "source = \"{a}\"");
+    }
+    if let Some(a) = b.router_id {
+        let _ = writeln!(o, "router_id = \"{a}\"");
+    }
+    if let Some(a) = b.next_hop {
+        let _ = writeln!(o, "next_hop = \"{a}\"");
+    }
+    let vips: Vec<String> = b.vips.iter().map(|v| format!("\"{v}\"")).collect();
+    let _ = writeln!(
+        o,
+        "hold_time = {}\nbfd = {}\nbfd_interval_ms = {}\nbfd_multiplier = {}\nvips = [{}]\n\
+         shutdown_grace_ms = {}\nbird = {}\nbirdc = {}\nstate_dir = {}\n",
+        b.hold_time,
+        b.bfd,
+        b.bfd_interval_ms,
+        b.bfd_multiplier,
+        vips.join(", "),
+        b.shutdown_grace_ms,
+        quoted(&b.bird.to_string_lossy()),
+        quoted(&b.birdc.to_string_lossy()),
+        quoted(&b.state_dir.to_string_lossy()),
+    );
+}
+
 /// Seconds as TOML: an integer when whole.
 fn secs(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
@@ -73,6 +106,9 @@ pub fn to_toml(config: &Config) -> String {
             let _ = writeln!(o, "tunnel_source_v6 = \"{a}\"");
         }
         o.push('\n');
+    }
+    if let Some(b) = &config.bgp {
+        bgp(o, b);
     }
     if config.timeouts != TimeoutSettings::default() {
         let t = config.timeouts;

@@ -7,13 +7,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::error::{validate, ConfigError, Fault};
+use crate::service::bgp::BgpSettings;
 use crate::service::health::{
     CheckKind, HealthConfig, HttpCheck, ScriptCheck, ServiceHealth, SorryServer, StatusRange,
 };
@@ -27,6 +28,7 @@ use crate::service::{
 #[serde(deny_unknown_fields)]
 struct RawFile {
     director: Option<Spanned<RawDirector>>,
+    bgp: Option<Spanned<RawBgp>>,
     timeouts: Option<Spanned<RawTimeouts>>,
     #[serde(default)]
     classifier: Vec<Spanned<RawClassifier>>,
@@ -43,6 +45,26 @@ struct RawDirector {
     dest_order: Option<DestOrder>,
     sloppy_tcp: Option<bool>,
     sloppy_udp: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBgp {
+    local_as: u32,
+    neighbor: IpAddr,
+    neighbor_as: u32,
+    source: Option<IpAddr>,
+    router_id: Option<Ipv4Addr>,
+    next_hop: Option<IpAddr>,
+    hold_time: Option<u16>,
+    bfd: Option<bool>,
+    bfd_interval_ms: Option<u32>,
+    bfd_multiplier: Option<u8>,
+    vips: Option<Vec<IpAddr>>,
+    shutdown_grace_ms: Option<u32>,
+    bird: Option<PathBuf>,
+    birdc: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -345,6 +367,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         spans.reals.push(real_spans);
     }
 
+    if let Some(b) = raw.bgp {
+        let span = b.span();
+        config.bgp = Some(
+            convert_bgp(b.into_inner(), &config)
+                .map_err(|(field, m)| lines.field(&span, field, m).with_context("bgp"))?,
+        );
+    }
+
     validate(&config).map_err(|inv| {
         let span = match inv.at {
             Fault::Service(i) => spans.services.get(i),
@@ -356,6 +386,112 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         inv.into_config_error(&config, path, line)
     })?;
     Ok(config)
+}
+
+/// `[bgp]`, checked against the services; errors name the key at fault.
+fn convert_bgp(b: RawBgp, config: &Config) -> Result<BgpSettings, (&'static str, String)> {
+    let mut s = BgpSettings::new(b.local_as, b.neighbor, b.neighbor_as);
+    let asn = |field, n: u32| {
+        if n == 0 || n == u32::MAX {
+            Err((field, "an AS number from 1 to 4294967294".to_string()))
+        } else {
+            Ok(())
+        }
+    };
+    asn("local_as", b.local_as)?;
+    asn("neighbor_as", b.neighbor_as)?;
+    let unicast = |field, a: IpAddr| {
+        if a.is_unspecified() || a.is_multicast() {
+            Err((field, "must be a unicast address".to_string()))
+        } else {
+            Ok(())
+        }
+    };
+    unicast("neighbor", b.neighbor)?;
+    let family = |field, a: IpAddr| {
+        if a.is_ipv4() == b.neighbor.is_ipv4() {
+            Ok(())
+        } else {
+            Err((
+                field,
+                "must be of the neighbor's address family".to_string(),
+            ))
+        }
+    };
+    for (field, a) in [("source", b.source), ("next_hop", b.next_hop)] {
+        if let Some(a) = a {
+            unicast(field, a)?;
+            family(field, a)?;
+        }
+    }
+    s.source = b.source;
+    s.router_id = b.router_id;
+    s.next_hop = b.next_hop;
+    if let Some(h) = b.hold_time {
+        if h == 1 || h == 2 {
+            return Err((
+                "hold_time",
+                "0 (no keepalives) or 3 seconds and more".into(),
+            ));
+        }
+        s.hold_time = h;
+    }
+    s.bfd = b.bfd.unwrap_or(s.bfd);
+    if let Some(ms) = b.bfd_interval_ms {
+        if !(10..=60_000).contains(&ms) {
+            return Err(("bfd_interval_ms", "milliseconds, from 10 to 60000".into()));
+        }
+        s.bfd_interval_ms = ms;
+    }
+    if let Some(m) = b.bfd_multiplier {
+        if m == 0 {
+            return Err(("bfd_multiplier", "at least 1".into()));
+        }
+        s.bfd_multiplier = m;
+    }
+    let service_vips: Vec<IpAddr> = config
+        .services
+        .iter()
+        .filter_map(|svc| match svc.key {
+            ServiceKey::Tuple { addr, .. } => Some(addr),
+            ServiceKey::Fwmark { .. } => None,
+        })
+        .collect();
+    for &v in b.vips.iter().flatten() {
+        if !service_vips.contains(&v) {
+            return Err((
+                "vips",
+                format!("{v} is not the address of any protocol/address/port service"),
+            ));
+        }
+    }
+    s.vips = b.vips.unwrap_or_default();
+    let announced = if s.vips.is_empty() {
+        &service_vips
+    } else {
+        &s.vips
+    };
+    if let Some(v) = announced
+        .iter()
+        .find(|v| v.is_ipv4() != b.neighbor.is_ipv4())
+    {
+        return Err((
+            if s.vips.is_empty() {
+                "neighbor"
+            } else {
+                "vips"
+            },
+            format!("{v} cannot be announced to a neighbor of the other address family"),
+        ));
+    }
+    s.shutdown_grace_ms = b.shutdown_grace_ms.unwrap_or(s.shutdown_grace_ms);
+    if s.shutdown_grace_ms > 600_000 {
+        return Err(("shutdown_grace_ms", "milliseconds, at most 600000".into()));
+    }
+    s.bird = b.bird.unwrap_or(s.bird);
+    s.birdc = b.birdc.unwrap_or(s.birdc);
+    s.state_dir = b.state_dir.unwrap_or(s.state_dir);
+    Ok(s)
 }
 
 fn convert_service(
@@ -787,6 +923,71 @@ address = "10.0.2.1"
         let e = p(&text).unwrap_err();
         assert_eq!(e.line, line_of_text(&text, "scheduler = \"wrrr\""));
         assert_eq!(e.field.as_deref(), Some("scheduler"));
+    }
+
+    const BGP: &str = "[bgp]\nlocal_as = 65001\nneighbor = \"10.1.0.1\"\nneighbor_as = 65000\n\
+        bfd_interval_ms = 50\nvips = [\"192.0.2.10\"]\n\n[[service]]\nprotocol = \"tcp\"\n\
+        address = \"192.0.2.10\"\nport = 80\n[[service.real]]\naddress = \"10.0.1.1\"\n";
+
+    #[test]
+    fn bgp_settings_and_defaults() {
+        let c = p(BGP).unwrap();
+        let b = c.bgp.as_ref().unwrap();
+        assert_eq!((b.local_as, b.neighbor_as), (65001, 65000));
+        assert_eq!(b.bfd_interval_ms, 50);
+        assert!(b.bfd);
+        assert_eq!((b.hold_time, b.bfd_multiplier), (9, 3));
+        assert_eq!(b.vips, ["192.0.2.10".parse::<IpAddr>().unwrap()]);
+        // What `fastlb import` writes reads back the same.
+        let again = p(&crate::service::config::render::to_toml(&c)).unwrap();
+        assert_eq!(again, c);
+        assert_eq!(p("").unwrap().bgp, None);
+    }
+
+    #[test]
+    fn bad_bgp_settings_are_refused_with_their_line() {
+        for (from, to, line, what) in [
+            ("local_as = 65001", "local_as = 0", 2, "local_as"),
+            (
+                "vips = [\"192.0.2.10\"]",
+                "vips = [\"192.0.2.11\"]",
+                6,
+                "not the address",
+            ),
+            (
+                "bfd_interval_ms = 50",
+                "bfd_interval_ms = 5",
+                5,
+                "bfd_interval_ms",
+            ),
+            ("bfd_interval_ms = 50", "hold_time = 2", 5, "hold_time"),
+            (
+                "bfd_interval_ms = 50",
+                "next_hop = \"2001:db8::1\"",
+                5,
+                "family",
+            ),
+            (
+                "neighbor = \"10.1.0.1\"",
+                "neighbor = \"2001:db8::1\"",
+                6,
+                "other address family",
+            ),
+            (
+                "bfd_interval_ms = 50",
+                "bfd_interval = 50",
+                5,
+                "unknown field",
+            ),
+        ] {
+            let text = BGP.replace(from, to);
+            let e = p(&text).unwrap_err();
+            assert_eq!(e.line, line, "{to}: {e}");
+            assert!(e.to_string().contains(what), "{to}: {e}");
+        }
+        // A missing required key.
+        let e = p(&BGP.replace("neighbor_as = 65000\n", "")).unwrap_err();
+        assert!(e.to_string().contains("neighbor_as"), "{e}");
     }
 
     #[test]
