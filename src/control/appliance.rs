@@ -4,7 +4,9 @@
 //! (each running a [`Pipeline`]), then loops: serves the ctl socket, reloads the
 //! configuration on SIGHUP (a bad file is refused whole and the running table stays), keeps
 //! the XDP filter's maps equal to the service table, refreshes next hops from the kernel
-//! every second and asks the kernel to resolve the neighbours the workers missed. SIGINT or
+//! every second and asks the kernel to resolve the neighbours the workers missed and those
+//! of new real servers (then reads them back within milliseconds, not at the next second:
+//! a packet toward a next hop fastlb does not know yet is dropped). SIGINT or
 //! SIGTERM stops the workers, detaches the XDP program and removes the ctl socket.
 
 use std::net::{IpAddr, SocketAddr};
@@ -112,8 +114,9 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
     let stats: Vec<Arc<WorkerStats>> = (0..workers)
         .map(|_| Arc::new(WorkerStats::new(registry.capacity())))
         .collect();
-    let nexthops =
-        Arc::new(kernel_nexthops(&opts.ifaces).map_err(io("reading routes and neighbours"))?);
+    let nexthops = Arc::new(
+        startup_nexthops(&opts.ifaces, &config).map_err(io("reading routes and neighbours"))?,
+    );
     let (missing_tx, missing_rx) = crossbeam_channel::bounded::<IpAddr>(1024);
 
     // One snapshot channel and one next-hop channel per worker, handed over when the
@@ -219,6 +222,10 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
     }
     let mut last_refresh = xdp::monotonic_now();
     let mut current = Arc::clone(&nexthops);
+    // Next hops the kernel was asked to resolve and fastlb has not seen resolved: while
+    // there are any (for up to a second), next hops are read back every QUICK_REFRESH.
+    let mut pending: Vec<IpAddr> = Vec::new();
+    let mut quick_until = last_refresh;
     while !stop.load(Ordering::Relaxed) {
         let now = xdp::monotonic_now();
         state.inner.tick(now);
@@ -238,13 +245,31 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         }
         if let Some(table) = own_updates.try_iter().last() {
             sync_filter(&mut datapath, &table);
+            // New real servers: have the kernel resolve them now, not at the next second.
+            let asked = resolve_real_servers(&current, state.config());
+            if !asked.is_empty() {
+                pending.extend(asked);
+                quick_until = now + Duration::from_secs(1);
+            }
         }
         for addr in missing_rx.try_iter().take(64) {
             resolve(&current, addr);
+            pending.push(addr);
+            quick_until = now + Duration::from_secs(1);
         }
-        if now.saturating_since(last_refresh) >= Duration::from_secs(1) {
+        if now >= quick_until {
+            pending.clear();
+        }
+        let since = now.saturating_since(last_refresh);
+        if since >= Duration::from_secs(1) || (!pending.is_empty() && since >= QUICK_REFRESH) {
+            let tick = since >= Duration::from_secs(1);
             last_refresh = now;
-            if let Some(t) = refresh_nexthops(&opts.ifaces, &nexthop_txs, state.config()) {
+            if let Some(t) = refresh_nexthops(&opts.ifaces, &nexthop_txs) {
+                pending.retain(|a| t.resolve(*a).is_err());
+                if tick {
+                    // Keep asking for real servers that did not answer (down, or gone).
+                    resolve_real_servers(&t, state.config());
+                }
                 let now_local: Vec<IpAddr> = t.local_addresses().collect();
                 if now_local != locals {
                     if let Err(e) = datapath.filter().set_local_addresses(&now_local) {
@@ -380,23 +405,59 @@ fn kernel_nexthops(ifaces: &[String]) -> std::io::Result<NextHops> {
     Ok(NextHops::with_devices(ifaces, routes, neighbours))
 }
 
-/// Reads the kernel's tables again, sends them to every worker, and asks the kernel to
-/// resolve real servers it has no neighbour entry for.
-fn refresh_nexthops(
-    ifaces: &[String],
-    txs: &[Sender<Arc<NextHops>>],
-    config: &crate::service::Config,
-) -> Option<Arc<NextHops>> {
+/// How often next hops are read back while resolutions are pending.
+const QUICK_REFRESH: Duration = Duration::from_millis(10);
+
+/// How long the appliance waits at start for its real servers' neighbours to resolve
+/// before it serves: a real server that does not answer ARP or neighbour discovery by then
+/// is resolved later, while fastlb serves.
+const STARTUP_RESOLVE: Duration = Duration::from_secs(1);
+
+/// The next hops to start with: the kernel's tables, once the neighbours of every real
+/// server of `config` are resolved (asked for here) or [`STARTUP_RESOLVE`] has passed, so
+/// that the first packets to a real server are not dropped for want of its MAC.
+fn startup_nexthops(ifaces: &[String], config: &Config) -> std::io::Result<NextHops> {
+    let start = std::time::Instant::now();
+    let mut t = kernel_nexthops(ifaces)?;
+    if resolve_real_servers(&t, config).is_empty() {
+        return Ok(t);
+    }
+    while start.elapsed() < STARTUP_RESOLVE {
+        std::thread::sleep(QUICK_REFRESH);
+        t = kernel_nexthops(ifaces)?;
+        if unresolved_real_servers(&t, config).next().is_none() {
+            break;
+        }
+    }
+    Ok(t)
+}
+
+/// The real servers of `config` whose next hop has no usable neighbour entry in `t`.
+fn unresolved_real_servers<'a>(
+    t: &'a NextHops,
+    config: &'a Config,
+) -> impl Iterator<Item = IpAddr> + 'a {
+    config
+        .services
+        .iter()
+        .flat_map(|svc| svc.reals.iter().map(|r| r.addr))
+        .filter(|a| t.resolve(*a).is_err())
+}
+
+/// Asks the kernel to resolve every real server of `config` that `t` has no neighbour for
+/// (real servers are the next hops that matter most); returns them.
+fn resolve_real_servers(t: &NextHops, config: &Config) -> Vec<IpAddr> {
+    let asked: Vec<IpAddr> = unresolved_real_servers(t, config).collect();
+    for addr in &asked {
+        resolve(t, *addr);
+    }
+    asked
+}
+
+/// Reads the kernel's tables again and sends them to every worker.
+fn refresh_nexthops(ifaces: &[String], txs: &[Sender<Arc<NextHops>>]) -> Option<Arc<NextHops>> {
     match kernel_nexthops(ifaces) {
         Ok(t) => {
-            // Real servers are the next hops that matter most: keep them resolved.
-            for svc in &config.services {
-                for real in &svc.reals {
-                    if t.resolve(real.addr).is_err() {
-                        resolve(&t, real.addr);
-                    }
-                }
-            }
             let t = Arc::new(t);
             for tx in txs {
                 // A worker that has stopped needs no more updates.
