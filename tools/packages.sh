@@ -1,8 +1,9 @@
 # The Debian 12 packages fastlb's build, lab and tests need: the one list that .ci/run,
 # tools/lab/lab.sh and tools/test.sh share. Source it, then `ensure_packages GROUP...`.
 #
-#   build  compiling fastlb: a C toolchain for the linker and build scripts, clang and
-#          libbpf for the XDP programs (bpf/*.c), what xsk-rs's vendored libxdp needs
+#   build  compiling fastlb: CA certificates (cargo fetches crates over HTTPS), a C
+#          toolchain for the linker and build scripts, clang and libbpf for the XDP
+#          programs (bpf/*.c), what xsk-rs's vendored libxdp needs
 #   lab    the namespace lab (tools/lab/lab.sh): iproute2, ping, ps/sysctl, python3 (the
 #          UDP responder), nginx, curl, iperf3, socat
 #   test   the tests on top of the lab: wrk, tshark and tcpdump (reading captures),
@@ -11,7 +12,7 @@
 # ensure_packages installs what is missing (as root: `apt-get update` first, quiet, one
 # line naming the packages) and fails with the `apt-get install` line to type otherwise.
 
-FASTLB_PACKAGES_BUILD="gcc libc6-dev clang llvm m4 make pkg-config libelf-dev zlib1g-dev libbpf-dev"
+FASTLB_PACKAGES_BUILD="ca-certificates gcc libc6-dev clang llvm m4 make pkg-config libelf-dev zlib1g-dev libbpf-dev"
 FASTLB_PACKAGES_LAB="iproute2 iputils-ping procps python3 nginx-light curl iperf3 socat"
 FASTLB_PACKAGES_TEST="wrk tshark tcpdump python3-scapy nftables keepalived ethtool"
 
