@@ -133,6 +133,15 @@ impl MaglevHashing {
         }
     }
 
+    /// The list index each slot of the table points at, slot by slot; `None` for an empty
+    /// slot (only when no server has a weight). Read-only, for tools that study the table
+    /// itself (`cluster-sim` counts slots per server and slots that change).
+    pub fn slots(&self) -> impl ExactSizeIterator<Item = Option<usize>> + '_ {
+        self.lookup
+            .iter()
+            .map(|&i| (i != EMPTY).then_some(i as usize))
+    }
+
     #[inline]
     fn key(&self, input: &SchedInput, offset: u32) -> usize {
         let port = if self.port {

@@ -48,7 +48,7 @@ pub use fo::WeightedFailover;
 pub use lblc::LocalityLeastConn;
 pub use lblcr::LocalityLeastConnReplicated;
 pub use lc::LeastConn;
-pub use mh::MaglevHashing;
+pub use mh::{MaglevHashing, MH_TABLE_SIZES};
 pub use nq::NeverQueue;
 pub use ovf::WeightedOverflow;
 pub use rr::RoundRobin;
