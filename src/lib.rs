@@ -4,14 +4,18 @@
 //!
 //! ```text
 //! wire      header views over frame bytes (Ethernet, VLAN, ARP, IPv4, IPv6, TCP, UDP, ICMP)
-//! service   virtual services, real servers, classifier rules, configuration
+//! service   virtual services, real servers, classifier rules, health-check settings,
+//!           snapshots; config/: the configuration languages (TOML, keepalived.conf, and
+//!           ipvsadm's: argument parser, edits, -R/-S rule files, listing options)
 //! sched     the IPVS schedulers, one file each
 //! conn      connection table, TCP state machine, persistence templates
 //! forward   NAT, DR and TUN rewrites, ICMP relay, next hops
-//! health    real-server health checks and what the workers run because of them
-//! datapath  the per-packet pipeline and its I/O backends (pcap replay, AF_XDP)
-//! control   the control thread: snapshots, ctl socket, reload
 //! stats     per-worker counters and their readers
+//! health    the health checker, and what the workers run because of it
+//! datapath  the per-packet pipeline and its I/O backends (pcap replay, AF_XDP)
+//! control   the control plane: the director (one owner, one reconcile step), its sources
+//!           (ctl socket, reload, health reports, next hops), listings, metrics
+//! time, log the pipeline's clock; log lines with their UTC timestamps
 //! ```
 //!
 //! Stages depend downwards only: `wire` knows nothing above it, `datapath` and `control` sit on
@@ -23,6 +27,7 @@ pub mod control;
 pub mod datapath;
 pub mod forward;
 pub mod health;
+pub mod log;
 pub mod sched;
 pub mod service;
 pub mod stats;

@@ -1,5 +1,6 @@
-//! `fastlb ctl` end to end over a real Unix socket: a server thread polling a ControlState
-//! built on a real Publisher, driven by the client as `fastlb ctl` would drive it.
+//! `fastlb ctl` end to end over a real Unix socket: a server thread turning a control loop
+//! (the ctl socket, then the director's reconcile step) over a real Director, driven by the
+//! client as `fastlb ctl` would drive it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -8,15 +9,17 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use fastlb::control::ctl::{ctl_run, ControlState, CtlServer};
-use fastlb::control::Publisher;
+use fastlb::conn::ConnTable;
+use fastlb::control::ctl::{ctl_run, CtlServer};
+use fastlb::control::{DataPlane, Director};
+use fastlb::forward::nexthop::NextHops;
 use fastlb::service::{Config, DestRegistry};
 use fastlb::stats::WorkerStats;
 
 struct Server {
     path: PathBuf,
     stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<ControlState>>,
+    thread: Option<thread::JoinHandle<Director>>,
 }
 
 impl Server {
@@ -28,14 +31,20 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = thread::spawn(move || {
-            let publisher =
-                Publisher::new(Config::default(), Arc::new(DestRegistry::new(64))).unwrap();
-            let mut state = ControlState::new(publisher, vec![Arc::new(WorkerStats::new(64))]);
+            let registry = Arc::new(DestRegistry::new(64));
+            let plane = DataPlane {
+                conns: Arc::new(ConnTable::new(1024, 1, Arc::clone(&registry))),
+                registry,
+                workers: vec![Arc::new(WorkerStats::new(64))],
+                nexthops: Arc::new(NextHops::default()),
+            };
+            let mut director = Director::new(Config::default(), plane).unwrap();
             while !flag.load(Ordering::Relaxed) {
-                server.poll(&mut state).unwrap();
+                server.poll(&mut director).unwrap();
+                director.reconcile();
                 thread::sleep(Duration::from_millis(2));
             }
-            state
+            director
         });
         Server {
             path,
@@ -44,7 +53,7 @@ impl Server {
         }
     }
 
-    fn finish(mut self) -> ControlState {
+    fn finish(mut self) -> Director {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take().unwrap().join().unwrap()
     }
@@ -138,9 +147,9 @@ FWM  5 rr
     assert_eq!(v["services"][0]["reals"][1]["weight"], 3);
     assert_eq!(v["services"][2]["fwmark"], 5);
 
-    let state = s.finish();
-    assert_eq!(state.publisher.config().services.len(), 3);
-    assert_eq!(state.publisher.table().services[0].dests.len(), 2);
+    let director = s.finish();
+    assert_eq!(director.config().services.len(), 3);
+    assert_eq!(director.table().services[0].dests.len(), 2);
 }
 
 #[test]

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 mod support;
 
 use crossbeam_channel::Receiver;
-use fastlb::health::{
-    BackendChoice, BackendKind, CheckKind, HealthConfig, HealthMonitor, HttpCheck, MonitorOptions,
-    ScriptCheck, ServiceHealth, StatusRange, Transition,
+use fastlb::health::{BackendChoice, BackendKind, HealthMonitor, MonitorOptions, Transition};
+use fastlb::service::health::{
+    CheckKind, HealthConfig, HttpCheck, ScriptCheck, ServiceHealth, StatusRange,
 };
 use fastlb::service::{
     Config, ForwardMethod, Protocol, RealServer, SchedFlags, SchedulerKind, ServiceKey,

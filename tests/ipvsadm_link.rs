@@ -1,6 +1,6 @@
 //! `fastlb` started through a link named `ipvsadm` is `fastlb ctl`: the real binary, run as
 //! a process through a symlink, against a ctl server in this process (a real Unix socket,
-//! a real Publisher), found through `$FASTLB_CTL_SOCKET` or `--socket` as a script would.
+//! a real Director), found through `$FASTLB_CTL_SOCKET` or `--socket` as a script would.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,20 +10,22 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use fastlb::control::ctl::{ControlState, CtlServer};
-use fastlb::control::Publisher;
+use fastlb::conn::ConnTable;
+use fastlb::control::ctl::CtlServer;
+use fastlb::control::{DataPlane, Director};
+use fastlb::forward::nexthop::NextHops;
 use fastlb::service::{Config, DestRegistry};
 use fastlb::stats::WorkerStats;
 
 /// A scratch directory with `ipvsadm -> fastlb` and a ctl server on `ctl.sock`.
-struct Director {
+struct Rig {
     dir: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
-impl Director {
-    fn start(name: &str) -> Director {
+impl Rig {
+    fn start(name: &str) -> Rig {
         let dir = std::env::temp_dir().join(format!("fastlb-link-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -32,15 +34,21 @@ impl Director {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = thread::spawn(move || {
-            let publisher =
-                Publisher::new(Config::default(), Arc::new(DestRegistry::new(64))).unwrap();
-            let mut state = ControlState::new(publisher, vec![Arc::new(WorkerStats::new(64))]);
+            let registry = Arc::new(DestRegistry::new(64));
+            let plane = DataPlane {
+                conns: Arc::new(ConnTable::new(1024, 1, Arc::clone(&registry))),
+                registry,
+                workers: vec![Arc::new(WorkerStats::new(64))],
+                nexthops: Arc::new(NextHops::default()),
+            };
+            let mut director = Director::new(Config::default(), plane).unwrap();
             while !flag.load(Ordering::Relaxed) {
-                server.poll(&mut state).unwrap();
+                server.poll(&mut director).unwrap();
+                director.reconcile();
                 thread::sleep(Duration::from_millis(2));
             }
         });
-        Director {
+        Rig {
             dir,
             stop,
             thread: Some(thread),
@@ -61,7 +69,7 @@ impl Director {
     }
 }
 
-impl Drop for Director {
+impl Drop for Rig {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -98,7 +106,7 @@ fn ipvsadm(link: &Path, line: &str, socket: Option<&Path>, stdin: &str) -> (i32,
 
 #[test]
 fn a_script_of_ipvsadm_commands_runs_unchanged() {
-    let d = Director::start("script");
+    let d = Rig::start("script");
     assert_eq!(d.ipvsadm("-A -t 10.0.0.1:80 -s wrr").0, 0);
     assert_eq!(d.ipvsadm("-a -t 10.0.0.1:80 -r 10.1.0.1:80 -g -w 2").0, 0);
     assert_eq!(d.ipvsadm("-a -t 10.0.0.1:80 -r 10.1.0.2:80 -m").0, 0);
@@ -152,7 +160,7 @@ fn a_script_of_ipvsadm_commands_runs_unchanged() {
 
 #[test]
 fn the_socket_comes_from_the_option_the_environment_or_the_default() {
-    let d = Director::start("socket");
+    let d = Rig::start("socket");
     assert_eq!(d.ipvsadm("-A -u 10.0.0.1:53 -s rr").0, 0);
     let link = d.dir.join("ipvsadm");
     let line = format!("-L -n --socket {}", d.socket().display());

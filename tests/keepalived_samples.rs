@@ -63,7 +63,7 @@ fn nat_sample_maps_onto_the_model() {
         .health
         .check_for(&c.services[0].key, "10.0.1.2".parse().unwrap(), 3306)
         .unwrap();
-    assert!(matches!(&dynamic.kind, fastlb::health::CheckKind::Script(s) if s.dynamic));
+    assert!(matches!(&dynamic.kind, fastlb::service::health::CheckKind::Script(s) if s.dynamic));
 }
 
 #[test]

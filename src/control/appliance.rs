@@ -1,13 +1,22 @@
-//! The appliance: `fastlb --iface IF [--iface IF2] --config FILE`.
+//! The appliance: `fastlb --iface IF [--iface IF2] --config FILE`, the I/O shell around the
+//! [`Director`].
 //!
-//! The calling thread becomes the control thread. It starts one AF_XDP worker per queue
-//! (each running a [`Pipeline`]), then loops: serves the ctl socket, reloads the
-//! configuration on SIGHUP (a bad file is refused whole and the running table stays), keeps
-//! the XDP filter's maps equal to the service table, refreshes next hops from the kernel
-//! every second and asks the kernel to resolve the neighbours the workers missed and those
-//! of new real servers (then reads them back within milliseconds, not at the next second:
-//! a packet toward a next hop fastlb does not know yet is dropped). SIGINT or
-//! SIGTERM stops the workers, detaches the XDP program and removes the ctl socket.
+//! The calling thread becomes the control thread. It builds the director and the state it
+//! shares with the workers, starts one AF_XDP worker per queue (each running a
+//! [`Pipeline`]), then turns the control loop every 20 ms:
+//!
+//! ```text
+//!   director.tick(now)                        timers
+//!   for source in sources: source.poll(..)    ctl socket, SIGHUP reload, health reports,
+//!                                             kernel next hops (see `sources`)
+//!   plane.push(director.reconcile())          XDP filter maps, health checks, neighbours
+//! ```
+//!
+//! Before it serves, the appliance has the kernel resolve its real servers' next hops and
+//! waits for them (up to a second), so that the first packets to them are not dropped.
+//!
+//! SIGINT or SIGTERM ends the loop: the ctl socket is removed, the health thread stopped,
+//! the workers drained and the XDP program detached.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -15,24 +24,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
 use thiserror::Error;
 
-use super::ctl::{ControlState, CtlServer, CtlState};
-use super::listing::{ConnView, TableView};
-use super::metrics::{MetricsServer, MetricsSource};
-use super::{PublishError, Publisher};
+use super::ctl::CtlServer;
+use super::metrics::MetricsServer;
+use super::sources::{startup_nexthops, HealthReports, KernelNextHops, Reload, Source};
+use super::{DataPlane, Director, PublishError, Push};
 use crate::conn::ConnTable;
 use crate::datapath::pipeline::{Pipeline, PipelineSettings};
 use crate::datapath::xdp::{self, netlink, XdpError, XdpMode, XdpOptions};
-use crate::forward::nexthop::{MacAddr, NextHops, Route};
-use crate::health::{effective_config, HealthMonitor, HealthStates, MonitorOptions};
+use crate::forward::nexthop::NextHops;
+use crate::health::{HealthMonitor, MonitorOptions};
+use crate::log::log;
 use crate::service::config::{self, ConfigError};
-use crate::service::{Config, DestRegistry, ServiceKey, ServiceTable, TimeoutSettings};
+use crate::service::{DestRegistry, ServiceTable};
 use crate::stats::WorkerStats;
 
 /// Connection table size when the configuration sets none.
 pub const DEFAULT_CONN_CAPACITY: usize = 1 << 20;
+
+/// One turn of the control loop: how long it sleeps between turns.
+const TURN: Duration = Duration::from_millis(20);
 
 /// How the appliance runs.
 #[derive(Clone, Debug)]
@@ -82,19 +94,9 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ApplianceError {
     move |source| ApplianceError::Io { what, source }
 }
 
-/// Logs a line on stderr with a UTC timestamp (the control thread's log).
-pub fn log(msg: std::fmt::Arguments<'_>) {
-    eprintln!(
-        "{} fastlb: {msg}",
-        crate::health::rfc3339(std::time::SystemTime::now())
-    );
-}
-
 /// Runs the appliance until SIGINT or SIGTERM.
 pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
     let config = config::load(&opts.config)?;
-    let registry = Arc::new(DestRegistry::default());
-    let mut publisher = Publisher::new(config.clone(), Arc::clone(&registry))?;
     let xopts = XdpOptions {
         ifaces: opts.ifaces.clone(),
         queues: opts.queues,
@@ -109,32 +111,34 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
     } else {
         config.conn_capacity
     };
+    let registry = Arc::new(DestRegistry::default());
     let conns = Arc::new(ConnTable::new(capacity, workers, Arc::clone(&registry)));
-    conns.timeouts().apply(&config.timeouts);
     let stats: Vec<Arc<WorkerStats>> = (0..workers)
         .map(|_| Arc::new(WorkerStats::new(registry.capacity())))
         .collect();
     let nexthops = Arc::new(
         startup_nexthops(&opts.ifaces, &config).map_err(io("reading routes and neighbours"))?,
     );
+    let plane = DataPlane {
+        registry,
+        conns: Arc::clone(&conns),
+        workers: stats.clone(),
+        nexthops: Arc::clone(&nexthops),
+    };
+    let mut director = Director::new(config.clone(), plane)?;
     let (missing_tx, missing_rx) = crossbeam_channel::bounded::<IpAddr>(1024);
 
-    // One snapshot channel and one next-hop channel per worker, handed over when the
-    // datapath builds each worker's pipeline.
-    let mut nexthop_txs: Vec<Sender<Arc<NextHops>>> = Vec::new();
-    let mut slots = Vec::new();
-    for _ in 0..workers {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        nexthop_txs.push(tx);
-        slots.push(Some((publisher.subscribe(), rx)));
-    }
-    let slots = Mutex::new(slots);
-    let own_updates = publisher.subscribe();
+    // Each worker's feed from the director, handed over when the datapath builds its
+    // pipeline.
+    let feeds: Vec<_> = (0..workers)
+        .map(|_| Some(director.attach_worker()))
+        .collect();
+    let feeds = Mutex::new(feeds);
     let metrics = match opts.metrics {
-        Some(addr) => {
-            let source = MetricsSource::new(&mut publisher, stats.clone());
-            Some(MetricsServer::spawn(addr, source).map_err(io("starting the metrics server"))?)
-        }
+        Some(addr) => Some(
+            MetricsServer::spawn(addr, director.metrics_source())
+                .map_err(io("starting the metrics server"))?,
+        ),
         None => None,
     };
     let settings = PipelineSettings {
@@ -142,9 +146,9 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         tunnel_source_v6: config.tunnel_source_v6,
         ..PipelineSettings::default()
     };
-    let first = publisher.table();
+    let first = director.table();
     let make = |w: usize| {
-        let (tables, hops) = slots.lock().expect("not poisoned")[w]
+        let feed = feeds.lock().expect("not poisoned")[w]
             .take()
             .expect("one pipeline per worker");
         Pipeline::new(
@@ -155,137 +159,59 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
             Arc::clone(&stats[w]),
             settings,
         )
-        .with_updates(tables)
-        .with_nexthop_updates(hops)
+        .with_updates(feed.tables)
+        .with_nexthop_updates(feed.nexthops)
         .with_missing_neighbours(missing_tx.clone())
     };
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let reload = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(io("installing signal handlers"))?;
-    }
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
-        .map_err(io("installing signal handlers"))?;
+    let (stop, reload) = signal_flags().map_err(io("installing signal handlers"))?;
 
     let mut datapath = xdp::start(&xopts, make, Arc::clone(&stop))?;
     datapath.filter().sync(&first).map_err(XdpError::from)?;
-    let mut locals: Vec<IpAddr> = nexthops.local_addresses().collect();
     datapath
         .filter()
-        .set_local_addresses(&locals)
+        .set_local_addresses(director.local_addresses())
         .map_err(XdpError::from)?;
     if let Some(dir) = opts.ctl_socket.parent() {
         std::fs::create_dir_all(dir).map_err(io("creating the ctl socket's directory"))?;
     }
-    let mut ctl = CtlServer::bind(&opts.ctl_socket).map_err(io("binding the ctl socket"))?;
-    let mut inner = ControlState::new(publisher, stats.clone());
-    let listing = Arc::clone(&conns);
-    inner.conns = Some(Box::new(move || {
-        let mut v = Vec::new();
-        listing.for_each(xdp::monotonic_now(), |e| v.push(ConnView::from(e)));
-        v
-    }));
-    let timeouts = Arc::clone(&conns);
-    inner.on_timeouts = Some(Box::new(move |t| timeouts.timeouts().apply(&t)));
+    let ctl = CtlServer::bind(&opts.ctl_socket).map_err(io("binding the ctl socket"))?;
     let (monitor, transitions) = HealthMonitor::start(&config, MonitorOptions::default())
         .map_err(io("starting health checks"))?;
-    let mut state = ApplianceState {
-        inner,
-        configured: config,
-        health: HealthStates::new(),
-        monitor,
-    };
+    let mut plane = Plane { datapath, monitor };
     log(format_args!(
         "serving {} with {workers} worker(s), {} service(s), connection table {capacity}; ctl {}",
         opts.ifaces.join(", "),
         first.services.len(),
         opts.ctl_socket.display()
     ));
+    log_next_hops(&first, &nexthops, &opts.ifaces);
 
-    for real in first.services.iter().flat_map(|s| &s.dests) {
-        let addr = real.server.addr;
-        match nexthops.resolve(addr) {
-            Ok(nh) => log(format_args!(
-                "real server {addr}: next hop {} on {}",
-                nh.mac,
-                opts.ifaces
-                    .get(usize::from(nh.dev))
-                    .map_or("?", String::as_str)
-            )),
-            Err(reason) => log(format_args!(
-                "real server {addr}: not reachable yet ({})",
-                reason.name()
-            )),
-        }
-    }
-    let mut last_refresh = xdp::monotonic_now();
-    let mut current = Arc::clone(&nexthops);
-    // Next hops the kernel was asked to resolve and fastlb has not seen resolved: while
-    // there are any (for up to a second), next hops are read back every QUICK_REFRESH.
-    let mut pending: Vec<IpAddr> = Vec::new();
-    let mut quick_until = last_refresh;
+    let mut sources: Vec<Box<dyn Source>> = vec![
+        Box::new(ctl),
+        Box::new(Reload::new(opts.config.clone(), reload)),
+        Box::new(HealthReports::new(transitions)),
+        Box::new(KernelNextHops::new(
+            opts.ifaces.clone(),
+            missing_rx,
+            xdp::monotonic_now(),
+        )),
+    ];
     while !stop.load(Ordering::Relaxed) {
         let now = xdp::monotonic_now();
-        state.inner.tick(now);
-        if let Err(e) = ctl.poll(&mut state) {
-            log(format_args!("ctl: {e}"));
+        director.tick(now);
+        for source in &mut sources {
+            source.poll(now, &mut director);
         }
-        if reload.swap(false, Ordering::Relaxed) {
-            reload_config(&opts.config, &mut state);
-        }
-        let mut changed = false;
-        for t in transitions.try_iter() {
-            state.health.apply(&t);
-            changed = true;
-        }
-        if changed {
-            state.publish();
-        }
-        if let Some(table) = own_updates.try_iter().last() {
-            sync_filter(&mut datapath, &table);
-            // New real servers: have the kernel resolve them now, not at the next second.
-            let asked = resolve_real_servers(&current, state.config());
-            if !asked.is_empty() {
-                pending.extend(asked);
-                quick_until = now + Duration::from_secs(1);
-            }
-        }
-        for addr in missing_rx.try_iter().take(64) {
-            resolve(&current, addr);
-            pending.push(addr);
-            quick_until = now + Duration::from_secs(1);
-        }
-        if now >= quick_until {
-            pending.clear();
-        }
-        let since = now.saturating_since(last_refresh);
-        if since >= Duration::from_secs(1) || (!pending.is_empty() && since >= QUICK_REFRESH) {
-            let tick = since >= Duration::from_secs(1);
-            last_refresh = now;
-            if let Some(t) = refresh_nexthops(&opts.ifaces, &nexthop_txs) {
-                pending.retain(|a| t.resolve(*a).is_err());
-                if tick {
-                    // Keep asking for real servers that did not answer (down, or gone).
-                    resolve_real_servers(&t, state.config());
-                }
-                let now_local: Vec<IpAddr> = t.local_addresses().collect();
-                if now_local != locals {
-                    if let Err(e) = datapath.filter().set_local_addresses(&now_local) {
-                        log(format_args!("XDP filter update failed: {e}"));
-                    }
-                    locals = now_local;
-                }
-                current = t;
-            }
-            state.inner.publisher.reclaim();
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        plane.push(director.reconcile());
+        std::thread::sleep(TURN);
     }
     log(format_args!("stopping: draining workers and detaching XDP"));
-    drop(ctl);
-    drop(state);
+    // The ctl socket goes first, then the health thread and the workers' channels.
+    drop(sources);
+    let Plane { datapath, monitor } = plane;
+    drop(monitor);
+    drop(director);
     let totals = datapath.join()?;
     if let Some(m) = metrics {
         m.stop();
@@ -297,189 +223,66 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
     Ok(())
 }
 
-/// What ctl and reloads act on: the configured table (from the file and ctl commands),
-/// and what health checks make of it, which is what the workers run.
-struct ApplianceState {
-    inner: ControlState,
-    configured: Config,
-    health: HealthStates,
+/// SIGINT and SIGTERM set the first flag (stop), SIGHUP the second (reload).
+fn signal_flags() -> std::io::Result<(Arc<AtomicBool>, Arc<AtomicBool>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))?;
+    Ok((stop, reload))
+}
+
+/// Logs, for each real server, its next hop or why it has none yet.
+fn log_next_hops(table: &ServiceTable, nexthops: &NextHops, ifaces: &[String]) {
+    for real in table.services.iter().flat_map(|s| &s.dests) {
+        let addr = real.server.addr;
+        match nexthops.resolve(addr) {
+            Ok(nh) => log(format_args!(
+                "real server {addr}: next hop {} on {}",
+                nh.mac,
+                ifaces.get(usize::from(nh.dev)).map_or("?", String::as_str)
+            )),
+            Err(reason) => log(format_args!(
+                "real server {addr}: not reachable yet ({})",
+                reason.name()
+            )),
+        }
+    }
+}
+
+/// The sinks that take a system call: the XDP filter's maps, the health thread, the
+/// kernel's neighbour table. (The workers' channels and the connection table the director
+/// updates itself.)
+struct Plane {
+    datapath: xdp::Datapath,
     monitor: HealthMonitor,
 }
 
-impl ApplianceState {
-    /// Publishes the effective table: the configured one less the servers health checks
-    /// took out (or with their weights), with sorry servers where nothing is up.
-    fn publish(&mut self) {
-        let effective = effective_config(&self.configured, &self.health);
-        if let Err(e) = self.inner.apply(effective) {
-            log(format_args!(
-                "publishing the table failed, previous one stays: {e}"
-            ));
-        }
-    }
-}
-
-impl CtlState for ApplianceState {
-    fn config(&self) -> &Config {
-        &self.configured
-    }
-
-    fn apply(&mut self, config: Config) -> Result<(), String> {
-        let effective = effective_config(&config, &self.health);
-        self.inner.apply(effective)?;
-        self.monitor.reconfigure(&config);
-        self.health.retain_configured(&config);
-        self.configured = config;
-        Ok(())
-    }
-
-    fn table_view(&self) -> TableView {
-        self.inner.table_view()
-    }
-
-    fn connections(&self) -> Vec<ConnView> {
-        self.inner.connections()
-    }
-
-    fn zero(&mut self, service: Option<&ServiceKey>) {
-        self.inner.zero(service);
-    }
-
-    fn set_timeouts(&mut self, timeouts: TimeoutSettings) -> Result<(), String> {
-        self.inner.set_timeouts(timeouts)?;
-        self.configured.timeouts = timeouts;
-        Ok(())
-    }
-}
-
-fn reload_config(path: &std::path::Path, state: &mut ApplianceState) {
-    match config::load(path) {
-        Ok(config) => {
-            let n = config.services.len();
-            match state.apply(config) {
-                Ok(()) => log(format_args!("reloaded {}: {n} service(s)", path.display())),
-                Err(e) => log(format_args!("reload refused, running table unchanged: {e}")),
+impl Plane {
+    /// Applies one reconcile step. Failures are logged; the next change tries again.
+    fn push(&mut self, push: Push) {
+        if let Some(table) = &push.table {
+            if let Err(e) = self.datapath.filter().sync(table) {
+                log(format_args!("XDP filter update failed: {e}"));
             }
         }
-        Err(e) => log(format_args!("reload refused, running table unchanged: {e}")),
-    }
-}
-
-fn sync_filter(datapath: &mut xdp::Datapath, table: &ServiceTable) {
-    if let Err(e) = datapath.filter().sync(table) {
-        log(format_args!("XDP filter update failed: {e}"));
-    }
-}
-
-/// The kernel's routes and neighbours as fastlb's next-hop tables, devices numbered in
-/// `ifaces` order.
-fn kernel_nexthops(ifaces: &[String]) -> std::io::Result<NextHops> {
-    let name = |ifindex: u32| -> Option<String> {
-        ifaces
-            .iter()
-            .find(|i| xdp::ifindex(i) == Some(ifindex))
-            .cloned()
-    };
-    let mut routes = Vec::new();
-    for r in netlink::routes()? {
-        let dev = name(r.oif).or_else(|| (r.oif != 0).then(|| format!("if{}", r.oif)));
-        let local = match (r.table, r.kind) {
-            (netlink::TABLE_LOCAL, netlink::rtn::LOCAL) => true,
-            (netlink::TABLE_MAIN, netlink::rtn::UNICAST) => false,
-            _ => continue,
-        };
-        routes.push(Route {
-            dst: r.dst,
-            gateway: r.gateway,
-            dev,
-            src: r.prefsrc,
-            mtu: None,
-            metric: r.metric,
-            local,
-        });
-    }
-    let neighbours = netlink::neighbours()?
-        .into_iter()
-        .filter(|n| n.is_usable())
-        .filter_map(|n| Some((n.addr, MacAddr(n.mac?))));
-    Ok(NextHops::with_devices(ifaces, routes, neighbours))
-}
-
-/// How often next hops are read back while resolutions are pending.
-const QUICK_REFRESH: Duration = Duration::from_millis(10);
-
-/// How long the appliance waits at start for its real servers' neighbours to resolve
-/// before it serves: a real server that does not answer ARP or neighbour discovery by then
-/// is resolved later, while fastlb serves.
-const STARTUP_RESOLVE: Duration = Duration::from_secs(1);
-
-/// The next hops to start with: the kernel's tables, once the neighbours of every real
-/// server of `config` are resolved (asked for here) or [`STARTUP_RESOLVE`] has passed, so
-/// that the first packets to a real server are not dropped for want of its MAC.
-fn startup_nexthops(ifaces: &[String], config: &Config) -> std::io::Result<NextHops> {
-    let start = std::time::Instant::now();
-    let mut t = kernel_nexthops(ifaces)?;
-    if resolve_real_servers(&t, config).is_empty() {
-        return Ok(t);
-    }
-    while start.elapsed() < STARTUP_RESOLVE {
-        std::thread::sleep(QUICK_REFRESH);
-        t = kernel_nexthops(ifaces)?;
-        if unresolved_real_servers(&t, config).next().is_none() {
-            break;
-        }
-    }
-    Ok(t)
-}
-
-/// The real servers of `config` whose next hop has no usable neighbour entry in `t`.
-fn unresolved_real_servers<'a>(
-    t: &'a NextHops,
-    config: &'a Config,
-) -> impl Iterator<Item = IpAddr> + 'a {
-    config
-        .services
-        .iter()
-        .flat_map(|svc| svc.reals.iter().map(|r| r.addr))
-        .filter(|a| t.resolve(*a).is_err())
-}
-
-/// Asks the kernel to resolve every real server of `config` that `t` has no neighbour for
-/// (real servers are the next hops that matter most); returns them.
-fn resolve_real_servers(t: &NextHops, config: &Config) -> Vec<IpAddr> {
-    let asked: Vec<IpAddr> = unresolved_real_servers(t, config).collect();
-    for addr in &asked {
-        resolve(t, *addr);
-    }
-    asked
-}
-
-/// Reads the kernel's tables again and sends them to every worker.
-fn refresh_nexthops(ifaces: &[String], txs: &[Sender<Arc<NextHops>>]) -> Option<Arc<NextHops>> {
-    match kernel_nexthops(ifaces) {
-        Ok(t) => {
-            let t = Arc::new(t);
-            for tx in txs {
-                // A worker that has stopped needs no more updates.
-                let _ = tx.send(Arc::clone(&t));
+        if let Some(addrs) = &push.local_addresses {
+            if let Err(e) = self.datapath.filter().set_local_addresses(addrs) {
+                log(format_args!("XDP filter update failed: {e}"));
             }
-            Some(t)
         }
-        Err(e) => {
-            log(format_args!("reading routes and neighbours: {e}"));
-            None
+        if let Some(config) = &push.health_checks {
+            self.monitor.reconfigure(config);
         }
-    }
-}
-
-/// Asks the kernel to resolve the next hop toward `addr` (ARP / neighbour solicitation).
-fn resolve(t: &NextHops, addr: IpAddr) {
-    let Some(route) = t.route(addr) else { return };
-    let hop = route.gateway.unwrap_or(addr);
-    let Some(ifindex) = route.dev.as_deref().and_then(xdp::ifindex) else {
-        return;
-    };
-    if let Err(e) = netlink::resolve_neighbour(hop, ifindex) {
-        log(format_args!("resolving {hop}: {e}"));
+        for r in &push.resolve {
+            let Some(ifindex) = xdp::ifindex(&r.dev) else {
+                continue;
+            };
+            if let Err(e) = netlink::resolve_neighbour(r.hop, ifindex) {
+                log(format_args!("resolving {}: {e}", r.hop));
+            }
+        }
     }
 }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::service::config::ipvsadm::{IpvsError, ListOptions};
+use crate::service::config::ipvsadm::{real_order, service_order, IpvsError, ListOptions};
 use crate::service::{
     DestRegistry, ForwardMethod, Persistence, Protocol, SchedFlags, SchedulerKind, ServiceKey,
     ServiceTable, SocketText, TimeoutSettings,
@@ -182,25 +182,6 @@ pub fn build_table_view(
     }
 }
 
-fn addr_bits(a: IpAddr) -> u128 {
-    match a {
-        IpAddr::V4(a) => u128::from(u32::from(a)),
-        IpAddr::V6(a) => u128::from(a),
-    }
-}
-
-/// libipvs's `ipvs_cmp_services` order (the one `-S` uses too).
-fn service_order(key: &ServiceKey) -> (u32, bool, u8, u128, u16) {
-    match *key {
-        ServiceKey::Tuple {
-            protocol,
-            addr,
-            port,
-        } => (0, addr.is_ipv6(), protocol.number(), addr_bits(addr), port),
-        ServiceKey::Fwmark { mark, ipv6 } => (mark, ipv6, Protocol::Tcp.number(), 0, 0),
-    }
-}
-
 /// Services and their real servers in the order `-L` prints them under `opts`.
 fn ordered<'a>(
     view: &'a TableView,
@@ -219,7 +200,7 @@ fn ordered<'a>(
         .map(|s| {
             let mut reals: Vec<&RealView> = s.reals.iter().collect();
             if !opts.nosort {
-                reals.sort_by_key(|r| (r.addr.is_ipv6(), addr_bits(r.addr), r.port));
+                reals.sort_by_key(|r| real_order(r.addr, r.port));
             }
             (s, reals)
         })

@@ -1,13 +1,37 @@
-//! The control thread's side: it owns the configuration, builds immutable snapshots of the
-//! service table and hands them to the workers over channels.
+//! The control plane: one owner, many sources, one reconcile step.
 //!
-//! Workers never wait for the control thread: they look for a newer snapshot between
-//! batches (`try_recv`), keep the newest, and drop the old one.
+//! ```text
+//!   sources (sources.rs, ctl/)          Director (director.rs)         sinks
+//!   ctl socket, SIGHUP reload,  ──>  configured table, health    ──>  workers (snapshots, next
+//!   health reports, kernel           states, snapshots, next          hops), connection table,
+//!   next hops, the clock             hops, counters                   XDP filter, health thread,
+//!                                    └── reconcile() -> Push          kernel neighbours
+//! ```
+//!
+//! The [`Director`] owns every piece of state the workers run from; every source changes it
+//! through its methods, and its reconcile step pushes the result out. It is sans-IO: the
+//! appliance (`appliance.rs`) is the thin shell that polls the sources, turns the loop and
+//! applies what needs a system call. Workers never wait for the control thread: they look
+//! for a newer snapshot between batches (`try_recv`), keep the newest, and drop the old one.
+//!
+//! | file | what |
+//! |---|---|
+//! | `director.rs` | the [`Director`]: state, the sources' methods, [`Director::reconcile`] |
+//! | `publisher.rs` | snapshots built from configurations, handed to the workers |
+//! | `sources.rs` | the [`Source`] trait and the reload, health and next-hop sources |
+//! | `ctl/` | `fastlb ctl`: the socket (a source), the client, ipvsadm commands run on the director |
+//! | `listing.rs` | `ipvsadm -L` layouts and their JSON twins |
+//! | `metrics.rs` | Prometheus metrics over HTTP |
+//! | `appliance.rs` | the shell: start-up, the loop, the sinks that take a system call |
 
 pub mod appliance;
 pub mod ctl;
+mod director;
 pub mod listing;
 pub mod metrics;
 mod publisher;
+pub mod sources;
 
+pub use director::{DataPlane, Director, NeighbourRequest, Push, WorkerFeed};
 pub use publisher::{PublishError, Publisher};
+pub use sources::Source;

@@ -1,4 +1,10 @@
 //! Builds snapshots from configurations and publishes them to workers.
+//!
+//! Building and sending are two steps: [`Publisher::stage`] builds the next snapshot (the
+//! step that can fail, so a refused change is refused before anything moves), and
+//! [`Publisher::publish`] hands the newest staged snapshot to every subscriber. The director
+//! stages as each change arrives and publishes once per reconcile step; [`Publisher::replace`]
+//! does both at once.
 
 use std::sync::Arc;
 
@@ -24,6 +30,8 @@ pub struct Publisher {
     registry: Arc<DestRegistry>,
     table: Arc<ServiceTable>,
     subscribers: Vec<Sender<Arc<ServiceTable>>>,
+    /// Generation of the newest snapshot the subscribers have.
+    published: u64,
 }
 
 impl Publisher {
@@ -35,24 +43,26 @@ impl Publisher {
             config,
             ids,
             registry,
+            published: table.generation,
             table,
             subscribers: Vec::new(),
         })
     }
 
-    /// A channel on which a worker receives every later snapshot.
+    /// A channel on which a worker receives every later snapshot. (The first one it takes
+    /// from [`Publisher::table`] when it starts.)
     pub fn subscribe(&mut self) -> Receiver<Arc<ServiceTable>> {
         let (tx, rx) = crossbeam_channel::unbounded();
         self.subscribers.push(tx);
         rx
     }
 
-    /// The running configuration.
+    /// The configuration of the current snapshot.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// The current snapshot.
+    /// The current snapshot: the newest staged, published or not.
     pub fn table(&self) -> Arc<ServiceTable> {
         Arc::clone(&self.table)
     }
@@ -62,9 +72,9 @@ impl Publisher {
         &self.registry
     }
 
-    /// Replaces the whole configuration: builds a snapshot and sends it to every worker. On
-    /// error nothing changes. `config` must already be validated.
-    pub fn replace(&mut self, config: Config) -> Result<Arc<ServiceTable>, PublishError> {
+    /// Builds the snapshot of `config`, the next generation, and makes it current without
+    /// sending it. On error nothing changes. `config` must already be validated.
+    pub fn stage(&mut self, config: Config) -> Result<Arc<ServiceTable>, PublishError> {
         self.ids.reclaim(&self.registry);
         let generation = self.table.generation + 1;
         let table = Arc::new(ServiceTable::build(
@@ -75,9 +85,28 @@ impl Publisher {
         )?);
         self.config = config;
         self.table = Arc::clone(&table);
+        Ok(table)
+    }
+
+    /// Sends the current snapshot to every subscriber unless they have it already; returns
+    /// it when it was sent.
+    pub fn publish(&mut self) -> Option<Arc<ServiceTable>> {
+        if self.table.generation == self.published {
+            return None;
+        }
+        self.published = self.table.generation;
+        let table = Arc::clone(&self.table);
         // A worker that has gone away has nothing left to update.
         self.subscribers
             .retain(|s| s.send(Arc::clone(&table)).is_ok());
+        Some(table)
+    }
+
+    /// Replaces the whole configuration: [`stage`](Publisher::stage) and
+    /// [`publish`](Publisher::publish) in one. On error nothing changes.
+    pub fn replace(&mut self, config: Config) -> Result<Arc<ServiceTable>, PublishError> {
+        let table = self.stage(config)?;
+        self.publish();
         Ok(table)
     }
 
@@ -131,6 +160,26 @@ mod tests {
         assert_eq!(got.services[0].dests[0].server.weight, 5);
         assert_eq!(got.services[0].dests[0].id, first.services[0].dests[0].id);
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn staged_snapshots_go_out_once_and_only_the_newest() {
+        let mut p = Publisher::new(config(1), Arc::new(DestRegistry::new(4))).unwrap();
+        let rx = p.subscribe();
+        assert!(
+            p.publish().is_none(),
+            "the first snapshot is not sent again"
+        );
+        p.stage(config(2)).unwrap();
+        let last = p.stage(config(3)).unwrap();
+        assert_eq!(p.table().generation, 3);
+        assert!(rx.try_recv().is_err(), "staging sends nothing");
+        let sent = p.publish().unwrap();
+        assert!(Arc::ptr_eq(&sent, &last));
+        let got = rx.try_recv().unwrap();
+        assert_eq!(got.services[0].dests[0].server.weight, 3);
+        assert!(rx.try_recv().is_err());
+        assert!(p.publish().is_none());
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::config::{HttpCheck, ScriptCheck};
 use super::state::Attempt;
+use crate::service::health::{HttpCheck, ScriptCheck};
 
 /// Which network backend runs the checks.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -342,7 +342,7 @@ impl Children {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::config::StatusRange;
+    use crate::service::health::StatusRange;
 
     fn http(status: Vec<StatusRange>) -> HttpExchange {
         HttpExchange::new(

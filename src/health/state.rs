@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::config::HealthConfig;
+use crate::service::health::HealthConfig;
 use crate::time::Instant;
 
 /// How one attempt ended.
@@ -166,7 +166,7 @@ pub fn warmup_spread(warmup: Duration, seed: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::config::CheckKind;
+    use crate::service::health::CheckKind;
     use proptest::prelude::*;
 
     fn cfg(retries: u32, rise: u32, fall: u32) -> HealthConfig {

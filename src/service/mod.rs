@@ -14,6 +14,7 @@
 
 pub mod config;
 mod dest;
+pub mod health;
 pub mod table;
 
 pub use dest::{DestCounters, DestId, DestRegistry};
@@ -453,6 +454,6 @@ pub struct Config {
     pub tunnel_source_v6: Option<std::net::Ipv6Addr>,
     /// Connection table capacity (entries); 0 means the default.
     pub conn_capacity: usize,
-    /// Health checks and sorry servers, by service key (see `crate::health`).
-    pub health: crate::health::HealthSettings,
+    /// Health checks and sorry servers, by service key (see [`health`]).
+    pub health: health::HealthSettings,
 }

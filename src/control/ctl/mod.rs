@@ -4,10 +4,10 @@
 //! fastlb ctl -A -t 10.0.0.1:80 -s rr          client (ctl_main)
 //!        |  {"args":["-A","-t",...],"stdin":null}\n
 //!        v
-//!   /run/fastlb/ctl.sock (0600)                CtlServer::poll, on the control thread
-//!        |  execute(state, args, stdin)
+//!   /run/fastlb/ctl.sock (0600)                CtlServer::poll, a source of the control loop
+//!        |  execute(director, args, stdin)
 //!        v
-//!   CtlState: config, apply, views, zero       ControlState (a Publisher) or the integrator's
+//!   Director: config, configure, views, zero   the one owner of the control plane
 //!        |  {"code":0,"stdout":"...","stderr":""}\n
 //!        v
 //!   client prints stdout and stderr, exits with code
@@ -16,7 +16,7 @@
 //! One request per connection. Commands are parsed by the ipvsadm module's [`parse`] and
 //! applied with its [`apply`], [`restore`] and [`save`]; the listings come from
 //! [`listing`]. A command that fails changes nothing: the new
-//! configuration is built on a copy and handed to [`CtlState::apply`] only when whole.
+//! configuration is built on a copy and handed to [`Director::configure`] only when whole.
 //!
 //! Exit codes follow ipvsadm: 0 success, 2 a command-line error (ipvsadm's `fail(2, ...)`),
 //! 255 a refused table change (ipvsadm returns -1 from libipvs errors), 1 a listing of a
@@ -32,17 +32,12 @@ pub use client::{
 pub use server::CtlServer;
 
 use std::path::Path;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::control::listing::{self, ConnView, TableView};
-use crate::control::Publisher;
+use crate::control::listing;
+use crate::control::Director;
 use crate::service::config::ipvsadm::{apply, parse, restore, save, IpvsCommand, IpvsError};
-use crate::service::{Config, ServiceKey, TimeoutSettings};
-use crate::stats::rate::RateTable;
-use crate::stats::WorkerStats;
-use crate::time::Instant;
 
 /// Where the appliance listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/fastlb/ctl.sock";
@@ -88,25 +83,6 @@ impl Response {
     }
 }
 
-/// What the ctl server needs from the appliance. The control thread implements it (or uses
-/// [`ControlState`]); every method is called on the control thread, between its other work.
-pub trait CtlState {
-    /// The running configuration.
-    fn config(&self) -> &Config;
-    /// Replaces the running configuration (already validated by the ipvsadm module). On
-    /// error nothing may change; the message is shown to the operator.
-    fn apply(&mut self, config: Config) -> Result<(), String>;
-    /// The `-L` view of the service table.
-    fn table_view(&self) -> TableView;
-    /// The connection table for `-L -c`, in the order to print.
-    fn connections(&self) -> Vec<ConnView>;
-    /// `-Z`: zeroes the traffic counters (and rate estimators) of one service, or of all.
-    fn zero(&mut self, service: Option<&ServiceKey>);
-    /// `--set`: the protocol timeouts to use from now on (0s already replaced by the old
-    /// values). They belong to the configuration and to the connection table.
-    fn set_timeouts(&mut self, timeouts: TimeoutSettings) -> Result<(), String>;
-}
-
 /// Exit code of a refused table change (ipvsadm exits with libipvs's -1).
 const EXIT_TABLE: i32 = 255;
 /// Exit code of a command-line error.
@@ -120,11 +96,11 @@ fn table_error(e: &IpvsError) -> Response {
     Response::fail(code, e)
 }
 
-/// Runs one ctl command against `state`: the whole server side, without sockets.
+/// Runs one ctl command against `director`: the whole server side, without sockets.
 ///
 /// `--json` may appear anywhere among the arguments of a `-L`/`-l` command (or alone: no
 /// arguments at all lists the table, as ipvsadm does).
-pub fn execute(state: &mut dyn CtlState, args: &[String], stdin: Option<&str>) -> Response {
+pub fn execute(director: &mut Director, args: &[String], stdin: Option<&str>) -> Response {
     let json = args.iter().any(|a| a == "--json");
     let args: Vec<&str> = args
         .iter()
@@ -145,21 +121,21 @@ pub fn execute(state: &mut dyn CtlState, args: &[String], stdin: Option<&str>) -
     match cmd {
         IpvsCommand::List(o) => {
             if o.connections {
-                let conns = state.connections();
+                let conns = director.connections();
                 Response::ok(if json {
                     listing::list_connections_json(&conns)
                 } else {
                     listing::list_connections(&conns, &o)
                 })
             } else if o.timeout {
-                let t = &state.config().timeouts;
+                let t = &director.config().timeouts;
                 Response::ok(if json {
                     listing::list_timeouts_json(t)
                 } else {
                     listing::list_timeouts(t)
                 })
             } else {
-                let view = state.table_view();
+                let view = director.table_view();
                 let text = if json {
                     listing::list_services_json(&view, &o)
                 } else {
@@ -171,16 +147,16 @@ pub fn execute(state: &mut dyn CtlState, args: &[String], stdin: Option<&str>) -
                 }
             }
         }
-        IpvsCommand::Save { .. } => Response::ok(save(state.config())),
+        IpvsCommand::Save { .. } => Response::ok(save(director.config())),
         IpvsCommand::Restore => {
             let Some(text) = stdin else {
                 return Response::fail(EXIT_USAGE, "-R: no rules on standard input");
             };
-            let mut config = state.config().clone();
+            let mut config = director.config().clone();
             if let Err(e) = restore(&mut config, text, Path::new("-")) {
                 return Response::fail(1, e);
             }
-            match state.apply(config) {
+            match director.configure(config) {
                 Ok(()) => Response::ok(String::new()),
                 Err(e) => Response::fail(EXIT_TABLE, e),
             }
@@ -190,29 +166,29 @@ pub fn execute(state: &mut dyn CtlState, args: &[String], stdin: Option<&str>) -
         IpvsCommand::Version => Response::ok(version_line("fastlb ctl")),
         IpvsCommand::Zero(key) => {
             // apply() only checks that the service exists.
-            let mut config = state.config().clone();
+            let mut config = director.config().clone();
             if let Err(e) = apply(&mut config, &IpvsCommand::Zero(key)) {
                 return table_error(&e);
             }
-            state.zero(key.as_ref());
+            director.zero(key.as_ref());
             Response::ok(String::new())
         }
         IpvsCommand::SetTimeouts { .. } => {
-            let mut config = state.config().clone();
+            let mut config = director.config().clone();
             if let Err(e) = apply(&mut config, &cmd) {
                 return table_error(&e);
             }
-            match state.set_timeouts(config.timeouts) {
+            match director.set_timeouts(config.timeouts) {
                 Ok(()) => Response::ok(String::new()),
                 Err(e) => Response::fail(EXIT_TABLE, e),
             }
         }
         change => {
-            let mut config = state.config().clone();
+            let mut config = director.config().clone();
             if let Err(e) = apply(&mut config, &change) {
                 return table_error(&e);
             }
-            match state.apply(config) {
+            match director.configure(config) {
                 Ok(()) => Response::ok(String::new()),
                 Err(e) => Response::fail(EXIT_TABLE, e),
             }
@@ -220,123 +196,44 @@ pub fn execute(state: &mut dyn CtlState, args: &[String], stdin: Option<&str>) -
     }
 }
 
-/// A source of connection listings for [`ControlState`] (the connection table, once wired).
-pub type ConnSource = Box<dyn Fn() -> Vec<ConnView> + Send>;
-/// Told of new protocol timeouts after `--set` (the connection table, once wired).
-pub type TimeoutSink = Box<dyn FnMut(TimeoutSettings) + Send>;
-
-/// A ready [`CtlState`] around a [`Publisher`]: what the control thread needs to serve ctl.
-pub struct ControlState {
-    /// Owns the configuration and publishes snapshots.
-    pub publisher: Publisher,
-    /// Every worker's counters.
-    pub workers: Vec<Arc<WorkerStats>>,
-    /// Rate estimators, advanced by [`ControlState::tick`].
-    pub rates: RateTable,
-    /// The connection listing; empty until set.
-    pub conns: Option<ConnSource>,
-    /// Where `--set` timeouts go besides the configuration.
-    pub on_timeouts: Option<TimeoutSink>,
-}
-
-impl ControlState {
-    /// A state with no connection source yet.
-    pub fn new(publisher: Publisher, workers: Vec<Arc<WorkerStats>>) -> ControlState {
-        ControlState {
-            publisher,
-            workers,
-            rates: RateTable::new(),
-            conns: None,
-            on_timeouts: None,
-        }
-    }
-
-    /// Advances the rate estimators; call every control-loop turn.
-    pub fn tick(&mut self, now: Instant) {
-        let table = self.publisher.table();
-        self.rates.tick(now, &table, &self.workers);
-    }
-}
-
-impl CtlState for ControlState {
-    fn config(&self) -> &Config {
-        self.publisher.config()
-    }
-
-    fn apply(&mut self, config: Config) -> Result<(), String> {
-        self.publisher
-            .replace(config)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-
-    fn table_view(&self) -> TableView {
-        listing::build_table_view(
-            &self.publisher.table(),
-            self.publisher.registry(),
-            &self.workers,
-            Some(&self.rates),
-            self.publisher.config().conn_capacity,
-        )
-    }
-
-    fn connections(&self) -> Vec<ConnView> {
-        self.conns.as_ref().map(|f| f()).unwrap_or_default()
-    }
-
-    fn zero(&mut self, service: Option<&ServiceKey>) {
-        let table = self.publisher.table();
-        for svc in &table.services {
-            if service.is_some_and(|k| *k != svc.config.key) {
-                continue;
-            }
-            for d in &svc.dests {
-                for w in &self.workers {
-                    let s = w.dest(d.id);
-                    for c in [&s.conns, &s.in_pkts, &s.out_pkts, &s.in_bytes, &s.out_bytes] {
-                        c.zero();
-                    }
-                }
-            }
-        }
-        self.rates.zero(service, &table, &self.workers);
-    }
-
-    fn set_timeouts(&mut self, timeouts: TimeoutSettings) -> Result<(), String> {
-        let mut config = self.publisher.config().clone();
-        config.timeouts = timeouts;
-        self.apply(config)?;
-        if let Some(sink) = self.on_timeouts.as_mut() {
-            sink(timeouts);
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::service::DestRegistry;
+    use std::sync::Arc;
 
-    fn state() -> ControlState {
-        let p = Publisher::new(Config::default(), Arc::new(DestRegistry::new(16))).unwrap();
-        ControlState::new(p, vec![Arc::new(WorkerStats::new(16))])
+    use super::*;
+    use crate::conn::ConnTable;
+    use crate::control::DataPlane;
+    use crate::forward::nexthop::NextHops;
+    use crate::service::{Config, DestRegistry};
+    use crate::stats::WorkerStats;
+
+    /// A director over an empty table, and its one worker's counters.
+    fn state() -> (Director, Arc<WorkerStats>) {
+        let registry = Arc::new(DestRegistry::new(16));
+        let worker = Arc::new(WorkerStats::new(16));
+        let plane = DataPlane {
+            conns: Arc::new(ConnTable::new(64, 1, Arc::clone(&registry))),
+            registry,
+            workers: vec![Arc::clone(&worker)],
+            nexthops: Arc::new(NextHops::default()),
+        };
+        (Director::new(Config::default(), plane).unwrap(), worker)
     }
 
-    fn run(s: &mut ControlState, line: &str) -> Response {
+    fn run(s: &mut Director, line: &str) -> Response {
         let args: Vec<String> = line.split_whitespace().map(String::from).collect();
         execute(s, &args, None)
     }
 
     #[test]
     fn changes_go_through_the_publisher_and_errors_change_nothing() {
-        let mut s = state();
+        let (mut s, _) = state();
         assert_eq!(run(&mut s, "-A -t 10.0.0.1:80 -s rr").code, 0);
         assert_eq!(
             run(&mut s, "-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 2").code,
             0
         );
-        assert_eq!(s.publisher.table().services[0].dests.len(), 1);
+        assert_eq!(s.table().services[0].dests.len(), 1);
         let before = s.config().clone();
         let r = run(&mut s, "-A -t 10.0.0.1:80");
         assert_eq!(
@@ -359,7 +256,7 @@ mod tests {
 
     #[test]
     fn list_variants_and_json_flag() {
-        let mut s = state();
+        let (mut s, _) = state();
         run(&mut s, "-A -u 10.0.0.1:53 -s rr");
         let r = execute(&mut s, &[], None);
         assert!(r
@@ -388,26 +285,26 @@ mod tests {
 
     #[test]
     fn zero_clears_counters_of_one_service() {
-        let mut s = state();
+        let (mut s, worker) = state();
         run(&mut s, "-A -u 10.0.0.1:53 -s rr");
         run(&mut s, "-a -u 10.0.0.1:53 -r 10.1.0.1 -m");
         run(&mut s, "-A -u 10.0.0.2:53 -s rr");
         run(&mut s, "-a -u 10.0.0.2:53 -r 10.1.0.1 -m");
-        let t = s.publisher.table();
+        let t = s.table();
         let (a, b) = (t.services[0].dests[0].id, t.services[1].dests[0].id);
-        s.workers[0].dest(a).in_pkts.add(7);
-        s.workers[0].dest(b).in_pkts.add(9);
+        worker.dest(a).in_pkts.add(7);
+        worker.dest(b).in_pkts.add(9);
         assert_eq!(run(&mut s, "-Z -u 10.0.0.1:53").code, 0);
-        assert_eq!(s.workers[0].dest(a).in_pkts.get(), 0);
-        assert_eq!(s.workers[0].dest(b).in_pkts.get(), 9);
+        assert_eq!(worker.dest(a).in_pkts.get(), 0);
+        assert_eq!(worker.dest(b).in_pkts.get(), 9);
         assert_eq!(run(&mut s, "-Z -u 10.0.0.3:53").stderr, "No such service\n");
         run(&mut s, "-Z");
-        assert_eq!(s.workers[0].dest(b).in_pkts.get(), 0);
+        assert_eq!(worker.dest(b).in_pkts.get(), 0);
     }
 
     #[test]
     fn restore_is_all_or_nothing() {
-        let mut s = state();
+        let (mut s, _) = state();
         let r = execute(
             &mut s,
             &["-R".to_string()],

@@ -7,7 +7,10 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{execute, CtlState, Request, Response, MAX_REQUEST_BYTES};
+use super::{execute, Request, Response, MAX_REQUEST_BYTES};
+use crate::control::{Director, Source};
+use crate::log::log;
+use crate::time::Instant;
 
 /// How long a connected client may take to send its request or read the answer. The
 /// control thread serves one client at a time, so a stalled client stalls it this long at
@@ -87,14 +90,14 @@ impl CtlServer {
     /// waits for new ones. Call it every control-loop turn. A client that misbehaves
     /// (garbage, too slow, gone) is dropped and does not make this fail; only an error of
     /// the listening socket itself is returned.
-    pub fn poll(&mut self, state: &mut dyn CtlState) -> io::Result<usize> {
+    pub fn poll(&mut self, director: &mut Director) -> io::Result<usize> {
         let mut served = 0;
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     // A client lost half way changes nothing worth reporting: the command
                     // either ran (and its answer is lost) or never arrived.
-                    let _ = serve(stream, state);
+                    let _ = serve(stream, director);
                     served += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(served),
@@ -105,20 +108,29 @@ impl CtlServer {
     }
 }
 
+/// The ctl socket as a source of the control loop: serves every waiting client.
+impl Source for CtlServer {
+    fn poll(&mut self, _now: Instant, director: &mut Director) {
+        if let Err(e) = CtlServer::poll(self, director) {
+            log(format_args!("ctl: {e}"));
+        }
+    }
+}
+
 impl Drop for CtlServer {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
     }
 }
 
-fn serve(stream: UnixStream, state: &mut dyn CtlState) -> io::Result<()> {
+fn serve(stream: UnixStream, director: &mut Director) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
     let mut line = Vec::new();
     BufReader::new((&stream).take(MAX_REQUEST_BYTES)).read_until(b'\n', &mut line)?;
     let response = match serde_json::from_slice::<Request>(&line) {
-        Ok(req) => execute(state, &req.args, req.stdin.as_deref()),
+        Ok(req) => execute(director, &req.args, req.stdin.as_deref()),
         Err(e) if line.last() != Some(&b'\n') && line.len() as u64 >= MAX_REQUEST_BYTES => {
             Response::fail(2, format!("fastlb ctl: request too large: {e}"))
         }

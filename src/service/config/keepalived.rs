@@ -6,7 +6,7 @@
 //! error naming the keyword and its line, never dropped: `include`,
 //! `virtual_server_group`, `sorry_server_inhibit`, `alpha`, `ops`, persistence engines,
 //! SCTP, GUE and GRE tunnels, and the checkers other than `TCP_CHECK`, `HTTP_GET` and
-//! `MISC_CHECK`. Those three map onto [`crate::health::HealthConfig`] with keepalived's
+//! `MISC_CHECK`. Those three map onto [`crate::service::health::HealthConfig`] with keepalived's
 //! defaults (`delay_loop` 60 s, `connect_timeout` 5 s, `retry` 1 and `delay_before_retry`
 //! 1 s for TCP and HTTP, `retry` 0 for scripts, `warmup` = `delay_loop`, `misc_timeout` =
 //! `delay_loop`); a key in a checker block wins over the real server's, which wins over the
@@ -23,7 +23,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::error::{validate, ConfigError, Fault};
-use crate::health::{
+use crate::service::health::{
     CheckKind, HealthConfig, HttpCheck, ScriptCheck, ServiceHealth, SorryServer, StatusRange,
 };
 use crate::service::{

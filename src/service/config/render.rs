@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::health::{CheckKind, HealthConfig};
+use crate::service::health::{CheckKind, HealthConfig};
 use crate::service::{
     Config, ForwardMethod, Protocol, ServiceKey, TimeoutSettings, DEFAULT_MH_TABLE_SIZE,
 };

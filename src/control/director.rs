@@ -1,0 +1,414 @@
+//! The director: the one owner of the control plane's state, sans-IO.
+//!
+//! ```text
+//!  sources, each through a method              the Director              sinks
+//!  ─────────────────────────────               ────────────              ─────
+//!  ctl socket ─ execute ─> configure,          configured table    ┌─> workers: snapshots and
+//!                          set_timeouts, zero  health states       │   next hops (channels)
+//!  SIGHUP reload ────────> configure           the staged snapshot ├─> connection table:
+//!  health monitor ───────> health_changed      next hops           │   protocol timeouts
+//!  kernel tables ────────> nexthops_read,      counters, rates     ├─> XDP filter: service maps,
+//!                          neighbour_missing        │              │   local addresses
+//!  clock ────────────────> tick                     │              ├─> health monitor: what to check
+//!                                                   └─ reconcile ──┴─> kernel: neighbours to resolve
+//! ```
+//!
+//! Every source changes the director only through its methods, and nothing else writes the
+//! state the workers run from. A method that changes the configured table builds the next
+//! snapshot at once (so a change that cannot be made is refused to whoever asked, and the
+//! running table stays); nothing leaves the director until [`Director::reconcile`], which
+//! hands the staged snapshot and the newest next hops to the workers' channels, applies
+//! protocol timeouts to the shared connection table, and returns the rest as a [`Push`]:
+//! what needs a system call (the XDP maps, the health thread, neighbour resolution) is done
+//! by the caller, the appliance's loop. (Only `-Z` acts at once: it zeroes counters the
+//! workers share, which no snapshot holds.) The director reads no clock (the loop hands
+//! `now` to [`Director::tick`]) and opens no socket, so tests drive it through its methods
+//! and check what each reconcile step pushes.
+//!
+//! The workers always run `effective_config(configured, health states)`: the configured
+//! table less the real servers health checks took out, as [`effective_config`] says.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::listing::{self, ConnView, TableView};
+use super::metrics::MetricsSource;
+use super::{PublishError, Publisher};
+use crate::conn::ConnTable;
+use crate::forward::nexthop::NextHops;
+use crate::health::{effective_config, HealthStates, Transition};
+use crate::service::{Config, DestRegistry, ServiceKey, ServiceTable, TimeoutSettings};
+use crate::stats::rate::RateTable;
+use crate::stats::WorkerStats;
+use crate::time::Instant;
+
+/// How often the ids of removed real servers whose connections have all gone are reused.
+const RECLAIM_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long after asking the kernel to resolve a next hop the director wants the kernel's
+/// tables read back quickly ([`Director::resolving`]): a packet toward a next hop with no
+/// MAC is dropped, so the answer is wanted within milliseconds, not at the next second.
+pub const RESOLVE_WINDOW: Duration = Duration::from_secs(1);
+
+/// The state the director shares with the workers, built before them.
+#[derive(Clone)]
+pub struct DataPlane {
+    /// Real servers' shared counters (connections per server, OVERLOAD).
+    pub registry: Arc<DestRegistry>,
+    /// The connection table.
+    pub conns: Arc<ConnTable>,
+    /// Every worker's counters.
+    pub workers: Vec<Arc<WorkerStats>>,
+    /// The next hops the workers start with.
+    pub nexthops: Arc<NextHops>,
+}
+
+/// What one worker receives from the director after it starts: every new snapshot of the
+/// service table and every new next-hop table, newest last.
+#[derive(Debug)]
+pub struct WorkerFeed {
+    /// Snapshots of the service table.
+    pub tables: Receiver<Arc<ServiceTable>>,
+    /// Routing and neighbour tables.
+    pub nexthops: Receiver<Arc<NextHops>>,
+}
+
+/// Asks the kernel to resolve `hop` on `dev` (ARP or neighbour solicitation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NeighbourRequest {
+    /// The next hop: the route's gateway, or the destination itself on a connected route.
+    pub hop: IpAddr,
+    /// The route's device.
+    pub dev: String,
+}
+
+/// What one reconcile step pushed to the workers, and what the caller must still push.
+#[derive(Clone, Debug, Default)]
+pub struct Push {
+    /// A new snapshot, already sent to the workers. The XDP filter's maps must follow it.
+    pub table: Option<Arc<ServiceTable>>,
+    /// New next hops, already sent to the workers.
+    pub nexthops: Option<Arc<NextHops>>,
+    /// New protocol timeouts, already applied to the connection table.
+    pub timeouts: Option<TimeoutSettings>,
+    /// The director's own addresses changed: the XDP filter must leave them to the kernel.
+    pub local_addresses: Option<Vec<IpAddr>>,
+    /// The configured table changed: the health monitor must check what it says now.
+    pub health_checks: Option<Config>,
+    /// Next hops the kernel should resolve.
+    pub resolve: Vec<NeighbourRequest>,
+}
+
+impl Push {
+    /// Whether the step changed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_none()
+            && self.nexthops.is_none()
+            && self.timeouts.is_none()
+            && self.local_addresses.is_none()
+            && self.health_checks.is_none()
+            && self.resolve.is_empty()
+    }
+}
+
+/// What the next reconcile step owes, besides the publisher's staged snapshot.
+#[derive(Debug, Default)]
+struct Owed {
+    nexthops: bool,
+    timeouts: bool,
+    local_addresses: bool,
+    health_checks: bool,
+    resolve: Vec<NeighbourRequest>,
+}
+
+/// The one owner of the control plane: the configured table, the health states, the
+/// publisher of snapshots, the next hops and the counters' readers. See the module docs.
+pub struct Director {
+    /// The table as configured: the file, then ctl's edits. What `-S` saves.
+    configured: Config,
+    /// What the health monitor last said of each checked real server.
+    health: HealthStates,
+    /// Builds the snapshots the workers run and holds their channels.
+    publisher: Publisher,
+    conns: Arc<ConnTable>,
+    workers: Vec<Arc<WorkerStats>>,
+    rates: RateTable,
+    nexthops: Arc<NextHops>,
+    nexthop_feeds: Vec<Sender<Arc<NextHops>>>,
+    local_addresses: Vec<IpAddr>,
+    /// Next hops the kernel was asked to resolve (new real servers, the workers' misses)
+    /// and not seen resolved yet, with when they were asked for.
+    resolving: Vec<(IpAddr, Instant)>,
+    now: Instant,
+    next_reclaim: Option<Instant>,
+    owed: Owed,
+}
+
+impl Director {
+    /// A director running `config` over `plane`. The first snapshot is what the workers
+    /// start with ([`Director::table`]); health checks have said nothing yet, so servers
+    /// whose check starts them down are not in it. Applies the configured protocol
+    /// timeouts to the connection table.
+    pub fn new(config: Config, plane: DataPlane) -> Result<Director, PublishError> {
+        let health = HealthStates::new();
+        let publisher = Publisher::new(effective_config(&config, &health), plane.registry)?;
+        plane.conns.timeouts().apply(&config.timeouts);
+        Ok(Director {
+            local_addresses: plane.nexthops.local_addresses().collect(),
+            configured: config,
+            health,
+            publisher,
+            conns: plane.conns,
+            workers: plane.workers,
+            rates: RateTable::new(),
+            nexthops: plane.nexthops,
+            nexthop_feeds: Vec::new(),
+            resolving: Vec::new(),
+            now: Instant::ZERO,
+            next_reclaim: None,
+            owed: Owed::default(),
+        })
+    }
+
+    /// The channels a new worker listens on.
+    pub fn attach_worker(&mut self) -> WorkerFeed {
+        let (tx, nexthops) = crossbeam_channel::unbounded();
+        self.nexthop_feeds.push(tx);
+        WorkerFeed {
+            tables: self.publisher.subscribe(),
+            nexthops,
+        }
+    }
+
+    /// A metrics source that follows the snapshots this director publishes.
+    pub fn metrics_source(&mut self) -> MetricsSource {
+        MetricsSource::new(&mut self.publisher, self.workers.clone())
+    }
+
+    /// The configured table (what ctl edits and `-S` saves).
+    pub fn config(&self) -> &Config {
+        &self.configured
+    }
+
+    /// The snapshot the workers run, or will from the next reconcile step.
+    pub fn table(&self) -> Arc<ServiceTable> {
+        self.publisher.table()
+    }
+
+    /// The newest next hops.
+    pub fn nexthops(&self) -> &Arc<NextHops> {
+        &self.nexthops
+    }
+
+    /// The director's own addresses, from the newest next hops.
+    pub fn local_addresses(&self) -> &[IpAddr] {
+        &self.local_addresses
+    }
+
+    /// Source ctl (`-A -E -D -a -e -d -C -R`) and reload: `config` becomes the configured
+    /// table. Builds the snapshot the workers will run; if that fails nothing changes.
+    /// `config` must already be validated.
+    /// Real servers new to the table whose next hop has no neighbour entry are resolved at
+    /// once, not at the next reading of the kernel's tables.
+    pub fn configure(&mut self, config: Config) -> Result<(), PublishError> {
+        self.publisher
+            .stage(effective_config(&config, &self.health))?;
+        self.health.retain_configured(&config);
+        self.owed.health_checks |=
+            config.services != self.configured.services || config.health != self.configured.health;
+        self.owed.timeouts |= config.timeouts != self.configured.timeouts;
+        let known: Vec<IpAddr> = real_addresses(&self.configured).collect();
+        let new: Vec<IpAddr> = real_addresses(&config)
+            .filter(|a| !known.contains(a))
+            .filter(|a| self.nexthops.resolve(*a).is_err())
+            .collect();
+        for addr in new {
+            self.ask(addr);
+        }
+        self.configured = config;
+        Ok(())
+    }
+
+    /// Source ctl (`--set`): the protocol timeouts from now on (0s already replaced by the
+    /// old values). They belong to the configuration and to the connection table.
+    pub fn set_timeouts(&mut self, timeouts: TimeoutSettings) -> Result<(), PublishError> {
+        let mut config = self.configured.clone();
+        config.timeouts = timeouts;
+        self.configure(config)
+    }
+
+    /// Source ctl (`-Z`): zeroes the traffic counters and rate estimators of one service, or
+    /// of all.
+    pub fn zero(&mut self, service: Option<&ServiceKey>) {
+        let table = self.publisher.table();
+        for svc in &table.services {
+            if service.is_some_and(|k| *k != svc.config.key) {
+                continue;
+            }
+            for d in &svc.dests {
+                for w in &self.workers {
+                    let s = w.dest(d.id);
+                    for c in [&s.conns, &s.in_pkts, &s.out_pkts, &s.in_bytes, &s.out_bytes] {
+                        c.zero();
+                    }
+                }
+            }
+        }
+        self.rates.zero(service, &table, &self.workers);
+    }
+
+    /// The `-L` view of the running table, with counters and rates.
+    pub fn table_view(&self) -> TableView {
+        listing::build_table_view(
+            &self.publisher.table(),
+            self.publisher.registry(),
+            &self.workers,
+            Some(&self.rates),
+            self.configured.conn_capacity,
+        )
+    }
+
+    /// The connection table for `-L -c`, as of the last [`tick`](Director::tick).
+    pub fn connections(&self) -> Vec<ConnView> {
+        let mut v = Vec::new();
+        self.conns.for_each(self.now, |e| v.push(ConnView::from(e)));
+        v
+    }
+
+    /// Source health monitor: records what the checks said, then builds the snapshot the
+    /// workers will run. If that fails the states are kept and the running table stays.
+    pub fn health_changed<'a>(
+        &mut self,
+        transitions: impl IntoIterator<Item = &'a Transition>,
+    ) -> Result<(), PublishError> {
+        let mut any = false;
+        for t in transitions {
+            self.health.apply(t);
+            any = true;
+        }
+        if any {
+            self.publisher
+                .stage(effective_config(&self.configured, &self.health))?;
+        }
+        Ok(())
+    }
+
+    /// Source kernel tables: the routes and neighbours, read again. Real servers the kernel
+    /// has no neighbour entry for are to be resolved (again, unless asked for within the
+    /// last [`RESOLVE_WINDOW`]).
+    pub fn nexthops_read(&mut self, table: NextHops) {
+        let now = self.now;
+        self.resolving
+            .retain(|(a, asked)| table.resolve(*a).is_err() && now < *asked + RESOLVE_WINDOW);
+        for addr in real_addresses(&self.configured) {
+            if table.resolve(addr).is_err() && !self.resolving.iter().any(|(a, _)| *a == addr) {
+                self.owed.resolve.extend(neighbour_request(&table, addr));
+            }
+        }
+        let local: Vec<IpAddr> = table.local_addresses().collect();
+        if local != self.local_addresses {
+            self.local_addresses = local;
+            self.owed.local_addresses = true;
+        }
+        self.nexthops = Arc::new(table);
+        self.owed.nexthops = true;
+    }
+
+    /// Source workers: a packet's next hop toward `addr` had no neighbour entry.
+    pub fn neighbour_missing(&mut self, addr: IpAddr) {
+        self.ask(addr);
+    }
+
+    /// Asks the kernel to resolve the next hop toward `addr` (unless that was asked within
+    /// the last [`RESOLVE_WINDOW`]) and wants the tables read back quickly meanwhile.
+    fn ask(&mut self, addr: IpAddr) {
+        let now = self.now;
+        if self
+            .resolving
+            .iter()
+            .any(|(a, asked)| *a == addr && now < *asked + RESOLVE_WINDOW)
+        {
+            return;
+        }
+        if let Some(r) = neighbour_request(&self.nexthops, addr) {
+            self.owed.resolve.push(r);
+            self.resolving.retain(|(a, _)| *a != addr);
+            self.resolving.push((addr, now));
+        }
+    }
+
+    /// Whether the kernel was asked to resolve a next hop within the last
+    /// [`RESOLVE_WINDOW`] and fastlb has not seen it resolved: the kernel's tables should be
+    /// read back at once.
+    pub fn resolving(&self) -> bool {
+        self.resolving
+            .iter()
+            .any(|(_, asked)| self.now < *asked + RESOLVE_WINDOW)
+    }
+
+    /// Source clock: call every control-loop turn. Runs the rate estimators when their
+    /// interval has passed and, once a second, lets the ids of removed real servers whose
+    /// connections have gone be reused.
+    pub fn tick(&mut self, now: Instant) {
+        self.now = now;
+        let table = self.publisher.table();
+        self.rates.tick(now, &table, &self.workers);
+        match self.next_reclaim {
+            Some(due) if now < due => {}
+            Some(_) => {
+                self.publisher.reclaim();
+                self.next_reclaim = Some(now + RECLAIM_INTERVAL);
+            }
+            None => self.next_reclaim = Some(now + RECLAIM_INTERVAL),
+        }
+    }
+
+    /// The reconcile step: pushes what changed since the last step to the workers and the
+    /// connection table, and returns it with what the caller must push to the XDP filter,
+    /// the health monitor and the kernel.
+    pub fn reconcile(&mut self) -> Push {
+        let owed = std::mem::take(&mut self.owed);
+        let nexthops = owed.nexthops.then(|| {
+            let t = Arc::clone(&self.nexthops);
+            // A worker that has gone away needs no more updates.
+            self.nexthop_feeds
+                .retain(|tx| tx.send(Arc::clone(&t)).is_ok());
+            t
+        });
+        let timeouts = owed.timeouts.then(|| {
+            self.conns.timeouts().apply(&self.configured.timeouts);
+            self.configured.timeouts
+        });
+        Push {
+            table: self.publisher.publish(),
+            nexthops,
+            timeouts,
+            local_addresses: owed.local_addresses.then(|| self.local_addresses.clone()),
+            health_checks: owed.health_checks.then(|| self.configured.clone()),
+            resolve: owed.resolve,
+        }
+    }
+}
+
+/// The addresses of every real server `config` names.
+pub(crate) fn real_addresses(config: &Config) -> impl Iterator<Item = IpAddr> + '_ {
+    config
+        .services
+        .iter()
+        .flat_map(|svc| svc.reals.iter().map(|r| r.addr))
+}
+
+/// The neighbour to resolve on the way to `addr`, if a route with a device leads there.
+pub(crate) fn neighbour_request(t: &NextHops, addr: IpAddr) -> Option<NeighbourRequest> {
+    let route = t.route(addr)?;
+    Some(NeighbourRequest {
+        hop: route.gateway.unwrap_or(addr),
+        dev: route.dev.clone()?,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,424 @@
+//! The director driven through its methods, as each source drives it, checking what every
+//! reconcile step pushes. No sockets, no threads, no clock.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use super::*;
+use crate::service::config::ipvsadm::parse_rules;
+use crate::service::health::{CheckKind, HealthConfig, ServiceHealth, SorryServer};
+use crate::service::{ForwardMethod, Protocol};
+
+/// A director, one worker's feed and counters, and the connection table it shares.
+struct Rig {
+    director: Director,
+    feed: WorkerFeed,
+    worker: Arc<WorkerStats>,
+    conns: Arc<ConnTable>,
+}
+
+fn rig_with(config: Config, registry_capacity: usize, nexthops: NextHops) -> Rig {
+    let registry = Arc::new(DestRegistry::new(registry_capacity));
+    let worker = Arc::new(WorkerStats::new(registry_capacity));
+    let conns = Arc::new(ConnTable::new(64, 1, Arc::clone(&registry)));
+    let plane = DataPlane {
+        registry,
+        conns: Arc::clone(&conns),
+        workers: vec![Arc::clone(&worker)],
+        nexthops: Arc::new(nexthops),
+    };
+    let mut director = Director::new(config, plane).unwrap();
+    let feed = director.attach_worker();
+    Rig {
+        director,
+        feed,
+        worker,
+        conns,
+    }
+}
+
+fn rig(config: Config) -> Rig {
+    rig_with(config, 16, NextHops::default())
+}
+
+fn rules(text: &str) -> Config {
+    parse_rules(text, Path::new("rules")).unwrap()
+}
+
+/// UDP 10.0.0.1:53, rr, three masqueraded real servers 10.1.0.1-3.
+fn three_servers() -> Config {
+    rules(
+        "-A -u 10.0.0.1:53 -s rr\n\
+         -a -u 10.0.0.1:53 -r 10.1.0.1 -m\n\
+         -a -u 10.0.0.1:53 -r 10.1.0.2 -m\n\
+         -a -u 10.0.0.1:53 -r 10.1.0.3 -m\n",
+    )
+}
+
+fn key() -> ServiceKey {
+    ServiceKey::Tuple {
+        protocol: Protocol::Udp,
+        addr: "10.0.0.1".parse().unwrap(),
+        port: 53,
+    }
+}
+
+/// `three_servers` with a TCP check on every real server and a sorry server.
+fn checked(start_down: bool) -> Config {
+    let mut c = three_servers();
+    let mut check = HealthConfig::new(CheckKind::Tcp);
+    check.start_down = start_down;
+    c.health.services.insert(
+        key(),
+        ServiceHealth {
+            check: Some(check),
+            sorry_server: Some(SorryServer {
+                addr: "10.9.0.1".parse().unwrap(),
+                port: 53,
+                method: ForwardMethod::Masquerade,
+            }),
+            ..ServiceHealth::default()
+        },
+    );
+    c
+}
+
+fn transition(last: u8, up: bool) -> Transition {
+    Transition {
+        service: key(),
+        server: (IpAddr::from([10, 1, 0, last]), 53),
+        up,
+        weight: None,
+        reason: "test".into(),
+        at: SystemTime::UNIX_EPOCH,
+    }
+}
+
+/// The real servers of the first service of `table`, by address.
+fn reals(table: &ServiceTable) -> Vec<String> {
+    table.services[0]
+        .dests
+        .iter()
+        .map(|d| d.server.addr.to_string())
+        .collect()
+}
+
+#[test]
+fn a_change_is_staged_at_once_and_pushed_by_the_next_reconcile() {
+    let mut r = rig(Config::default());
+    assert_eq!(r.director.table().generation, 1);
+    r.director.configure(three_servers()).unwrap();
+    // The director shows the change at once (a ctl -L right after -a sees it) ...
+    assert_eq!(r.director.config(), &three_servers());
+    assert_eq!(r.director.table().generation, 2);
+    // ... and nothing has left it yet.
+    assert!(r.feed.tables.try_recv().is_err());
+
+    let push = r.director.reconcile();
+    let table = push.table.clone().expect("a new snapshot");
+    assert_eq!(table.generation, 2);
+    assert_eq!(reals(&table), ["10.1.0.1", "10.1.0.2", "10.1.0.3"]);
+    let got = r.feed.tables.try_recv().unwrap();
+    assert!(Arc::ptr_eq(&got, &table), "workers get the snapshot pushed");
+    assert_eq!(push.health_checks.as_ref(), Some(&three_servers()));
+    assert_eq!(push.timeouts, None);
+    assert!(push.nexthops.is_none() && push.local_addresses.is_none());
+    assert!(push.resolve.is_empty());
+
+    // Nothing changed since: the next step pushes nothing.
+    assert!(r.director.reconcile().is_empty());
+    assert!(r.feed.tables.try_recv().is_err());
+}
+
+#[test]
+fn several_changes_in_one_turn_push_one_snapshot() {
+    let mut r = rig(Config::default());
+    r.director.configure(three_servers()).unwrap();
+    let mut c = three_servers();
+    c.services[0].reals[0].weight = 5;
+    r.director.configure(c).unwrap();
+    let push = r.director.reconcile();
+    assert_eq!(push.table.unwrap().generation, 3);
+    assert_eq!(r.feed.tables.try_iter().count(), 1);
+}
+
+#[test]
+fn a_change_that_cannot_be_built_is_refused_and_nothing_moves() {
+    // Room for two real servers only.
+    let mut r = rig_with(Config::default(), 2, NextHops::default());
+    let e = r.director.configure(three_servers()).unwrap_err();
+    assert!(matches!(e, PublishError::TooManyRealServers(_)), "{e}");
+    assert_eq!(r.director.config(), &Config::default());
+    assert_eq!(r.director.table().generation, 1);
+    assert!(r.director.reconcile().is_empty());
+    assert!(r.feed.tables.try_recv().is_err());
+}
+
+#[test]
+fn health_reports_change_what_the_workers_run_not_the_configuration() {
+    let mut r = rig(checked(false));
+    assert_eq!(
+        reals(&r.director.table()),
+        ["10.1.0.1", "10.1.0.2", "10.1.0.3"]
+    );
+    r.director.health_changed(&[transition(2, false)]).unwrap();
+    let push = r.director.reconcile();
+    assert_eq!(
+        reals(push.table.as_ref().unwrap()),
+        ["10.1.0.1", "10.1.0.3"]
+    );
+    // The configured table, what -S saves, still has it; the checks need no change.
+    assert_eq!(r.director.config(), &checked(false));
+    assert_eq!(push.health_checks, None);
+
+    // Nothing up: the sorry server takes over; one back: it goes.
+    r.director
+        .health_changed(&[transition(1, false), transition(3, false)])
+        .unwrap();
+    assert_eq!(
+        reals(r.director.reconcile().table.as_ref().unwrap()),
+        ["10.9.0.1"]
+    );
+    r.director.health_changed(&[transition(3, true)]).unwrap();
+    assert_eq!(
+        reals(r.director.reconcile().table.as_ref().unwrap()),
+        ["10.1.0.3"]
+    );
+    // No news is no change.
+    r.director.health_changed(&[]).unwrap();
+    assert!(r.director.reconcile().is_empty());
+}
+
+#[test]
+fn servers_whose_check_starts_them_down_are_not_in_the_first_snapshot() {
+    let mut r = rig(checked(true));
+    // None is up yet: the sorry server serves.
+    assert_eq!(reals(&r.director.table()), ["10.9.0.1"]);
+    r.director.health_changed(&[transition(1, true)]).unwrap();
+    assert_eq!(
+        reals(r.director.reconcile().table.as_ref().unwrap()),
+        ["10.1.0.1"]
+    );
+}
+
+#[test]
+fn a_reload_keeps_what_the_checks_said_of_servers_still_checked() {
+    let mut r = rig(checked(false));
+    r.director.health_changed(&[transition(2, false)]).unwrap();
+    r.director.reconcile();
+
+    // Same servers, one weight changed: 10.1.0.2 stays out.
+    let mut c = checked(false);
+    c.services[0].reals[0].weight = 4;
+    r.director.configure(c.clone()).unwrap();
+    let push = r.director.reconcile();
+    assert_eq!(
+        reals(push.table.as_ref().unwrap()),
+        ["10.1.0.1", "10.1.0.3"]
+    );
+    assert_eq!(push.health_checks, Some(c));
+
+    // Checks removed: every server is up, and a later report of the old check is moot.
+    r.director.configure(three_servers()).unwrap();
+    let push = r.director.reconcile();
+    assert_eq!(
+        reals(push.table.as_ref().unwrap()),
+        ["10.1.0.1", "10.1.0.2", "10.1.0.3"]
+    );
+    // Checked again: the old report was forgotten, 10.1.0.2 starts up.
+    r.director.configure(checked(false)).unwrap();
+    assert_eq!(
+        reals(r.director.reconcile().table.as_ref().unwrap()),
+        ["10.1.0.1", "10.1.0.2", "10.1.0.3"]
+    );
+}
+
+#[test]
+fn timeouts_reach_the_connection_table_at_the_reconcile_step() {
+    let mut config = three_servers();
+    config.timeouts.udp = 77;
+    let mut r = rig(config);
+    // Applied when the director is made.
+    assert_eq!(r.conns.timeouts().settings().udp, 77);
+
+    let t = TimeoutSettings {
+        tcp: 1000,
+        tcpfin: 100,
+        udp: 60,
+    };
+    r.director.set_timeouts(t).unwrap();
+    assert_eq!(r.director.config().timeouts, t);
+    assert_eq!(r.conns.timeouts().settings().udp, 77);
+    let push = r.director.reconcile();
+    assert_eq!(push.timeouts, Some(t));
+    assert_eq!(r.conns.timeouts().settings(), t);
+    // The services did not change: the health checks are left alone.
+    assert_eq!(push.health_checks, None);
+
+    // A reload that changes them applies them too.
+    let mut c = three_servers();
+    c.timeouts.tcp = 500;
+    r.director.configure(c).unwrap();
+    let push = r.director.reconcile();
+    assert_eq!(push.timeouts.map(|t| t.tcp), Some(500));
+    assert_eq!(r.conns.timeouts().settings().tcp, 500);
+}
+
+fn kernel_tables(neigh: &str) -> NextHops {
+    let routes = NextHops::parse_routes(
+        "default via 192.0.2.1 dev eth0\n\
+         192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.10\n\
+         10.1.0.0/24 dev eth1 proto kernel scope link src 10.1.0.254\n\
+         local 192.0.2.10 dev eth0 table local proto kernel scope host src 192.0.2.10\n\
+         local 10.1.0.254 dev eth1 table local proto kernel scope host src 10.1.0.254\n",
+        "routes",
+    )
+    .unwrap();
+    let neigh = NextHops::parse_neighbours(neigh, "neigh").unwrap();
+    NextHops::with_devices(&["eth0".into(), "eth1".into()], routes, neigh)
+}
+
+#[test]
+fn next_hops_go_to_the_workers_and_unresolved_real_servers_to_the_kernel() {
+    let mut r = rig(three_servers());
+    assert!(r.director.local_addresses().is_empty());
+    let neigh = "192.0.2.1 dev eth0 lladdr 02:00:00:00:00:01 REACHABLE\n\
+                 10.1.0.1 dev eth1 lladdr 02:00:00:00:01:01 REACHABLE\n\
+                 10.1.0.3 dev eth1 lladdr 02:00:00:00:01:03 STALE\n";
+    r.director.nexthops_read(kernel_tables(neigh));
+    let push = r.director.reconcile();
+    let sent = push.nexthops.clone().expect("new next hops");
+    assert!(Arc::ptr_eq(&r.feed.nexthops.try_recv().unwrap(), &sent));
+    let locals: Vec<IpAddr> = vec!["192.0.2.10".parse().unwrap(), "10.1.0.254".parse().unwrap()];
+    let mut got = push.local_addresses.clone().expect("own addresses changed");
+    got.sort();
+    let mut want = locals.clone();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(
+        push.resolve,
+        [NeighbourRequest {
+            hop: "10.1.0.2".parse().unwrap(),
+            dev: "eth1".into(),
+        }]
+    );
+    assert!(push.table.is_none());
+
+    // Read again, now resolved: the workers get the new tables, the filter nothing.
+    r.director.nexthops_read(kernel_tables(&format!(
+        "{neigh}10.1.0.2 dev eth1 lladdr 02:00:00:00:01:02 REACHABLE\n"
+    )));
+    let push = r.director.reconcile();
+    assert!(push.nexthops.is_some());
+    assert_eq!(push.local_addresses, None);
+    assert!(push.resolve.is_empty());
+    assert!(r
+        .director
+        .nexthops()
+        .resolve("10.1.0.2".parse().unwrap())
+        .is_ok());
+}
+
+#[test]
+fn a_missing_neighbour_is_resolved_through_its_route() {
+    let mut r = rig_with(three_servers(), 16, kernel_tables(""));
+    // Off-link: the gateway is what needs resolving; on-link: the address itself.
+    r.director
+        .neighbour_missing("198.51.100.7".parse().unwrap());
+    r.director.neighbour_missing("10.1.0.9".parse().unwrap());
+    let push = r.director.reconcile();
+    assert_eq!(
+        push.resolve,
+        [
+            NeighbourRequest {
+                hop: "192.0.2.1".parse().unwrap(),
+                dev: "eth0".into(),
+            },
+            NeighbourRequest {
+                hop: "10.1.0.9".parse().unwrap(),
+                dev: "eth1".into(),
+            },
+        ]
+    );
+    assert!(push.nexthops.is_none() && push.table.is_none());
+
+    // No route, no request.
+    let mut r = rig(three_servers());
+    r.director
+        .neighbour_missing("198.51.100.7".parse().unwrap());
+    assert!(r.director.reconcile().is_empty());
+}
+
+#[test]
+fn a_new_real_server_is_resolved_at_once_and_read_back_until_it_is() {
+    let neigh = "10.1.0.1 dev eth1 lladdr 02:00:00:00:01:01 REACHABLE\n\
+                 10.1.0.2 dev eth1 lladdr 02:00:00:00:01:02 REACHABLE\n\
+                 10.1.0.3 dev eth1 lladdr 02:00:00:00:01:03 REACHABLE\n";
+    let mut r = rig_with(three_servers(), 16, kernel_tables(neigh));
+    r.director.tick(Instant::from_secs(100));
+    assert!(!r.director.resolving());
+    // -a of a server the kernel has no neighbour for: asked at once, not at the next read.
+    let mut c = r.director.config().clone();
+    let mut added = c.services[0].reals[0].clone();
+    added.addr = "10.1.0.4".parse().unwrap();
+    c.services[0].reals.push(added);
+    r.director.configure(c).unwrap();
+    let push = r.director.reconcile();
+    let want = NeighbourRequest {
+        hop: "10.1.0.4".parse().unwrap(),
+        dev: "eth1".into(),
+    };
+    assert_eq!(push.resolve, [want]);
+    assert!(
+        r.director.resolving(),
+        "the tables are to be read back quickly"
+    );
+    // A read that does not have it yet asks nothing again within the window; a worker's
+    // miss for it neither.
+    r.director
+        .tick(Instant::from_secs(100) + Duration::from_millis(20));
+    r.director.nexthops_read(kernel_tables(neigh));
+    r.director.neighbour_missing("10.1.0.4".parse().unwrap());
+    assert!(r.director.reconcile().resolve.is_empty());
+    assert!(r.director.resolving());
+    // Resolved: nothing more to wait for.
+    r.director.nexthops_read(kernel_tables(&format!(
+        "{neigh}10.1.0.4 dev eth1 lladdr 02:00:00:00:01:04 REACHABLE\n"
+    )));
+    assert!(!r.director.resolving());
+    assert!(r.director.reconcile().resolve.is_empty());
+}
+
+#[test]
+fn an_unanswered_resolution_stops_the_quick_reads_after_the_window() {
+    let mut r = rig_with(three_servers(), 16, kernel_tables(""));
+    r.director.tick(Instant::from_secs(100));
+    r.director.neighbour_missing("10.1.0.9".parse().unwrap());
+    assert_eq!(r.director.reconcile().resolve.len(), 1);
+    assert!(r.director.resolving());
+    r.director.tick(Instant::from_secs(100) + RESOLVE_WINDOW);
+    assert!(!r.director.resolving());
+    // Asked again once the window is over.
+    r.director.neighbour_missing("10.1.0.9".parse().unwrap());
+    assert_eq!(r.director.reconcile().resolve.len(), 1);
+    // The once-a-second read asks for the real servers it still cannot resolve.
+    r.director.tick(Instant::from_secs(102));
+    r.director.nexthops_read(kernel_tables(""));
+    assert_eq!(r.director.reconcile().resolve.len(), 3);
+}
+
+#[test]
+fn the_clock_drives_the_rate_estimators() {
+    let mut r = rig(three_servers());
+    let id = r.director.table().services[0].dests[0].id;
+    r.director.tick(Instant::from_secs(10));
+    r.worker.dest(id).in_pkts.add(800);
+    r.director.tick(Instant::from_secs(11));
+    assert_eq!(r.director.table_view().services[0].rates.inpps, 0);
+    r.director.tick(Instant::from_secs(12));
+    // 800 packets in 2 s is 400/s; the first step of the 1/4-weighted average gives 100.
+    let view = r.director.table_view();
+    assert_eq!(view.services[0].rates.inpps, 100);
+    assert_eq!(view.services[0].reals[0].rates.inpps, 100);
+    assert!(r.director.reconcile().is_empty());
+}
