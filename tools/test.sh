@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 source tools/packages.sh
 if [ "$(id -u)" != 0 ]; then
   echo "test.sh: not root: the namespace end-to-end tests will be skipped (they need root)" >&2
-  missing=$(missing_packages build lab test 2>/dev/null | tr '\n' ' ' || true)
+  missing=$(missing_packages build lab test kernel 2>/dev/null | tr '\n' ' ' || true)
   [ -z "$missing" ] || echo "test.sh: missing Debian packages (tests that need them skip): $missing" >&2
 else
   ensure_packages build lab test kernel
