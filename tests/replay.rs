@@ -17,6 +17,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod support;
+
 use etherparse::{IpNumber, NetSlice, SlicedPacket, TransportSlice};
 use fastlb::datapath::pcap::PcapReader;
 
@@ -378,8 +380,8 @@ fn every_fixture_replays_to_its_golden_output() {
 
 #[test]
 fn tshark_reads_every_output_cleanly() {
-    if Command::new("tshark").arg("--version").output().is_err() {
-        eprintln!("SKIP: tshark is not installed; etherparse still checks every checksum");
+    if !support::have("tshark", "--version") {
+        support::skip("tshark is not installed; etherparse still checks every checksum");
         return;
     }
     for dir in fixtures() {
