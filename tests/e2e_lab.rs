@@ -136,6 +136,20 @@ per_mode! {
     kernel_selftest_v6 => "ipvs_selftest.sh", "6";
 }
 
+/// Three directors behind a router's ECMP, announced by BGP through BIRD: 200 long-lived mh
+/// connections survive a drain, an undrain, a new hash seed and a killed director; rr beside
+/// them breaks (tools/lab/ecmp.sh, docs/bgp.md).
+#[test]
+fn ecmp_dr() {
+    scenario("ecmp.sh", &["dr"]);
+}
+
+/// [`ecmp_dr`] with the directors tunnelling (IPIP) to the real servers.
+#[test]
+fn ecmp_tun() {
+    scenario("ecmp.sh", &["tun"]);
+}
+
 /// The seed's DR lab (one bridge, a one-legged director): every request answered, balanced.
 #[test]
 fn seed_dr_lab() {

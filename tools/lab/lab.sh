@@ -36,6 +36,7 @@
 # Nothing is tuned for fastlb: default offloads, no neighbour entries made in advance.
 #
 # Usage:
+#   tools/lab/lab.sh up --mode ecmp    three directors behind a BGP router: tools/lab/ecmp.sh
 #   tools/lab/lab.sh up [--mode dr|nat|tun|dr-flat] [--config FILE] [--quiet]
 #                        install missing Debian packages (tools/packages.sh), build fastlb,
 #                        build the lab, start the servers and the director; unless
@@ -379,6 +380,12 @@ reload() {
 
 [[ $(id -u) == 0 ]] || die "needs root"
 source "$ROOT/tools/packages.sh"
+# Mode ecmp (three directors behind a BGP router) is its own script: tools/lab/ecmp.sh.
+if [[ ${1:-} == up && " $* " == *" --mode ecmp "* ]]; then
+    FASTLB_PACKAGES_WHO=lab ensure_packages build lab || die "missing Debian packages"
+    [[ -z $FASTLB ]] || fastlb_bin
+    exec "$ROOT/tools/lab/ecmp.sh" up dr
+fi
 cmd=${1:-}
 shift || true
 case $cmd in

@@ -220,6 +220,12 @@ fn local_parse(args: &[String]) -> Option<Result<IpvsCommand, IpvsError>> {
         .map(String::as_str)
         .filter(|a| *a != "--json")
         .collect();
+    // fastlb's own verbs are the server's to answer (super::bgp_verb).
+    if let [verb] = args[..] {
+        if super::BGP_VERBS.contains(&verb) {
+            return None;
+        }
+    }
     (!args.is_empty()).then(|| parse(&args))
 }
 

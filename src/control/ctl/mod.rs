@@ -201,6 +201,9 @@ pub fn execute(director: &mut Director, args: &[String], stdin: Option<&str>) ->
     }
 }
 
+/// fastlb's own verbs, each alone on the command line (with `--json` at most).
+pub(crate) const BGP_VERBS: [&str; 3] = ["--drain", "--undrain", "--announced"];
+
 /// fastlb's own verbs beside ipvsadm's: `--drain`, `--undrain` and `--announced` (what the
 /// director announces by BGP, and whether it is drained). `None` for any other argument.
 fn bgp_verb(director: &mut Director, verb: &str, json: bool) -> Option<Response> {
