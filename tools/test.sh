@@ -16,6 +16,7 @@ if [ "$(id -u)" != 0 ]; then
 else
   ensure_packages build lab test kernel
 fi
+need_cargo
 log=$(mktemp)
 skips=$(mktemp)
 trap 'rm -f "$log" "$skips"' EXIT

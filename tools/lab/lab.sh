@@ -288,6 +288,7 @@ up() {
 fastlb_bin() {
     # Build the default binary on first use: `lab.sh up` alone must run fastlb.
     if [[ $FASTLB == "$FASTLB_DEFAULT" && ! -x $FASTLB_DEFAULT ]]; then
+        FASTLB_PACKAGES_WHO=lab need_cargo || exit 1
         echo "lab: building $FASTLB_DEFAULT" >&2
         (cd "$ROOT" && cargo build --release --bin fastlb) >&2 || die "cargo build failed"
     fi
