@@ -15,9 +15,11 @@
 pub mod config;
 mod dest;
 pub mod health;
+mod sync;
 pub mod table;
 
 pub use dest::{DestCounters, DestId, DestRegistry};
+pub use sync::{BadSyncSetting, SyncSettings};
 pub use table::{Dest, ServiceEntry, ServiceId, ServiceTable};
 
 use std::fmt;
@@ -456,4 +458,6 @@ pub struct Config {
     pub conn_capacity: usize,
     /// Health checks and sorry servers, by service key (see [`health`]).
     pub health: health::HealthSettings,
+    /// When a sync master sends connections (the `sync_*` sysctls).
+    pub sync: SyncSettings,
 }
