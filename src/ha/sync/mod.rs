@@ -8,11 +8,17 @@
 //! | `ring.rs` | the bounded lock-free queues between the workers and the sync thread |
 //! | `hook.rs` | [`SyncHook`], the workers' side: decide, queue, install |
 
+pub mod backup;
+pub mod counters;
 pub mod decide;
 pub mod hook;
+pub mod master;
 pub mod message;
 pub mod ring;
 pub mod wire;
+
+#[cfg(test)]
+mod tests;
 
 pub use decide::SyncRules;
 pub use hook::{channels, SyncEnds, SyncHook, SyncShared, WorkerSyncStats};
