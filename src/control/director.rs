@@ -10,7 +10,8 @@
 //!  kernel tables ────────> nexthops_read,      counters, rates     ├─> XDP filter: service maps,
 //!                          neighbour_missing        │              │   local addresses
 //!  clock ────────────────> tick                     │              ├─> health monitor: what to check
-//!                                                   └─ reconcile ──┴─> kernel: neighbours to resolve
+//!  ctl (sync verbs) ─────> start_sync_daemon,       │              ├─> kernel: neighbours to resolve
+//!                          stop_sync_daemon         └─ reconcile ──┴─> sync thread: daemons' sockets
 //! ```
 //!
 //! Every source changes the director only through its methods, and nothing else writes the
@@ -95,6 +96,8 @@ pub struct Push {
     pub health_checks: Option<Config>,
     /// Next hops the kernel should resolve.
     pub resolve: Vec<NeighbourRequest>,
+    /// The sync daemons changed: the sync thread must run these (sockets to open or close).
+    pub sync: Option<SyncPlan>,
 }
 
 impl Push {
@@ -106,6 +109,7 @@ impl Push {
             && self.local_addresses.is_none()
             && self.health_checks.is_none()
             && self.resolve.is_empty()
+            && self.sync.is_none()
     }
 }
 
@@ -117,6 +121,7 @@ struct Owed {
     local_addresses: bool,
     health_checks: bool,
     resolve: Vec<NeighbourRequest>,
+    sync: bool,
 }
 
 /// The one owner of the control plane: the configured table, the health states, the
@@ -137,6 +142,8 @@ pub struct Director {
     now: Instant,
     next_reclaim: Option<Instant>,
     owed: Owed,
+    /// Connection sync: the daemons and what they share with the workers.
+    sync: SyncControl,
 }
 
 impl Director {
@@ -161,6 +168,7 @@ impl Director {
             now: Instant::ZERO,
             next_reclaim: None,
             owed: Owed::default(),
+            sync: SyncControl::default(),
         })
     }
 
@@ -209,6 +217,7 @@ impl Director {
         self.owed.health_checks |=
             config.services != self.configured.services || config.health != self.configured.health;
         self.owed.timeouts |= config.timeouts != self.configured.timeouts;
+        self.sync_settings_changed(&config);
         self.configured = config;
         Ok(())
     }
@@ -334,6 +343,7 @@ impl Director {
                 .retain(|tx| tx.send(Arc::clone(&t)).is_ok());
             t
         });
+        self.publish_sync_rules();
         let timeouts = owed.timeouts.then(|| {
             self.conns.timeouts().apply(&self.configured.timeouts);
             self.configured.timeouts
@@ -345,6 +355,7 @@ impl Director {
             local_addresses: owed.local_addresses.then(|| self.local_addresses.clone()),
             health_checks: owed.health_checks.then(|| self.configured.clone()),
             resolve: owed.resolve,
+            sync: owed.sync.then(|| self.sync_plan()),
         }
     }
 }
@@ -358,5 +369,9 @@ fn neighbour_request(t: &NextHops, addr: IpAddr) -> Option<NeighbourRequest> {
     })
 }
 
+mod sync;
 #[cfg(test)]
 mod tests;
+
+use sync::SyncControl;
+pub use sync::SyncPlan;

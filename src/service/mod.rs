@@ -19,7 +19,7 @@ mod sync;
 pub mod table;
 
 pub use dest::{DestCounters, DestId, DestRegistry};
-pub use sync::{BadSyncSetting, SyncSettings};
+pub use sync::{BadSyncSetting, DaemonConfig, SyncRole, SyncSettings};
 pub use table::{Dest, ServiceEntry, ServiceId, ServiceTable};
 
 use std::fmt;

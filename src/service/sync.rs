@@ -3,7 +3,48 @@
 //! (interface, syncid, group) are started with `fastlb ctl --start-daemon`; these settings
 //! only shape what a running master sends.
 
+use std::fmt;
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
+
+/// Which sync daemon: the one that sends (`master`) or the one that receives (`backup`).
+/// A director may run both.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncRole {
+    /// Sends this director's connections.
+    Master,
+    /// Installs another director's connections.
+    Backup,
+}
+
+impl fmt::Display for SyncRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SyncRole::Master => "master",
+            SyncRole::Backup => "backup",
+        })
+    }
+}
+
+/// One sync daemon as `--start-daemon` describes it (`struct ipvs_sync_daemon_cfg`): zero
+/// and `None` mean the kernel's defaults, filled in when the daemon starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonConfig {
+    /// `--mcast-interface`: the interface the datagrams leave or arrive by.
+    pub mcast_ifn: String,
+    /// `--syncid`: the sync group (a backup with 0 takes every group).
+    pub syncid: u8,
+    /// `--sync-maxlen`: largest message, bytes of UDP payload (0: from the interface MTU).
+    pub sync_maxlen: u16,
+    /// `--mcast-group` (default 224.0.0.81).
+    pub mcast_group: Option<IpAddr>,
+    /// `--mcast-port` (0: 8848).
+    pub mcast_port: u16,
+    /// `--mcast-ttl` (0: 1).
+    pub mcast_ttl: u8,
+}
 
 /// Why a sync setting was refused: the field and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,11 +10,16 @@
 
 pub mod backup;
 pub mod counters;
+pub mod daemon;
 pub mod decide;
 pub mod hook;
 pub mod master;
 pub mod message;
 pub mod ring;
+#[cfg(target_os = "linux")]
+pub mod socket;
+#[cfg(target_os = "linux")]
+pub mod thread;
 pub mod wire;
 
 #[cfg(test)]
