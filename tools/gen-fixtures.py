@@ -15,6 +15,8 @@ mode (FASTLB_BLESS=1 cargo test --test replay) and checked by hand; see pcap-fix
 """
 import os
 import shutil
+import textwrap
+from socket import AF_INET, AF_INET6, inet_pton
 
 from decimal import Decimal
 
@@ -115,8 +117,118 @@ def write(name, config, cap, doc, config_name="fastlb.toml"):
         f.write(doc.strip() + "\n")
 
 
+def reflow(text):
+    """One paragraph, wrapped as the hand-written ABOUT texts are."""
+    return textwrap.fill(" ".join(text.split()), 95, break_on_hyphens=False)
+
+
+def ones_sum(data):
+    """One's-complement sum of big-endian 16-bit words, folded, not complemented."""
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    while s > 0xffff:
+        s = (s & 0xffff) + (s >> 16)
+    return s
+
+
+def l4_of(pkt):
+    return pkt[TCP] if TCP in pkt else pkt[UDP]
+
+
+def pseudo_sum(pkt):
+    """The pseudo-header sum of pkt's TCP/UDP segment (addresses, protocol, length)."""
+    l4 = l4_of(pkt)
+    seglen = len(bytes(l4))
+    under = l4.underlayer
+    while not isinstance(under, (IP, IPv6)):
+        under = under.underlayer
+    if isinstance(under, IP):
+        addrs = inet_pton(AF_INET, under.src) + inet_pton(AF_INET, under.dst)
+    else:
+        addrs = inet_pton(AF_INET6, under.src) + inet_pton(AF_INET6, under.dst)
+    proto = 6 if TCP in pkt else 17
+    return ones_sum(addrs + proto.to_bytes(2, "big") + seglen.to_bytes(4, "big"))
+
+
+def partial(pkt):
+    """pkt as a sender with checksum offload hands it over (CHECKSUM_PARTIAL): its TCP/UDP
+    checksum field holds only the pseudo-header sum."""
+    pkt = pkt.__class__(bytes(pkt))
+    l4_of(pkt).chksum = pseudo_sum(pkt)
+    return pkt.__class__(bytes(pkt))
+
+
+def coincident(pkt, word_at):
+    """pkt with payload bytes word_at..word_at+2 (an even offset) chosen so that its complete,
+    valid checksum equals its pseudo-header sum: the chance match a partial-checksum test
+    must survive."""
+    pkt = pkt.__class__(bytes(pkt))
+    l4 = l4_of(pkt)
+    payload = bytearray(bytes(l4.payload))
+    assert word_at % 2 == 0 and word_at + 2 <= len(payload)
+    payload[word_at:word_at + 2] = b"\0\0"
+    l4.remove_payload()
+    l4.add_payload(Raw(bytes(payload)))
+    l4.chksum = 0
+    pkt = pkt.__class__(bytes(pkt))
+    p = pseudo_sum(pkt)
+    rest = ones_sum(bytes(l4_of(pkt)))
+    # The checksum is ~(P + S); it equals P when S = ~P + ~P (one's complement -2P).
+    want = ones_sum(((0xffff ^ p) * 2).to_bytes(4, "big"))
+    x = ones_sum((want + (0xffff ^ rest)).to_bytes(4, "big"))
+    payload[word_at:word_at + 2] = x.to_bytes(2, "big")
+    l4 = l4_of(pkt)
+    l4.remove_payload()
+    l4.add_payload(Raw(bytes(payload)))
+    l4.chksum = None
+    pkt = pkt.__class__(bytes(pkt))
+    assert l4_of(pkt).chksum == pseudo_sum(pkt), "checksum equals the pseudo-header sum"
+    return pkt
+
+
 def handshake_dr(cap, client, cport, vip, vport=80):
     cap.add(from_client(client, vip, tcp(cport, vport, "S", seq=1000)))
+
+
+# What the destination schedulers' fixtures show.
+DEST_ABOUT = {
+    "dh": "dh hashes the destination (hash_32, 8 bits) onto buckets A B C A B C ...: .110 and "
+          ".111 to A, .112 to C, .113 to B (tools/kernel-ipvs/hashing.py).",
+    "lblc": "lblc gives each new destination the wlc pick (.110 A, .111 B, .112 C, .113 A) and "
+            "keeps it: no server is ever overloaded in lblc's sense (active > weight while "
+            "another has active * 2 < weight).",
+    "lblcr": "lblcr gives each destination a set with the wlc pick (.110 A, .111 B, .112 C, "
+             ".113 A); no set grows, since no member is ever overloaded in lblcr's sense.",
+}
+
+# What each scheduler fixture shows (see its expect.txt for the worked sequence).
+SCHED_ABOUT = {
+    "rr": "rr ignores the weights: A B C in turn from the head of the list.",
+    "wrr": "wrr adds the servers in order (-A, then one -a each, as `ipvsadm -R` does); each -a "
+           "runs ip_vs_wrr_dest_changed, which carries the current weight cw (1 once A alone "
+           "is in: di 3, mw 1) instead of restarting at the maximum: A B C at cw 1, then A | A B "
+           "| A B C at cw 3, 2, 1.",
+    "lc": "lc: least (active << 8) + inactive, ties to the first: A B C in turn.",
+    "wlc": "wlc: least overhead / weight, ties to the first: A B C C B C, then again.",
+    "sed": "sed: least (active + 1) / weight, ties to the first: C B C A B C C B C A B C.",
+    "nq": "nq: an idle server first (A B C), then as sed: C B C C B C A B C.",
+    "sh": "sh: 256 buckets filled in list order, A taking two in a row (A A B C A A B C ...); "
+          "each client's address picks a bucket through hash_32. The servers in expect.txt are "
+          "what tools/kernel-ipvs/hashing.py, written from the kernel's source, computes.",
+    "mh": "mh: the Maglev table of 4093 slots built from the servers' hsiphash offsets and "
+          "skips; each client's address picks a slot. The servers in expect.txt are what "
+          "tools/kernel-ipvs/hashing.py, written from the kernel's source, computes.",
+    "fo": "fo: always the highest weight, B.",
+    "ovf": "ovf: the highest weight with active <= weight: B four times, A three, C twice; then "
+           "every server is over its weight and the last three SYNs are dropped "
+           "(no_destination), the last RST with them (no_connection).",
+    "twos": "twos: two weighted random picks, the less loaded per weight wins (the kernel's "
+            "ip_vs_twos.c, 6.7 and later). The kernel draws from its random generator; fastlb "
+            "from a xorshift64* seeded by the service key, so the picks are reproducible: "
+            "expect.txt holds what tools/kernel-ipvs/hashing.py computes from that documented "
+            "generator and the kernel's rule.",
+}
 
 
 def fixtures():
@@ -178,7 +290,8 @@ packet; fastlb does not fragment (see docs/decisions.md).""")
     cap.add(from_client("2001:db8:ff::21", VIP6, tcp(43001, 80, "PA", 1001, 1, b"w" * 1440)))
     write("tun-v6-sh", service(VIP6, sched="sh") + real(RS6[1], 1, "tun") + real(RS6[2], 1, "tun")
           + real(RS6[3], 1, "tun"), cap, """
-TUN, IPv6-in-IPv6, sh. Three clients hashed onto three real servers; a 560-byte packet is
+TUN, IPv6-in-IPv6, sh. Three clients hashed onto three real servers (.20 to .12, .21 and .22
+to .11, as tools/kernel-ipvs/hashing.py computes from the kernel's source); a 560-byte packet is
 encapsulated (outer source 2001:db8:1::1: IPv6 routes carry no `src`, so the director's
 own address on the output device inside the connected prefix, as source address selection
 picks it); a full 1500-byte packet does not fit after the 40-byte outer header: the client
@@ -196,12 +309,12 @@ gets ICMPv6 packet-too-big with MTU 1460.""")
                 # every third connection is reset at once, so it turns inactive
                 cap.add(from_client(f"198.51.100.{30 + i}", VIP4, tcp(44000 + i, 80, "R", 1001)))
         write(f"sched-{sched}", service(VIP4, sched=sched)
-              + "".join(real(RS4[n], w[n - 1]) for n in (1, 2, 3)), cap, f"""
-Scheduler {sched}, DR, weights {w[0]},{w[1]},{w[2]}. Twelve new connections from twelve clients; every
-third is reset right after its SYN. The kernel counts only ESTABLISHED as active (a new
-connection starts inactive, `set_tcp_state` moves it), so SYN_RECV and CLOSE are both inactive:
-lc and wlc balance on inactive counts, while sed and nq, which look at active connections only,
-see idle servers throughout (sed: the highest weight; nq: the first).""")
+              + "".join(real(RS4[n], w[n - 1]) for n in (1, 2, 3)), cap, reflow(f"""
+Scheduler {sched}, DR, weights A={w[0]} B={w[1]} C={w[2]} (A=.11, B=.12, C=.13, in list order).
+Twelve new connections from twelve clients; every third is reset right after its SYN. A RST
+in SYN_RECV leaves a DR connection in SYN_RECV (the kernel's INPUT-ONLY table), and SYN_RECV
+counts as active (`tcp_state_active`), so every connection is active throughout.
+{SCHED_ABOUT[sched]}"""))
 
     for sched in ("dh", "lblc", "lblcr"):
         cap = Capture().at(1)
@@ -211,10 +324,10 @@ see idle servers throughout (sed: the highest weight; nq: the first).""")
         cfg = ('[[classifier]]\nprotocol = "tcp"\ndestination = "192.0.2.96/27"\nports = "80"\nmark = 7\n'
                f'[[service]]\nfwmark = 7\nscheduler = "{sched}"\n'
                + "".join(real(RS4[n], 1, port=0) for n in (1, 2, 3)))
-        write(f"sched-{sched}", cfg, cap, f"""
-Scheduler {sched} on a firewall-mark service (mark 7 for TCP port 80 to 192.0.2.96/27), DR.
-Twelve clients connect to four destination addresses in turn: every connection to one
-destination goes to the same real server.""")
+        write(f"sched-{sched}", cfg, cap, reflow(f"""
+Scheduler {sched} on a firewall-mark service (mark 7 for TCP port 80 to 192.0.2.96/27), DR,
+weights 1,1,1. Twelve clients connect to four destination addresses in turn: every
+connection to one destination goes to the same real server. {DEST_ABOUT[sched]}"""))
 
     # ---- persistence, fwmark, port 0, quiesce -----------------------------------------
     cap = Capture().at(1)
@@ -355,6 +468,95 @@ SYN of a connection still in SYN_RECV is not a new connection: both go to .11.""
 The configuration is an `ipvsadm -S -n` rule file: UDP NAT, wrr 1:3, four queries go
 .12 .12 .11 .12 (wrr with cw stepping 3, 2, 1: B, B, A+B...).""", config_name="ipvsadm.rules")
 
+    # ---- partial checksums (CHECKSUM_PARTIAL from a sender on the same host) ------------
+    for fam, vip, rs in (("v4", VIP4, RS4), ("v6", VIP6, RS6)):
+        v4 = fam == "v4"
+        router = "192.0.2.254" if v4 else "2001:db8::fe"
+
+        def c(i):
+            return f"198.51.100.{140 + i}" if v4 else f"2001:db8:ff::{140 + i}"
+
+        def too_big(reply):
+            # What the router sends back about a reply that did not fit its next link.
+            if v4:
+                return Ether(src=ROUTER, dst=DIRECTOR) / IP(src=router, dst=vip) \
+                    / ICMP(type=3, code=4, nexthopmtu=1400) / bytes(reply)[:28]
+            return Ether(src=ROUTER, dst=DIRECTOR) / IPv6(src=router, dst=vip) \
+                / ICMPv6PacketTooBig(mtu=1400) / bytes(reply)
+
+        get = b"GET / HTTP/1.0\r\n\r\n"
+        no_csum = ", and a UDP datagram without checksum (0) stays without" if v4 else ""
+        third = ", .11" if v4 else ""
+        cap = Capture().at(1)
+        cap.add(partial(from_client(c(0), vip, tcp(61000, 80, "S", 100))))
+        cap.add(partial(from_client(c(0), vip, tcp(61000, 80, "A", 101, 901))))
+        cap.add(partial(from_client(c(0), vip, tcp(61000, 80, "PA", 101, 901, get))))
+        cap.add(from_client(c(1), vip, tcp(61001, 80, "S", 100)))
+        cap.add(coincident(from_client(c(0), vip, tcp(61000, 80, "PA", 119, 901, b"X-Pad: 01234567890\0\0\r\n\r\n")), 18))
+        cap.add(partial(from_client(c(2), vip, UDP(sport=61002, dport=53) / query(1))))
+        cap.add(from_client(c(3), vip, UDP(sport=61003, dport=53) / query(2)))
+        if v4:
+            cap.add(from_client(c(4), vip, UDP(sport=61004, dport=53, chksum=0) / query(3)))
+        cap.add(too_big(partial(ip(vip, c(0)) / tcp(80, 61000, "PA", 901, 139, b"x" * 8))))
+        write(f"csum-dr-{fam}", service(vip, sched="rr") + real(rs[1]) + real(rs[2])
+              + service(vip, 53, "rr", "udp") + real(rs[1], port=53) + real(rs[2], port=53), cap, f"""
+Partial checksums, DR, IP{fam}. The client sits on the director's host (a veth, a
+container): its TCP and UDP checksums hold only the pseudo-header sum. Each leaves complete
+(only the destination MAC, the TTL and that field change); checksums that arrive complete
+leave byte for byte as they came, including one whose value happens to equal the
+pseudo-header sum (the client's second data segment){no_csum}. TCP rr: the first client's
+connection to .11, the second's to .12; UDP rr: .11, .12{third}. An ICMP error quoting a
+partial reply is relayed to .11 as it is (DR relays errors unchanged).""")
+
+        cap = Capture().at(1)
+        cap.add(partial(from_client(c(0), vip, tcp(62000, 80, "S", 100))))
+        cap.add(partial(from_real(1, rs[1], c(0), tcp(8080, 62000, "SA", 900, 101))))
+        cap.add(partial(from_client(c(0), vip, tcp(62000, 80, "A", 101, 901))))
+        cap.add(partial(from_client(c(0), vip, tcp(62000, 80, "PA", 101, 901, get))))
+        cap.add(partial(from_real(1, rs[1], c(0), tcp(8080, 62000, "PA", 901, 119, b"HTTP/1.0 200 OK\r\n\r\nhi"))))
+        cap.add(from_real(1, rs[1], c(0), tcp(8080, 62000, "PA", 922, 119, b"complete")))
+        cap.add(coincident(from_client(c(0), vip, tcp(62000, 80, "PA", 119, 930, b"X-Pad: 01234567890\0\0\r\n\r\n")), 18))
+        cap.add(partial(from_client(c(1), vip, UDP(sport=62001, dport=53) / query(4))))
+        cap.add(partial(from_real(1, rs[1], c(1), UDP(sport=5353, dport=62001) / query(4))))
+        if v4:
+            cap.add(from_client(c(2), vip, UDP(sport=62002, dport=53, chksum=0) / query(5)))
+        # The real server's port-unreachable quotes the query as fastlb forwarded it (complete).
+        sent = ip(c(1), rs[1]) / UDP(sport=62001, dport=5353) / query(4)
+        if v4:
+            unreach = IP(src=rs[1], dst=c(1)) / ICMP(type=3, code=3) / bytes(sent)
+        else:
+            unreach = IPv6(src=rs[1], dst=c(1)) / ICMPv6DestUnreach(code=4) / bytes(sent)
+        cap.add(Ether(src=RS_MAC[1], dst=DIRECTOR) / unreach)
+        # The router's error quotes a reply as fastlb sent it (complete, from the VIP).
+        cap.add(too_big(ip(vip, c(0)) / tcp(80, 62000, "PA", 901, 119, b"HTTP/1.0 200 OK\r\n\r\nhi")))
+        write(f"csum-nat-{fam}", service(vip, sched="rr") + real(rs[1], method="nat", port=8080)
+              + service(vip, 53, "rr", "udp") + real(rs[1], method="nat", port=5353), cap, f"""
+Partial checksums, NAT, IP{fam}, both directions. Client and real server both sit on the
+director's host: their TCP and UDP checksums hold only the pseudo-header sum. fastlb
+completes each before the incremental NAT update (an update of a partial sum goes the
+wrong way): inbound to 10.0.0.11:8080 / :5353, replies from the VIP. A reply and a request
+that arrive complete are updated incrementally as before, one of them with a checksum that
+happens to equal the pseudo-header sum{no_csum}. ICMP relay: the real server's port-unreachable quoting the
+(completed) query goes to the client with the quote translated back to VIP:53, its quoted
+UDP checksum still valid; the router's error about a reply goes to the real server with the
+quote translated to RS:8080.""")
+
+        cap = Capture().at(1)
+        cap.add(partial(from_client(c(0), vip, tcp(63000, 80, "S", 100))))
+        cap.add(partial(from_client(c(0), vip, tcp(63000, 80, "PA", 101, 901, b"p" * 100))))
+        cap.add(from_client(c(0), vip, tcp(63000, 80, "PA", 201, 901, b"c" * 100)))
+        cap.add(partial(from_client(c(1), vip, UDP(sport=63001, dport=53) / query(6))))
+        cap.add(too_big(partial(ip(vip, c(0)) / tcp(80, 63000, "PA", 901, 301, b"x" * 8))))
+        inner = "IPv4-in-IPv4" if v4 else "IPv6-in-IPv6"
+        write(f"csum-tun-{fam}", service(vip, sched="rr") + real(rs[1], method="tun")
+              + service(vip, 53, "rr", "udp") + real(rs[1], method="tun", port=53), cap, f"""
+Partial checksums, TUN ({inner}). The inner TCP and UDP checksums of a client on the
+director's host hold only the pseudo-header sum: fastlb completes them before it
+encapsulates (the real server's decapsulation hands the inner packet up without any
+"checksum partial" flag, so it must be whole). A segment that arrives complete is
+encapsulated as it is. An ICMP error quoting a partial reply is encapsulated to .11 as
+it is.""")
+
     # ---- malformed and foreign frames -------------------------------------------------
     cap = Capture().at(1)
     good = from_client("198.51.100.120", VIP4, tcp(58000, 80, "S"))
@@ -398,7 +600,9 @@ the director's `ip route show table all` and `ip neigh show`, shared by every ca
 
 `cargo test --test replay` replays every folder, compares bytes and report, checks every output
 frame's checksums with etherparse and with tshark where installed, and compares `expect.txt`.
-`FASTLB_BLESS=1 cargo test --test replay` rewrites the expected files from the current output.
+`FASTLB_BLESS=1 cargo test --test replay` rewrites `expected.pcap` and `report.json` from the
+current output (any other value of `FASTLB_BLESS` is an error, and CI, where `CI` is set, never
+blesses); `expect.txt` is written by hand and never rewritten.
 
 Topology (one-armed director):
 
