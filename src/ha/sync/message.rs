@@ -633,10 +633,7 @@ mod tests {
         // Sequence data (24 bytes): read and dropped; the entry stands.
         let mut seq = vec![opt::SEQ_DATA, 24];
         seq.extend_from_slice(&[0xab; 24]);
-        assert_eq!(
-            decode_all(&with_params(&seq)),
-            vec![Ok(Ok(tcp(1, 1))), ok2.clone()]
-        );
+        assert_eq!(decode_all(&with_params(&seq)), vec![Ok(Ok(tcp(1, 1))), ok2]);
         // Persistence-engine data: this entry is skipped, the next one read.
         assert_eq!(
             decode_all(&with_params(&[
@@ -650,16 +647,16 @@ mod tests {
                 b'i',
                 b'p'
             ])),
-            vec![Ok(Err(Skip::PersistenceEngine)), ok2.clone()]
+            vec![Ok(Err(Skip::PersistenceEngine)), ok2]
         );
         // An unknown parameter: skippable with F_PARAM, else the entry is skipped.
         assert_eq!(
             decode_all(&with_params(&[opt::F_PARAM | 9, 1, 0])),
-            vec![Ok(Ok(tcp(1, 1))), ok2.clone()]
+            vec![Ok(Ok(tcp(1, 1))), ok2]
         );
         assert_eq!(
             decode_all(&with_params(&[9, 1, 0])),
-            vec![Ok(Err(Skip::UnknownParameter)), ok2.clone()]
+            vec![Ok(Err(Skip::UnknownParameter)), ok2]
         );
         // ... and what follows an unknown mandatory parameter is not read at all.
         assert_eq!(
