@@ -30,17 +30,17 @@
 //! table less the real servers health checks took out, as [`effective_config`] says.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use super::listing::{self, ConnView, TableView};
-use super::metrics::MetricsSource;
+use super::metrics::{HealthShare, MetricsSource};
 use super::{PublishError, Publisher};
 use crate::conn::ConnTable;
 use crate::forward::nexthop::NextHops;
-use crate::health::{effective_config, HealthStates, Transition};
+use crate::health::{effective_config, health_view, HealthStates, Transition};
 use crate::service::{Config, DestRegistry, ServiceKey, ServiceTable, TimeoutSettings};
 use crate::stats::rate::RateTable;
 use crate::stats::WorkerStats;
@@ -136,6 +136,8 @@ pub struct Director {
     configured: Config,
     /// What the health monitor last said of each checked real server.
     health: HealthStates,
+    /// Up or down per checked real server, for the metrics thread (read at each scrape).
+    health_view: HealthShare,
     /// Builds the snapshots the workers run and holds their channels.
     publisher: Publisher,
     conns: Arc<ConnTable>,
@@ -163,7 +165,9 @@ impl Director {
         let health = HealthStates::new();
         let publisher = Publisher::new(effective_config(&config, &health), plane.registry)?;
         plane.conns.timeouts().apply(&config.timeouts);
+        let health_view = Arc::new(Mutex::new(health_view(&config, &health)));
         Ok(Director {
+            health_view,
             local_addresses: plane.nexthops.local_addresses().collect(),
             configured: config,
             health,
@@ -191,9 +195,17 @@ impl Director {
         }
     }
 
-    /// A metrics source that follows the snapshots this director publishes.
+    /// A metrics source that follows the snapshots this director publishes and the health
+    /// checks' view of each checked real server.
     pub fn metrics_source(&mut self) -> MetricsSource {
         MetricsSource::new(&mut self.publisher, self.workers.clone())
+            .with_health(Arc::clone(&self.health_view))
+    }
+
+    /// Shares the health states with the metrics thread.
+    fn share_health(&self) {
+        let view = health_view(&self.configured, &self.health);
+        *self.health_view.lock().unwrap_or_else(|e| e.into_inner()) = view;
     }
 
     /// The configured table (what ctl edits and `-S` saves).
@@ -238,6 +250,7 @@ impl Director {
             self.ask(addr);
         }
         self.configured = config;
+        self.share_health();
         Ok(())
     }
 
@@ -299,6 +312,7 @@ impl Director {
             any = true;
         }
         if any {
+            self.share_health();
             self.publisher
                 .stage(effective_config(&self.configured, &self.health))?;
         }

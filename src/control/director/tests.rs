@@ -422,3 +422,29 @@ fn the_clock_drives_the_rate_estimators() {
     assert_eq!(view.services[0].reals[0].rates.inpps, 100);
     assert!(r.director.reconcile().is_empty());
 }
+
+#[test]
+fn the_metrics_show_what_the_health_checks_say_of_every_checked_server() {
+    let healthy = |text: &str, last: u8| {
+        let prefix = format!(
+            "fastlb_real_server_healthy{{service=\"UDP 10.0.0.1:53\",real=\"10.1.0.{last}:53\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_owned))
+    };
+    let mut r = rig(checked(true));
+    let mut metrics = r.director.metrics_source();
+    // Started down, heard nothing yet: down, though not in the table the workers run.
+    let text = metrics.render();
+    assert_eq!(healthy(&text, 1).as_deref(), Some("0"), "{text}");
+    r.director.health_changed(&[transition(1, true)]).unwrap();
+    let text = metrics.render();
+    assert_eq!(healthy(&text, 1).as_deref(), Some("1"), "{text}");
+    assert_eq!(healthy(&text, 2).as_deref(), Some("0"), "{text}");
+    // A reload that stops checking a server takes it out of the metrics.
+    let mut unchecked = checked(true);
+    unchecked.health.services.clear();
+    r.director.configure(unchecked).unwrap();
+    let text = metrics.render();
+    assert_eq!(healthy(&text, 1), None, "{text}");
+}
