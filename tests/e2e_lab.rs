@@ -158,6 +158,25 @@ fn ctl_live() {
     scenario("ctl.sh", &["nat"]);
 }
 
+/// IPVS connection sync between two fastlb appliances: the backup holds the master's
+/// connections with the same real servers and states; tshark decodes the datagrams.
+#[test]
+fn sync_master_backup_nat() {
+    scenario("sync.sh", &["nat"]);
+}
+
+#[test]
+fn sync_master_backup_dr() {
+    scenario("sync.sh", &["dr"]);
+}
+
+/// Sync interop with a real Linux IPVS in qemu: kernel master to fastlb backup, fastlb
+/// master to kernel backup (TCP, UDP, a persistence template). Skips without qemu.
+#[test]
+fn sync_kernel_interop() {
+    scenario("sync_kernel.sh", &[]);
+}
+
 /// A SYN reusing the ports of a closed connection (CLOSE or TIME_WAIT) is scheduled as a new
 /// connection, as IPVS does with conn_reuse_mode 1.
 #[test]

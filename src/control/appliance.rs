@@ -34,10 +34,13 @@ use crate::conn::ConnTable;
 use crate::datapath::pipeline::{Pipeline, PipelineSettings};
 use crate::datapath::xdp::{self, netlink, XdpError, XdpMode, XdpOptions};
 use crate::forward::nexthop::NextHops;
+use crate::ha::sync::counters::DaemonCounters;
+use crate::ha::sync::thread::{SyncContext, SyncThread};
+use crate::ha::sync::{self, SyncHook};
 use crate::health::{HealthMonitor, MonitorOptions};
 use crate::log::log;
 use crate::service::config::{self, ConfigError};
-use crate::service::{DestRegistry, ServiceTable};
+use crate::service::{DestRegistry, ServiceTable, SyncRole};
 use crate::stats::WorkerStats;
 
 /// Connection table size when the configuration sets none.
@@ -134,6 +137,22 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         .map(|_| Some(director.attach_worker()))
         .collect();
     let feeds = Mutex::new(feeds);
+
+    // Connection sync: each worker's hook, and the sync thread with the other ends. No
+    // daemon runs until ctl (--start-daemon) or the configuration starts one.
+    let (sync_shared, hooks, ends) = sync::channels(workers, &config.sync);
+    let sync_counters = Arc::new(DaemonCounters::default());
+    director.attach_sync(Arc::clone(&sync_shared), Arc::clone(&sync_counters));
+    let sync_thread = SyncThread::spawn(SyncContext {
+        conns: Arc::clone(&conns),
+        tables: director.attach_worker().tables,
+        table: director.table(),
+        shared: sync_shared,
+        ends,
+        counters: sync_counters,
+    })
+    .map_err(io("starting the sync thread"))?;
+    let hooks: Mutex<Vec<Option<SyncHook>>> = Mutex::new(hooks.into_iter().map(Some).collect());
     let metrics = match opts.metrics {
         Some(addr) => Some(
             MetricsServer::spawn(addr, director.metrics_source())
@@ -162,6 +181,11 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         .with_updates(feed.tables)
         .with_nexthop_updates(feed.nexthops)
         .with_missing_neighbours(missing_tx.clone())
+        .with_sync(
+            hooks.lock().expect("not poisoned")[w]
+                .take()
+                .expect("one pipeline per worker"),
+        )
     };
 
     let (stop, reload) = signal_flags().map_err(io("installing signal handlers"))?;
@@ -178,7 +202,11 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
     let ctl = CtlServer::bind(&opts.ctl_socket).map_err(io("binding the ctl socket"))?;
     let (monitor, transitions) = HealthMonitor::start(&config, MonitorOptions::default())
         .map_err(io("starting health checks"))?;
-    let mut plane = Plane { datapath, monitor };
+    let mut plane = Plane {
+        datapath,
+        monitor,
+        sync: sync_thread,
+    };
     log(format_args!(
         "serving {} with {workers} worker(s), {} service(s), connection table {capacity}; ctl {}",
         opts.ifaces.join(", "),
@@ -203,14 +231,21 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         for source in &mut sources {
             source.poll(now, &mut director);
         }
-        plane.push(director.reconcile());
+        for role in plane.push(director.reconcile()) {
+            director.sync_daemon_failed(role);
+        }
         std::thread::sleep(TURN);
     }
     log(format_args!("stopping: draining workers and detaching XDP"));
     // The ctl socket goes first, then the health thread and the workers' channels.
     drop(sources);
-    let Plane { datapath, monitor } = plane;
+    let Plane {
+        datapath,
+        monitor,
+        sync,
+    } = plane;
     drop(monitor);
+    drop(sync);
     drop(director);
     let totals = datapath.join()?;
     if let Some(m) = metrics {
@@ -258,11 +293,28 @@ fn log_next_hops(table: &ServiceTable, nexthops: &NextHops, ifaces: &[String]) {
 struct Plane {
     datapath: xdp::Datapath,
     monitor: HealthMonitor,
+    sync: SyncThread,
 }
 
 impl Plane {
-    /// Applies one reconcile step. Failures are logged; the next change tries again.
-    fn push(&mut self, push: Push) {
+    /// Applies one reconcile step. Failures are logged; the next change tries again. Returns
+    /// the sync daemons whose socket would not open (they do not run).
+    fn push(&mut self, push: Push) -> Vec<SyncRole> {
+        let mut failed = Vec::new();
+        if let Some(plan) = &push.sync {
+            for (role, e) in self.sync.apply(&plan.daemons, plan.sock_size) {
+                log(format_args!("{role} sync daemon not started: {e}"));
+                failed.push(role);
+            }
+            for d in [&plan.daemons.master, &plan.daemons.backup]
+                .into_iter()
+                .flatten()
+            {
+                if !failed.contains(&d.role) {
+                    log(format_args!("{}", d.listing_line().trim_end()));
+                }
+            }
+        }
         if let Some(table) = &push.table {
             if let Err(e) = self.datapath.filter().sync(table) {
                 log(format_args!("XDP filter update failed: {e}"));
@@ -284,5 +336,6 @@ impl Plane {
                 log(format_args!("resolving {}: {e}", r.hop));
             }
         }
+        failed
     }
 }

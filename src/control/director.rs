@@ -10,7 +10,8 @@
 //!  kernel tables ────────> nexthops_read,      counters, rates     ├─> XDP filter: service maps,
 //!                          neighbour_missing        │              │   local addresses
 //!  clock ────────────────> tick                     │              ├─> health monitor: what to check
-//!                                                   └─ reconcile ──┴─> kernel: neighbours to resolve
+//!  ctl (sync verbs) ─────> start_sync_daemon,       │              ├─> kernel: neighbours to resolve
+//!                          stop_sync_daemon         └─ reconcile ──┴─> sync thread: daemons' sockets
 //! ```
 //!
 //! Every source changes the director only through its methods, and nothing else writes the
@@ -100,6 +101,8 @@ pub struct Push {
     pub health_checks: Option<Config>,
     /// Next hops the kernel should resolve.
     pub resolve: Vec<NeighbourRequest>,
+    /// The sync daemons changed: the sync thread must run these (sockets to open or close).
+    pub sync: Option<SyncPlan>,
 }
 
 impl Push {
@@ -111,6 +114,7 @@ impl Push {
             && self.local_addresses.is_none()
             && self.health_checks.is_none()
             && self.resolve.is_empty()
+            && self.sync.is_none()
     }
 }
 
@@ -122,6 +126,7 @@ struct Owed {
     local_addresses: bool,
     health_checks: bool,
     resolve: Vec<NeighbourRequest>,
+    sync: bool,
 }
 
 /// The one owner of the control plane: the configured table, the health states, the
@@ -147,6 +152,8 @@ pub struct Director {
     now: Instant,
     next_reclaim: Option<Instant>,
     owed: Owed,
+    /// Connection sync: the daemons and what they share with the workers.
+    sync: SyncControl,
 }
 
 impl Director {
@@ -174,6 +181,7 @@ impl Director {
             now: Instant::ZERO,
             next_reclaim: None,
             owed: Owed::default(),
+            sync: SyncControl::default(),
         })
     }
 
@@ -232,6 +240,7 @@ impl Director {
         self.owed.health_checks |=
             config.services != self.configured.services || config.health != self.configured.health;
         self.owed.timeouts |= config.timeouts != self.configured.timeouts;
+        self.sync_settings_changed(&config);
         let known: Vec<IpAddr> = real_addresses(&self.configured).collect();
         let new: Vec<IpAddr> = real_addresses(&config)
             .filter(|a| !known.contains(a))
@@ -392,6 +401,7 @@ impl Director {
                 .retain(|tx| tx.send(Arc::clone(&t)).is_ok());
             t
         });
+        self.publish_sync_rules();
         let timeouts = owed.timeouts.then(|| {
             self.conns.timeouts().apply(&self.configured.timeouts);
             self.configured.timeouts
@@ -403,6 +413,7 @@ impl Director {
             local_addresses: owed.local_addresses.then(|| self.local_addresses.clone()),
             health_checks: owed.health_checks.then(|| self.configured.clone()),
             resolve: owed.resolve,
+            sync: owed.sync.then(|| self.sync_plan()),
         }
     }
 }
@@ -424,5 +435,9 @@ pub(crate) fn neighbour_request(t: &NextHops, addr: IpAddr) -> Option<NeighbourR
     })
 }
 
+mod sync;
 #[cfg(test)]
 mod tests;
+
+use sync::SyncControl;
+pub use sync::SyncPlan;

@@ -26,6 +26,7 @@ use crate::conn::{self, ConnInfo, ConnTable, Direction, FlowKey, Hit, NewConn, T
 use crate::forward::nexthop::{NextHop, NextHops};
 use crate::forward::tun::{self, MtuVerdict};
 use crate::forward::{icmp, mac, nat, partial};
+use crate::ha::sync::SyncHook;
 use crate::sched::{self, RoundRobin, SchedInput, Scheduler};
 use crate::service::{DestId, DestRegistry, ForwardMethod, Protocol, ServiceId, ServiceTable};
 use crate::stats::{DropReason, WorkerStats};
@@ -90,6 +91,8 @@ pub struct Pipeline {
     prefetch_min_live: usize,
     /// IPv4 identification for packets this worker originates (tunnel headers, ICMP).
     ip_id: u16,
+    /// Connection sync: what to send while a master runs, what a backup received.
+    sync: Option<SyncHook>,
 }
 
 impl Pipeline {
@@ -125,7 +128,14 @@ impl Pipeline {
             reclaim_due: false,
             prefetch_min_live: PREFETCH_MIN_LIVE,
             ip_id: 0,
+            sync: None,
         }
+    }
+
+    /// Takes part in connection sync through `hook` (see `ha::sync`).
+    pub fn with_sync(mut self, hook: SyncHook) -> Pipeline {
+        self.sync = Some(hook);
+        self
     }
 
     /// Takes new snapshots from `rx` between batches.
@@ -269,6 +279,9 @@ impl Pipeline {
                     return Verdict::Drop(DropReason::Fragment);
                 }
                 self.conns.on_packet(hit.id, hit.dir, flags, now);
+                if hit.dir == Direction::Original {
+                    self.synced(hit.id, now);
+                }
                 return self.forward(frame, p, ip, &hit.info, hit.dir);
             }
         }
@@ -291,7 +304,17 @@ impl Pipeline {
             Err(reason) => return Verdict::Drop(reason),
         };
         self.stats.dest(hit.info.dest).conns.add(1);
+        self.synced(hit.id, now);
         self.forward(frame, p, ip, &hit.info, Direction::Original)
+    }
+
+    /// A packet from the client of connection `id` went through the table: the sync hook
+    /// decides whether the connection is to be sent (`ip_vs_in` calling `ip_vs_sync_conn`).
+    #[inline]
+    fn synced(&mut self, id: conn::ConnId, now: Instant) {
+        if let Some(s) = &mut self.sync {
+            s.after_client_packet(&self.conns, id, now);
+        }
     }
 
     /// Picks a real server for a new connection (persistence template first, then the
@@ -745,6 +768,9 @@ impl PacketProcessor for Pipeline {
         self.sweep(now);
         for s in &mut self.scheds {
             s.housekeeping(now);
+        }
+        if let Some(s) = &mut self.sync {
+            s.between_batches(&self.conns, now);
         }
     }
 }

@@ -16,9 +16,11 @@
 pub mod config;
 mod dest;
 pub mod health;
+mod sync;
 pub mod table;
 
 pub use dest::{DestCounters, DestId, DestRegistry};
+pub use sync::{BadSyncSetting, DaemonConfig, SyncRole, SyncSettings};
 pub use table::{Dest, ServiceEntry, ServiceId, ServiceTable};
 
 use std::fmt;
@@ -484,4 +486,6 @@ pub struct Config {
     pub dest_order: DestOrder,
     /// Health checks and sorry servers, by service key (see [`health`]).
     pub health: health::HealthSettings,
+    /// When a sync master sends connections (the `sync_*` sysctls).
+    pub sync: SyncSettings,
 }
