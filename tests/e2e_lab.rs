@@ -140,3 +140,10 @@ fn new_client_first_answer() {
 fn direct_real_server_access() {
     scenario("direct_real.sh", &["nat"]);
 }
+
+/// Two directors on one bridge that floods unknown unicast: only the director a SYN is
+/// addressed to balances it, and the bridge never learns its MAC on the other's port.
+#[test]
+fn foreign_mac_frames_are_not_balanced() {
+    scenario("foreign_mac.sh", &[]);
+}

@@ -209,6 +209,12 @@ impl Director {
         self.owed.health_checks |=
             config.services != self.configured.services || config.health != self.configured.health;
         self.owed.timeouts |= config.timeouts != self.configured.timeouts;
+        if config.accept_macs != self.nexthops.extra_macs() {
+            let mut t = NextHops::clone(&self.nexthops);
+            t.set_extra_macs(&config.accept_macs);
+            self.nexthops = Arc::new(t);
+            self.owed.nexthops = true;
+        }
         self.configured = config;
         Ok(())
     }
@@ -279,7 +285,8 @@ impl Director {
 
     /// Source kernel tables: the routes and neighbours, read again. Real servers the kernel
     /// has no neighbour entry for are to be resolved.
-    pub fn nexthops_read(&mut self, table: NextHops) {
+    pub fn nexthops_read(&mut self, mut table: NextHops) {
+        table.set_extra_macs(&self.configured.accept_macs);
         for svc in &self.configured.services {
             for real in &svc.reals {
                 if table.resolve(real.addr).is_err() {

@@ -54,6 +54,7 @@ pub fn to_toml(config: &Config) -> String {
         || config.tunnel_source_v4.is_some()
         || config.tunnel_source_v6.is_some()
         || config.dest_order != DestOrder::default()
+        || !config.accept_macs.is_empty()
     {
         o.push_str("[director]\n");
         if config.dest_order != DestOrder::default() {
@@ -67,6 +68,14 @@ pub fn to_toml(config: &Config) -> String {
         }
         if let Some(a) = config.tunnel_source_v6 {
             let _ = writeln!(o, "tunnel_source_v6 = \"{a}\"");
+        }
+        if !config.accept_macs.is_empty() {
+            let list: Vec<String> = config
+                .accept_macs
+                .iter()
+                .map(|m| format!("\"{m}\""))
+                .collect();
+            let _ = writeln!(o, "accept_macs = [{}]", list.join(", "));
         }
         o.push('\n');
     }
