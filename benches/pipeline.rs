@@ -161,7 +161,7 @@ fn nexthops() -> NextHops {
         neigh.push((real_addr(false, i), MacAddr(real_mac(i))));
         neigh.push((real_addr(true, i), MacAddr(real_mac(i))));
     }
-    NextHops::new(routes, neigh)
+    NextHops::with_links(&[("eth0".into(), MacAddr(DIRECTOR_MAC))], routes, neigh)
 }
 
 /// A director as `fastlb replay` builds one, with `settings`; with `sync`, a sync master

@@ -203,3 +203,10 @@ fn tun_decap_alone() {
 fn xdp_fwd_forwards() {
     scenario("xdp_fwd.sh", &[]);
 }
+
+/// Two directors on one bridge that floods unknown unicast: only the director a SYN is
+/// addressed to balances it, and the bridge never learns its MAC on the other's port.
+#[test]
+fn foreign_mac_frames_are_not_balanced() {
+    scenario("foreign_mac.sh", &[]);
+}

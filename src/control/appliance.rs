@@ -119,9 +119,10 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
     let stats: Vec<Arc<WorkerStats>> = (0..workers)
         .map(|_| Arc::new(WorkerStats::new(registry.capacity())))
         .collect();
-    let nexthops = Arc::new(
-        startup_nexthops(&opts.ifaces, &config).map_err(io("reading routes and neighbours"))?,
-    );
+    let mut nexthops =
+        startup_nexthops(&opts.ifaces, &config).map_err(io("reading routes and neighbours"))?;
+    nexthops.set_extra_macs(&config.accept_macs);
+    let nexthops = Arc::new(nexthops);
     let plane = DataPlane {
         registry,
         conns: Arc::clone(&conns),
@@ -196,6 +197,7 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         .filter()
         .set_local_addresses(director.local_addresses())
         .map_err(XdpError::from)?;
+    sync_macs(&mut datapath, director.nexthops()).map_err(XdpError::from)?;
     if let Some(dir) = opts.ctl_socket.parent() {
         std::fs::create_dir_all(dir).map_err(io("creating the ctl socket's directory"))?;
     }
@@ -256,6 +258,17 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         totals.rx, totals.tx, totals.passed
     ));
     Ok(())
+}
+
+/// Makes the XDP filter take frames for the MACs the workers take: each interface's own
+/// (devices are numbered in `--iface` order, as the filter attached them) and the
+/// configuration's `accept_macs`.
+fn sync_macs(datapath: &mut xdp::Datapath, nexthops: &NextHops) -> Result<(), xdp::FilterError> {
+    let filter = datapath.filter();
+    let own: Vec<_> = (0..filter.attached().len())
+        .map(|i| u16::try_from(i).ok().and_then(|i| nexthops.device_mac(i)))
+        .collect();
+    filter.set_accepted_macs(&own, nexthops.extra_macs())
 }
 
 /// SIGINT and SIGTERM set the first flag (stop), SIGHUP the second (reload).
@@ -322,6 +335,11 @@ impl Plane {
         }
         if let Some(addrs) = &push.local_addresses {
             if let Err(e) = self.datapath.filter().set_local_addresses(addrs) {
+                log(format_args!("XDP filter update failed: {e}"));
+            }
+        }
+        if let Some(nexthops) = &push.nexthops {
+            if let Err(e) = sync_macs(&mut self.datapath, nexthops) {
                 log(format_args!("XDP filter update failed: {e}"));
             }
         }

@@ -249,6 +249,12 @@ impl Director {
         for addr in new {
             self.ask(addr);
         }
+        if config.accept_macs != self.nexthops.extra_macs() {
+            let mut t = NextHops::clone(&self.nexthops);
+            t.set_extra_macs(&config.accept_macs);
+            self.nexthops = Arc::new(t);
+            self.owed.nexthops = true;
+        }
         self.configured = config;
         self.share_health();
         Ok(())
@@ -322,7 +328,8 @@ impl Director {
     /// Source kernel tables: the routes and neighbours, read again. Real servers the kernel
     /// has no neighbour entry for are to be resolved (again, unless asked for within the
     /// last [`RESOLVE_WINDOW`]).
-    pub fn nexthops_read(&mut self, table: NextHops) {
+    pub fn nexthops_read(&mut self, mut table: NextHops) {
+        table.set_extra_macs(&self.configured.accept_macs);
         let now = self.now;
         self.resolving
             .retain(|(a, asked)| table.resolve(*a).is_err() && now < *asked + RESOLVE_WINDOW);

@@ -482,6 +482,10 @@ pub struct Config {
     pub tunnel_source_v6: Option<std::net::Ipv6Addr>,
     /// Connection table capacity (entries); 0 means the default.
     pub conn_capacity: usize,
+    /// Unicast MACs besides the interfaces' own that frames may be addressed to for the
+    /// director to act on them (keepalived's VRRP virtual MACs with `use_vmac`); frames to
+    /// any other host's MAC are left to the kernel, which drops them.
+    pub accept_macs: Vec<crate::forward::nexthop::MacAddr>,
     /// Order of every service's real-server list as the schedulers see it.
     pub dest_order: DestOrder,
     /// Health checks and sorry servers, by service key (see [`health`]).

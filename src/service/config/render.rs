@@ -57,6 +57,7 @@ pub fn to_toml(config: &Config) -> String {
         || config.tunnel_source_v6.is_some()
         || sync != default_sync
         || config.dest_order != DestOrder::default()
+        || !config.accept_macs.is_empty()
     {
         o.push_str("[director]\n");
         if config.dest_order != DestOrder::default() {
@@ -89,6 +90,14 @@ pub fn to_toml(config: &Config) -> String {
         }
         if sync.sync_sock_size != default_sync.sync_sock_size {
             let _ = writeln!(o, "sync_sock_size = {}", sync.sync_sock_size);
+        }
+        if !config.accept_macs.is_empty() {
+            let list: Vec<String> = config
+                .accept_macs
+                .iter()
+                .map(|m| format!("\"{m}\""))
+                .collect();
+            let _ = writeln!(o, "accept_macs = [{}]", list.join(", "));
         }
         o.push('\n');
     }

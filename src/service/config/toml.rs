@@ -14,6 +14,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::error::{validate, ConfigError, Fault};
+use crate::forward::nexthop::MacAddr;
 use crate::service::health::{
     CheckKind, HealthConfig, HttpCheck, ScriptCheck, ServiceHealth, SorryServer, StatusRange,
 };
@@ -47,6 +48,7 @@ struct RawDirector {
     sync_qlen_max: Option<u32>,
     sync_sock_size: Option<u32>,
     dest_order: Option<DestOrder>,
+    accept_macs: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -314,6 +316,22 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             return Err(lines
                 .field(&span, e.field, e.message)
                 .with_context("director"));
+        }
+        for m in d.accept_macs.iter().flatten() {
+            let bad = |why: String| {
+                lines
+                    .field(&span, "accept_macs", why)
+                    .with_context("director")
+            };
+            let mac: MacAddr = m.parse().map_err(bad)?;
+            if mac.is_group() {
+                return Err(bad(format!(
+                    "'{m}' is a group address (broadcast and multicast frames are always taken)"
+                )));
+            }
+            if !config.accept_macs.contains(&mac) {
+                config.accept_macs.push(mac);
+            }
         }
     }
     if let Some(t) = raw.timeouts {
@@ -839,6 +857,18 @@ address = "10.0.2.1"
         assert_eq!(e.line, line_of_text(&text, "port = \"eighty\""));
         let e = p("[[service]]\nprotocol = \"sctp\"\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
+        let c = p("[director]\naccept_macs = [\"00:00:5e:00:01:33\", \"00:00:5E:00:02:33\"]\n")
+            .unwrap();
+        assert_eq!(c.accept_macs.len(), 2);
+        assert_eq!(c.accept_macs[1].to_string(), "00:00:5e:00:02:33");
+        let e =
+            p("[director]\nconn_capacity = 3\naccept_macs = [\"00:00:5e:00:01\"]\n").unwrap_err();
+        assert!(
+            e.to_string().contains(":3:") && e.to_string().contains("bad MAC"),
+            "{e}"
+        );
+        let e = p("[director]\naccept_macs = [\"01:00:5e:00:00:01\"]\n").unwrap_err();
+        assert!(e.to_string().contains("group address"), "{e}");
         let e = p("[director]\nconn_capacity = = 3\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
         let e = p("[director]\nconn_capacity = 3\ndest_order = \"newest\"\n").unwrap_err();
