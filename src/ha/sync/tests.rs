@@ -15,6 +15,7 @@ use crate::forward::nexthop::{MacAddr, NextHops};
 use crate::service::{config, DestRegistry, ServiceTable, SyncSettings};
 use crate::stats::WorkerStats;
 use crate::time::Instant;
+use crate::wire::testkit;
 use crate::wire::testkit::{Spec, L4};
 
 const CONFIG: &str = r#"
@@ -115,7 +116,11 @@ impl Director {
             0,
             publisher.table(),
             Arc::clone(&conns),
-            Arc::new(NextHops::new(routes, neigh)),
+            Arc::new(NextHops::with_links(
+                &[("eth0".to_string(), MacAddr(testkit::DIRECTOR_MAC))],
+                routes,
+                neigh,
+            )),
             stats,
             PipelineSettings::default(),
         )
