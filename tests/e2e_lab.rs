@@ -172,6 +172,25 @@ fn ctl_live() {
     scenario("ctl.sh", &["nat"]);
 }
 
+/// IPVS connection sync between two fastlb appliances: the backup holds the master's
+/// connections with the same real servers and states; tshark decodes the datagrams.
+#[test]
+fn sync_master_backup_nat() {
+    scenario("sync.sh", &["nat"]);
+}
+
+#[test]
+fn sync_master_backup_dr() {
+    scenario("sync.sh", &["dr"]);
+}
+
+/// Sync interop with a real Linux IPVS in qemu: kernel master to fastlb backup, fastlb
+/// master to kernel backup (TCP, UDP, a persistence template). Skips without qemu.
+#[test]
+fn sync_kernel_interop() {
+    scenario("sync_kernel.sh", &[]);
+}
+
 /// A SYN reusing the ports of a closed connection (CLOSE or TIME_WAIT) is scheduled as a new
 /// connection, as IPVS does with conn_reuse_mode 1.
 #[test]
@@ -197,4 +216,11 @@ fn tun_decap_alone() {
 #[test]
 fn xdp_fwd_forwards() {
     scenario("xdp_fwd.sh", &[]);
+}
+
+/// Two directors on one bridge that floods unknown unicast: only the director a SYN is
+/// addressed to balances it, and the bridge never learns its MAC on the other's port.
+#[test]
+fn foreign_mac_frames_are_not_balanced() {
+    scenario("foreign_mac.sh", &[]);
 }

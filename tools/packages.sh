@@ -69,3 +69,14 @@ ensure_packages() {
     fi
     rm -f "$out"
 }
+
+# need_cargo: fails with what to type when cargo is not on PATH. Debian's sudo resets PATH
+# (secure_path), so a toolchain that rustup installed in a user's home is not found under
+# `sudo`: the caller keeps it with `sudo env PATH=... RUSTUP_HOME=... CARGO_HOME=...`.
+need_cargo() {
+    local who=${FASTLB_PACKAGES_WHO:-$(basename "$0")}
+    command -v cargo >/dev/null && return 0
+    echo "$who: cargo is not on PATH${SUDO_USER:+ (sudo resets PATH)}: install Rust for this user, or run" \
+        "sudo env PATH=\"\$PATH\" RUSTUP_HOME=\"\$HOME/.rustup\" CARGO_HOME=\"\$HOME/.cargo\" $0 ..." >&2
+    return 1
+}

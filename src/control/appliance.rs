@@ -38,10 +38,13 @@ use crate::datapath::pipeline::{Pipeline, PipelineSettings};
 use crate::datapath::xdp::{self, netlink, XdpError, XdpMode, XdpOptions};
 use crate::forward::nexthop::NextHops;
 use crate::ha::bird::Bird;
+use crate::ha::sync::counters::DaemonCounters;
+use crate::ha::sync::thread::{SyncContext, SyncThread};
+use crate::ha::sync::{self, SyncHook};
 use crate::health::{HealthMonitor, MonitorOptions};
 use crate::log::log;
 use crate::service::config::{self, ConfigError};
-use crate::service::{DestRegistry, ServiceTable};
+use crate::service::{DestRegistry, ServiceTable, SyncRole};
 use crate::stats::WorkerStats;
 
 /// Connection table size when the configuration sets none.
@@ -120,9 +123,10 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
     let stats: Vec<Arc<WorkerStats>> = (0..workers)
         .map(|_| Arc::new(WorkerStats::new(registry.capacity())))
         .collect();
-    let nexthops = Arc::new(
-        startup_nexthops(&opts.ifaces, &config).map_err(io("reading routes and neighbours"))?,
-    );
+    let mut nexthops =
+        startup_nexthops(&opts.ifaces, &config).map_err(io("reading routes and neighbours"))?;
+    nexthops.set_extra_macs(&config.accept_macs);
+    let nexthops = Arc::new(nexthops);
     let plane = DataPlane {
         registry,
         conns: Arc::clone(&conns),
@@ -138,6 +142,22 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         .map(|_| Some(director.attach_worker()))
         .collect();
     let feeds = Mutex::new(feeds);
+
+    // Connection sync: each worker's hook, and the sync thread with the other ends. No
+    // daemon runs until ctl (--start-daemon) or the configuration starts one.
+    let (sync_shared, hooks, ends) = sync::channels(workers, &config.sync);
+    let sync_counters = Arc::new(DaemonCounters::default());
+    director.attach_sync(Arc::clone(&sync_shared), Arc::clone(&sync_counters));
+    let sync_thread = SyncThread::spawn(SyncContext {
+        conns: Arc::clone(&conns),
+        tables: director.attach_worker().tables,
+        table: director.table(),
+        shared: sync_shared,
+        ends,
+        counters: sync_counters,
+    })
+    .map_err(io("starting the sync thread"))?;
+    let hooks: Mutex<Vec<Option<SyncHook>>> = Mutex::new(hooks.into_iter().map(Some).collect());
     let metrics = match opts.metrics {
         Some(addr) => Some(
             MetricsServer::spawn(addr, director.metrics_source())
@@ -166,6 +186,11 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         .with_updates(feed.tables)
         .with_nexthop_updates(feed.nexthops)
         .with_missing_neighbours(missing_tx.clone())
+        .with_sync(
+            hooks.lock().expect("not poisoned")[w]
+                .take()
+                .expect("one pipeline per worker"),
+        )
     };
 
     let (stop, reload) = signal_flags().map_err(io("installing signal handlers"))?;
@@ -176,6 +201,7 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         .filter()
         .set_local_addresses(director.local_addresses())
         .map_err(XdpError::from)?;
+    sync_macs(&mut datapath, director.nexthops()).map_err(XdpError::from)?;
     if let Some(dir) = opts.ctl_socket.parent() {
         std::fs::create_dir_all(dir).map_err(io("creating the ctl socket's directory"))?;
     }
@@ -186,6 +212,7 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         datapath,
         monitor,
         bird: None,
+        sync: sync_thread,
     };
     log(format_args!(
         "serving {} with {workers} worker(s), {} service(s), connection table {capacity}; ctl {}",
@@ -211,7 +238,9 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         for source in &mut sources {
             source.poll(now, &mut director);
         }
-        plane.push(director.reconcile());
+        for role in plane.push(director.reconcile()) {
+            director.sync_daemon_failed(role);
+        }
         if let Some(bird) = &mut plane.bird {
             bird.retry();
         }
@@ -225,9 +254,13 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
     // The ctl socket goes first, then the health thread and the workers' channels.
     drop(sources);
     let Plane {
-        datapath, monitor, ..
+        datapath,
+        monitor,
+        sync,
+        ..
     } = plane;
     drop(monitor);
+    drop(sync);
     drop(director);
     let totals = datapath.join()?;
     if let Some(m) = metrics {
@@ -238,6 +271,17 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         totals.rx, totals.tx, totals.passed
     ));
     Ok(())
+}
+
+/// Makes the XDP filter take frames for the MACs the workers take: each interface's own
+/// (devices are numbered in `--iface` order, as the filter attached them) and the
+/// configuration's `accept_macs`.
+fn sync_macs(datapath: &mut xdp::Datapath, nexthops: &NextHops) -> Result<(), xdp::FilterError> {
+    let filter = datapath.filter();
+    let own: Vec<_> = (0..filter.attached().len())
+        .map(|i| u16::try_from(i).ok().and_then(|i| nexthops.device_mac(i)))
+        .collect();
+    filter.set_accepted_macs(&own, nexthops.extra_macs())
 }
 
 /// SIGINT and SIGTERM set the first flag (stop), SIGHUP the second (reload).
@@ -277,11 +321,28 @@ struct Plane {
     monitor: HealthMonitor,
     /// The BIRD announcing the VIPs, while the configuration has `[bgp]`.
     bird: Option<Bird>,
+    sync: SyncThread,
 }
 
 impl Plane {
-    /// Applies one reconcile step. Failures are logged; the next change tries again.
-    fn push(&mut self, push: Push) {
+    /// Applies one reconcile step. Failures are logged; the next change tries again. Returns
+    /// the sync daemons whose socket would not open (they do not run).
+    fn push(&mut self, push: Push) -> Vec<SyncRole> {
+        let mut failed = Vec::new();
+        if let Some(plan) = &push.sync {
+            for (role, e) in self.sync.apply(&plan.daemons, plan.sock_size) {
+                log(format_args!("{role} sync daemon not started: {e}"));
+                failed.push(role);
+            }
+            for d in [&plan.daemons.master, &plan.daemons.backup]
+                .into_iter()
+                .flatten()
+            {
+                if !failed.contains(&d.role) {
+                    log(format_args!("{}", d.listing_line().trim_end()));
+                }
+            }
+        }
         if let Some(table) = &push.table {
             if let Err(e) = self.datapath.filter().sync(table) {
                 log(format_args!("XDP filter update failed: {e}"));
@@ -289,6 +350,11 @@ impl Plane {
         }
         if let Some(addrs) = &push.local_addresses {
             if let Err(e) = self.datapath.filter().set_local_addresses(addrs) {
+                log(format_args!("XDP filter update failed: {e}"));
+            }
+        }
+        if let Some(nexthops) = &push.nexthops {
+            if let Err(e) = sync_macs(&mut self.datapath, nexthops) {
                 log(format_args!("XDP filter update failed: {e}"));
             }
         }
@@ -317,5 +383,6 @@ impl Plane {
                 log(format_args!("resolving {}: {e}", r.hop));
             }
         }
+        failed
     }
 }

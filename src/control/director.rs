@@ -11,7 +11,8 @@
 //!                          neighbour_missing        │              │   local addresses
 //!  clock ────────────────> tick                     │              ├─> health monitor: what to check
 //!  ctl --drain ──────────> drain                    │              ├─> BIRD: the VIPs to announce
-//!                                                   └─ reconcile ──┴─> kernel: neighbours to resolve
+//!  ctl (sync verbs) ─────> start_sync_daemon,       │              ├─> kernel: neighbours to resolve
+//!                          stop_sync_daemon         └─ reconcile ──┴─> sync thread: daemons' sockets
 //! ```
 //!
 //! Every source changes the director only through its methods, and nothing else writes the
@@ -104,6 +105,8 @@ pub struct Push {
     pub health_checks: Option<Config>,
     /// Next hops the kernel should resolve.
     pub resolve: Vec<NeighbourRequest>,
+    /// The sync daemons changed: the sync thread must run these (sockets to open or close).
+    pub sync: Option<SyncPlan>,
     /// What BIRD must announce changed (the VIPs, or the `[bgp]` settings).
     pub announce: Option<Announce>,
 }
@@ -127,6 +130,7 @@ impl Push {
             && self.health_checks.is_none()
             && self.resolve.is_empty()
             && self.announce.is_none()
+            && self.sync.is_none()
     }
 }
 
@@ -138,6 +142,7 @@ struct Owed {
     local_addresses: bool,
     health_checks: bool,
     resolve: Vec<NeighbourRequest>,
+    sync: bool,
 }
 
 /// The one owner of the control plane: the configured table, the health states, the
@@ -167,6 +172,8 @@ pub struct Director {
     drained: bool,
     /// What the last reconcile step told BIRD.
     announced: Announce,
+    /// Connection sync: the daemons and what they share with the workers.
+    sync: SyncControl,
 }
 
 impl Director {
@@ -196,6 +203,7 @@ impl Director {
             owed: Owed::default(),
             drained: false,
             announced: Announce::default(),
+            sync: SyncControl::default(),
         })
     }
 
@@ -254,6 +262,7 @@ impl Director {
         self.owed.health_checks |=
             config.services != self.configured.services || config.health != self.configured.health;
         self.owed.timeouts |= config.timeouts != self.configured.timeouts;
+        self.sync_settings_changed(&config);
         let known: Vec<IpAddr> = real_addresses(&self.configured).collect();
         let new: Vec<IpAddr> = real_addresses(&config)
             .filter(|a| !known.contains(a))
@@ -261,6 +270,12 @@ impl Director {
             .collect();
         for addr in new {
             self.ask(addr);
+        }
+        if config.accept_macs != self.nexthops.extra_macs() {
+            let mut t = NextHops::clone(&self.nexthops);
+            t.set_extra_macs(&config.accept_macs);
+            self.nexthops = Arc::new(t);
+            self.owed.nexthops = true;
         }
         self.configured = config;
         self.share_health();
@@ -351,7 +366,8 @@ impl Director {
     /// Source kernel tables: the routes and neighbours, read again. Real servers the kernel
     /// has no neighbour entry for are to be resolved (again, unless asked for within the
     /// last [`RESOLVE_WINDOW`]).
-    pub fn nexthops_read(&mut self, table: NextHops) {
+    pub fn nexthops_read(&mut self, mut table: NextHops) {
+        table.set_extra_macs(&self.configured.accept_macs);
         let now = self.now;
         self.resolving
             .retain(|(a, asked)| table.resolve(*a).is_err() && now < *asked + RESOLVE_WINDOW);
@@ -430,6 +446,7 @@ impl Director {
                 .retain(|tx| tx.send(Arc::clone(&t)).is_ok());
             t
         });
+        self.publish_sync_rules();
         let timeouts = owed.timeouts.then(|| {
             self.conns.timeouts().apply(&self.configured.timeouts);
             self.configured.timeouts
@@ -457,6 +474,7 @@ impl Director {
             health_checks: owed.health_checks.then(|| self.configured.clone()),
             resolve: owed.resolve,
             announce,
+            sync: owed.sync.then(|| self.sync_plan()),
         }
     }
 }
@@ -478,5 +496,9 @@ pub(crate) fn neighbour_request(t: &NextHops, addr: IpAddr) -> Option<NeighbourR
     })
 }
 
+mod sync;
 #[cfg(test)]
 mod tests;
+
+use sync::SyncControl;
+pub use sync::SyncPlan;

@@ -32,6 +32,6 @@ pub mod metrics;
 mod publisher;
 pub mod sources;
 
-pub use director::{Announce, DataPlane, Director, NeighbourRequest, Push, WorkerFeed};
+pub use director::{Announce, DataPlane, Director, NeighbourRequest, Push, SyncPlan, WorkerFeed};
 pub use publisher::{PublishError, Publisher};
 pub use sources::Source;

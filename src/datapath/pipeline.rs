@@ -23,9 +23,10 @@ use crossbeam_channel::{Receiver, Sender};
 use super::{Frame, PacketProcessor, Verdict};
 use crate::conn::persist::PersistError;
 use crate::conn::{self, ConnInfo, ConnTable, Direction, FlowKey, Hit, NewConn, TcpState};
-use crate::forward::nexthop::{NextHop, NextHops};
+use crate::forward::nexthop::{MacAddr, NextHop, NextHops};
 use crate::forward::tun::{self, MtuVerdict};
 use crate::forward::{icmp, mac, nat, partial};
+use crate::ha::sync::SyncHook;
 use crate::sched::{self, RoundRobin, SchedInput, Scheduler};
 use crate::service::{DestId, DestRegistry, ForwardMethod, Protocol, ServiceId, ServiceTable};
 use crate::stats::{DropReason, WorkerStats};
@@ -90,6 +91,8 @@ pub struct Pipeline {
     prefetch_min_live: usize,
     /// IPv4 identification for packets this worker originates (tunnel headers, ICMP).
     ip_id: u16,
+    /// Connection sync: what to send while a master runs, what a backup received.
+    sync: Option<SyncHook>,
 }
 
 impl Pipeline {
@@ -125,7 +128,14 @@ impl Pipeline {
             reclaim_due: false,
             prefetch_min_live: PREFETCH_MIN_LIVE,
             ip_id: 0,
+            sync: None,
         }
+    }
+
+    /// Takes part in connection sync through `hook` (see `ha::sync`).
+    pub fn with_sync(mut self, hook: SyncHook) -> Pipeline {
+        self.sync = Some(hook);
+        self
     }
 
     /// Takes new snapshots from `rx` between batches.
@@ -198,6 +208,12 @@ impl Pipeline {
         let Ok(p) = parsed else {
             return Verdict::Drop(DropReason::Malformed);
         };
+        // Another host's frame (a switch flooding unknown unicast): the kernel's IP never
+        // sees PACKET_OTHERHOST, so neither do IPVS or fastlb. The XDP filter leaves such
+        // frames to the kernel; this catches them on every other path.
+        if !self.nexthops.accepts(MacAddr(p.dst_mac), frame.ingress()) {
+            return Verdict::Drop(DropReason::OtherHost);
+        }
         let Some(ip) = &p.ip else {
             return Verdict::Pass;
         };
@@ -269,6 +285,9 @@ impl Pipeline {
                     return Verdict::Drop(DropReason::Fragment);
                 }
                 self.conns.on_packet(hit.id, hit.dir, flags, now);
+                if hit.dir == Direction::Original {
+                    self.synced(hit.id, now);
+                }
                 return self.forward(frame, p, ip, &hit.info, hit.dir);
             }
         }
@@ -292,7 +311,17 @@ impl Pipeline {
             Err(reason) => return Verdict::Drop(reason),
         };
         self.stats.dest(hit.info.dest).conns.add(1);
+        self.synced(hit.id, now);
         self.forward(frame, p, ip, &hit.info, Direction::Original)
+    }
+
+    /// A packet from the client of connection `id` went through the table: the sync hook
+    /// decides whether the connection is to be sent (`ip_vs_in` calling `ip_vs_sync_conn`).
+    #[inline]
+    fn synced(&mut self, id: conn::ConnId, now: Instant) {
+        if let Some(s) = &mut self.sync {
+            s.after_client_packet(&self.conns, id, now);
+        }
     }
 
     /// Picks a real server for a new connection (persistence template first, then the
@@ -388,7 +417,7 @@ impl Pipeline {
                 counters.out_bytes.add(bytes);
                 let hop = self.resolve(info.client);
                 nat::snat(frame.data_mut(), p, info.vaddr, info.vport)
-                    .and_then(|()| self.address_or_kernel(frame, p, hop))
+                    .and_then(|()| self.address_or_kernel(frame, hop))
             }
             (Direction::Original, method) => {
                 counters.in_pkts.add(1);
@@ -442,10 +471,10 @@ impl Pipeline {
                 } else {
                     nat::dnat(frame.data_mut(), p, info.daddr, info.dport)?;
                 }
-                address(frame, p, &nh);
+                address(frame, &nh);
             }
             ForwardMethod::DirectRouting => {
-                mac::direct_route(frame.data_mut(), p, p.dst_mac, nh.mac.0)?;
+                mac::direct_route(frame.data_mut(), p, nh.src_mac.0, nh.mac.0)?;
                 frame.set_egress(nh.dev);
             }
             ForwardMethod::Tunnel => {
@@ -456,7 +485,7 @@ impl Pipeline {
                 let (buf, head, len) = frame.parts_mut();
                 let (head, len) = tun::encapsulate(buf, head, len, p, src, info.daddr, id)?;
                 frame.set_bounds(head, len);
-                address(frame, p, &nh);
+                address(frame, &nh);
             }
         }
         Ok(Sent::Wire)
@@ -476,6 +505,11 @@ impl Pipeline {
         let (buf, head, len) = frame.parts_mut();
         let (head, len) = tun::too_big_reply(buf, head, len, p, mtu, id)?;
         frame.set_bounds(head, len);
+        // The answer leaves by the interface the packet came in on, from its own MAC.
+        // Replay names no interface: its first (a one-armed director's only one).
+        if let Some(own) = self.nexthops.device_mac(frame.ingress().unwrap_or(0)) {
+            mac::set_macs(frame.data_mut(), own.0, p.src_mac);
+        }
         Ok(())
     }
 
@@ -559,7 +593,7 @@ impl Pipeline {
                 counters.out_bytes.add(ip.len as u64);
                 let hop = self.resolve(info.client);
                 icmp::nat_to_client(frame.data_mut(), p, info.vaddr, info.vport)
-                    .and_then(|()| self.address_or_kernel(frame, p, hop))
+                    .and_then(|()| self.address_or_kernel(frame, hop))
             }
         };
         sent(result)
@@ -572,12 +606,11 @@ impl Pipeline {
     fn address_or_kernel(
         &self,
         frame: &mut Frame<'_>,
-        p: &Parsed,
         hop: Result<NextHop, DropReason>,
     ) -> Result<Sent, DropReason> {
         match hop {
             Ok(nh) => {
-                address(frame, p, &nh);
+                address(frame, &nh);
                 Ok(Sent::Wire)
             }
             Err(DropReason::NoNeighbour) => Ok(Sent::Kernel),
@@ -641,11 +674,12 @@ impl Pipeline {
     }
 }
 
-/// Addresses a rewritten frame to its next hop: source MAC the one the frame was sent to
-/// (the director's), destination the next hop's, out of the next hop's interface.
+/// Addresses a rewritten frame to its next hop: source MAC the output interface's own
+/// (never the one the frame was sent to, which may be a VRRP virtual MAC or a group
+/// address), destination the next hop's, out of the next hop's interface.
 #[inline]
-fn address(frame: &mut Frame<'_>, p: &Parsed, nh: &NextHop) {
-    mac::set_macs(frame.data_mut(), p.dst_mac, nh.mac.0);
+fn address(frame: &mut Frame<'_>, nh: &NextHop) {
+    mac::set_macs(frame.data_mut(), nh.src_mac.0, nh.mac.0);
     frame.set_egress(nh.dev);
 }
 
@@ -747,6 +781,9 @@ impl PacketProcessor for Pipeline {
         for s in &mut self.scheds {
             s.housekeeping(now);
         }
+        if let Some(s) = &mut self.sync {
+            s.between_batches(&self.conns, now);
+        }
     }
 }
 
@@ -754,9 +791,8 @@ impl PacketProcessor for Pipeline {
 mod tests {
     use super::*;
     use crate::control::Publisher;
-    use crate::forward::nexthop::MacAddr;
     use crate::service::config;
-    use crate::wire::testkit::Spec;
+    use crate::wire::testkit::{self, Spec};
     use std::path::Path;
 
     const CONFIG: &str = "[director]\nconn_capacity = 1000\n\n[[service]]\nprotocol = \"udp\"\n\
@@ -781,6 +817,7 @@ mod tests {
         let neigh: Vec<_> = (11..=13u8)
             .map(|n| (IpAddr::from([10, 0, 0, n]), MacAddr([2, 0, 0, 0, 1, n + 6])))
             .collect();
+        let links = [("eth0".to_string(), MacAddr(testkit::DIRECTOR_MAC))];
         let stats = Arc::new(WorkerStats::new(registry.capacity()));
         let settings = PipelineSettings {
             expire_budget,
@@ -790,7 +827,7 @@ mod tests {
             0,
             publisher.table(),
             Arc::clone(&conns),
-            Arc::new(NextHops::new(routes, neigh)),
+            Arc::new(NextHops::with_links(&links, routes, neigh)),
             stats,
             settings,
         );
@@ -949,6 +986,58 @@ mod tests {
     }
 
     #[test]
+    fn only_frames_for_the_director_are_balanced_and_leave_from_its_own_mac() {
+        let (p, _conns) = pipeline(EXPIRE_BUDGET_AUTO);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut p = p.with_nexthop_updates(rx);
+        let now = Instant::from_secs(10);
+        let send = |p: &mut Pipeline, dst: [u8; 6], ingress: Option<u16>, sport: u16| {
+            let mut f = Spec::udp("198.51.100.7", "192.0.2.100", sport, 53).frame();
+            f[..6].copy_from_slice(&dst);
+            let len = f.len();
+            let mut frame = Frame::new(&mut f, 0, len);
+            if let Some(i) = ingress {
+                frame.set_ingress(i);
+            }
+            let v = p.process(now, &mut frame);
+            (v, <[u8; 6]>::try_from(&f[6..12]).unwrap())
+        };
+        let other = [2, 0, 0, 0, 0, 0x99];
+        let vmac = [0, 0, 0x5e, 0, 1, 0x33];
+        assert_eq!(
+            send(&mut p, other, None, 1000).0,
+            Verdict::Drop(DropReason::OtherHost)
+        );
+        assert_eq!(
+            send(&mut p, vmac, Some(0), 1001).0,
+            Verdict::Drop(DropReason::OtherHost)
+        );
+        assert_eq!(p.stats().drops[DropReason::OtherHost as usize].get(), 2);
+        assert_eq!(
+            send(&mut p, testkit::DIRECTOR_MAC, Some(0), 1002),
+            (Verdict::Transmit, testkit::DIRECTOR_MAC)
+        );
+        // Broadcast is taken, and the frame leaves from eth0's MAC, not from ff:ff:...
+        assert_eq!(
+            send(&mut p, [0xff; 6], None, 1003),
+            (Verdict::Transmit, testkit::DIRECTOR_MAC)
+        );
+        // A listed virtual MAC is taken too; the source is still the interface's own.
+        let mut t = NextHops::clone(&p.nexthops);
+        t.set_extra_macs(&[MacAddr(vmac)]);
+        tx.send(Arc::new(t)).unwrap();
+        p.between_batches(now);
+        assert_eq!(
+            send(&mut p, vmac, Some(0), 1004),
+            (Verdict::Transmit, testkit::DIRECTOR_MAC)
+        );
+        assert_eq!(
+            send(&mut p, other, Some(0), 1005).0,
+            Verdict::Drop(DropReason::OtherHost)
+        );
+    }
+
+    #[test]
     fn next_hops_of_real_servers_follow_table_updates() {
         let (p, _conns) = pipeline(EXPIRE_BUDGET_AUTO);
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -970,7 +1059,9 @@ mod tests {
         )
         .unwrap();
         let neigh = vec![("10.0.0.11".parse().unwrap(), MacAddr([2, 0, 0, 0, 9, 9]))];
-        tx.send(Arc::new(NextHops::new(routes, neigh))).unwrap();
+        let links = [("eth0".to_string(), MacAddr(testkit::DIRECTOR_MAC))];
+        tx.send(Arc::new(NextHops::with_links(&links, routes, neigh)))
+            .unwrap();
         p.between_batches(now);
         assert_eq!(send(&mut p), [2, 0, 0, 0, 9, 9]);
     }

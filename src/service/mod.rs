@@ -17,9 +17,11 @@ pub mod bgp;
 pub mod config;
 mod dest;
 pub mod health;
+mod sync;
 pub mod table;
 
 pub use dest::{DestCounters, DestId, DestRegistry};
+pub use sync::{BadSyncSetting, DaemonConfig, SyncRole, SyncSettings};
 pub use table::{Dest, ServiceEntry, ServiceId, ServiceTable};
 
 use std::fmt;
@@ -481,6 +483,10 @@ pub struct Config {
     pub tunnel_source_v6: Option<std::net::Ipv6Addr>,
     /// Connection table capacity (entries); 0 means the default.
     pub conn_capacity: usize,
+    /// Unicast MACs besides the interfaces' own that frames may be addressed to for the
+    /// director to act on them (keepalived's VRRP virtual MACs with `use_vmac`); frames to
+    /// any other host's MAC are left to the kernel, which drops them.
+    pub accept_macs: Vec<crate::forward::nexthop::MacAddr>,
     /// Order of every service's real-server list as the schedulers see it.
     pub dest_order: DestOrder,
     /// `sloppy_tcp`: a TCP packet other than a SYN (and not a RST) of a flow with no
@@ -492,4 +498,6 @@ pub struct Config {
     pub bgp: Option<bgp::BgpSettings>,
     /// Health checks and sorry servers, by service key (see [`health`]).
     pub health: health::HealthSettings,
+    /// When a sync master sends connections (the `sync_*` sysctls).
+    pub sync: SyncSettings,
 }

@@ -55,4 +55,7 @@ drop_reasons! {
     IcmpNoConnection => "icmp_no_connection",
     /// The frame would not fit the buffer or the MTU.
     TooBig => "too_big",
+    /// Addressed to another host's MAC (the kernel's `PACKET_OTHERHOST`): a switch
+    /// flooded it, and only the host it was sent to may act on it.
+    OtherHost => "other_host",
 }

@@ -125,7 +125,19 @@ pub fn execute(director: &mut Director, args: &[String], stdin: Option<&str>) ->
     }
     match cmd {
         IpvsCommand::List(o) => {
-            if o.connections {
+            if o.daemon {
+                let d = director.sync_daemons();
+                Response::ok(if json {
+                    let v = serde_json::json!({
+                        "master": d.master,
+                        "backup": d.backup,
+                        "counters": director.sync_counters(),
+                    });
+                    v.to_string() + "\n"
+                } else {
+                    d.listing()
+                })
+            } else if o.connections {
                 let conns = director.connections();
                 Response::ok(if json {
                     listing::list_connections_json(&conns)
@@ -169,6 +181,16 @@ pub fn execute(director: &mut Director, args: &[String], stdin: Option<&str>) ->
         // The client answers these itself; a bare socket client gets the same text.
         IpvsCommand::Help => Response::ok(usage("fastlb ctl")),
         IpvsCommand::Version => Response::ok(version_line("fastlb ctl")),
+        IpvsCommand::StartDaemon { role, config } => {
+            match director.start_sync_daemon(role, &config) {
+                Ok(()) => Response::ok(String::new()),
+                Err(e) => Response::fail(EXIT_TABLE, e),
+            }
+        }
+        IpvsCommand::StopDaemon(role) => match director.stop_sync_daemon(role) {
+            Ok(()) => Response::ok(String::new()),
+            Err(e) => Response::fail(EXIT_TABLE, e),
+        },
         IpvsCommand::Zero(key) => {
             // apply() only checks that the service exists.
             let mut config = director.config().clone();

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::*;
+use crate::forward::nexthop::MacAddr;
 use crate::service::config::ipvsadm::parse_rules;
 use crate::service::health::{CheckKind, HealthConfig, ServiceHealth, SorryServer};
 use crate::service::{ForwardMethod, Protocol};
@@ -275,7 +276,14 @@ fn kernel_tables(neigh: &str) -> NextHops {
     )
     .unwrap();
     let neigh = NextHops::parse_neighbours(neigh, "neigh").unwrap();
-    NextHops::with_devices(&["eth0".into(), "eth1".into()], routes, neigh)
+    NextHops::with_links(
+        &[
+            ("eth0".into(), MacAddr([2, 0, 0, 0, 0, 0x10])),
+            ("eth1".into(), MacAddr([2, 0, 0, 0, 1, 0xfe])),
+        ],
+        routes,
+        neigh,
+    )
 }
 
 #[test]

@@ -83,11 +83,15 @@ fn secs(d: Duration) -> String {
 pub fn to_toml(config: &Config) -> String {
     let mut out = String::new();
     let o = &mut out;
+    let sync = config.sync;
+    let default_sync = crate::service::SyncSettings::default();
     if config.conn_capacity != 0
         || config.tunnel_source_v4.is_some()
         || config.tunnel_source_v6.is_some()
+        || sync != default_sync
         || config.dest_order != DestOrder::default()
         || config.sloppy_tcp
+        || !config.accept_macs.is_empty()
     {
         o.push_str("[director]\n");
         if config.dest_order != DestOrder::default() {
@@ -104,6 +108,33 @@ pub fn to_toml(config: &Config) -> String {
         }
         if let Some(a) = config.tunnel_source_v6 {
             let _ = writeln!(o, "tunnel_source_v6 = \"{a}\"");
+        }
+        if sync.sync_threshold != default_sync.sync_threshold {
+            let [t, p] = sync.sync_threshold;
+            let _ = writeln!(o, "sync_threshold = [{t}, {p}]");
+        }
+        if sync.sync_refresh_period != default_sync.sync_refresh_period {
+            let _ = writeln!(o, "sync_refresh_period = {}", sync.sync_refresh_period);
+        }
+        if sync.sync_retries != default_sync.sync_retries {
+            let _ = writeln!(o, "sync_retries = {}", sync.sync_retries);
+        }
+        if sync.sync_persist_mode != default_sync.sync_persist_mode {
+            let _ = writeln!(o, "sync_persist_mode = {}", sync.sync_persist_mode);
+        }
+        if sync.sync_qlen_max != default_sync.sync_qlen_max {
+            let _ = writeln!(o, "sync_qlen_max = {}", sync.sync_qlen_max);
+        }
+        if sync.sync_sock_size != default_sync.sync_sock_size {
+            let _ = writeln!(o, "sync_sock_size = {}", sync.sync_sock_size);
+        }
+        if !config.accept_macs.is_empty() {
+            let list: Vec<String> = config
+                .accept_macs
+                .iter()
+                .map(|m| format!("\"{m}\""))
+                .collect();
+            let _ = writeln!(o, "accept_macs = [{}]", list.join(", "));
         }
         o.push('\n');
     }

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::error::{validate, ConfigError, Fault};
+use crate::forward::nexthop::MacAddr;
 use crate::service::bgp::BgpSettings;
 use crate::service::health::{
     CheckKind, HealthConfig, HttpCheck, ScriptCheck, ServiceHealth, SorryServer, StatusRange,
@@ -42,7 +43,14 @@ struct RawDirector {
     conn_capacity: Option<usize>,
     tunnel_source_v4: Option<Ipv4Addr>,
     tunnel_source_v6: Option<Ipv6Addr>,
+    sync_threshold: Option<[u32; 2]>,
+    sync_refresh_period: Option<u32>,
+    sync_retries: Option<u8>,
+    sync_persist_mode: Option<::toml::Value>,
+    sync_qlen_max: Option<u32>,
+    sync_sock_size: Option<u32>,
     dest_order: Option<DestOrder>,
+    accept_macs: Option<Vec<String>>,
     sloppy_tcp: Option<bool>,
     sloppy_udp: Option<bool>,
 }
@@ -320,6 +328,47 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             return Err(lines
                 .field(&span, "tunnel_source_v4", "must be a unicast address")
                 .with_context("director"));
+        }
+        let k = config.sync;
+        let persist_mode = match d.sync_persist_mode {
+            None => k.sync_persist_mode,
+            // The sysctl takes 0 or 1; a TOML boolean reads better.
+            Some(::toml::Value::Boolean(b)) => b,
+            Some(::toml::Value::Integer(n @ (0 | 1))) => n == 1,
+            Some(_) => {
+                return Err(lines
+                    .field(&span, "sync_persist_mode", "must be true, false, 0 or 1")
+                    .with_context("director"))
+            }
+        };
+        config.sync = crate::service::SyncSettings {
+            sync_threshold: d.sync_threshold.unwrap_or(k.sync_threshold),
+            sync_refresh_period: d.sync_refresh_period.unwrap_or(k.sync_refresh_period),
+            sync_retries: d.sync_retries.unwrap_or(k.sync_retries),
+            sync_persist_mode: persist_mode,
+            sync_qlen_max: d.sync_qlen_max.unwrap_or(k.sync_qlen_max),
+            sync_sock_size: d.sync_sock_size.unwrap_or(k.sync_sock_size),
+        };
+        if let Err(e) = config.sync.validate() {
+            return Err(lines
+                .field(&span, e.field, e.message)
+                .with_context("director"));
+        }
+        for m in d.accept_macs.iter().flatten() {
+            let bad = |why: String| {
+                lines
+                    .field(&span, "accept_macs", why)
+                    .with_context("director")
+            };
+            let mac: MacAddr = m.parse().map_err(bad)?;
+            if mac.is_group() {
+                return Err(bad(format!(
+                    "'{m}' is a group address (broadcast and multicast frames are always taken)"
+                )));
+            }
+            if !config.accept_macs.contains(&mac) {
+                config.accept_macs.push(mac);
+            }
         }
     }
     if let Some(t) = raw.timeouts {
@@ -887,6 +936,33 @@ address = "10.0.2.1"
         assert_eq!(fw.reals[0].weight, 1);
     }
 
+    #[test]
+    fn sync_settings_are_named_after_the_sysctls() {
+        let c = p(
+            "[director]\nsync_threshold = [1, 10]\nsync_refresh_period = 30\n\
+            sync_retries = 2\nsync_persist_mode = 1\nsync_qlen_max = 128\n",
+        )
+        .unwrap();
+        assert_eq!(c.sync.sync_threshold, [1, 10]);
+        assert_eq!(
+            (
+                c.sync.sync_refresh_period,
+                c.sync.sync_retries,
+                c.sync.sync_qlen_max
+            ),
+            (30, 2, 128)
+        );
+        assert!(c.sync.sync_persist_mode);
+        assert_eq!(p("").unwrap().sync, crate::service::SyncSettings::default());
+        let e = p("[director]\nconn_capacity = 10\nsync_threshold = [50, 50]\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.to_string().contains("sync_threshold"), "{e}");
+        let e = p("[director]\nsync_retries = 7\n").unwrap_err();
+        assert!(e.to_string().contains("sync_retries"), "{e}");
+        let e = p("[director]\nsync_persist_mode = 2\n").unwrap_err();
+        assert!(e.to_string().contains("sync_persist_mode"), "{e}");
+    }
+
     fn line_of_text(text: &str, needle: &str) -> usize {
         line_of(text, text.find(needle).unwrap())
     }
@@ -1011,6 +1087,18 @@ address = "10.0.2.1"
         assert_eq!(e.line, line_of_text(&text, "port = \"eighty\""));
         let e = p("[[service]]\nprotocol = \"sctp\"\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
+        let c = p("[director]\naccept_macs = [\"00:00:5e:00:01:33\", \"00:00:5E:00:02:33\"]\n")
+            .unwrap();
+        assert_eq!(c.accept_macs.len(), 2);
+        assert_eq!(c.accept_macs[1].to_string(), "00:00:5e:00:02:33");
+        let e =
+            p("[director]\nconn_capacity = 3\naccept_macs = [\"00:00:5e:00:01\"]\n").unwrap_err();
+        assert!(
+            e.to_string().contains(":3:") && e.to_string().contains("bad MAC"),
+            "{e}"
+        );
+        let e = p("[director]\naccept_macs = [\"01:00:5e:00:00:01\"]\n").unwrap_err();
+        assert!(e.to_string().contains("group address"), "{e}");
         let e = p("[director]\nconn_capacity = = 3\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
         let e = p("[director]\nconn_capacity = 3\ndest_order = \"newest\"\n").unwrap_err();
