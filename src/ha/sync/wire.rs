@@ -46,27 +46,9 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 
+use crate::wire::{read_u16, read_u32, write_u16, write_u32};
+
 type Field = Range<usize>;
-
-#[inline]
-fn read_u16(b: &[u8], f: Field) -> u16 {
-    u16::from_be_bytes([b[f.start], b[f.start + 1]])
-}
-
-#[inline]
-fn read_u32(b: &[u8], f: Field) -> u32 {
-    u32::from_be_bytes([b[f.start], b[f.start + 1], b[f.start + 2], b[f.start + 3]])
-}
-
-#[inline]
-fn write_u16(b: &mut [u8], f: Field, v: u16) {
-    b[f].copy_from_slice(&v.to_be_bytes());
-}
-
-#[inline]
-fn write_u32(b: &mut [u8], f: Field, v: u32) {
-    b[f].copy_from_slice(&v.to_be_bytes());
-}
 
 /// The buffer is shorter than the fixed part of what it should hold.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
