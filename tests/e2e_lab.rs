@@ -150,6 +150,15 @@ fn ecmp_tun() {
     scenario("ecmp.sh", &["tun"]);
 }
 
+/// A kernel IPVS director (Debian's 6.1 in qemu, its own BIRD) in the ECMP group beside three
+/// fastlb directors with `dest_order = "kernel"`: 200 long-lived mh connections keep their
+/// real servers while flows move to and from it (new hash seeds, its withdrawal and return);
+/// the migration path from kernel LVS (tests/e2e/ecmp_kernel.sh). Skips without qemu.
+#[test]
+fn ecmp_kernel_director_dr() {
+    scenario("ecmp_kernel.sh", &["dr"]);
+}
+
 /// The seed's DR lab (one bridge, a one-legged director): every request answered, balanced.
 #[test]
 fn seed_dr_lab() {

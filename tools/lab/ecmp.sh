@@ -19,14 +19,29 @@
 # (tools/lab/ecmp.toml.in): port 80 mh, port 81 rr, sloppy_tcp on. The real servers run
 # tools/lab/line_echo.py on both ports.
 #
-# Usage (lab.sh up --mode ecmp runs `ecmp.sh up dr`):
-#   tools/lab/ecmp.sh up [dr|tun]     build it; returns once the router has three next hops
+# With --kernel-director, a fourth director joins the group: a real Linux IPVS (Debian's 6.1
+# in qemu, tools/kernel-ipvs/kipvs) on the same segment, eth0 10.81.2.14 (a tap sw-kd on
+# br0), holding the same rules restored with `ipvsadm -R` (the real servers in the TOML's
+# order), net.ipv4.vs.sloppy_tcp=1, the VIP on lo, and its own BIRD (the host's bird and
+# birdc copied into the VM with their libraries) announcing the VIP to the router by BGP,
+# with BFD (300 ms x 5 from its side: the router then declares it dead after 1.5 s, and a
+# guest under TCG does not flap). The fastlb directors then run dest_order = "kernel", so
+# all four pick the same real server for a flow (docs/bgp.md).
+#
+# Usage (lab.sh up --mode ecmp [--kernel-director] runs `ecmp.sh up dr [--kernel-director]`):
+#   tools/lab/ecmp.sh up [dr|tun] [--kernel-director]
+#                                     build it; returns once the router has every next hop
 #   tools/lab/ecmp.sh ctl N ARGS      fastlb ctl against director N (1-3), e.g. --drain
 #   tools/lab/ecmp.sh route           the router's next hops to the VIP
 #   tools/lab/ecmp.sh kill N          SIGKILL director N's fastlb (its BIRD goes with it)
 #   tools/lab/ecmp.sh start N         start director N again
+#   tools/lab/ecmp.sh kernel withdraw|announce
+#                                     the kernel director's BIRD stops (starts) announcing
+#                                     the VIP (`birdc disable|enable vips`); IPVS serves on
+#   tools/lab/ecmp.sh kernel exec CMD run CMD in the kernel director (e.g. ipvsadm -L -n)
 #   tools/lab/ecmp.sh down            remove everything (idempotent)
-# Environment: FLB_PREFIX, FLB_LAB_STATE (default /tmp/${P}lab), FASTLB_CMD as for lab.sh.
+# Environment: FLB_PREFIX, FLB_LAB_STATE (default /tmp/${P}lab), FASTLB_CMD as for lab.sh;
+# FLB_KIPVS_OWNER: the VM is stopped when this process exits (default 0: only by `down`).
 set -euo pipefail
 
 P=${FLB_PREFIX:-flb-}e-
@@ -37,6 +52,8 @@ NS_C=${P}cl NS_R=${P}rt NS_SW=${P}sw
 DIRS="1 2 3"
 ALL_NS="$NS_C $NS_R $NS_SW ${P}d1 ${P}d2 ${P}d3 ${P}rs1 ${P}rs2"
 VIP=10.81.100.1
+KIPVS=$ROOT/tools/kernel-ipvs/kipvs
+KVM=${P}kd KD=10.81.2.14
 
 die() { echo "ecmp: $*" >&2; exit 1; }
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
@@ -58,6 +75,14 @@ router_bird() {
             echo "  debug { states, events };"
             echo "}"
         done
+        if [[ -f $STATE/kernel ]]; then
+            echo "protocol bgp d4 {"
+            echo "  local 10.81.2.1 as 65000; neighbor $KD as 65001;"
+            echo "  hold time 9; connect retry time 1; error wait time 1, 5; bfd on;"
+            echo "  ipv4 { import all; export none; };"
+            echo "  debug { states, events };"
+            echo "}"
+        fi
     } > "$conf"
     ip netns exec "$NS_R" bird -f -c "$conf" -s "$STATE/router/bird.ctl" \
         -P "$STATE/router/bird.pid" >"$STATE/router/bird.log" 2>&1 &
@@ -66,7 +91,9 @@ router_bird() {
 start_director() {
     local n=$1 mode
     mode=$(cat "$STATE/mode")
-    sed -e "s/@N@/$n/g" -e "s|@STATE@|$STATE|g" -e "s/@METHOD@/$mode/g" \
+    local order=config
+    [[ -f $STATE/kernel ]] && order=kernel
+    sed -e "s/@N@/$n/g" -e "s|@STATE@|$STATE|g" -e "s/@METHOD@/$mode/g" -e "s/@ORDER@/$order/g" \
         "$ROOT/tools/lab/ecmp.toml.in" > "$STATE/d$n/fastlb.toml"
     : > "$STATE/d$n/director.log"
     # Not through nsx: `ip netns exec` execs, so $! is fastlb itself.
@@ -97,14 +124,82 @@ wait_hops() {
     die "the router has not $want next hops for $VIP after 30 s"
 }
 
+# The kernel director's rules for `ipvsadm -R`: the services and real servers of
+# ecmp.toml.in, the real servers in the same order (the kernel's list then runs newest first,
+# as fastlb's with dest_order = "kernel"). Not `fastlb ctl -S`: that prints the list as the
+# kernel's -S does, newest first, and restoring it would reverse the order (docs/bgp.md).
+kernel_rules() {
+    local flag=-g port
+    [[ $1 == tun ]] && flag=-i
+    echo "-A -t $VIP:80 -s mh -b mh-port"
+    for port in 80 81; do
+        [[ $port == 81 ]] && echo "-A -t $VIP:81 -s rr"
+        echo "-a -t $VIP:$port -r 10.81.2.21:$port $flag -w 1"
+        echo "-a -t $VIP:$port -r 10.81.2.22:$port $flag -w 1"
+    done
+}
+
+# The kernel director's BIRD: the VIP as a blackhole static route (it only carries the
+# announcement), exported to the router with next hop self, BFD on the session.
+kernel_bird() {
+    cat <<EOF
+router id $KD;
+log "/tmp/bird.log" all;
+protocol device {}
+protocol bfd { interface "eth0" { interval 300 ms; multiplier 5; }; }
+protocol static vips { ipv4; route $VIP/32 blackhole; }
+protocol bgp uplink {
+  local $KD as 65001; neighbor 10.81.2.1 as 65000;
+  hold time 9; connect retry time 1; error wait time 1, 5; bfd on;
+  ipv4 { import none; export where proto = "vips"; next hop self; };
+}
+EOF
+}
+
+kx() { "$KIPVS" exec "$KVM" "$@"; }
+
+start_kernel() {
+    local mode
+    mode=$(cat "$STATE/mode")
+    mkdir -p "$STATE/kd"
+    "$KIPVS" boot "$KVM" --netns "$NS_SW" --nic sw-kd,bridge=br0 \
+        --sysctl net.ipv4.vs.sloppy_tcp=1 --with "$(command -v bird)" --with "$(command -v birdc)" \
+        --owner "${FLB_KIPVS_OWNER:-0}" >"$STATE/kd/boot.json" || die "the kernel director did not boot"
+    kernel_rules "$mode" >"$STATE/kd/rules"
+    kernel_bird >"$STATE/kd/bird.conf"
+    "$KIPVS" put "$KVM" "$STATE/kd/rules" /tmp/rules
+    "$KIPVS" put "$KVM" "$STATE/kd/bird.conf" /tmp/bird.conf
+    kx "set -e
+ip link set eth0 up
+ip addr add $KD/24 dev eth0
+ip route add default via 10.81.2.1
+ip addr add $VIP/32 dev lo
+sysctl -qw net.ipv4.conf.all.arp_ignore=1
+sysctl -qw net.ipv4.conf.all.arp_announce=2
+ipvsadm -R </tmp/rules
+bird -c /tmp/bird.conf -s /run/bird.ctl -P /run/bird.pid" >"$STATE/kd/setup.log" 2>&1 \
+        || { cat "$STATE/kd/setup.log" >&2; die "configuring the kernel director failed"; }
+}
+
 up() {
-    local mode=${1:-dr} n rs ns
-    [[ $mode =~ ^(dr|tun)$ ]] || die "mode must be dr or tun"
+    local mode=dr kernel=0 n rs ns
+    for a; do
+        case $a in
+            dr|tun) mode=$a ;;
+            --kernel-director) kernel=1 ;;
+            *) die "up: unknown argument '$a' (dr, tun, --kernel-director)" ;;
+        esac
+    done
     command -v bird >/dev/null || die "needs bird (Debian bird2)"
     [[ -x $FASTLB ]] || die "no fastlb at $FASTLB (cargo build --release)"
     down quiet
     mkdir -p "$STATE/router"
     echo "$mode" > "$STATE/mode"
+    if (( kernel )); then
+        command -v qemu-system-x86_64 >/dev/null || die "--kernel-director needs qemu-system-x86"
+        [[ -e /dev/net/tun ]] || die "--kernel-director needs /dev/net/tun (the VM's NIC is a tap)"
+        : > "$STATE/kernel"
+    fi
     for ns in $ALL_NS; do ip netns add "$ns"; nsx "$ns" ip link set lo up; done
     nsx "$NS_SW" ip link add br0 type bridge
     nsx "$NS_SW" ip link set br0 up
@@ -153,7 +248,12 @@ up() {
     done
     router_bird
     for n in $DIRS; do start_director "$n"; done
-    wait_hops 3
+    if (( kernel )); then
+        start_kernel
+        wait_hops 4
+    else
+        wait_hops 3
+    fi
     for rs in 1 2; do
         for _ in $(seq 100); do
             (( $(nsx "${P}rs$rs" ss -ltnH 'sport = :80 or sport = :81' | wc -l) >= 2 )) && continue 2
@@ -161,11 +261,12 @@ up() {
         done
         die "line_echo did not start on rs$rs"
     done
-    echo "ecmp lab up ($mode): the router's next hops for $VIP: $(hops | tr '\n' ' ')"
+    echo "ecmp lab up ($mode$( (( kernel )) && echo ', a kernel director')): the router's next hops for $VIP: $(hops | tr '\n' ' ')"
 }
 
 down() {
     local n pid ns
+    "$KIPVS" stop "$KVM" >/dev/null 2>&1 || true
     for n in $DIRS; do
         pid=$(cat "$STATE/d$n/pid" 2>/dev/null) || continue
         kill -INT "$pid" 2>/dev/null || true
@@ -191,5 +292,14 @@ case $cmd in
     wait-hops) wait_hops "$1" ;;
     kill) kill -9 "$(cat "$STATE/d$1/pid")" ;;
     start) start_director "$1" ;;
-    *) sed -n '2,30p' "$0"; exit 2 ;;
+    kernel)
+        [[ -f $STATE/kernel ]] || die "no kernel director (up --kernel-director)"
+        sub=${1:-}; shift || true
+        case $sub in
+            withdraw) kx birdc -s /run/bird.ctl disable vips ;;
+            announce) kx birdc -s /run/bird.ctl enable vips ;;
+            exec) kx "$@" ;;
+            *) die "kernel withdraw|announce|exec CMD" ;;
+        esac ;;
+    *) sed -n '2,45p' "$0"; exit 2 ;;
 esac

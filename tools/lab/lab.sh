@@ -37,6 +37,8 @@
 #
 # Usage:
 #   tools/lab/lab.sh up --mode ecmp    three directors behind a BGP router: tools/lab/ecmp.sh
+#   tools/lab/lab.sh up --mode ecmp --kernel-director
+#                                      and a kernel IPVS director (qemu) in the same group
 #   tools/lab/lab.sh up [--mode dr|nat|tun|dr-flat] [--config FILE] [--quiet]
 #                        install missing Debian packages (tools/packages.sh), build fastlb,
 #                        build the lab, start the servers and the director; unless
@@ -397,7 +399,9 @@ source "$ROOT/tools/packages.sh"
 if [[ ${1:-} == up && " $* " == *" --mode ecmp "* ]]; then
     FASTLB_PACKAGES_WHO=lab ensure_packages build lab || die "missing Debian packages"
     [[ -z $FASTLB ]] || fastlb_bin
-    exec "$ROOT/tools/lab/ecmp.sh" up dr
+    ECMP_ARGS=(dr)
+    [[ " $* " == *" --kernel-director "* ]] && ECMP_ARGS+=(--kernel-director)
+    exec "$ROOT/tools/lab/ecmp.sh" up "${ECMP_ARGS[@]}"
 fi
 cmd=${1:-}
 shift || true

@@ -6,8 +6,8 @@ Usage: line_clients.py --conns N --interval 0.1 --timeout 5 --stop FILE --out FI
 
 Runs until FILE exists, then writes JSON to --out: per target, how many connections opened,
 how many broke (reset, closed, no echo in time, or an echo from another real server than
-the first one) and when (CLOCK_BOOTTIME milliseconds, the clock of /proc/uptime), and the
-real servers seen. While running it writes progress lines
+the first one) and when (CLOCK_BOOTTIME milliseconds, the clock of /proc/uptime), the
+real servers seen, and each connection's local port with the real server that answered it. While running it writes progress lines
 (`ready` once every connection has had its first echo) to standard output.
 """
 import argparse
@@ -23,6 +23,7 @@ class Conn:
         self.broken = None
         self.lines = 0
         self.broken_at = None
+        self.port = None
 
 
 async def run_conn(host, port, conn, args, stop, ready):
@@ -32,6 +33,7 @@ async def run_conn(host, port, conn, args, stop, ready):
         conn.broken = f"connect: {e!r}"
         ready.release()
         return
+    conn.port = writer.get_extra_info("sockname")[1]
     n = 0
     first = True
     try:
@@ -100,7 +102,8 @@ async def main():
             servers[c.server] = servers.get(c.server, 0) + 1
         out[t] = {"conns": len(cs), "broken": len(broken), "reasons": broken[:5],
                   "broken_at_ms": sorted(c.broken_at for c in cs if c.broken_at),
-                  "servers": servers, "min_lines": min(c.lines for c in cs)}
+                  "servers": servers, "min_lines": min(c.lines for c in cs),
+                  "ports": {c.port: c.server for c in cs if c.port is not None}}
     with open(args.out + ".new", "w") as f:
         json.dump(out, f)
     os.rename(args.out + ".new", args.out)

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# A kernel IPVS director in the same ECMP group as three fastlb directors: the migration path
+# from kernel LVS to fastlb without a maintenance window. tools/lab/ecmp.sh up MODE
+# --kernel-director: Debian's 6.1 kernel in qemu (tools/kernel-ipvs/kipvs) with the same
+# rules restored by ipvsadm -R, net.ipv4.vs.sloppy_tcp=1 and its own BIRD announcing the VIP
+# by BGP; the fastlb directors run dest_order = "kernel" and sloppy_tcp. 200 long-lived
+# connections to port 80 (mh, mh-port) and 200 to port 81 (rr), a line every 100 ms each,
+# each checking its echo and the real server that sends it (tools/lab/line_clients.py).
+# Four events, 3 s apart, each moving flows to or from the kernel director:
+#   (a) the router's fib_multipath_hash_seed changes: flows move between all four directors
+#   (b) the kernel director withdraws the VIP (its BIRD: disable the static route): its flows
+#       move to the fastlb directors; IPVS keeps serving whatever still comes
+#   (c) a new hash seed while it is out: flows move between the three fastlb directors
+#   (d) the kernel director announces again: a new share of flows lands on it
+# Asserted: no mh connection breaks and none changes real server (line_clients.py counts a
+# changed server as broken); the kernel director took flows it never saw the SYN of in (a)
+# and (d) (its Conns counter for the mh service grows; the clients open no new connection);
+# no packet reaches it while it is withdrawn; every mh connection in its table goes to the
+# real server the client has seen from its first line; rr beside it breaks connections (the
+# proof that flows moved at all).
+#
+# Usage: ecmp_kernel.sh dr|tun. Skips (77, with the reason) without qemu, busybox, ipvsadm,
+# bird, /dev/net/tun or a kernel with fib_multipath_hash_seed.
+source "$(dirname "$0")/lib.sh"
+need bird birdc python3 qemu-system-x86_64 busybox ipvsadm
+MODE=${1:-dr}
+[[ -e /dev/net/tun ]] || skip "no /dev/net/tun (the VM's NIC is a tap)"
+[[ $(cat /proc/sys/net/ipv4/fib_multipath_hash_seed 2>/dev/null) ]] \
+    || skip "this kernel has no net.ipv4.fib_multipath_hash_seed (6.11 and later)"
+
+export FLB_PREFIX=flbt-${FLBT_TAG:+$FLBT_TAG-}kecmp-
+export FLB_LAB_STATE=/tmp/${FLB_PREFIX}e-lab
+# The VM goes with this script whatever happens (kipvs's supervisor watches this pid).
+export FLB_KIPVS_OWNER=$$
+ECMP=$E2E_ROOT/tools/lab/ecmp.sh
+NS_RT=${FLB_PREFIX}e-rt
+E2E_TMP=$(mktemp -d "/tmp/${FLB_PREFIX}XXXXXX")
+finish() {
+    local rc=$? n
+    if [[ $rc != 0 && $rc != "$E2E_SKIPPED" ]]; then
+        for n in 1 2 3; do
+            echo "---- director $n log (last 10 lines)"
+            tail -10 "$FLB_LAB_STATE/d$n/director.log" 2>/dev/null || true
+        done
+        echo "---- router BIRD log (last 20 lines)"
+        tail -20 "$FLB_LAB_STATE/router/bird.log" 2>/dev/null || true
+        echo "---- kernel director's BIRD log (last 10 lines)"
+        "$ECMP" kernel exec tail -10 /tmp/bird.log 2>/dev/null || true
+    fi
+    [[ -n ${CLIENTS:-} ]] && kill "$CLIENTS" 2>/dev/null
+    "$ECMP" down >/dev/null 2>&1 || true
+    rm -rf "$E2E_TMP"
+    case $rc in
+        0) echo "RESULT: passed" ;;
+        "$E2E_SKIPPED") echo "RESULT: skipped" ;;
+        *) echo "RESULT: failed (exit $rc)" ;;
+    esac
+}
+trap finish EXIT
+
+clock_ms() { python3 -c 'import time; print(int(time.clock_gettime(time.CLOCK_BOOTTIME) * 1000))'; }
+hops() { "$ECMP" route | wc -l; }
+# wait_hops N: polls the router's route until it has N next hops; prints the milliseconds.
+wait_hops() {
+    local want=$1 t0 t
+    t0=$(date +%s%N)
+    for _ in $(seq 2000); do
+        if [[ $(hops) == "$want" ]]; then
+            t=$(date +%s%N)
+            echo $(( (t - t0) / 1000000 ))
+            return
+        fi
+        sleep 0.005
+    done
+    return 1
+}
+new_seed() { ip netns exec "$NS_RT" sysctl -qw net.ipv4.fib_multipath_hash_seed=$(( RANDOM + 1 )); }
+# kstat FIELD: the kernel director's Conns (3) or InPkts (4) for the mh service.
+kstat() {
+    "$ECMP" kernel exec ipvsadm -L -n --stats --exact \
+        | awk -v f="$1" '$1 == "TCP" && $2 == "10.81.100.1:80" {print $f}'
+}
+
+t0=$(now_ms)
+"$ECMP" up "$MODE" --kernel-director
+log "ecmp lab up ($MODE, kernel director) in $(( $(now_ms) - t0 )) ms: next hops $("$ECMP" route | tr '\n' ' ')"
+
+ip netns exec "${FLB_PREFIX}e-cl" python3 "$E2E_ROOT/tools/lab/line_clients.py" --conns 200 \
+    --interval 0.1 --timeout 5 --stop "$E2E_TMP/stop" --out "$E2E_TMP/out.json" \
+    10.81.100.1:80 10.81.100.1:81 >"$E2E_TMP/clients.log" 2>&1 &
+CLIENTS=$!
+wait_for 60 grep -q ready "$E2E_TMP/clients.log" || fail "the 400 connections did not all answer"
+log "400 connections up"
+sleep 2
+K0=$(kstat 3)
+log "the kernel director holds $K0 of the 200 mh connections (scheduled from their SYN)"
+
+EVENTS=()
+event() { EVENTS+=("$1 $(clock_ms)"); log "event $1"; }
+
+event a-seed
+new_seed
+sleep 3
+KA=$(kstat 3)
+log "(a) new hash seed: the kernel director's mh connections $K0 -> $KA"
+
+event b-withdraw
+"$ECMP" kernel withdraw >/dev/null || fail "the kernel director's BIRD did not withdraw"
+ms=$(wait_hops 3) || fail "the router kept the kernel director after its withdrawal"
+log "(b) withdraw: the router dropped the kernel director after $ms ms"
+WITHDRAW_MS=$ms
+sleep 1
+p0=$(kstat 4)
+sleep 2
+p1=$(kstat 4)
+log "(b) packets reaching the kernel director while withdrawn, over 2 s: $(( p1 - p0 ))"
+(( p1 == p0 )) || fail "the kernel director still gets packets after its withdrawal ($p0 -> $p1)"
+
+event c-seed
+new_seed
+sleep 3
+KC=$(kstat 3)
+
+event d-announce
+"$ECMP" kernel announce >/dev/null || fail "the kernel director's BIRD did not announce"
+ms=$(wait_hops 4) || fail "the router did not take the kernel director back"
+log "(d) announce: the router took the kernel director back after $ms ms"
+sleep 3
+KD=$(kstat 3)
+log "(d) the kernel director's mh connections $KC -> $KD"
+# The kernel's table (client port -> real server) before the clients stop.
+"$ECMP" kernel exec ipvsadm -L -n -c >"$E2E_TMP/kconns"
+event end
+
+touch "$E2E_TMP/stop"
+wait "$CLIENTS" || fail "line_clients.py failed: $(tail -5 "$E2E_TMP/clients.log")"
+CLIENTS=
+
+# Broken connections per target and event, from the clients' report; and the kernel's
+# mh connections checked against the real server each client saw from its first line.
+report=$(python3 - "$E2E_TMP/out.json" "$E2E_TMP/kconns" "${EVENTS[@]}" <<'PY'
+import json, sys
+out = json.load(open(sys.argv[1]))
+events = [(e.split()[0], int(e.split()[1])) for e in sys.argv[3:]]
+for target, name in (("10.81.100.1:80", "mh"), ("10.81.100.1:81", "rr")):
+    r = out[target]
+    per = []
+    for (ev, start), (_, end) in zip(events, events[1:]):
+        per.append(f"{ev}={sum(1 for t in r['broken_at_ms'] if start <= t < end)}")
+    early = sum(1 for t in r["broken_at_ms"] if t < events[0][1])
+    print(f"{name} conns={r['conns']} broken={r['broken']} before={early} {' '.join(per)} "
+          f"servers={r['servers']} reasons={r['reasons'][:2]}")
+names = {"10.81.2.21": "rs1", "10.81.2.22": "rs2"}
+seen = out["10.81.100.1:80"]["ports"]
+same = differ = 0
+for line in open(sys.argv[2]):
+    f = line.split()
+    if len(f) < 6 or f[0] != "TCP" or f[4] != "10.81.100.1:80":
+        continue
+    port = f[3].rsplit(":", 1)[1]
+    rs = names.get(f[5].rsplit(":", 1)[0])
+    if port in seen:
+        if seen[port] == rs:
+            same += 1
+        else:
+            differ += 1
+            print(f"mismatch: client port {port}: kernel sends to {rs}, client saw {seen[port]}")
+print(f"kernel-table same={same} differ={differ}")
+PY
+)
+echo "$report"
+mh=$(grep '^mh ' <<<"$report")
+rr=$(grep '^rr ' <<<"$report")
+kt=$(grep '^kernel-table ' <<<"$report")
+[[ $mh =~ conns=200\ broken=0\  ]] || fail "mh: connections broke or changed real server: $mh"
+[[ $mh =~ rs1.*rs2|rs2.*rs1 ]] || fail "mh: not spread over both real servers: $mh"
+(( KA > K0 )) || fail "(a) no flow moved to the kernel director ($K0 -> $KA)"
+(( KD > KC )) || fail "(d) no flow moved to the kernel director ($KC -> $KD)"
+[[ $kt =~ same=([0-9]+)\ differ=0$ ]] && (( BASH_REMATCH[1] > 0 )) \
+    || fail "the kernel director's mh connections disagree with the clients' real servers: $kt"
+[[ $rr =~ broken=([0-9]+) ]] && (( BASH_REMATCH[1] > 0 )) \
+    || fail "rr: no connection broke, so no flow moved: $rr"
+pass "$MODE: 200 mh connections through a kernel IPVS director and three fastlb directors, flows moved by two new hash seeds, a withdrawal and a new announcement of the kernel director: none broken, none changed real server; the kernel director took flows mid-stream ($K0 -> $KA in (a), $KC -> $KD in (d)), its table agrees with the clients ($kt); rr beside them: $(sed 's/ servers=.*//' <<<"$rr")"
+log "router route change: ${WITHDRAW_MS} ms after the kernel director's withdrawal"
