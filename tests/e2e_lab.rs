@@ -159,6 +159,12 @@ fn ecmp_kernel_director_dr() {
     scenario("ecmp_kernel.sh", &["dr"]);
 }
 
+/// [`ecmp_kernel_director_dr`] with every director tunnelling (IPIP) to the real servers.
+#[test]
+fn ecmp_kernel_director_tun() {
+    scenario("ecmp_kernel.sh", &["tun"]);
+}
+
 /// The seed's DR lab (one bridge, a one-legged director): every request answered, balanced.
 #[test]
 fn seed_dr_lab() {
