@@ -26,7 +26,11 @@
 # birdc copied into the VM with their libraries) announcing the VIP to the router by BGP,
 # with BFD (300 ms x 5 from its side: the router then declares it dead after 1.5 s, and a
 # guest under TCG does not flap). The fastlb directors then run dest_order = "kernel", so
-# all four pick the same real server for a flow (docs/bgp.md).
+# all four pick the same real server for a flow (docs/bgp.md). Every director then also has
+# port 82: mh (mh-port) over 100 real-server addresses, 10.81.2.100-199, the even ones on
+# rs1 and the odd ones on rs2: with two real servers the kernel's newest-first list and the
+# configuration's order give the same mh table but for 0.1 % of its slots, with 100 they
+# differ in 4.8 %, so a director in the wrong order shows (tests/e2e/ecmp_kernel.sh).
 #
 # Usage (lab.sh up --mode ecmp [--kernel-director] runs `ecmp.sh up dr [--kernel-director]`):
 #   tools/lab/ecmp.sh up [dr|tun] [--kernel-director]
@@ -95,6 +99,7 @@ start_director() {
     [[ -f $STATE/kernel ]] && order=kernel
     sed -e "s/@N@/$n/g" -e "s|@STATE@|$STATE|g" -e "s/@METHOD@/$mode/g" -e "s/@ORDER@/$order/g" \
         "$ROOT/tools/lab/ecmp.toml.in" > "$STATE/d$n/fastlb.toml"
+    [[ -f $STATE/kernel ]] && many_toml "$mode" >> "$STATE/d$n/fastlb.toml"
     : > "$STATE/d$n/director.log"
     # Not through nsx: `ip netns exec` execs, so $! is fastlb itself.
     ip netns exec "${P}d$n" "$FASTLB" --iface e0 --config "$STATE/d$n/fastlb.toml" \
@@ -124,12 +129,23 @@ wait_hops() {
     die "the router has not $want next hops for $VIP after 30 s"
 }
 
+# With a kernel director: port 82, mh over the 100 addresses 10.81.2.100-199 (the even ones
+# on rs1, the odd ones on rs2), in this order.
+MANY=$(seq 100 199)
+many_toml() {
+    local i
+    printf '\n[[service]]\nprotocol = "tcp"\naddress = "%s"\nport = 82\nscheduler = "mh"\nflags = ["mh-port"]\n' "$VIP"
+    for i in $MANY; do
+        printf '[[service.real]]\naddress = "10.81.2.%s"\nmethod = "%s"\n' "$i" "$1"
+    done
+}
+
 # The kernel director's rules for `ipvsadm -R`: the services and real servers of
 # ecmp.toml.in, the real servers in the same order (the kernel's list then runs newest first,
 # as fastlb's with dest_order = "kernel"). Not `fastlb ctl -S`: that prints the list as the
 # kernel's -S does, newest first, and restoring it would reverse the order (docs/bgp.md).
 kernel_rules() {
-    local flag=-g port
+    local flag=-g port i
     [[ $1 == tun ]] && flag=-i
     echo "-A -t $VIP:80 -s mh -b mh-port"
     for port in 80 81; do
@@ -137,6 +153,8 @@ kernel_rules() {
         echo "-a -t $VIP:$port -r 10.81.2.21:$port $flag -w 1"
         echo "-a -t $VIP:$port -r 10.81.2.22:$port $flag -w 1"
     done
+    echo "-A -t $VIP:82 -s mh -b mh-port"
+    for i in $MANY; do echo "-a -t $VIP:82 -r 10.81.2.$i:82 $flag -w 1"; done
 }
 
 # The kernel director's BIRD: the VIP as a blackhole static route (it only carries the
@@ -243,7 +261,13 @@ up() {
                 net.ipv4.conf.e0.rp_filter=0 net.ipv4.conf.lo.rp_filter=0
             nsx "$ns" ip link set dev e0 xdp obj "$STATE/tun_decap.o" sec xdp
         fi
-        ip netns exec "$ns" python3 "$ROOT/tools/lab/line_echo.py" "rs$rs" 80 81 \
+        if (( kernel )); then
+            for i in $MANY; do
+                (( i % 2 == rs - 1 )) || continue
+                nsx "$ns" ip addr add "10.81.2.$i/24" dev e0
+            done
+        fi
+        ip netns exec "$ns" python3 "$ROOT/tools/lab/line_echo.py" "rs$rs" 80 81 82 \
             >"$STATE/rs$rs/echo.log" 2>&1 &
     done
     router_bird
