@@ -24,7 +24,7 @@
 # br0), holding the same rules restored with `ipvsadm -R` (the real servers in the TOML's
 # order), net.ipv4.vs.sloppy_tcp=1, the VIP on lo, and its own BIRD (the host's bird and
 # birdc copied into the VM with their libraries) announcing the VIP to the router by BGP,
-# with BFD (300 ms x 5 from its side: the router then declares it dead after 1.5 s, and a
+# with BFD (500 ms x 6 from its side: the router then declares it dead after 3 s, and a
 # guest under TCG does not flap). The fastlb directors then run dest_order = "kernel", so
 # all four pick the same real server for a flow (docs/bgp.md). Every director then also has
 # port 82: mh (mh-port) over 100 real-server addresses, 10.81.2.100-199, the even ones on
@@ -164,7 +164,7 @@ kernel_bird() {
 router id $KD;
 log "/tmp/bird.log" all;
 protocol device {}
-protocol bfd { interface "eth0" { interval 300 ms; multiplier 5; }; }
+protocol bfd { interface "eth0" { interval 500 ms; multiplier 6; }; }
 protocol static vips { ipv4; route $VIP/32 blackhole; }
 protocol bgp uplink {
   local $KD as 65001; neighbor 10.81.2.1 as 65000;
@@ -185,9 +185,15 @@ start_kernel() {
         --owner "${FLB_KIPVS_OWNER:-0}" >"$STATE/kd/boot.json" || die "the kernel director did not boot"
     kernel_rules "$mode" >"$STATE/kd/rules"
     kernel_bird >"$STATE/kd/bird.conf"
-    "$KIPVS" put "$KVM" "$STATE/kd/rules" /tmp/rules
-    "$KIPVS" put "$KVM" "$STATE/kd/bird.conf" /tmp/bird.conf
-    kx "set -e
+    # One request with generous time (kipvs put allows 30 s a chunk, and a guest under TCG
+    # on a loaded machine can take longer).
+    kx --timeout 180 "set -e
+cat >/tmp/rules <<'KD_EOF'
+$(cat "$STATE/kd/rules")
+KD_EOF
+cat >/tmp/bird.conf <<'KD_EOF'
+$(cat "$STATE/kd/bird.conf")
+KD_EOF
 ip link set eth0 up
 ip addr add $KD/24 dev eth0
 ip route add default via 10.81.2.1
