@@ -142,8 +142,9 @@ many_toml() {
 
 # The kernel director's rules for `ipvsadm -R`: the services and real servers of
 # ecmp.toml.in, the real servers in the same order (the kernel's list then runs newest first,
-# as fastlb's with dest_order = "kernel"). Not `fastlb ctl -S`: that sorts the real servers
-# by address as ipvsadm -S does, another order than the TOML's for port 82 (docs/bgp.md).
+# as fastlb's with dest_order = "kernel"). Written from the TOML's list rather than taken
+# from `fastlb ctl -S`, which sorts real servers by address as ipvsadm -S does: the same
+# order here (the TOML lists them ascending), not in general (docs/bgp.md).
 kernel_rules() {
     local flag=-g port i
     [[ $1 == tun ]] && flag=-i
