@@ -397,10 +397,12 @@ reload() {
 source "$ROOT/tools/packages.sh"
 # Mode ecmp (three directors behind a BGP router) is its own script: tools/lab/ecmp.sh.
 if [[ ${1:-} == up && " $* " == *" --mode ecmp "* ]]; then
-    FASTLB_PACKAGES_WHO=lab ensure_packages build lab || die "missing Debian packages"
+    ECMP_ARGS=(dr) GROUPS_NEEDED=(build lab)
+    if [[ " $* " == *" --kernel-director "* ]]; then
+        ECMP_ARGS+=(--kernel-director) GROUPS_NEEDED+=(kernel)
+    fi
+    FASTLB_PACKAGES_WHO=lab ensure_packages "${GROUPS_NEEDED[@]}" || die "missing Debian packages"
     [[ -z $FASTLB ]] || fastlb_bin
-    ECMP_ARGS=(dr)
-    [[ " $* " == *" --kernel-director "* ]] && ECMP_ARGS+=(--kernel-director)
     exec "$ROOT/tools/lab/ecmp.sh" up "${ECMP_ARGS[@]}"
 fi
 cmd=${1:-}
