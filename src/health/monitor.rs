@@ -260,7 +260,7 @@ impl CheckRunner {
                     }
                     let connect = SocketAddr::new(r.addr, port);
                     let seed = u64::from(port)
-                        ^ (index as u64) << 56
+                        ^ ((index as u64) << 56)
                         ^ match r.addr {
                             IpAddr::V4(a) => u64::from(u32::from(a)) << 16,
                             IpAddr::V6(a) => (u128::from(a) as u64) << 16,

@@ -878,7 +878,7 @@ fn virtual_server(
         }
     };
 
-    let mut protocol = Protocol::Tcp;
+    let mut protocol = None;
     let mut scheduler = SchedulerKind::Wlc;
     let mut flags = SchedFlags::default();
     let mut flag_nodes: Vec<&Node> = Vec::new();
@@ -903,8 +903,8 @@ fn virtual_server(
             "lvs_method" | "lb_kind" => method_default = method(path, n, &ctx)?,
             "protocol" => {
                 protocol = match one_arg(path, n, &ctx)?.to_ascii_uppercase().as_str() {
-                    "TCP" => Protocol::Tcp,
-                    "UDP" => Protocol::Udp,
+                    "TCP" => Some(Protocol::Tcp),
+                    "UDP" => Some(Protocol::Udp),
                     other => {
                         return Err(err(
                             path,
@@ -999,12 +999,29 @@ fn virtual_server(
             }
         }
     }
+    // keepalived 2.2 runs an address service without `protocol` as UDP and reports a
+    // configuration error (check_data.c); fastlb asks instead of guessing.
+    let needs_protocol = addrs.iter().any(|a| matches!(a, Addr::Tuple(..)));
+    let protocol = match protocol {
+        Some(p) => p,
+        None if needs_protocol => {
+            return Err(err(
+                path,
+                node,
+                &ctx,
+                "no `protocol`: keepalived 2.2 would run this service as UDP (and report a \
+                 configuration error); write `protocol TCP` or `protocol UDP`",
+            )
+            .with_field("protocol"))
+        }
+        // Unused by fwmark services.
+        None => Protocol::Tcp,
+    };
     let mut out = Vec::new();
     for addr in addrs {
         out.push(one_service(
             addr,
             &Shared {
-                node,
                 path,
                 ctx: &ctx,
                 block,
@@ -1027,7 +1044,6 @@ fn virtual_server(
 
 /// What every service of one `virtual_server` block shares.
 struct Shared<'a> {
-    node: &'a Node,
     path: &'a Path,
     ctx: &'a str,
     block: &'a [Node],
@@ -1047,7 +1063,6 @@ struct Shared<'a> {
 /// The service at `addr` with the block's settings.
 fn one_service(addr: Addr, sh: &Shared<'_>) -> Result<ServiceParts, ConfigError> {
     let Shared {
-        node,
         path,
         ctx,
         block,
@@ -1063,7 +1078,6 @@ fn one_service(addr: Addr, sh: &Shared<'_>) -> Result<ServiceParts, ConfigError>
         sorry,
         sorry_method,
     } = *sh;
-    let _ = node;
     let ctx = ctx.to_string();
     let key = match addr {
         Addr::Tuple(addr, port) => ServiceKey::Tuple {
@@ -1235,7 +1249,9 @@ fn real_server(
                 }
             }
             // keepalived connects to the port the real server is written with.
-            h.port = c.port.or((written_port != r.port).then_some(written_port));
+            if h.uses_network() {
+                h.port = c.port.or((written_port != r.port).then_some(written_port));
+            }
             if h.uses_network() && h.port.unwrap_or(r.port) == 0 {
                 return Err(err(
                     path,
@@ -1384,6 +1400,7 @@ virtual_server fwmark 7 {
     const CHECKED: &str = r#"
 virtual_server 10.0.0.1 80 {
     delay_loop 10
+    protocol TCP
     lb_kind DR
     retry 4
     inhibit_on_failure
@@ -1488,7 +1505,7 @@ virtual_server 10.0.0.1 80 {
         );
         // Defaults without any tuning: keepalived's.
         let c = p(
-            "virtual_server 10.0.0.1 80 {\n real_server 10.0.1.1 80 {\n TCP_CHECK {\n }\n }\n}\n",
+            "virtual_server 10.0.0.1 80 {\n protocol TCP\n real_server 10.0.1.1 80 {\n TCP_CHECK {\n }\n }\n}\n",
         )
         .unwrap();
         let d = c
@@ -1569,6 +1586,7 @@ virtual_server 10.0.0.1 80 {
     const NEW_CHECKERS: &str = r#"
 virtual_server 10.0.0.1 443 {
     delay_loop 10
+    protocol TCP
     lb_kind NAT
     virtualhost www.example.com
     real_server 10.0.1.1 443 {
@@ -1771,6 +1789,7 @@ virtual_server_group WEB {
     fwmark 8 inet
 }
 virtual_server group WEB {
+    protocol TCP
     lb_algo rr
     lb_kind DR
     real_server 10.0.0.1 80 {
@@ -1820,7 +1839,7 @@ virtual_server group WEB {
             assert_eq!(e.line, 3, "{e}");
         }
         let e =
-            p(&text.replace("group WEB {\n    lb_algo", "group WWW {\n    lb_algo")).unwrap_err();
+            p(&text.replace("group WEB {\n    protocol", "group WWW {\n    protocol")).unwrap_err();
         assert!(e.message.contains("no virtual_server_group `WWW`"), "{e}");
         // IPv6: the range end is the last 16-bit group, in hex.
         let v6 = |s: &str| u128::from(s.parse::<std::net::Ipv6Addr>().unwrap());
@@ -1836,9 +1855,21 @@ virtual_server group WEB {
     }
 
     #[test]
+    fn a_service_without_protocol_is_refused_as_keepalived_would_run_it_as_udp() {
+        let text =
+            "\nvirtual_server 10.0.0.1 80 {\n lb_algo rr\n real_server 10.0.1.1 80 {\n }\n}\n";
+        let e = p(text).unwrap_err();
+        assert_eq!((e.line, e.field.as_deref()), (2, Some("protocol")), "{e}");
+        assert!(e.message.contains("as UDP"), "{e}");
+        // A fwmark service carries no protocol.
+        let c = p("virtual_server fwmark 3 {\n real_server 10.0.1.1 0 {\n }\n}\n").unwrap();
+        assert_eq!(c.services.len(), 1);
+    }
+
+    #[test]
     fn use_vmac_accepts_the_vrrp_virtual_macs() {
         let vs =
-            "virtual_server 192.0.2.100 80 {\n lb_kind DR\n real_server 10.0.0.11 80 {\n }\n}\n";
+            "virtual_server 192.0.2.100 80 {\n protocol TCP\n lb_kind DR\n real_server 10.0.0.11 80 {\n }\n}\n";
         let plain = format!("vrrp_instance V {{\n interface eth0\n virtual_router_id 51\n}}\n{vs}");
         assert!(p(&plain).unwrap().accept_macs.is_empty());
         let vmac = plain.replace("interface eth0", "interface eth0\n use_vmac");
@@ -1900,7 +1931,7 @@ virtual_server group WEB {
         let e = p(&text).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("weight"));
         assert_eq!(e.line, line_of(&text, "real_server 192.168.200.2"));
-        let e = p("virtual_server 10.0.0.1 0 {\n lb_algo rr\n}\n").unwrap_err();
+        let e = p("virtual_server 10.0.0.1 0 {\n protocol TCP\n lb_algo rr\n}\n").unwrap_err();
         assert_eq!(e.line, 1);
         assert_eq!(e.field.as_deref(), Some("port"));
     }

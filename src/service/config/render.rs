@@ -370,6 +370,28 @@ mod tests {
     }
 
     #[test]
+    fn keepalived_samples_with_every_checker_round_trip_through_toml() {
+        // SSL_GET with digest and SNI, several checkers per server (`also`), UDP, ping,
+        // DNS, and a virtual_server_group.
+        for (name, text) in [
+            (
+                "ssl-multi-check.conf",
+                include_str!("../../../tests/keepalived/ssl-multi-check.conf"),
+            ),
+            (
+                "udp-dns-ping.conf",
+                include_str!("../../../tests/keepalived/udp-dns-ping.conf"),
+            ),
+            (
+                "groups.conf",
+                include_str!("../../../tests/keepalived/groups.conf"),
+            ),
+        ] {
+            round_trip(text, name);
+        }
+    }
+
+    #[test]
     fn keepalived_with_checkers_round_trips_through_toml() {
         round_trip(
             r#"

@@ -1398,6 +1398,49 @@ path = "/x"
     }
 
     #[test]
+    fn the_documented_https_udp_ping_dns_example_parses() {
+        let doc = include_str!("../../../docs/config.md");
+        let from = doc.find("The other kinds, keepalived's").unwrap();
+        let start = from + doc[from..].find("```toml\n").unwrap() + "```toml\n".len();
+        let end = start + doc[start..].find("```").unwrap();
+        let c = p(&doc[start..end]).unwrap_or_else(|e| panic!("{e}"));
+        let key = c.services[0].key;
+        let h = c
+            .health
+            .check_for(&key, "10.0.4.1".parse().unwrap(), 53)
+            .unwrap();
+        let CheckKind::Http(web) = &h.kind else {
+            panic!("{h:?}")
+        };
+        assert_eq!(
+            web.tls.as_ref().unwrap().sni.as_deref(),
+            Some("www.example.com")
+        );
+        assert_eq!(web.digest.unwrap()[0], 0x9e);
+        assert_eq!(h.port, Some(443));
+        let kinds: Vec<&CheckKind> = h.also.iter().map(|c| &c.kind).collect();
+        let CheckKind::Udp(u) = kinds[0] else {
+            panic!("{kinds:?}")
+        };
+        assert_eq!(
+            (
+                u.payload.as_deref(),
+                u.reply.as_slice(),
+                u.reply_mask.as_slice()
+            ),
+            (Some(&[1u8, 2][..]), &[1u8, 0][..], &[0u8, 0xff][..])
+        );
+        assert_eq!(*kinds[1], CheckKind::Ping);
+        assert_eq!(
+            *kinds[2],
+            CheckKind::Dns(DnsCheck {
+                qtype: 1,
+                name: "www.example.com".into()
+            })
+        );
+    }
+
+    #[test]
     fn the_documented_health_example_parses() {
         let doc = include_str!("../../../docs/config.md");
         let from = doc.find("### Health checks and sorry servers").unwrap();
