@@ -113,7 +113,7 @@ fn ssl_sample_maps_onto_the_model() {
     assert_eq!(
         (plain.retries, plain.delay_before_retry.as_secs()),
         (3, 3),
-        "nb_get_retry in HTTP_GET; keepalived's 3 s delay_before_retry"
+        "retry 3; keepalived's 3 s delay_before_retry for HTTP_GET"
     );
 }
 
@@ -166,7 +166,6 @@ fn group_sample_expands_into_services() {
             "TCP 192.0.2.51:80",
             "TCP 192.0.2.60:80",
             "TCP 192.0.2.61:80",
-            "FWM 40",
         ]
     );
     for s in &c.services {
