@@ -140,7 +140,7 @@ fn http(status: Vec<StatusRange>) -> CheckKind {
     CheckKind::Http(HttpCheck {
         path: "/health".into(),
         status,
-        host: None,
+        ..HttpCheck::default()
     })
 }
 

@@ -349,7 +349,7 @@ mod tests {
             &HttpCheck {
                 path: "/health".into(),
                 status,
-                host: None,
+                ..HttpCheck::default()
             },
             "[2001:db8::1]:8080".parse().unwrap(),
         )

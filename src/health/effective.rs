@@ -75,7 +75,7 @@ pub fn health_view(configured: &Config, states: &HealthStates) -> HealthView {
             };
             let up = states
                 .status(&svc.key, r.addr, r.port)
-                .map_or(!check.start_down, |st| st.up);
+                .map_or(!check.starts_down(), |st| st.up);
             view.insert((svc.key, r.addr, r.port), up);
         }
     }
@@ -104,7 +104,7 @@ pub fn effective_config(configured: &Config, states: &HealthStates) -> Config {
                 return true;
             };
             let st = states.status(&key, r.addr, r.port).unwrap_or(ServerStatus {
-                up: !check.start_down,
+                up: !check.starts_down(),
                 weight: None,
             });
             if st.up {

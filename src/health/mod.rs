@@ -22,6 +22,7 @@ mod checker;
 mod effective;
 mod monitor;
 mod poll;
+mod probe;
 mod uring;
 
 pub use checker::{BackendChoice, BackendKind};

@@ -14,6 +14,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::checker::{
     self, BackendChoice, BackendKind, Children, HttpExchange, NetBackend, NetProbe,
 };
+use super::probe::{Probe, Probes};
 use super::state::{self, Attempt, Change, ServerHealth};
 use super::Transition;
 use crate::service::health::{CheckKind, HealthConfig};
@@ -117,7 +118,9 @@ impl HealthMonitor {
         let mut runner = CheckRunner {
             backend,
             children: Children::default(),
+            probes: Probes::default(),
             targets: HashMap::new(),
+            reported: HashMap::new(),
             next_id: 0,
             epoch: std::time::Instant::now(),
             out: tx,
@@ -177,22 +180,33 @@ impl Drop for HealthMonitor {
     }
 }
 
+/// One check of one real server (a server with several checks has several targets).
 struct Target {
     service: ServiceKey,
     server: (IpAddr, u16),
+    /// Which of the server's checks: 0 the check itself, then its `also` in order.
+    index: usize,
+    /// How many checks the server has.
+    checks: usize,
     connect: SocketAddr,
+    /// This check alone (its `also` emptied).
     check: HealthConfig,
     http: Option<Arc<HttpExchange>>,
+    /// The attempt a thread runs, for the checks that run on threads.
+    probe: Option<Arc<Probe>>,
     state: ServerHealth,
     in_flight: bool,
 }
 
-/// The monitor thread's state: every checked real server, the backend running network
-/// checks and the running scripts.
+/// The monitor thread's state: every check of every checked real server, the backend
+/// running network checks, the running scripts and thread-run attempts.
 struct CheckRunner {
     backend: Box<dyn NetBackend>,
     children: Children,
+    probes: Probes,
     targets: HashMap<u64, Target>,
+    /// Per real server, whether it was last reported up: up only while all its checks are.
+    reported: HashMap<(ServiceKey, IpAddr, u16), bool>,
     next_id: u64,
     epoch: std::time::Instant,
     out: Sender<Transition>,
@@ -211,59 +225,102 @@ impl CheckRunner {
 
     fn reconfigure(&mut self, config: &Config) {
         let now = self.now();
-        let mut old: HashMap<(ServiceKey, IpAddr, u16), (u64, Target)> = self
+        let mut old: HashMap<(ServiceKey, IpAddr, u16, usize), (u64, Target)> = self
             .targets
             .drain()
-            .map(|(id, t)| ((t.service, t.server.0, t.server.1), (id, t)))
+            .map(|(id, t)| ((t.service, t.server.0, t.server.1, t.index), (id, t)))
             .collect();
+        let mut reported = HashMap::new();
         for svc in &config.services {
             for r in &svc.reals {
-                let Some(check) = config.health.check_for(&svc.key, r.addr, r.port) else {
+                let Some(full) = config.health.check_for(&svc.key, r.addr, r.port) else {
                     continue;
                 };
-                let port = check.port.unwrap_or(r.port);
-                if check.uses_network() && port == 0 {
-                    // Validation refuses this; a ctl-added server may still get here.
-                    eprintln!(
-                        "health: {} has no port to check; not checked",
-                        SocketText(r.addr, r.port)
-                    );
-                    continue;
-                }
-                let k = (svc.key, r.addr, r.port);
-                if let Some((id, t)) = old.remove(&k) {
-                    if t.check == *check {
-                        self.targets.insert(id, t);
+                let server = (svc.key, r.addr, r.port);
+                for (index, check) in full.all().enumerate() {
+                    let port = check.port.unwrap_or(r.port);
+                    if check.uses_network() && port == 0 {
+                        // Validation refuses this; a ctl-added server may still get here.
+                        eprintln!(
+                            "health: {} has no port to check; not checked",
+                            SocketText(r.addr, r.port)
+                        );
                         continue;
                     }
-                }
-                let connect = SocketAddr::new(r.addr, port);
-                let seed = u64::from(port)
-                    ^ match r.addr {
-                        IpAddr::V4(a) => u64::from(u32::from(a)) << 16,
-                        IpAddr::V6(a) => (u128::from(a) as u64) << 16,
+                    let check = HealthConfig {
+                        also: Vec::new(),
+                        ..check.clone()
                     };
-                let spread = state::warmup_spread(check.warmup, seed);
-                let http = match &check.kind {
-                    CheckKind::Http(h) => Some(Arc::new(HttpExchange::new(h, connect))),
-                    _ => None,
-                };
-                let id = self.next_id;
-                self.next_id += 1;
-                self.targets.insert(
-                    id,
-                    Target {
-                        service: svc.key,
-                        server: (r.addr, r.port),
-                        connect,
-                        check: check.clone(),
-                        http,
-                        state: ServerHealth::new(check, now, spread),
-                        in_flight: false,
-                    },
-                );
+                    let k = (svc.key, r.addr, r.port, index);
+                    if let Some((id, t)) = old.remove(&k) {
+                        if t.check == check {
+                            self.targets.insert(id, t);
+                            continue;
+                        }
+                    }
+                    let connect = SocketAddr::new(r.addr, port);
+                    let seed = u64::from(port)
+                        ^ ((index as u64) << 56)
+                        ^ match r.addr {
+                            IpAddr::V4(a) => u64::from(u32::from(a)) << 16,
+                            IpAddr::V6(a) => (u128::from(a) as u64) << 16,
+                        };
+                    let spread = state::warmup_spread(check.warmup, seed);
+                    let (http, probe) = match &check.kind {
+                        CheckKind::Http(h) => {
+                            let ex = Arc::new(HttpExchange::new(h, connect));
+                            // TLS and body digests run on threads; plain status checks
+                            // stay on the backend.
+                            if h.tls.is_some() || h.digest.is_some() {
+                                let probe = Probe::Http {
+                                    target: connect,
+                                    exchange: ex,
+                                };
+                                (None, Some(Arc::new(probe)))
+                            } else {
+                                (Some(ex), None)
+                            }
+                        }
+                        CheckKind::Udp(u) => (
+                            None,
+                            Some(Arc::new(Probe::Udp {
+                                target: connect,
+                                check: u.clone(),
+                            })),
+                        ),
+                        CheckKind::Ping => (None, Some(Arc::new(Probe::Ping(r.addr)))),
+                        CheckKind::Dns(d) => (
+                            None,
+                            Some(Arc::new(Probe::Dns {
+                                target: connect,
+                                check: d.clone(),
+                            })),
+                        ),
+                        CheckKind::Tcp | CheckKind::Script(_) => (None, None),
+                    };
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.targets.insert(
+                        id,
+                        Target {
+                            service: svc.key,
+                            server: (r.addr, r.port),
+                            index,
+                            checks: full.all().count(),
+                            connect,
+                            state: ServerHealth::new(&check, now, spread),
+                            check,
+                            http,
+                            probe,
+                            in_flight: false,
+                        },
+                    );
+                }
+                let was = self.reported.get(&server).copied();
+                reported.insert(server, was.unwrap_or(!full.starts_down()));
             }
         }
+        self.reported = reported;
         // Results of checks that were running for removed targets are dropped on arrival
         // (their ids are gone); running scripts of removed targets are killed.
         let targets = &self.targets;
@@ -301,7 +358,13 @@ impl CheckRunner {
                             results.push((id, a));
                         }
                     }
-                    CheckKind::Tcp | CheckKind::Http(_) => self.backend.start(NetProbe {
+                    _ if t.probe.is_some() => {
+                        let probe = Arc::clone(t.probe.as_ref().expect("checked"));
+                        if let Err(a) = self.probes.start(id, probe, deadline) {
+                            results.push((id, a));
+                        }
+                    }
+                    _ => self.backend.start(NetProbe {
                         token: id,
                         target: t.connect,
                         http: t.http.clone(),
@@ -309,7 +372,7 @@ impl CheckRunner {
                     }),
                 }
             }
-            if self.children.busy() {
+            if self.children.busy() || self.probes.busy() {
                 next = next.min(SCRIPT_TICK);
             }
             if !results.is_empty() {
@@ -317,6 +380,7 @@ impl CheckRunner {
             }
             self.backend.wait(next, &mut results);
             self.children.reap(std::time::Instant::now(), &mut results);
+            self.probes.reap(&mut results);
             for (id, attempt) in results.drain(..) {
                 self.record(id, attempt);
             }
@@ -331,17 +395,36 @@ impl CheckRunner {
         t.in_flight = false;
         let passed_reason = match &t.check.kind {
             CheckKind::Tcp => "connect: ok".to_string(),
+            CheckKind::Http(h) if h.tls.is_some() => format!("https: GET {} ok", h.path),
             CheckKind::Http(h) => format!("http: GET {} ok", h.path),
             CheckKind::Script(_) => "script: ok".to_string(),
+            CheckKind::Udp(_) => "udp: ok".to_string(),
+            CheckKind::Ping => "ping: ok".to_string(),
+            CheckKind::Dns(_) => "dns: ok".to_string(),
         };
         let Some(change) = t.state.record(now, attempt) else {
             return;
         };
+        // The server is up only while every one of its checks is.
+        let key = (t.service, t.server.0, t.server.1);
+        let all_up = if t.checks == 1 {
+            t.state.is_up()
+        } else {
+            self.targets
+                .values()
+                .filter(|o| (o.service, o.server.0, o.server.1) == key)
+                .all(|o| o.state.is_up())
+        };
+        let t = &self.targets[&id];
+        let was_up = self.reported.get(&key).copied().unwrap_or(true);
         let (up, weight, reason) = match change {
+            Change::Up { .. } | Change::Down(_) if all_up == was_up => return,
             Change::Up { weight } => (true, weight, passed_reason),
             Change::Down(reason) => (false, None, reason),
+            Change::Weight(_) if !all_up => return,
             Change::Weight(w) => (true, Some(w), format!("weight {w}")),
         };
+        self.reported.insert(key, up);
         let tr = Transition {
             service: t.service,
             server: t.server,

@@ -38,8 +38,8 @@ impl StatusRange {
     }
 }
 
-/// A plain-HTTP GET check.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An HTTP GET check, over plain TCP (keepalived's `HTTP_GET`) or TLS (`SSL_GET`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HttpCheck {
     /// Request path, such as `/health`.
     pub path: String,
@@ -47,7 +47,138 @@ pub struct HttpCheck {
     pub status: Vec<StatusRange>,
     /// `Host` header; the real server's address when unset.
     pub host: Option<String>,
+    /// keepalived's `digest`: the MD5 of the response body must be this (the body is cut
+    /// at `Content-Length` when the server sends one, as keepalived does).
+    pub digest: Option<[u8; 16]>,
+    /// HTTPS (keepalived's `SSL_GET`) when set.
+    pub tls: Option<TlsCheck>,
 }
+
+/// TLS settings of an HTTPS check. As keepalived's `SSL_GET`, the server's certificate is
+/// not verified (keepalived never sets `SSL_VERIFY_PEER`): the check proves the server
+/// completes a handshake and answers, not who it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsCheck {
+    /// Server name sent in the TLS handshake (keepalived's `enable_sni`/`sni_name`); no
+    /// SNI when unset.
+    pub sni: Option<String>,
+}
+
+/// A UDP check (keepalived's `UDP_CHECK`): one datagram is sent; an ICMP unreachable in
+/// reply fails the check. Without `require_reply`, silence until the timeout passes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UdpCheck {
+    /// What to send; keepalived sends 32 filler bytes when no `payload` is given.
+    pub payload: Option<Vec<u8>>,
+    /// A reply must arrive within the timeout.
+    pub require_reply: bool,
+    /// Leading bytes the reply must carry (compared over the shorter of the two).
+    pub reply: Vec<u8>,
+    /// Per byte of `reply`, the bits that are wildcards (`x` digits in keepalived's hex).
+    pub reply_mask: Vec<u8>,
+    /// Shortest acceptable reply (keepalived's `min_reply_length`, default 0).
+    pub min_reply_len: u16,
+    /// Longest acceptable reply (keepalived's `max_reply_length`, default 255).
+    pub max_reply_len: u16,
+}
+
+impl UdpCheck {
+    /// Whether `reply` is acceptable, as keepalived's `check_udp_reply` judges it.
+    pub fn accepts(&self, reply: &[u8]) -> bool {
+        if reply.len() < usize::from(self.min_reply_len)
+            || reply.len() > usize::from(self.max_reply_len)
+        {
+            return false;
+        }
+        reply
+            .iter()
+            .zip(&self.reply)
+            .enumerate()
+            .all(|(i, (got, want))| {
+                let wild = self.reply_mask.get(i).copied().unwrap_or(0);
+                (got ^ want) & !wild == 0
+            })
+    }
+}
+
+/// Reads keepalived's hex strings (`payload`, `require_reply`): hex digit pairs, blanks
+/// between bytes allowed, a lone digit before a blank or the end a byte of its own; with
+/// `wildcards`, `x` stands for any nibble. Returns the bytes and the wildcard mask (empty
+/// when no digit is a wildcard); `None` when the text is empty or not hex.
+pub fn parse_hex(text: &str, wildcards: bool) -> Option<(Vec<u8>, Vec<u8>)> {
+    let nibble = |c: u8| -> Option<(u8, u8)> {
+        match c {
+            b'x' | b'X' if wildcards => Some((0, 0x0f)),
+            _ => (c as char).to_digit(16).map(|v| (v as u8, 0)),
+        }
+    };
+    let (mut data, mut mask) = (Vec::new(), Vec::new());
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b' ' || b[i] == b'\t' {
+            i += 1;
+            continue;
+        }
+        let (mut v, mut m) = nibble(b[i])?;
+        i += 1;
+        if i < b.len() && b[i] != b' ' && b[i] != b'\t' {
+            let (v2, m2) = nibble(b[i])?;
+            (v, m) = (v << 4 | v2, m << 4 | m2);
+            i += 1;
+        }
+        data.push(v);
+        mask.push(m);
+    }
+    if data.is_empty() {
+        return None;
+    }
+    if mask.iter().all(|&m| m == 0) {
+        mask.clear();
+    }
+    Some((data, mask))
+}
+
+/// `data` as [`parse_hex`] reads it back: two digits a byte, `x` for a wildcard nibble.
+pub fn hex_text(data: &[u8], mask: &[u8]) -> String {
+    let digit = |v: u8, wild: bool| {
+        if wild {
+            'x'
+        } else {
+            char::from_digit(u32::from(v), 16).expect("a nibble")
+        }
+    };
+    let mut out = String::with_capacity(data.len() * 2);
+    for (i, &b) in data.iter().enumerate() {
+        let m = mask.get(i).copied().unwrap_or(0);
+        out.push(digit(b >> 4, m & 0xf0 != 0));
+        out.push(digit(b & 0x0f, m & 0x0f != 0));
+    }
+    out
+}
+
+/// A DNS check (keepalived's `DNS_CHECK`): a query over UDP must get an answer with the
+/// query's id, the response bit set and rcode 0.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsCheck {
+    /// Query type number (SOA = 6, keepalived's default).
+    pub qtype: u16,
+    /// Name to query; empty (keepalived's default) is the root.
+    pub name: String,
+}
+
+/// The DNS query types keepalived's `DNS_CHECK` knows, by name.
+pub const DNS_TYPES: &[(&str, u16)] = &[
+    ("A", 1),
+    ("NS", 2),
+    ("CNAME", 5),
+    ("SOA", 6),
+    ("MX", 15),
+    ("TXT", 16),
+    ("AAAA", 28),
+    ("RRSIG", 46),
+    ("DNSKEY", 48),
+];
 
 impl HttpCheck {
     /// Whether a response with status `code` passes.
@@ -79,6 +210,12 @@ pub enum CheckKind {
     /// A command whose exit status says up (0) or down (1, or anything else without
     /// `dynamic`).
     Script(ScriptCheck),
+    /// A UDP datagram that draws no ICMP unreachable (and a matching reply, if required).
+    Udp(UdpCheck),
+    /// An ICMP (or ICMPv6) echo that gets its reply within the timeout.
+    Ping,
+    /// A DNS query over UDP that gets a successful answer.
+    Dns(DnsCheck),
 }
 
 /// How one real server is checked: the service's default or a real server's override.
@@ -115,6 +252,10 @@ pub struct HealthConfig {
     pub notify_up: Option<String>,
     /// keepalived's `notify_down`: run as written when the server goes.
     pub notify_down: Option<String>,
+    /// Further checks of the same real server, each with its own timing (keepalived's
+    /// several checkers in one `real_server`): the server is up only while this check and
+    /// every one of these pass. Their own `also` is empty.
+    pub also: Vec<HealthConfig>,
 }
 
 impl HealthConfig {
@@ -137,18 +278,37 @@ impl HealthConfig {
             notify: None,
             notify_up: None,
             notify_down: None,
+            also: Vec::new(),
         }
     }
 
-    /// Whether the check needs a port to connect to (TCP and HTTP do, scripts do not).
+    /// Whether the check needs a port to connect to (TCP, HTTP, UDP and DNS do; scripts
+    /// and ping do not).
     pub fn uses_network(&self) -> bool {
-        !matches!(self.kind, CheckKind::Script(_))
+        !matches!(self.kind, CheckKind::Script(_) | CheckKind::Ping)
+    }
+
+    /// Whether the server starts down: when any of its checks does.
+    pub fn starts_down(&self) -> bool {
+        self.all().any(|c| c.start_down)
+    }
+
+    /// This check and its `also` checks, in order.
+    pub fn all(&self) -> impl Iterator<Item = &HealthConfig> {
+        std::iter::once(self).chain(self.also.iter())
     }
 
     /// Worst-case time from a server's failure to its removal: `fall` checks, the first
     /// starting up to one interval after the failure, each spending every attempt on a
     /// timeout.
     pub fn detection_bound(&self) -> Duration {
+        self.all()
+            .map(HealthConfig::own_bound)
+            .max()
+            .unwrap_or_default()
+    }
+
+    fn own_bound(&self) -> Duration {
         let attempts = self.retries + 1;
         let one_check = self.timeout * attempts + self.delay_before_retry * self.retries;
         self.interval * self.fall.saturating_sub(1) + self.interval.max(one_check) + one_check
@@ -225,12 +385,32 @@ mod tests {
         assert_eq!(StatusRange::parse("x"), None);
         let mut h = HttpCheck {
             path: "/".into(),
-            status: vec![],
-            host: None,
+            ..HttpCheck::default()
         };
         assert!(h.accepts(204) && !h.accepts(301) && !h.accepts(503));
         h.status = vec![StatusRange { lo: 301, hi: 302 }, StatusRange::SUCCESS];
         assert!(h.accepts(302) && h.accepts(200) && !h.accepts(303));
+    }
+
+    #[test]
+    fn hex_strings_as_keepalived_reads_them() {
+        assert_eq!(
+            parse_hex("01 2 ab", false),
+            Some((vec![0x01, 0x02, 0xab], vec![]))
+        );
+        assert_eq!(parse_hex("0A0b", false), Some((vec![0x0a, 0x0b], vec![])));
+        assert_eq!(
+            parse_hex("1x x2", true),
+            Some((vec![0x10, 0x02], vec![0x0f, 0xf0]))
+        );
+        assert_eq!(parse_hex("1x", false), None);
+        assert_eq!(parse_hex("  ", false), None);
+        assert_eq!(parse_hex("g1", false), None);
+        assert_eq!(hex_text(&[0x10, 0x02], &[0x0f, 0xf0]), "1xx2");
+        assert_eq!(
+            parse_hex(&hex_text(&[0x10, 0xab], &[]), true),
+            Some((vec![0x10, 0xab], vec![]))
+        );
     }
 
     #[test]

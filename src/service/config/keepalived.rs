@@ -24,8 +24,10 @@ use std::time::Duration;
 
 use super::error::{validate, ConfigError, Fault};
 use crate::forward::nexthop::MacAddr;
+use crate::service::health::parse_hex;
 use crate::service::health::{
-    CheckKind, HealthConfig, HttpCheck, ScriptCheck, ServiceHealth, SorryServer, StatusRange,
+    CheckKind, DnsCheck, HealthConfig, HttpCheck, ScriptCheck, ServiceHealth, SorryServer,
+    StatusRange, TlsCheck, UdpCheck, DNS_TYPES,
 };
 use crate::service::{
     Config, ForwardMethod, Persistence, Protocol, RealServer, SchedFlags, SchedulerKind,
@@ -200,7 +202,7 @@ impl Tuning {
         match n.key() {
             "delay_loop" => self.delay_loop = Some(seconds(path, n, ctx)?),
             "connect_timeout" => self.connect_timeout = Some(seconds(path, n, ctx)?),
-            "retry" | "nb_get_retry" => self.retry = Some(number(path, n, ctx)?),
+            "retry" => self.retry = Some(number(path, n, ctx)?),
             "delay_before_retry" => self.delay_before_retry = Some(seconds(path, n, ctx)?),
             "warmup" => self.warmup = Some(seconds(path, n, ctx)?),
             "inhibit_on_failure" => self.inhibit = true,
@@ -244,29 +246,151 @@ fn seconds(path: &Path, node: &Node, ctx: &str) -> Result<Duration, ConfigError>
         .ok_or_else(|| err(path, node, ctx, format!("`{a}` is not a number of seconds")))
 }
 
-/// A checker block's kind, `connect_port`, `misc_timeout` and its own tuning.
-type CheckerParts = (CheckKind, Option<u16>, Option<Duration>, Tuning);
+/// A checker block read: its kind(s), where to connect and its own tuning. An `HTTP_GET`
+/// or `SSL_GET` with several `url` blocks gives one kind per url (all must pass, as
+/// keepalived checks every url in turn).
+struct Checker {
+    kinds: Vec<CheckKind>,
+    port: Option<u16>,
+    misc_timeout: Option<Duration>,
+    tuning: Tuning,
+    defaults: KindDefaults,
+    /// `enable_sni`, and its `sni_name` if given.
+    sni: Option<Option<String>>,
+}
 
-/// Reads a checker block.
-fn checker_block(node: &Node, path: &Path, ctx: &str) -> Result<CheckerParts, ConfigError> {
-    let ctx = format!("{ctx} {}", node.key());
+/// keepalived's per-checker defaults: `retry`, and `delay_before_retry` (`None`: the
+/// checker's `delay_loop`).
+#[derive(Copy, Clone)]
+struct KindDefaults {
+    retry: u32,
+    delay_before_retry: Option<Duration>,
+}
+
+/// The checkers fastlb runs, with keepalived's defaults (check_api.c: retry 1,
+/// delay_before_retry 1 s; HTTP_GET/SSL_GET 3 s; MISC_CHECK retry 0; DNS_CHECK retry 3 and
+/// delay_before_retry = delay_loop).
+fn kind_defaults(kind: &str) -> Option<KindDefaults> {
+    let d = |retry, secs: Option<u64>| {
+        Some(KindDefaults {
+            retry,
+            delay_before_retry: secs.map(Duration::from_secs),
+        })
+    };
+    match kind {
+        "TCP_CHECK" | "UDP_CHECK" | "PING_CHECK" => d(1, Some(1)),
+        "HTTP_GET" | "SSL_GET" => d(1, Some(3)),
+        "MISC_CHECK" => d(0, Some(1)),
+        "DNS_CHECK" => d(3, None),
+        _ => None,
+    }
+}
+
+/// keepalived's checker keys fastlb accepts and ignores: logging only.
+const CHECKER_IGNORED: &[&str] = &["log_all_failures"];
+
+/// Reads a checker block. The checker's type is judged first: a type fastlb does not run
+/// is refused by its own name before any of its keys is looked at.
+fn checker_block(node: &Node, path: &Path, ctx: &str) -> Result<Checker, ConfigError> {
+    let kind_name = node.key();
+    let ctx = format!("{ctx} {kind_name}");
+    let Some(defaults) = kind_defaults(kind_name) else {
+        return Err(err(
+            path,
+            node,
+            &ctx,
+            format!(
+                "{kind_name} health checks are not supported by fastlb (TCP_CHECK, HTTP_GET, \
+                 SSL_GET, MISC_CHECK, UDP_CHECK, PING_CHECK, DNS_CHECK)"
+            ),
+        ));
+    };
+    let http = matches!(kind_name, "HTTP_GET" | "SSL_GET");
     let mut tuning = Tuning::default();
     let mut port = None;
     let mut misc_timeout = None;
     let mut urls: Vec<&Node> = Vec::new();
     let mut misc_path = None;
     let mut dynamic = false;
-    let kind_name = node.key();
+    let mut sni_enabled = false;
+    let mut sni_name = None;
+    let mut udp = UdpCheck {
+        max_reply_len: 255,
+        ..UdpCheck::default()
+    };
+    let mut dns = DnsCheck {
+        qtype: 6,
+        name: String::new(),
+    };
     for n in node.block.iter().flatten() {
         if tuning.take(path, n, &ctx)? {
             continue;
         }
         match (kind_name, n.key()) {
-            ("TCP_CHECK" | "HTTP_GET", "connect_port") => port = Some(number(path, n, &ctx)?),
-            ("HTTP_GET", "url") => urls.push(n),
+            (_, k) if CHECKER_IGNORED.contains(&k) => {}
             ("MISC_CHECK", "misc_path") => misc_path = Some(n.args().join(" ")),
             ("MISC_CHECK", "misc_timeout") => misc_timeout = Some(seconds(path, n, &ctx)?),
             ("MISC_CHECK", "misc_dynamic") => dynamic = true,
+            // keepalived's MISC_CHECK has no connection keys.
+            (k, "connect_port") if k != "MISC_CHECK" => port = Some(number(path, n, &ctx)?),
+            (_, "url") if http => urls.push(n),
+            // Deprecated in keepalived but still read by HTTP_GET and SSL_GET (only there).
+            (_, "nb_get_retry") if http => tuning.retry = Some(number(path, n, &ctx)?),
+            (_, "virtualhost") if http => {
+                tuning.virtualhost = Some(one_arg(path, n, &ctx)?.to_string())
+            }
+            (_, "enable_sni") if http => sni_enabled = true,
+            (_, "sni_name") if http => sni_name = Some(one_arg(path, n, &ctx)?.to_string()),
+            // Only how keepalived closes the TLS session.
+            (_, "tls_compliant") if http => {}
+            ("UDP_CHECK", "payload") => {
+                udp.payload = Some(hex(path, n, &ctx, false)?.0);
+            }
+            ("UDP_CHECK", "require_reply") => {
+                udp.require_reply = true;
+                if !n.args().is_empty() {
+                    (udp.reply, udp.reply_mask) = hex(path, n, &ctx, true)?;
+                }
+            }
+            ("UDP_CHECK", "min_reply_length") => udp.min_reply_len = number(path, n, &ctx)?,
+            ("UDP_CHECK", "max_reply_length") => udp.max_reply_len = number(path, n, &ctx)?,
+            ("DNS_CHECK", "type") => {
+                let t = one_arg(path, n, &ctx)?;
+                dns.qtype = DNS_TYPES
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case(t))
+                    .map(|(_, v)| *v)
+                    .ok_or_else(|| {
+                        let known: Vec<&str> = DNS_TYPES.iter().map(|(n, _)| *n).collect();
+                        err(path, n, &ctx, format!("`{t}`: one of {}", known.join(", ")))
+                    })?;
+            }
+            ("DNS_CHECK", "name") => {
+                let name = one_arg(path, n, &ctx)?;
+                let labels: Vec<&str> = name.trim_end_matches('.').split('.').collect();
+                let bad_label = name != "." && labels.iter().any(|l| l.is_empty() || l.len() > 63)
+                    || name.len() > 253;
+                if bad_label {
+                    return Err(err(
+                        path,
+                        n,
+                        &ctx,
+                        format!("`{name}`: a domain name with no empty label"),
+                    ));
+                }
+                dns.name = name.to_string();
+            }
+            (_, "nb_get_retry") => {
+                return Err(err(
+                    path,
+                    n,
+                    &ctx,
+                    format!(
+                        "keepalived reads `nb_get_retry` only in HTTP_GET and SSL_GET and \
+                         ignores it in {kind_name}: write `retry`"
+                    ),
+                ))
+            }
             (_, k) => {
                 return Err(err(
                     path,
@@ -277,67 +401,119 @@ fn checker_block(node: &Node, path: &Path, ctx: &str) -> Result<CheckerParts, Co
             }
         }
     }
-    let kind = match kind_name {
-        "TCP_CHECK" => CheckKind::Tcp,
-        "HTTP_GET" => {
-            let url = match urls.as_slice() {
-                [u] => *u,
-                [] => return Err(err(path, node, &ctx, "needs a url { path ... } block")),
-                [_, extra, ..] => {
-                    return Err(err(path, extra, &ctx, "fastlb checks one url per HTTP_GET"))
-                }
-            };
-            let mut http = HttpCheck {
-                path: String::new(),
-                status: Vec::new(),
-                host: None,
-            };
-            for n in url.block.iter().flatten() {
-                match n.key() {
-                    "path" => http.path = one_arg(path, n, &ctx)?.to_string(),
-                    "status_code" => {
-                        for a in n.args() {
-                            for part in a.split(',') {
-                                http.status.push(StatusRange::parse(part).ok_or_else(|| {
-                                    err(path, n, &ctx, format!("`{part}`: a status code or range"))
-                                })?);
-                            }
-                        }
-                    }
-                    "virtualhost" => http.host = Some(one_arg(path, n, &ctx)?.to_string()),
-                    k => {
-                        return Err(err(
-                            path,
-                            n,
-                            &ctx,
-                            format!("`{k}` is not supported by fastlb in url"),
-                        ))
-                    }
-                }
+    let kinds = match kind_name {
+        "TCP_CHECK" => vec![CheckKind::Tcp],
+        "PING_CHECK" => vec![CheckKind::Ping],
+        "UDP_CHECK" => {
+            if udp.min_reply_len > udp.max_reply_len {
+                return Err(err(
+                    path,
+                    node,
+                    &ctx,
+                    "min_reply_length is above max_reply_length: the check could never pass",
+                ));
             }
-            if http.path.is_empty() {
-                return Err(err(path, url, &ctx, "needs a path"));
-            }
-            CheckKind::Http(http)
+            vec![CheckKind::Udp(udp)]
         }
-        "MISC_CHECK" => CheckKind::Script(ScriptCheck {
+        "DNS_CHECK" => vec![CheckKind::Dns(dns)],
+        "MISC_CHECK" => vec![CheckKind::Script(ScriptCheck {
             command: misc_path.ok_or_else(|| err(path, node, &ctx, "needs misc_path"))?,
             dynamic,
-        }),
-        other => {
-            return Err(err(
-                path,
-                node,
-                &ctx,
-                format!("{other} health checks are not supported by fastlb (TCP_CHECK, HTTP_GET, MISC_CHECK)"),
-            ))
+        })],
+        _ => {
+            if urls.is_empty() {
+                return Err(err(path, node, &ctx, "needs a url { path ... } block"));
+            }
+            let tls = (kind_name == "SSL_GET").then(TlsCheck::default);
+            let mut kinds = Vec::new();
+            for url in urls {
+                let mut h = url_block(url, path, &ctx)?;
+                h.tls = tls.clone();
+                kinds.push(CheckKind::Http(h));
+            }
+            kinds
         }
     };
-    Ok((kind, port, misc_timeout, tuning))
+    Ok(Checker {
+        kinds,
+        port,
+        misc_timeout,
+        tuning,
+        defaults,
+        sni: sni_enabled.then_some(sni_name),
+    })
 }
 
-/// The checker `kind` with `t` (already layered) and keepalived's defaults.
-fn health_config(kind: CheckKind, t: &Tuning, misc_timeout: Option<Duration>) -> HealthConfig {
+/// One `url { path ... }` block of an `HTTP_GET` or `SSL_GET`.
+fn url_block(url: &Node, path: &Path, ctx: &str) -> Result<HttpCheck, ConfigError> {
+    let mut http = HttpCheck::default();
+    for n in url.block.iter().flatten() {
+        match n.key() {
+            "path" => http.path = one_arg(path, n, ctx)?.to_string(),
+            "status_code" => {
+                for a in n.args() {
+                    for part in a.split(',') {
+                        http.status.push(StatusRange::parse(part).ok_or_else(|| {
+                            err(path, n, ctx, format!("`{part}`: a status code or range"))
+                        })?);
+                    }
+                }
+            }
+            "virtualhost" => http.host = Some(one_arg(path, n, ctx)?.to_string()),
+            "digest" => {
+                let d = one_arg(path, n, ctx)?;
+                let bytes = (d.len() == 32)
+                    .then(|| {
+                        (0..16)
+                            .map(|i| u8::from_str_radix(&d[2 * i..2 * i + 2], 16).ok())
+                            .collect::<Option<Vec<u8>>>()
+                    })
+                    .flatten()
+                    .ok_or_else(|| {
+                        err(path, n, ctx, format!("`{d}`: an MD5 sum, 32 hex digits"))
+                    })?;
+                if http.digest.is_some() {
+                    return Err(err(path, n, ctx, "a url has one digest"));
+                }
+                http.digest = Some(bytes.try_into().expect("16 bytes"));
+            }
+            k => {
+                return Err(err(
+                    path,
+                    n,
+                    ctx,
+                    format!("`{k}` is not supported by fastlb in url"),
+                ))
+            }
+        }
+    }
+    if http.path.is_empty() {
+        return Err(err(path, url, ctx, "needs a path"));
+    }
+    Ok(http)
+}
+
+/// A hex string key (`payload`, `require_reply`), as [`parse_hex`] reads it.
+fn hex(
+    path: &Path,
+    node: &Node,
+    ctx: &str,
+    wildcards: bool,
+) -> Result<(Vec<u8>, Vec<u8>), ConfigError> {
+    let text = node.args().join(" ");
+    parse_hex(&text, wildcards).ok_or_else(|| {
+        let x = if wildcards { " or x" } else { "" };
+        err(path, node, ctx, format!("`{text}`: hex digits{x}"))
+    })
+}
+
+/// The checker `kind` with `t` (already layered) and keepalived's defaults for its type.
+fn health_config(
+    kind: CheckKind,
+    t: &Tuning,
+    misc_timeout: Option<Duration>,
+    defaults: KindDefaults,
+) -> HealthConfig {
     let script = matches!(kind, CheckKind::Script(_));
     let mut kind = kind;
     if let (CheckKind::Http(h), Some(host)) = (&mut kind, &t.virtualhost) {
@@ -350,12 +526,11 @@ fn health_config(kind: CheckKind, t: &Tuning, misc_timeout: Option<Duration>) ->
     } else {
         t.connect_timeout.unwrap_or(Duration::from_secs(5))
     };
-    c.retries = t.retry.unwrap_or(if script { 0 } else { 1 });
-    c.delay_before_retry = t.delay_before_retry.unwrap_or(if script {
-        c.interval
-    } else {
-        Duration::from_secs(1)
-    });
+    c.retries = t.retry.unwrap_or(defaults.retry);
+    c.delay_before_retry = t
+        .delay_before_retry
+        .or(defaults.delay_before_retry)
+        .unwrap_or(c.interval);
     c.warmup = t.warmup.unwrap_or(c.interval);
     c.rise = 1;
     c.fall = 1;
@@ -401,6 +576,20 @@ fn vrrp_vmacs(node: &Node, path: &Path, config: &mut Config) -> Result<(), Confi
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let nodes = tree(text, path)?;
     let mut config = Config::default();
+    // Groups first: a virtual_server may name a group written after it.
+    let mut groups: Vec<(String, Vec<Addr>)> = Vec::new();
+    for node in nodes.iter().filter(|n| n.key() == "virtual_server_group") {
+        let g = virtual_server_group(node, path)?;
+        if groups.iter().any(|(name, _)| *name == g.0) {
+            return Err(err(
+                path,
+                node,
+                "",
+                format!("group `{}` is defined twice", g.0),
+            ));
+        }
+        groups.push(g);
+    }
     let mut service_lines = Vec::new();
     let mut real_lines: Vec<Vec<usize>> = Vec::new();
     for node in &nodes {
@@ -418,25 +607,19 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         match k {
             "virtual_server" => {
-                let (svc, lines, health) = virtual_server(node, path)?;
-                service_lines.push(node.line);
-                real_lines.push(lines);
-                if health != ServiceHealth::default() {
-                    config.health.services.insert(svc.key, health);
+                for (svc, lines, health) in virtual_server(node, path, &groups)? {
+                    service_lines.push(node.line);
+                    real_lines.push(lines);
+                    if health != ServiceHealth::default() {
+                        config.health.services.insert(svc.key, health);
+                    }
+                    config.services.push(svc);
                 }
-                config.services.push(svc);
             }
             "include" | "includer" | "includem" | "includew" | "includeb" | "includea" => {
                 return Err(err(path, node, "", "`include` is not supported by fastlb"));
             }
-            "virtual_server_group" => {
-                return Err(err(
-                    path,
-                    node,
-                    "",
-                    "virtual_server_group is not supported by fastlb",
-                ));
-            }
+            "virtual_server_group" => {}
             _ => return Err(err(path, node, "", format!("unknown keyword `{k}`"))),
         }
     }
@@ -472,10 +655,23 @@ fn number<T: std::str::FromStr>(path: &Path, node: &Node, ctx: &str) -> Result<T
 
 fn method(path: &Path, node: &Node, ctx: &str) -> Result<ForwardMethod, ConfigError> {
     let args = node.args();
-    let m = match args.first().map(|s| s.to_ascii_uppercase()).as_deref() {
+    // keepalived compares with strcmp: `nat` is not NAT. It would log the value and keep
+    // its default (NAT); fastlb refuses it rather than guess.
+    let m = match args.first().map(String::as_str) {
         Some("NAT") => ForwardMethod::Masquerade,
         Some("DR") => ForwardMethod::DirectRouting,
         Some("TUN") => ForwardMethod::Tunnel,
+        Some(other) if ["NAT", "DR", "TUN"].contains(&other.to_ascii_uppercase().as_str()) => {
+            return Err(err(
+                path,
+                node,
+                ctx,
+                format!(
+                    "`{other}`: keepalived reads NAT, DR and TUN in capitals only (it would \
+                     ignore `{other}` and use NAT)"
+                ),
+            ))
+        }
         _ => return Err(err(path, node, ctx, "must be NAT, DR or TUN")),
     };
     match &args[1..] {
@@ -493,32 +689,173 @@ fn method(path: &Path, node: &Node, ctx: &str) -> Result<ForwardMethod, ConfigEr
     }
 }
 
+/// One service a `virtual_server` stands for; a `virtual_server group` stands for many.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Addr {
+    Tuple(IpAddr, u16),
+    /// A mark and, from a group entry, its family (`Some(true)` for inet6).
+    Fwmark(u32, Option<bool>),
+}
+
+/// The most services one `virtual_server_group` entry may expand to.
+const MAX_GROUP_ENTRY: u128 = 4096;
+
+/// A `virtual_server_group NAME { ... }`: the services it stands for, in order.
+fn virtual_server_group(node: &Node, path: &Path) -> Result<(String, Vec<Addr>), ConfigError> {
+    let name = match node.args() {
+        [name] => name.clone(),
+        _ => return Err(err(path, node, "", "expects a group name")),
+    };
+    let ctx = format!("virtual_server_group {name}");
+    let mut addrs = Vec::new();
+    for n in node.block.iter().flatten() {
+        let bad = |m: String| err(path, n, &ctx, m);
+        if n.block.is_some() {
+            return Err(bad("a group entry has no block".into()));
+        }
+        let words: Vec<&str> = n.words.iter().map(String::as_str).collect();
+        match words.as_slice() {
+            ["fwmark", m, family @ ..] if family.len() <= 1 => {
+                let mark = m.parse().map_err(|_| bad(format!("bad fwmark `{m}`")))?;
+                let family = match family.first() {
+                    None => None,
+                    Some(&"inet") => Some(false),
+                    Some(&"inet6") => Some(true),
+                    Some(f) => return Err(bad(format!("`{f}`: inet or inet6"))),
+                };
+                addrs.push(Addr::Fwmark(mark, family));
+            }
+            [a, rest @ ..] if rest.len() <= 1 => {
+                let port = match rest.first() {
+                    None => 0,
+                    Some(p) => p.parse().map_err(|_| bad(format!("bad port `{p}`")))?,
+                };
+                let (lo, hi) = group_range(a).map_err(bad)?;
+                if hi - lo >= MAX_GROUP_ENTRY {
+                    return Err(bad(format!(
+                        "`{a}` stands for {} addresses; fastlb expands at most {MAX_GROUP_ENTRY} \
+                         per entry into services",
+                        hi - lo + 1
+                    )));
+                }
+                let v6 = a.contains(':');
+                for x in lo..=hi {
+                    let ip = if v6 {
+                        IpAddr::from(std::net::Ipv6Addr::from(x))
+                    } else {
+                        IpAddr::from(std::net::Ipv4Addr::from(x as u32))
+                    };
+                    addrs.push(Addr::Tuple(ip, port));
+                }
+            }
+            _ => {
+                return Err(bad(
+                    "expects IP[-END|/PREFIX] [PORT] or fwmark N [inet|inet6]".into(),
+                ))
+            }
+        }
+    }
+    if addrs.is_empty() {
+        return Err(err(path, node, &ctx, "has no entries"));
+    }
+    Ok((name, addrs))
+}
+
+/// A group entry's address range, as keepalived reads it: `10.0.0.1`, `10.0.0.1-10`
+/// (the last octet, or the last 16-bit group in hex for IPv6, up to that value),
+/// `10.0.0.1-10.0.0.10`, or `10.0.0.0/29` (host bits zero; every address of the prefix).
+fn group_range(a: &str) -> Result<(u128, u128), String> {
+    let ip = |s: &str| -> Result<u128, String> {
+        match s.parse::<IpAddr>() {
+            Ok(IpAddr::V4(v4)) => Ok(u128::from(u32::from(v4))),
+            Ok(IpAddr::V6(v6)) => Ok(u128::from(v6)),
+            Err(_) => Err(format!("bad address `{s}`")),
+        }
+    };
+    let v6 = a.contains(':');
+    if let Some((base, len)) = a.split_once('/') {
+        let start = ip(base)?;
+        let bits = if v6 { 128 } else { 32 };
+        let len: u32 = len
+            .parse()
+            .ok()
+            .filter(|l| (1..=bits).contains(l))
+            .ok_or_else(|| format!("`{a}`: a prefix length from 1 to {bits}"))?;
+        let host = if bits - len == 128 {
+            u128::MAX
+        } else {
+            (1u128 << (bits - len)) - 1
+        };
+        if start & host != 0 {
+            return Err(format!("`{a}`: the address has host bits set"));
+        }
+        return Ok((start, start | host));
+    }
+    let Some((base, end)) = a.split_once('-') else {
+        let x = ip(a)?;
+        return Ok((x, x));
+    };
+    let start = ip(base)?;
+    let full_end = if v6 {
+        end.contains(':')
+    } else {
+        end.contains('.')
+    };
+    let end = if full_end {
+        let e = ip(end)?;
+        if end.contains(':') != v6 {
+            return Err(format!("`{a}`: the two ends are of different families"));
+        }
+        e
+    } else {
+        let (radix, max, mask) = if v6 {
+            (16, 0xffff, 0xffff)
+        } else {
+            (10, 255, 0xff)
+        };
+        let last = u128::from_str_radix(end, radix)
+            .ok()
+            .filter(|&v| v <= max)
+            .ok_or_else(|| format!("`{a}`: the range end must be at most {max}"))?;
+        (start & !mask) | last
+    };
+    if end < start || (!full_end && end == start) {
+        return Err(format!("`{a}`: the range ends before it starts"));
+    }
+    Ok((start, end))
+}
+
+/// A `virtual_server` block: one service, or one per address of its group.
+type ServiceParts = (VirtualService, Vec<usize>, ServiceHealth);
+
 fn virtual_server(
     node: &Node,
     path: &Path,
-) -> Result<(VirtualService, Vec<usize>, ServiceHealth), ConfigError> {
+    groups: &[(String, Vec<Addr>)],
+) -> Result<Vec<ServiceParts>, ConfigError> {
     let ctx = format!("virtual_server {}", node.args().join(" "));
     let block = node
         .block
         .as_ref()
         .ok_or_else(|| err(path, node, &ctx, "needs a { ... } block"))?;
-    enum Addr {
-        Tuple(IpAddr, u16),
-        Fwmark(u32),
-    }
-    let addr = match node.args() {
-        [f, m] if f == "fwmark" => Addr::Fwmark(
+    let addrs = match node.args() {
+        [f, m] if f == "fwmark" => vec![Addr::Fwmark(
             m.parse()
                 .map_err(|_| err(path, node, &ctx, format!("bad fwmark `{m}`")))?,
-        ),
-        [g, _] if g == "group" => {
-            return Err(err(
-                path,
-                node,
-                &ctx,
-                "virtual_server group is not supported by fastlb",
-            ))
-        }
+            None,
+        )],
+        [g, name] if g == "group" => groups
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a.clone())
+            .ok_or_else(|| {
+                err(
+                    path,
+                    node,
+                    &ctx,
+                    format!("no virtual_server_group `{name}` in this file"),
+                )
+            })?,
         [a, rest @ ..] if rest.len() <= 1 => {
             let ip: IpAddr = a
                 .parse()
@@ -529,12 +866,19 @@ fn virtual_server(
                     .parse()
                     .map_err(|_| err(path, node, &ctx, format!("bad port `{p}`")))?,
             };
-            Addr::Tuple(ip, port)
+            vec![Addr::Tuple(ip, port)]
         }
-        _ => return Err(err(path, node, &ctx, "expects IP [PORT] or fwmark N")),
+        _ => {
+            return Err(err(
+                path,
+                node,
+                &ctx,
+                "expects IP [PORT], fwmark N or group NAME",
+            ))
+        }
     };
 
-    let mut protocol = Protocol::Tcp;
+    let mut protocol = None;
     let mut scheduler = SchedulerKind::Wlc;
     let mut flags = SchedFlags::default();
     let mut flag_nodes: Vec<&Node> = Vec::new();
@@ -559,8 +903,8 @@ fn virtual_server(
             "lvs_method" | "lb_kind" => method_default = method(path, n, &ctx)?,
             "protocol" => {
                 protocol = match one_arg(path, n, &ctx)?.to_ascii_uppercase().as_str() {
-                    "TCP" => Protocol::Tcp,
-                    "UDP" => Protocol::Udp,
+                    "TCP" => Some(Protocol::Tcp),
+                    "UDP" => Some(Protocol::Udp),
                     other => {
                         return Err(err(
                             path,
@@ -655,15 +999,95 @@ fn virtual_server(
             }
         }
     }
+    // keepalived 2.2 runs an address service without `protocol` as UDP and reports a
+    // configuration error (check_data.c); fastlb asks instead of guessing.
+    let needs_protocol = addrs.iter().any(|a| matches!(a, Addr::Tuple(..)));
+    let protocol = match protocol {
+        Some(p) => p,
+        None if needs_protocol => {
+            return Err(err(
+                path,
+                node,
+                &ctx,
+                "no `protocol`: keepalived 2.2 would run this service as UDP (and report a \
+                 configuration error); write `protocol TCP` or `protocol UDP`",
+            )
+            .with_field("protocol"))
+        }
+        // Unused by fwmark services.
+        None => Protocol::Tcp,
+    };
+    let mut out = Vec::new();
+    for addr in addrs {
+        out.push(one_service(
+            addr,
+            &Shared {
+                path,
+                ctx: &ctx,
+                block,
+                protocol,
+                ipv6_family,
+                scheduler,
+                flags,
+                timeout,
+                granularity,
+                method_default,
+                real_nodes: &real_nodes,
+                tuning: &tuning,
+                sorry,
+                sorry_method,
+            },
+        )?);
+    }
+    Ok(out)
+}
+
+/// What every service of one `virtual_server` block shares.
+struct Shared<'a> {
+    path: &'a Path,
+    ctx: &'a str,
+    block: &'a [Node],
+    protocol: Protocol,
+    ipv6_family: bool,
+    scheduler: SchedulerKind,
+    flags: SchedFlags,
+    timeout: Option<u32>,
+    granularity: Option<&'a Node>,
+    method_default: ForwardMethod,
+    real_nodes: &'a [&'a Node],
+    tuning: &'a Tuning,
+    sorry: Option<(&'a Node, IpAddr, u16)>,
+    sorry_method: Option<ForwardMethod>,
+}
+
+/// The service at `addr` with the block's settings.
+fn one_service(addr: Addr, sh: &Shared<'_>) -> Result<ServiceParts, ConfigError> {
+    let Shared {
+        path,
+        ctx,
+        block,
+        protocol,
+        ipv6_family,
+        scheduler,
+        flags,
+        timeout,
+        granularity,
+        method_default,
+        real_nodes,
+        tuning,
+        sorry,
+        sorry_method,
+    } = *sh;
+    let ctx = ctx.to_string();
     let key = match addr {
         Addr::Tuple(addr, port) => ServiceKey::Tuple {
             protocol,
             addr,
             port,
         },
-        Addr::Fwmark(mark) => ServiceKey::Fwmark {
+        Addr::Fwmark(mark, family) => ServiceKey::Fwmark {
             mark,
-            ipv6: ipv6_family,
+            ipv6: family.unwrap_or(ipv6_family),
         },
     };
     let ipv6 = key.is_ipv6();
@@ -690,7 +1114,7 @@ fn virtual_server(
     let mut lines = Vec::new();
     let mut health = ServiceHealth::default();
     for n in real_nodes {
-        let (r, check) = real_server(n, path, &ctx, vport, method_default, &key, &tuning)?;
+        let (r, check) = real_server(n, path, &ctx, vport, method_default, &key, tuning)?;
         if let Some(check) = check {
             health.reals.insert((r.addr, r.port), check);
         }
@@ -773,7 +1197,7 @@ fn real_server(
         lower_threshold: 0,
     };
     let mut tuning = Tuning::default();
-    let mut checker: Option<(&Node, CheckerParts)> = None;
+    let mut checkers: Vec<(&Node, Checker)> = Vec::new();
     for n in node.block.iter().flatten() {
         if tuning.take(path, n, &ctx)? {
             continue;
@@ -781,21 +1205,20 @@ fn real_server(
         let k = n.key();
         match k {
             "weight" => r.weight = number(path, n, &ctx)?,
-            "lvs_method" | "lb_kind" => r.method = method(path, n, &ctx)?,
+            "lvs_method" => r.method = method(path, n, &ctx)?,
+            "lb_kind" => {
+                return Err(err(
+                    path,
+                    n,
+                    &ctx,
+                    "`lb_kind` is a virtual_server keyword; keepalived ignores it in a \
+                     real_server (write `lvs_method`)",
+                ))
+            }
             "uthreshold" => r.upper_threshold = number(path, n, &ctx)?,
             "lthreshold" => r.lower_threshold = number(path, n, &ctx)?,
             k if IGNORED.contains(&k) => {}
-            k if CHECKERS.contains(&k) => {
-                if checker.is_some() {
-                    return Err(err(
-                        path,
-                        n,
-                        &ctx,
-                        "fastlb runs one checker per real server",
-                    ));
-                }
-                checker = Some((n, checker_block(n, path, &ctx)?));
-            }
+            k if CHECKERS.contains(&k) => checkers.push((n, checker_block(n, path, &ctx)?)),
             _ => {
                 return Err(err(
                     path,
@@ -811,14 +1234,25 @@ fn real_server(
     if matches!(key, ServiceKey::Tuple { .. }) && r.method != ForwardMethod::Masquerade {
         r.port = vport;
     }
-    let check = match checker {
-        None => None,
-        Some((n, (kind, port, misc_timeout, t))) => {
-            let layered = vs_tuning.under(&tuning).under(&t);
-            let mut c = health_config(kind, &layered, misc_timeout);
+    // Every checker of the real server, every url of an HTTP_GET/SSL_GET: the first is the
+    // check, the others its `also` (the server is up only while all pass, as keepalived).
+    let mut all = Vec::new();
+    for (n, c) in checkers {
+        let layered = vs_tuning.under(&tuning).under(&c.tuning);
+        for kind in c.kinds {
+            let mut h = health_config(kind, &layered, c.misc_timeout, c.defaults);
+            if let (CheckKind::Http(web), Some(sni)) = (&mut h.kind, &c.sni) {
+                // keepalived's SNI: sni_name, else the url's virtualhost, else the
+                // checker's or the virtual server's (all in `host` by now).
+                if let Some(tls) = &mut web.tls {
+                    tls.sni = sni.clone().or_else(|| web.host.clone());
+                }
+            }
             // keepalived connects to the port the real server is written with.
-            c.port = port.or((written_port != r.port).then_some(written_port));
-            if c.uses_network() && c.port.unwrap_or(r.port) == 0 {
+            if h.uses_network() {
+                h.port = c.port.or((written_port != r.port).then_some(written_port));
+            }
+            if h.uses_network() && h.port.unwrap_or(r.port) == 0 {
                 return Err(err(
                     path,
                     n,
@@ -826,8 +1260,15 @@ fn real_server(
                     "needs connect_port: the real server has no port",
                 ));
             }
-            Some(c)
+            all.push(h);
         }
+    }
+    let check = if all.is_empty() {
+        None
+    } else {
+        let mut first = all.remove(0);
+        first.also = all;
+        Some(first)
     };
     Ok((r, check))
 }
@@ -959,6 +1400,7 @@ virtual_server fwmark 7 {
     const CHECKED: &str = r#"
 virtual_server 10.0.0.1 80 {
     delay_loop 10
+    protocol TCP
     lb_kind DR
     retry 4
     inhibit_on_failure
@@ -1063,7 +1505,7 @@ virtual_server 10.0.0.1 80 {
         );
         // Defaults without any tuning: keepalived's.
         let c = p(
-            "virtual_server 10.0.0.1 80 {\n real_server 10.0.1.1 80 {\n TCP_CHECK {\n }\n }\n}\n",
+            "virtual_server 10.0.0.1 80 {\n protocol TCP\n real_server 10.0.1.1 80 {\n TCP_CHECK {\n }\n }\n}\n",
         )
         .unwrap();
         let d = c
@@ -1106,10 +1548,17 @@ virtual_server 10.0.0.1 80 {
                 "SSL_GET",
             ),
             (
-                "    }\n    real_server 10.0.1.2",
-                "        MISC_CHECK {\n misc_path /bin/true\n }\n    }\n    real_server 10.0.1.2",
-                "MISC_CHECK",
+                "weight 2\n",
+                "weight 2\n        SMTP_CHECK {\n        }\n",
+                "SMTP_CHECK",
             ),
+            (
+                "connect_timeout 3",
+                "connect_timeout 3\n            nb_get_retry 3",
+                "nb_get_retry",
+            ),
+            ("lb_kind DR", "lb_kind dr", "lb_kind"),
+            ("weight 2\n", "weight 2\n        lb_kind NAT\n", "lb_kind"),
             (
                 "sorry_server 10.0.9.9 80",
                 "sorry_server 10.0.9.9 80\n    sorry_server_inhibit",
@@ -1134,10 +1583,293 @@ virtual_server 10.0.0.1 80 {
         assert_eq!(e.line, 3);
     }
 
+    const NEW_CHECKERS: &str = r#"
+virtual_server 10.0.0.1 443 {
+    delay_loop 10
+    protocol TCP
+    lb_kind NAT
+    virtualhost www.example.com
+    real_server 10.0.1.1 443 {
+        SSL_GET {
+            url {
+                path /health
+                digest 9e107d9d372bb6826bd81d3542a419d6
+            }
+            url {
+                path /ready
+                status_code 200-204
+                virtualhost ready.example.com
+            }
+            enable_sni
+            nb_get_retry 2
+        }
+        TCP_CHECK {
+            connect_port 8443
+        }
+    }
+    real_server 10.0.1.2 443 {
+        HTTP_GET {
+            url {
+                path /
+            }
+        }
+        MISC_CHECK {
+            misc_path /bin/true
+        }
+        PING_CHECK {
+        }
+    }
+}
+virtual_server 10.0.0.2 53 {
+    protocol UDP
+    real_server 10.0.2.1 53 {
+        UDP_CHECK {
+            payload 00 01 0203
+            require_reply 00 0x
+            min_reply_length 2
+            max_reply_length 512
+        }
+        DNS_CHECK {
+            type a
+            name www.example.com
+        }
+    }
+    real_server 10.0.2.2 53 {
+        DNS_CHECK {
+        }
+    }
+}
+"#;
+
+    #[test]
+    fn ssl_udp_ping_dns_and_several_checkers_per_server() {
+        let c = p(NEW_CHECKERS).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let web = c.services[0].key;
+        let a = c.health.check_for(&web, ip("10.0.1.1"), 443).unwrap();
+        let CheckKind::Http(h) = &a.kind else {
+            panic!("{a:?}")
+        };
+        assert_eq!(h.path, "/health");
+        assert_eq!(
+            h.digest
+                .map(|d| crate::service::health::hex_text(&d, &[]))
+                .as_deref(),
+            Some("9e107d9d372bb6826bd81d3542a419d6")
+        );
+        // enable_sni: the url's virtualhost, else the checker's (here the vs's).
+        assert_eq!(
+            h.tls.as_ref().unwrap().sni.as_deref(),
+            Some("www.example.com")
+        );
+        assert_eq!(h.host.as_deref(), Some("www.example.com"));
+        assert_eq!(a.retries, 2, "nb_get_retry counts in SSL_GET");
+        assert_eq!(
+            a.delay_before_retry,
+            Duration::from_secs(3),
+            "keepalived's HTTP_GET/SSL_GET default"
+        );
+        // The second url and the TCP_CHECK: all must pass.
+        assert_eq!(a.also.len(), 2);
+        let CheckKind::Http(ready) = &a.also[0].kind else {
+            panic!()
+        };
+        assert_eq!(
+            (ready.path.as_str(), ready.host.as_deref()),
+            ("/ready", Some("ready.example.com"))
+        );
+        assert_eq!(
+            ready.tls.as_ref().unwrap().sni.as_deref(),
+            Some("ready.example.com")
+        );
+        assert_eq!(a.also[1].kind, CheckKind::Tcp);
+        assert_eq!(a.also[1].port, Some(8443));
+        assert_eq!(a.also[1].retries, 1);
+        assert_eq!(a.also[1].delay_before_retry, Duration::from_secs(1));
+
+        let b = c.health.check_for(&web, ip("10.0.1.2"), 443).unwrap();
+        let kinds: Vec<_> = b.all().map(|c| &c.kind).collect();
+        assert!(matches!(kinds[0], CheckKind::Http(h) if h.tls.is_none()));
+        assert!(matches!(kinds[1], CheckKind::Script(_)));
+        assert_eq!(*kinds[2], CheckKind::Ping);
+        assert_eq!(b.delay_before_retry, Duration::from_secs(3));
+        let misc = &b.also[0];
+        assert_eq!(
+            (misc.retries, misc.delay_before_retry, misc.timeout),
+            (0, Duration::from_secs(1), Duration::from_secs(10)),
+            "MISC_CHECK: retry 0, delay_before_retry 1 s, misc_timeout = delay_loop"
+        );
+
+        let dns_svc = c.services[1].key;
+        let u = c.health.check_for(&dns_svc, ip("10.0.2.1"), 53).unwrap();
+        let CheckKind::Udp(udp) = &u.kind else {
+            panic!("{u:?}")
+        };
+        assert_eq!(udp.payload.as_deref(), Some(&[0, 1, 2, 3][..]));
+        assert!(udp.require_reply);
+        assert_eq!(
+            (udp.reply.clone(), udp.reply_mask.clone()),
+            (vec![0, 0], vec![0, 0x0f])
+        );
+        assert_eq!((udp.min_reply_len, udp.max_reply_len), (2, 512));
+        assert_eq!(
+            u.also[0].kind,
+            CheckKind::Dns(DnsCheck {
+                qtype: 1,
+                name: "www.example.com".into()
+            })
+        );
+        let d = c.health.check_for(&dns_svc, ip("10.0.2.2"), 53).unwrap();
+        assert_eq!(
+            d.kind,
+            CheckKind::Dns(DnsCheck {
+                qtype: 6,
+                name: String::new()
+            }),
+            "keepalived's default: SOA of the root"
+        );
+        assert_eq!(
+            (d.retries, d.delay_before_retry),
+            (3, Duration::from_secs(60)),
+            "DNS_CHECK: retry 3, delay_before_retry = delay_loop"
+        );
+    }
+
+    #[test]
+    fn new_checker_errors_name_their_key_and_line() {
+        let cases = [
+            ("type a", "type AXFR", "type"),
+            ("name www.example.com", "name www..example.com", "name"),
+            ("payload 00 01 0203", "payload 0g", "payload"),
+            ("max_reply_length 512", "max_reply_length 1", "UDP_CHECK"),
+            (
+                "digest 9e107d9d372bb6826bd81d3542a419d6",
+                "digest 9e107d9d",
+                "digest",
+            ),
+            (
+                "path /ready",
+                "path /ready\n                regex ^ok",
+                "regex",
+            ),
+            (
+                "enable_sni",
+                "enable_sni\n            fast_recovery",
+                "fast_recovery",
+            ),
+            (
+                "misc_path /bin/true",
+                "misc_path /bin/true\n            connect_port 80",
+                "connect_port",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let text = NEW_CHECKERS.replacen(from, to, 1);
+            let e = p(&text).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{e}");
+            let needle = to.lines().rev().find(|l| l.contains(field));
+            let line = match needle {
+                Some(l) => line_of(&text, l.trim()),
+                // A block-level refusal: the checker's own line.
+                None => line_of(&text, field),
+            };
+            assert_eq!(e.line, line, "{e}");
+        }
+    }
+
+    #[test]
+    fn virtual_server_groups_expand_as_keepalived_reads_them() {
+        let text = r#"
+virtual_server_group WEB {
+    192.0.2.1 80
+    192.0.2.10-12 80
+    192.0.2.20-192.0.2.21 8080
+    192.0.2.32/31 443
+    fwmark 7
+    fwmark 8 inet
+}
+virtual_server group WEB {
+    protocol TCP
+    lb_algo rr
+    lb_kind DR
+    real_server 10.0.0.1 80 {
+        TCP_CHECK {
+        }
+    }
+}
+"#;
+        let c = p(text).unwrap();
+        let keys: Vec<String> = c.services.iter().map(|s| s.key.to_string()).collect();
+        assert_eq!(
+            keys,
+            [
+                "TCP 192.0.2.1:80",
+                "TCP 192.0.2.10:80",
+                "TCP 192.0.2.11:80",
+                "TCP 192.0.2.12:80",
+                "TCP 192.0.2.20:8080",
+                "TCP 192.0.2.21:8080",
+                "TCP 192.0.2.32:443",
+                "TCP 192.0.2.33:443",
+                "FWM 7",
+                "FWM 8",
+            ]
+        );
+        // DR keeps the service's port on each; every service gets the check.
+        assert_eq!(c.services[4].reals[0].port, 8080);
+        for s in &c.services[..8] {
+            let real = s.reals[0].port;
+            let h = c
+                .health
+                .check_for(&s.key, "10.0.0.1".parse().unwrap(), real);
+            // keepalived checks the port the real server is written with.
+            assert_eq!(h.map(|h| h.port.unwrap_or(real)), Some(80), "{}", s.key);
+        }
+        for (entry, why) in [
+            ("192.0.2.12-10 80", "ends before"),
+            ("192.0.2.1/24 80", "host bits"),
+            ("192.0.2.1-300 80", "at most 255"),
+            ("10.0.0.0/8 80", "at most 4096"),
+            ("192.0.2.1 http", "bad port"),
+            ("fwmark 9 inet4", "inet or inet6"),
+        ] {
+            let bad = text.replace("192.0.2.1 80", entry);
+            let e = p(&bad).unwrap_err();
+            assert!(e.message.contains(why), "{entry}: {e}");
+            assert_eq!(e.line, 3, "{e}");
+        }
+        let e =
+            p(&text.replace("group WEB {\n    protocol", "group WWW {\n    protocol")).unwrap_err();
+        assert!(e.message.contains("no virtual_server_group `WWW`"), "{e}");
+        // IPv6: the range end is the last 16-bit group, in hex.
+        let v6 = |s: &str| u128::from(s.parse::<std::net::Ipv6Addr>().unwrap());
+        assert_eq!(
+            group_range("2001:db8::a-1f"),
+            Ok((v6("2001:db8::a"), v6("2001:db8::1f")))
+        );
+        assert_eq!(
+            group_range("2001:db8::/126"),
+            Ok((v6("2001:db8::"), v6("2001:db8::3")))
+        );
+        assert!(group_range("2001:db8::a-10.0.0.1").is_err());
+    }
+
+    #[test]
+    fn a_service_without_protocol_is_refused_as_keepalived_would_run_it_as_udp() {
+        let text =
+            "\nvirtual_server 10.0.0.1 80 {\n lb_algo rr\n real_server 10.0.1.1 80 {\n }\n}\n";
+        let e = p(text).unwrap_err();
+        assert_eq!((e.line, e.field.as_deref()), (2, Some("protocol")), "{e}");
+        assert!(e.message.contains("as UDP"), "{e}");
+        // A fwmark service carries no protocol.
+        let c = p("virtual_server fwmark 3 {\n real_server 10.0.1.1 0 {\n }\n}\n").unwrap();
+        assert_eq!(c.services.len(), 1);
+    }
+
     #[test]
     fn use_vmac_accepts_the_vrrp_virtual_macs() {
         let vs =
-            "virtual_server 192.0.2.100 80 {\n lb_kind DR\n real_server 10.0.0.11 80 {\n }\n}\n";
+            "virtual_server 192.0.2.100 80 {\n protocol TCP\n lb_kind DR\n real_server 10.0.0.11 80 {\n }\n}\n";
         let plain = format!("vrrp_instance V {{\n interface eth0\n virtual_router_id 51\n}}\n{vs}");
         assert!(p(&plain).unwrap().accept_macs.is_empty());
         let vmac = plain.replace("interface eth0", "interface eth0\n use_vmac");
@@ -1189,8 +1921,8 @@ virtual_server 10.0.0.1 80 {
         let e =
             p("include /etc/keepalived/lvs.conf\nvirtual_server 1.2.3.4 80 {\n}\n").unwrap_err();
         assert_eq!(e.line, 1);
-        let e = p("virtual_server_group G {\n 10.0.0.1 80\n}\n").unwrap_err();
-        assert!(e.message.contains("virtual_server_group"));
+        let e = p("virtual_server group G {\n real_server 10.0.1.1 80 {\n }\n}\n").unwrap_err();
+        assert!(e.message.contains("virtual_server_group `G`"), "{e}");
     }
 
     #[test]
@@ -1199,7 +1931,7 @@ virtual_server 10.0.0.1 80 {
         let e = p(&text).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("weight"));
         assert_eq!(e.line, line_of(&text, "real_server 192.168.200.2"));
-        let e = p("virtual_server 10.0.0.1 0 {\n lb_algo rr\n}\n").unwrap_err();
+        let e = p("virtual_server 10.0.0.1 0 {\n protocol TCP\n lb_algo rr\n}\n").unwrap_err();
         assert_eq!(e.line, 1);
         assert_eq!(e.field.as_deref(), Some("port"));
     }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::service::health::{CheckKind, HealthConfig};
+use crate::service::health::{hex_text, CheckKind, HealthConfig, DNS_TYPES};
 use crate::service::{
     Config, DestOrder, ForwardMethod, Protocol, ServiceKey, TimeoutSettings, DEFAULT_MH_TABLE_SIZE,
 };
@@ -209,7 +209,7 @@ pub fn to_toml(config: &Config) -> String {
         }
         if let Some(check) = health.and_then(|h| h.check.as_ref()) {
             o.push_str("\n[service.health]\n");
-            write_health(o, check);
+            write_health(o, check, "service.health");
         }
         for real in &svc.reals {
             let _ = writeln!(
@@ -229,7 +229,7 @@ pub fn to_toml(config: &Config) -> String {
             }
             if let Some(check) = health.and_then(|h| h.reals.get(&(real.addr, real.port))) {
                 o.push_str("\n[service.real.health]\n");
-                write_health(o, check);
+                write_health(o, check, "service.real.health");
             }
         }
         o.push('\n');
@@ -245,11 +245,46 @@ fn proto(p: Protocol) -> &'static str {
 }
 
 /// Every key of a check, so the output does not depend on which defaults applied.
-fn write_health(o: &mut String, h: &HealthConfig) {
+fn write_health(o: &mut String, h: &HealthConfig, table: &str) {
     match &h.kind {
         CheckKind::Tcp => o.push_str("check = \"tcp\"\n"),
+        CheckKind::Ping => o.push_str("check = \"ping\"\n"),
+        CheckKind::Udp(u) => {
+            o.push_str("check = \"udp\"\n");
+            if let Some(p) = &u.payload {
+                let _ = writeln!(o, "payload = {}", quoted(&hex_text(p, &[])));
+            }
+            let _ = writeln!(o, "require_reply = {}", u.require_reply);
+            if !u.reply.is_empty() {
+                let _ = writeln!(o, "reply = {}", quoted(&hex_text(&u.reply, &u.reply_mask)));
+            }
+            let _ = writeln!(
+                o,
+                "min_reply_length = {}\nmax_reply_length = {}",
+                u.min_reply_len, u.max_reply_len
+            );
+        }
+        CheckKind::Dns(d) => {
+            let name = DNS_TYPES
+                .iter()
+                .find(|(_, v)| *v == d.qtype)
+                .map_or("SOA", |(n, _)| n);
+            let _ = writeln!(
+                o,
+                "check = \"dns\"\ndns_type = {}\ndns_name = {}",
+                quoted(name),
+                quoted(&d.name)
+            );
+        }
         CheckKind::Http(http) => {
-            let _ = writeln!(o, "check = \"http\"\npath = {}", quoted(&http.path));
+            let scheme = if http.tls.is_some() { "https" } else { "http" };
+            let _ = writeln!(o, "check = \"{scheme}\"\npath = {}", quoted(&http.path));
+            if let Some(d) = &http.digest {
+                let _ = writeln!(o, "digest = {}", quoted(&hex_text(d, &[])));
+            }
+            if let Some(sni) = http.tls.as_ref().and_then(|t| t.sni.as_ref()) {
+                let _ = writeln!(o, "sni = {}", quoted(sni));
+            }
             if !http.status.is_empty() {
                 let list: Vec<String> = http
                     .status
@@ -299,6 +334,10 @@ fn write_health(o: &mut String, h: &HealthConfig) {
             let _ = writeln!(o, "{key} = {}", quoted(cmd));
         }
     }
+    for more in &h.also {
+        let _ = writeln!(o, "\n[[{table}.also]]");
+        write_health(o, more, table);
+    }
 }
 
 #[cfg(test)]
@@ -328,6 +367,28 @@ mod tests {
              -a -f 7 -r 10.0.0.3:0 -g -w 2\n",
             "rules",
         );
+    }
+
+    #[test]
+    fn keepalived_samples_with_every_checker_round_trip_through_toml() {
+        // SSL_GET with digest and SNI, several checkers per server (`also`), UDP, ping,
+        // DNS, and a virtual_server_group.
+        for (name, text) in [
+            (
+                "ssl-multi-check.conf",
+                include_str!("../../../tests/keepalived/ssl-multi-check.conf"),
+            ),
+            (
+                "udp-dns-ping.conf",
+                include_str!("../../../tests/keepalived/udp-dns-ping.conf"),
+            ),
+            (
+                "groups.conf",
+                include_str!("../../../tests/keepalived/groups.conf"),
+            ),
+        ] {
+            round_trip(text, name);
+        }
     }
 
     #[test]

@@ -17,7 +17,8 @@ use super::error::{validate, ConfigError, Fault};
 use crate::forward::nexthop::MacAddr;
 use crate::service::bgp::BgpSettings;
 use crate::service::health::{
-    CheckKind, HealthConfig, HttpCheck, ScriptCheck, ServiceHealth, SorryServer, StatusRange,
+    parse_hex, CheckKind, DnsCheck, HealthConfig, HttpCheck, ScriptCheck, ServiceHealth,
+    SorryServer, StatusRange, TlsCheck, UdpCheck, DNS_TYPES,
 };
 use crate::service::{
     ClassifierRule, Config, DestOrder, ForwardMethod, Persistence, Prefix, Protocol, RealServer,
@@ -148,6 +149,16 @@ struct RawHealth {
     notify: Option<String>,
     notify_up: Option<String>,
     notify_down: Option<String>,
+    digest: Option<String>,
+    sni: Option<String>,
+    payload: Option<String>,
+    require_reply: Option<bool>,
+    reply: Option<String>,
+    min_reply_length: Option<u16>,
+    max_reply_length: Option<u16>,
+    dns_type: Option<String>,
+    dns_name: Option<String>,
+    also: Option<Vec<RawHealth>>,
 }
 
 impl RawHealth {
@@ -163,6 +174,15 @@ impl RawHealth {
                 host: None,
                 command: None,
                 dynamic: None,
+                digest: None,
+                sni: None,
+                payload: None,
+                require_reply: None,
+                reply: None,
+                min_reply_length: None,
+                max_reply_length: None,
+                dns_type: None,
+                dns_name: None,
                 ..self.clone()
             };
             return base.overlay_keys(over);
@@ -193,7 +213,17 @@ impl RawHealth {
             start_down,
             notify,
             notify_up,
-            notify_down
+            notify_down,
+            digest,
+            sni,
+            payload,
+            require_reply,
+            reply,
+            min_reply_length,
+            max_reply_length,
+            dns_type,
+            dns_name,
+            also
         )
     }
 
@@ -201,7 +231,7 @@ impl RawHealth {
     fn resolve(&self) -> Result<HealthConfig, (&'static str, String)> {
         let kind = match self.check.as_deref() {
             Some("tcp") => CheckKind::Tcp,
-            Some("http") => {
+            Some(web @ ("http" | "https")) => {
                 let mut status = Vec::new();
                 for v in self.status.iter().flatten() {
                     let text = match v {
@@ -214,10 +244,23 @@ impl RawHealth {
                         "each entry a status code or a range such as \"200-299\"".to_string(),
                     ))?);
                 }
+                let digest = match &self.digest {
+                    None => None,
+                    Some(d) => Some(
+                        parse_hex(d, false)
+                            .filter(|(b, _)| b.len() == 16 && d.len() == 32)
+                            .and_then(|(b, _)| b.try_into().ok())
+                            .ok_or(("digest", "an MD5 sum, 32 hex digits".to_string()))?,
+                    ),
+                };
                 CheckKind::Http(HttpCheck {
                     path: self.path.clone().unwrap_or_else(|| "/".into()),
                     status,
                     host: self.host.clone(),
+                    digest,
+                    tls: (web == "https").then(|| TlsCheck {
+                        sni: self.sni.clone(),
+                    }),
                 })
             }
             Some("script") => CheckKind::Script(ScriptCheck {
@@ -227,13 +270,60 @@ impl RawHealth {
                     .ok_or(("command", "missing for a script check".to_string()))?,
                 dynamic: self.dynamic.unwrap_or(false),
             }),
+            Some("udp") => {
+                let hex = |field: &'static str, v: &Option<String>, wild: bool| match v {
+                    None => Ok(None),
+                    Some(t) => parse_hex(t, wild)
+                        .map(Some)
+                        .ok_or((field, "hex digits".to_string())),
+                };
+                let (reply, reply_mask) = hex("reply", &self.reply, true)?.unwrap_or_default();
+                let u = UdpCheck {
+                    payload: hex("payload", &self.payload, false)?.map(|(p, _)| p),
+                    require_reply: self.require_reply.unwrap_or(false) || !reply.is_empty(),
+                    reply,
+                    reply_mask,
+                    min_reply_len: self.min_reply_length.unwrap_or(0),
+                    max_reply_len: self.max_reply_length.unwrap_or(255),
+                };
+                if u.min_reply_len > u.max_reply_len {
+                    return Err((
+                        "min_reply_length",
+                        "above max_reply_length: the check could never pass".into(),
+                    ));
+                }
+                CheckKind::Udp(u)
+            }
+            Some("ping") => CheckKind::Ping,
+            Some("dns") => {
+                let qtype = match &self.dns_type {
+                    None => 6,
+                    Some(t) => DNS_TYPES
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(t))
+                        .map(|(_, v)| *v)
+                        .ok_or((
+                            "dns_type",
+                            "A, NS, CNAME, SOA, MX, TXT, AAAA, RRSIG or DNSKEY".to_string(),
+                        ))?,
+                };
+                CheckKind::Dns(DnsCheck {
+                    qtype,
+                    name: self.dns_name.clone().unwrap_or_default(),
+                })
+            }
             Some(other) => {
                 return Err((
                     "check",
-                    format!("unknown check `{other}` (tcp, http, script)"),
+                    format!("unknown check `{other}` (tcp, http, https, script, udp, ping, dns)"),
                 ))
             }
-            None => return Err(("check", "missing (tcp, http or script)".into())),
+            None => {
+                return Err((
+                    "check",
+                    "missing (tcp, http, https, script, udp, ping or dns)".into(),
+                ))
+            }
         };
         let only = |field: &'static str, set: bool, for_kind: &str| {
             if set {
@@ -243,13 +333,34 @@ impl RawHealth {
             }
         };
         let http = matches!(kind, CheckKind::Http(_));
+        let https = matches!(&kind, CheckKind::Http(h) if h.tls.is_some());
         let script = matches!(kind, CheckKind::Script(_));
+        let udp = matches!(kind, CheckKind::Udp(_));
+        let dns = matches!(kind, CheckKind::Dns(_));
         only("path", !http && self.path.is_some(), "http")?;
         only("status", !http && self.status.is_some(), "http")?;
         only("host", !http && self.host.is_some(), "http")?;
+        only("digest", !http && self.digest.is_some(), "http")?;
+        only("sni", !https && self.sni.is_some(), "https")?;
         only("command", !script && self.command.is_some(), "script")?;
         only("dynamic", !script && self.dynamic.is_some(), "script")?;
-        only("port", script && self.port.is_some(), "tcp and http")?;
+        for (field, set) in [
+            ("payload", self.payload.is_some()),
+            ("reply", self.reply.is_some()),
+            ("require_reply", self.require_reply.is_some()),
+            ("min_reply_length", self.min_reply_length.is_some()),
+            ("max_reply_length", self.max_reply_length.is_some()),
+        ] {
+            only(field, !udp && set, "udp")?;
+        }
+        only("dns_type", !dns && self.dns_type.is_some(), "dns")?;
+        only("dns_name", !dns && self.dns_name.is_some(), "dns")?;
+        let no_port = matches!(kind, CheckKind::Script(_) | CheckKind::Ping);
+        only(
+            "port",
+            no_port && self.port.is_some(),
+            "tcp, http, https, udp and dns",
+        )?;
         let mut c = HealthConfig::new(kind);
         c.port = self.port;
         let secs = |field: &'static str, v: Option<f64>, d: Duration, min: f64| match v {
@@ -280,6 +391,16 @@ impl RawHealth {
         c.notify = self.notify.clone();
         c.notify_up = self.notify_up.clone();
         c.notify_down = self.notify_down.clone();
+        for (i, more) in self.also.iter().flatten().enumerate() {
+            if more.also.is_some() {
+                return Err(("also", "an `also` check has no `also` of its own".into()));
+            }
+            let m = more.resolve().map_err(|(field, why)| {
+                let _ = i;
+                (field, format!("in `also`: {why}"))
+            })?;
+            c.also.push(m);
+        }
         Ok(c)
     }
 }
@@ -1257,8 +1378,11 @@ path = "/x"
             (e.field.as_deref(), e.line),
             (Some("status"), line_of_text(&text, "status = ["))
         );
-        let text = good.replace("check = \"http\"", "check = \"ping\"");
+        let text = good.replace("check = \"http\"", "check = \"smtp\"");
         assert_eq!(p(&text).unwrap_err().field.as_deref(), Some("check"));
+        // An http key on a ping check.
+        let text = good.replace("check = \"http\"", "check = \"ping\"");
+        assert_eq!(p(&text).unwrap_err().field.as_deref(), Some("path"));
         let text = good.replace("\"127.0.0.1:8080\"", "\"[::1]:80\"");
         assert_eq!(p(&text).unwrap_err().field.as_deref(), Some("sorry_server"));
         let text = good.replace("fall = 3", "fal = 3");
@@ -1271,6 +1395,49 @@ path = "/x"
         let e = p(text).unwrap_err();
         assert!(e.message.contains("needs a port"), "{e}");
         assert!(p(&text.replace("\"tcp\"", "\"tcp\"\nport = 80")).is_ok());
+    }
+
+    #[test]
+    fn the_documented_https_udp_ping_dns_example_parses() {
+        let doc = include_str!("../../../docs/config.md");
+        let from = doc.find("The other kinds, keepalived's").unwrap();
+        let start = from + doc[from..].find("```toml\n").unwrap() + "```toml\n".len();
+        let end = start + doc[start..].find("```").unwrap();
+        let c = p(&doc[start..end]).unwrap_or_else(|e| panic!("{e}"));
+        let key = c.services[0].key;
+        let h = c
+            .health
+            .check_for(&key, "10.0.4.1".parse().unwrap(), 53)
+            .unwrap();
+        let CheckKind::Http(web) = &h.kind else {
+            panic!("{h:?}")
+        };
+        assert_eq!(
+            web.tls.as_ref().unwrap().sni.as_deref(),
+            Some("www.example.com")
+        );
+        assert_eq!(web.digest.unwrap()[0], 0x9e);
+        assert_eq!(h.port, Some(443));
+        let kinds: Vec<&CheckKind> = h.also.iter().map(|c| &c.kind).collect();
+        let CheckKind::Udp(u) = kinds[0] else {
+            panic!("{kinds:?}")
+        };
+        assert_eq!(
+            (
+                u.payload.as_deref(),
+                u.reply.as_slice(),
+                u.reply_mask.as_slice()
+            ),
+            (Some(&[1u8, 2][..]), &[1u8, 0][..], &[0u8, 0xff][..])
+        );
+        assert_eq!(*kinds[1], CheckKind::Ping);
+        assert_eq!(
+            *kinds[2],
+            CheckKind::Dns(DnsCheck {
+                qtype: 1,
+                name: "www.example.com".into()
+            })
+        );
     }
 
     #[test]
