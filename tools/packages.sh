@@ -15,7 +15,7 @@
 # ensure_packages installs what is missing (as root: `apt-get update` first, quiet, one
 # line naming the packages) and fails with the `apt-get install` line to type otherwise.
 
-FASTLB_PACKAGES_BUILD="ca-certificates gcc libc6-dev clang llvm m4 make pkg-config libelf-dev zlib1g-dev libbpf-dev"
+FASTLB_PACKAGES_BUILD="ca-certificates gcc g++ libc6-dev clang llvm m4 make pkg-config libelf-dev zlib1g-dev libbpf-dev"
 FASTLB_PACKAGES_LAB="iproute2 iputils-ping procps python3 nginx-light curl iperf3 socat bird2"
 FASTLB_PACKAGES_TEST="wrk tshark tcpdump python3-scapy nftables keepalived ethtool"
 FASTLB_PACKAGES_KERNEL="qemu-system-x86 busybox-static ipvsadm kmod cpio"

@@ -29,7 +29,7 @@ pub use client::{
     ctl_main, ctl_run, default_socket, invoked_as_ipvsadm, ipvsadm_main, request, run_as,
     take_socket_option, usage, version_line, SOCKET_ENV,
 };
-pub use server::CtlServer;
+pub use server::{answer, CtlServer};
 
 use std::path::Path;
 

@@ -129,7 +129,13 @@ fn serve(stream: UnixStream, director: &mut Director) -> io::Result<()> {
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
     let mut line = Vec::new();
     BufReader::new((&stream).take(MAX_REQUEST_BYTES)).read_until(b'\n', &mut line)?;
-    let response = match serde_json::from_slice::<Request>(&line) {
+    (&stream).write_all(&answer(director, &line))
+}
+
+/// The server's whole answer (one JSON line) to `line`, the bytes a client sent (at most
+/// [`MAX_REQUEST_BYTES`], normally one JSON request ending in a newline).
+pub fn answer(director: &mut Director, line: &[u8]) -> Vec<u8> {
+    let response = match serde_json::from_slice::<Request>(line) {
         Ok(req) => execute(director, &req.args, req.stdin.as_deref()),
         Err(e) if line.last() != Some(&b'\n') && line.len() as u64 >= MAX_REQUEST_BYTES => {
             Response::fail(2, format!("fastlb ctl: request too large: {e}"))
@@ -138,5 +144,5 @@ fn serve(stream: UnixStream, director: &mut Director) -> io::Result<()> {
     };
     let mut out = serde_json::to_vec(&response).expect("plain data serializes");
     out.push(b'\n');
-    (&stream).write_all(&out)
+    out
 }

@@ -21,6 +21,7 @@ use super::message::{EntryError, Message, MessageError, Skip, SyncConn, Version}
 use super::ring::Producer;
 use super::wire::flags;
 use crate::conn::{Synced, TcpState, Timeouts};
+use crate::service::config::error::MAX_TIMEOUT_SECS;
 use crate::service::{DestId, ForwardMethod, Protocol, ServiceEntry, ServiceKey, ServiceTable};
 
 /// The timeout of a version-0 template (the kernel's `3*60*HZ`).
@@ -129,7 +130,9 @@ pub fn bind(
             Some(Protocol::Tcp) => timeouts.tcp(TcpState::from_index(state)?),
             _ => timeouts.udp(),
         },
-        t => t,
+        // The kernel takes any 32-bit timeout (ip_vs_proc_conn): a peer could pin an entry
+        // for 136 years. fastlb bounds it as it bounds configured timeouts.
+        t => t.min(MAX_TIMEOUT_SECS),
     };
     Some(Synced {
         protocol: conn.protocol,

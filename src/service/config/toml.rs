@@ -415,12 +415,32 @@ struct Spans {
     reals: Vec<Vec<Range<usize>>>,
 }
 
+/// The TOML reader's refusal as a [`ConfigError`] on its line. The reader's message spans
+/// several lines for some faults and is empty for others (a key with no value at the end
+/// of the text): the first are joined, the second say where the syntax breaks.
+fn syntax_error(text: &str, path: &Path, e: &::toml::de::Error) -> ConfigError {
+    let line = e.span().map_or(0, |s| line_of(text, s.start));
+    let message = e.message().trim().replace('\n', "; ");
+    let message = if message.is_empty() {
+        let at = e.span().map_or(text.len(), |s| s.start.min(text.len()));
+        let column = text
+            .get(..at)
+            .unwrap_or(text)
+            .chars()
+            .rev()
+            .take_while(|&c| c != '\n')
+            .count()
+            + 1;
+        format!("TOML syntax error at column {column}: a value or a closing bracket is missing")
+    } else {
+        message
+    };
+    ConfigError::at_line(path, line, message)
+}
+
 /// Reads fastlb's TOML. `path` only names the file in errors.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let raw: RawFile = ::toml::from_str(text).map_err(|e| {
-        let line = e.span().map_or(0, |s| line_of(text, s.start));
-        ConfigError::at_line(path, line, e.message().trim_end())
-    })?;
+    let raw: RawFile = ::toml::from_str(text).map_err(|e| syntax_error(text, path, &e))?;
     let lines = Lines { text, path };
     let mut spans = Spans::default();
     let mut config = Config::default();
@@ -1086,6 +1106,17 @@ address = "10.0.2.1"
 
     fn line_of_text(text: &str, needle: &str) -> usize {
         line_of(text, text.find(needle).unwrap())
+    }
+
+    #[test]
+    fn syntax_errors_always_say_something() {
+        // The TOML reader itself has no message for a key without a value at the end.
+        let e = p("[[service]]\nprotocol =").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("column 11"), "{e}");
+        let e = p("[x").unwrap_err();
+        assert_eq!((e.line, e.message.contains('\n')), (1, false), "{e}");
+        assert!(e.message.contains("invalid table header"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,7 @@
+//! Fuzz target `pipeline`: see `fuzz/exercise/pipeline.rs`.
+#![no_main]
+
+#[path = "../exercise/pipeline.rs"]
+mod pipeline;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pipeline::exercise(data));

@@ -1,0 +1,7 @@
+//! Fuzz target `sync`: see `fuzz/exercise/sync.rs`.
+#![no_main]
+
+#[path = "../exercise/sync.rs"]
+mod sync;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sync::exercise(data));
