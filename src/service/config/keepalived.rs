@@ -329,7 +329,11 @@ fn checker_block(node: &Node, path: &Path, ctx: &str) -> Result<Checker, ConfigE
         match (kind_name, n.key()) {
             (_, k) if CHECKER_IGNORED.contains(&k) => {}
             ("MISC_CHECK", "misc_path") => misc_path = Some(n.args().join(" ")),
-            ("MISC_CHECK", "misc_timeout") => misc_timeout = Some(seconds(path, n, &ctx)?),
+            // keepalived runs the script with `delay_loop` as its limit when misc_timeout is 0
+            // (misc_check_thread), as when it is not given.
+            ("MISC_CHECK", "misc_timeout") => {
+                misc_timeout = Some(seconds(path, n, &ctx)?).filter(|t| !t.is_zero())
+            }
             ("MISC_CHECK", "misc_dynamic") => dynamic = true,
             // keepalived's MISC_CHECK has no connection keys.
             (k, "connect_port") if k != "MISC_CHECK" => port = Some(number(path, n, &ctx)?),
@@ -1491,6 +1495,11 @@ virtual_server 10.0.0.1 80 {
         );
         assert_eq!(misc.timeout, Duration::from_secs(4));
         assert!(c.health.check_for(&key, ip("10.0.1.4"), 80).is_none());
+        // misc_timeout 0 is delay_loop, as not given (found by the config_keepalived fuzzer:
+        // 0 was taken, and the TOML it renders to refused).
+        let zero = p(&CHECKED.replace("misc_timeout 4", "misc_timeout 0")).unwrap();
+        let misc0 = zero.health.check_for(&key, ip("10.0.1.3"), 80).unwrap();
+        assert_eq!(misc0.timeout, misc0.interval);
         let sorry = c.health.sorry_server(&key).unwrap();
         // The virtual server's lb_kind, as keepalived's alloc_ssvr.
         assert_eq!(sorry.method, ForwardMethod::DirectRouting);
