@@ -172,6 +172,14 @@ fn ctl_live() {
     scenario("ctl.sh", &["nat"]);
 }
 
+/// A real Prometheus scrapes the lab's director (`lab.sh up --prometheus`): its HTTP API
+/// shows rs1's packets rising, drops by reason, health; every query of the Grafana
+/// dashboard (tools/grafana/fastlb.json) returns data.
+#[test]
+fn prometheus_scrapes_the_lab() {
+    scenario("prometheus.sh", &["nat"]);
+}
+
 /// IPVS connection sync between two fastlb appliances: the backup holds the master's
 /// connections with the same real servers and states; tshark decodes the datagrams.
 #[test]
