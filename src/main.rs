@@ -14,7 +14,7 @@ use fastlb::control::appliance::{self, ApplianceOptions};
 use fastlb::control::ctl::{
     ctl_main, invoked_as_ipvsadm, ipvsadm_main, take_socket_option, DEFAULT_SOCKET, SOCKET_ENV,
 };
-use fastlb::control::Publisher;
+use fastlb::control::{top, Publisher};
 use fastlb::datapath::pipeline::{Pipeline, PipelineSettings};
 use fastlb::datapath::replay;
 use fastlb::datapath::xdp::XdpMode;
@@ -78,6 +78,9 @@ enum Command {
     Replay(ReplayArgs),
     /// Talk to the running appliance in ipvsadm's language: `fastlb ctl -L -n`.
     Ctl(CtlArgs),
+    /// A live view of the running appliance: services, real servers, rates, drops. Keys:
+    /// s sort, r reverse, / filter, Esc clear the filter, q quit.
+    Top(TopArgs),
     /// Print an ipvsadm rule file or a keepalived.conf as the equivalent fastlb TOML.
     Import {
         /// The file to convert.
@@ -108,11 +111,27 @@ struct CtlArgs {
 }
 
 #[derive(clap::Args, Debug)]
+struct TopArgs {
+    /// Path of the ctl socket (`--ctl-socket` is the same option).
+    #[arg(
+        long,
+        visible_alias = "ctl-socket",
+        value_name = "PATH",
+        env = SOCKET_ENV,
+        default_value = DEFAULT_SOCKET
+    )]
+    socket: PathBuf,
+    /// Seconds between refreshes.
+    #[arg(long, short = 'd', value_name = "SECS", default_value = "1")]
+    delay: f64,
+}
+
+#[derive(clap::Args, Debug)]
 struct ReplayArgs {
     /// Configuration file.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
-    /// Input capture (classic pcap, Ethernet).
+    /// Input capture: classic pcap or pcapng, Ethernet.
     #[arg(long = "in", value_name = "IN.pcap")]
     input: PathBuf,
     /// Output capture: the frames the director transmits.
@@ -162,6 +181,13 @@ fn run(cli: Cli) -> Result<()> {
             };
             let code = ctl_main(&socket, &args.args, std::io::stdin().lock());
             std::process::exit(code)
+        }
+        Some(Command::Top(args)) => {
+            if !(0.1..=3600.0).contains(&args.delay) {
+                anyhow::bail!("--delay: between 0.1 and 3600 seconds");
+            }
+            top::run(&args.socket, std::time::Duration::from_secs_f64(args.delay))
+                .map_err(|e| anyhow::anyhow!("top: {e}"))
         }
         Some(Command::Import { file }) => {
             let config = config::load(&file)?;

@@ -187,6 +187,22 @@ fn ctl_live() {
     scenario("ctl.sh", &["nat"]);
 }
 
+/// `fastlb top` in a tmux pane against the lab under wrk load: the screen shows the VIP,
+/// the real servers with health and rates; s, r, / and q work; q and SIGTERM restore the
+/// terminal.
+#[test]
+fn top_in_tmux() {
+    scenario("top.sh", &["nat"]);
+}
+
+/// A real Prometheus scrapes the lab's director (`lab.sh up --prometheus`): its HTTP API
+/// shows rs1's packets rising, drops by reason, health; every query of the Grafana
+/// dashboard (tools/grafana/fastlb.json) returns data.
+#[test]
+fn prometheus_scrapes_the_lab() {
+    scenario("prometheus.sh", &["nat"]);
+}
+
 /// IPVS connection sync between two fastlb appliances: the backup holds the master's
 /// connections with the same real servers and states; tshark decodes the datagrams.
 #[test]

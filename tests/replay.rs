@@ -53,6 +53,11 @@ struct Output {
 }
 
 fn replay(dir: &Path) -> Output {
+    replay_input(dir, &dir.join("in.pcap"))
+}
+
+/// Replays `input` with the configuration of fixture `dir`.
+fn replay_input(dir: &Path, input: &Path) -> Output {
     // Tests run in parallel and may replay the same fixture: one directory per call.
     static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -68,7 +73,7 @@ fn replay(dir: &Path) -> Output {
         .arg("--config")
         .arg(config_of(dir))
         .arg("--in")
-        .arg(dir.join("in.pcap"))
+        .arg(input)
         .arg("--out")
         .arg(&out)
         .arg("--report")
@@ -570,4 +575,99 @@ fn replay_is_deterministic() {
     let (a, b) = (replay(&dir), replay(&dir));
     assert_eq!(a.pcap, b.pcap);
     assert_eq!(a.report, b.report);
+}
+
+/// `pcap-fixtures/pcapng/NAME[.nsec][.be].pcapng`: fixture NAME's input converted by
+/// `editcap -F pcapng` (`.nsec`: through `editcap -F nsecpcap` first, so `if_tsresol` is
+/// 10^-9; `.be`: rewritten big-endian by `tools/pcapng-swap.py`, which tshark reads as the
+/// original). Each replays to the same output bytes and report as the classic input.
+#[test]
+fn pcapng_inputs_replay_as_their_classic_originals() {
+    let ng_dir = fixtures_dir().join("pcapng");
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(&ng_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcapng"))
+        .collect();
+    inputs.sort();
+    assert!(inputs.len() >= 6, "{inputs:?}");
+    let (mut nsec, mut big) = (0, 0);
+    for input in &inputs {
+        let file = input.file_name().unwrap().to_string_lossy().to_string();
+        let name = file.split('.').next().unwrap();
+        nsec += usize::from(file.contains(".nsec."));
+        big += usize::from(file.contains(".be."));
+        let dir = fixtures_dir().join(name);
+        let bytes = std::fs::read(input).unwrap();
+        assert_eq!(&bytes[..4], &[0x0a, 0x0d, 0x0d, 0x0a], "{file}: not pcapng");
+        let classic = replay(&dir);
+        let ng = replay_input(&dir, input);
+        assert!(!classic.pcap.is_empty());
+        assert!(
+            ng.pcap == classic.pcap,
+            "{file}: output differs from {name}'s"
+        );
+        assert_eq!(ng.report, classic.report, "{file}: report differs");
+        // Same frames in: the classic input's records, read through the pcapng reader.
+        let classic_in = frames(&std::fs::read(dir.join("in.pcap")).unwrap());
+        assert_eq!(frames(&bytes), classic_in, "{file}: frames differ");
+    }
+    assert!(nsec > 0 && big > 0, "a nanosecond and a big-endian capture");
+}
+
+/// A malformed pcapng is refused whole, with what is wrong and where; no output is kept
+/// as if it were good.
+#[test]
+fn malformed_pcapng_is_refused_with_a_clear_error() {
+    let dir = fixtures_dir().join("timeouts-v4");
+    let good = std::fs::read(fixtures_dir().join("pcapng/timeouts-v4.pcapng")).unwrap();
+    let tmp = std::env::temp_dir().join(format!("fastlb-pcapng-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "truncated",
+            good[..good.len() - 10].to_vec(),
+            "truncated block",
+        ),
+        (
+            "trailer",
+            {
+                let mut b = good.clone();
+                let n = b.len();
+                b[n - 4] ^= 4;
+                b
+            },
+            "trailing block length differs from the leading one",
+        ),
+        (
+            "byte-order",
+            {
+                let mut b = good.clone();
+                b[8] = 0x11;
+                b
+            },
+            "pcapng block at byte 0: section header with a bad byte-order magic",
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let input = tmp.join(format!("{name}.pcapng"));
+        std::fs::write(&input, bytes).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_fastlb"))
+            .arg("replay")
+            .arg("--config")
+            .arg(config_of(&dir))
+            .arg("--in")
+            .arg(&input)
+            .arg("--out")
+            .arg(tmp.join("out.pcap"))
+            .arg("--links")
+            .arg(fixtures_dir().join("links.txt"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: accepted");
+        assert!(stderr.contains(want), "{name}: {stderr}");
+        assert!(stderr.contains("pcapng block at byte"), "{name}: {stderr}");
+    }
+    std::fs::remove_dir_all(&tmp).unwrap();
 }

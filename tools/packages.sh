@@ -8,7 +8,8 @@
 #          UDP responder), nginx, curl, iperf3, socat, bird2 (the ecmp mode's router and
 #          fastlb's [bgp])
 #   test   the tests on top of the lab: wrk, tshark and tcpdump (reading captures),
-#          scapy (tools/gen-fixtures.py), nftables, keepalived (its config check)
+#          scapy (tools/gen-fixtures.py), nftables, keepalived (its config check), tmux
+#          (fastlb top as a user sees it), prometheus (scraping the lab's director)
 #   kernel the real kernel's IPVS in qemu (tools/kernel-ipvs): qemu, a static busybox
 #          and ipvsadm for the VM's initramfs, kmod and cpio to build it
 #
@@ -17,7 +18,7 @@
 
 FASTLB_PACKAGES_BUILD="ca-certificates gcc g++ libc6-dev clang llvm m4 make pkg-config libelf-dev zlib1g-dev libbpf-dev"
 FASTLB_PACKAGES_LAB="iproute2 iputils-ping procps python3 nginx-light curl iperf3 socat bird2"
-FASTLB_PACKAGES_TEST="wrk tshark tcpdump python3-scapy nftables keepalived ethtool"
+FASTLB_PACKAGES_TEST="wrk tshark tcpdump python3-scapy nftables keepalived ethtool tmux prometheus"
 FASTLB_PACKAGES_KERNEL="qemu-system-x86 busybox-static ipvsadm kmod cpio"
 
 # fastlb_packages GROUP...: the packages of the groups, one per line.

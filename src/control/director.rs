@@ -337,6 +337,18 @@ impl Director {
         )
     }
 
+    /// What `fastlb top` shows at each refresh (`ctl --top`): the `-L` view, the health
+    /// checks' view (servers they took out included), drops and the workers' counters.
+    pub fn top_snapshot(&self) -> crate::control::top::Snapshot {
+        let health = self.health_view.lock().unwrap_or_else(|e| e.into_inner());
+        crate::control::top::build(
+            self.publisher.table().generation,
+            &self.table_view(),
+            &health,
+            &self.workers,
+        )
+    }
+
     /// The connection table for `-L -c`, as of the last [`tick`](Director::tick).
     pub fn connections(&self) -> Vec<ConnView> {
         let mut v = Vec::new();

@@ -22,6 +22,7 @@
 //! | `ctl/` | `fastlb ctl`: the socket (a source), the client, ipvsadm commands run on the director |
 //! | `listing.rs` | `ipvsadm -L` layouts and their JSON twins |
 //! | `metrics.rs` | Prometheus metrics over HTTP |
+//! | `top/` | `fastlb top`: the live terminal view, its snapshot (`ctl --top`) and screen |
 //! | `appliance.rs` | the shell: start-up, the loop, the sinks that take a system call |
 
 pub mod appliance;
@@ -31,6 +32,7 @@ pub mod listing;
 pub mod metrics;
 mod publisher;
 pub mod sources;
+pub mod top;
 
 pub use director::{Announce, DataPlane, Director, NeighbourRequest, Push, SyncPlan, WorkerFeed};
 pub use publisher::{PublishError, Publisher};

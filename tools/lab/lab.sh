@@ -39,11 +39,15 @@
 #   tools/lab/lab.sh up --mode ecmp    three directors behind a BGP router: tools/lab/ecmp.sh
 #   tools/lab/lab.sh up --mode ecmp --kernel-director
 #                                      and a kernel IPVS director (qemu) in the same group
-#   tools/lab/lab.sh up [--mode dr|nat|tun|dr-flat] [--config FILE] [--quiet]
+#   tools/lab/lab.sh up [--mode dr|nat|tun|dr-flat] [--config FILE] [--quiet] [--prometheus]
 #                        install missing Debian packages (tools/packages.sh), build fastlb,
 #                        build the lab, start the servers and the director; unless
 #                        --quiet, send 20 requests per address family and print who
-#                        answered and the director's counters
+#                        answered and the director's counters. --prometheus: also a real
+#                        Prometheus (Debian's) in the director namespace, on
+#                        127.0.0.1:9090 there, scraping fastlb's metrics every second,
+#                        its data in $FLB_LAB_STATE/prometheus (removed by `down`)
+#   tools/lab/lab.sh promql EXPR   an instant query to the lab's Prometheus: its JSON answer
 #   tools/lab/lab.sh test [N] [4|6]   N curls from the client to the VIP, shows who answered
 #   tools/lab/lab.sh ctl ARGS    fastlb ctl (ipvsadm language) against the lab's director
 #   tools/lab/lab.sh ipvsadm ARGS  the same through a link named ipvsadm ($STATE/bin)
@@ -212,7 +216,7 @@ setup_servers() {
 }
 
 up() {
-    local mode=$1 config=$2 quiet=$3
+    local mode=$1 config=$2 quiet=$3 prometheus=${4:-0}
     [[ $mode =~ ^(dr|nat|tun|dr-flat)$ ]] || die "mode must be dr, nat, tun or dr-flat"
     config=${config:-$ROOT/tools/lab/$mode.toml}
     [[ -f $config ]] || die "no config file $config"
@@ -278,6 +282,7 @@ up() {
     mkdir -p "$STATE/bin"
     [[ -z $FASTLB ]] || ln -sf "$(realpath "$FASTLB")" "$STATE/bin/ipvsadm"
     start_director "$mode"
+    [[ $prometheus == 0 ]] || start_prometheus
     echo "lab up (mode $mode, namespaces ${P}*, state $STATE): curl from $NS_C to http://$VIP/ or http://[$VIP6]/"
     if [[ $quiet == 0 && -S $STATE/ctl.sock ]]; then
         echo "== 20 requests from $NS_C to http://$VIP/"
@@ -325,6 +330,42 @@ start_director() {
     die "director did not start within 10 s"
 }
 
+# Prometheus in the director namespace (where fastlb's metrics listen, on its loopback),
+# scraping every second. The namespace makes its port the lab's own.
+PROM_ADDR=127.0.0.1:9090
+start_prometheus() {
+    command -v prometheus >/dev/null || die "--prometheus needs Debian's prometheus (tools/packages.sh, group test)"
+    cat > "$STATE/prometheus.yml" <<YML
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: fastlb
+    static_configs:
+      - targets: ['$METRICS']
+YML
+    mkdir -p "$STATE/prometheus"
+    ip netns exec "$NS_D" prometheus --config.file="$STATE/prometheus.yml" \
+        --storage.tsdb.path="$STATE/prometheus" --web.listen-address=$PROM_ADDR \
+        >"$STATE/prometheus.log" 2>&1 &
+    echo $! > "$STATE/prometheus.pid"
+    for _ in $(seq 150); do
+        nsx "$NS_D" curl -sf "http://$PROM_ADDR/-/ready" >/dev/null 2>&1 && {
+            echo "lab: prometheus on $PROM_ADDR in $NS_D, scraping $METRICS"
+            return
+        }
+        kill -0 "$(cat "$STATE/prometheus.pid")" 2>/dev/null || break
+        sleep 0.1
+    done
+    tail -20 "$STATE/prometheus.log" >&2
+    die "prometheus did not become ready within 15 s"
+}
+
+promql() {
+    [[ -f $STATE/prometheus.pid ]] || die "no prometheus in this lab (up --prometheus)"
+    nsx "$NS_D" curl -sfG --max-time 5 "http://$PROM_ADDR/api/v1/query" --data-urlencode "query=$1"
+}
+
 down() {
     if [[ -f $STATE/director.pid ]]; then
         local pid; pid=$(cat "$STATE/director.pid")
@@ -335,6 +376,13 @@ down() {
     fi
     for ns in $ALL_NS; do
         ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+    done
+    # Let them go (Prometheus flushes its data) before their files are removed.
+    for _ in $(seq 50); do
+        local left=
+        for ns in $ALL_NS; do left+=$(ip netns pids "$ns" 2>/dev/null || true); done
+        [[ -z $left ]] && break
+        sleep 0.1
     done
     for ns in $ALL_NS; do ip netns del "$ns" 2>/dev/null || true; done
     [[ ${1:-} == keep-state ]] && return
@@ -410,23 +458,25 @@ shift || true
 case $cmd in
     ctl) ctl "$@"; exit ;;
     ipvsadm) ipvsadm_cmd "$@"; exit ;;
+    promql) promql "$@"; exit ;;
     web) web "$@"; exit ;;
 esac
-MODE=dr CONFIG= QUIET=0
+MODE=dr CONFIG= QUIET=0 PROMETHEUS=0
 ARGS=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --mode) MODE=$2; shift 2 ;;
         --config) CONFIG=$(realpath "$2"); shift 2 ;;
         --quiet) QUIET=1; shift ;;
+        --prometheus) PROMETHEUS=1; shift ;;
         *) ARGS+=("$1"); shift ;;
     esac
 done
 case $cmd in
-    up) up "$MODE" "$CONFIG" "$QUIET" ;;
+    up) up "$MODE" "$CONFIG" "$QUIET" "$PROMETHEUS" ;;
     down) down ;;
     status) status ;;
     test) test_curl "${ARGS[@]}" ;;
     reload) reload ;;
-    *) sed -n '2,60p' "$0"; exit 2 ;;
+    *) sed -n '2,65p' "$0"; exit 2 ;;
 esac

@@ -235,7 +235,7 @@ fn local_parse(args: &[String]) -> Option<Result<IpvsCommand, IpvsError>> {
         .collect();
     // fastlb's own verbs are the server's to answer (super::bgp_verb).
     if let [verb] = args[..] {
-        if super::BGP_VERBS.contains(&verb) {
+        if super::OWN_VERBS.contains(&verb) {
             return None;
         }
     }

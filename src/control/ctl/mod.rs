@@ -108,6 +108,12 @@ pub fn execute(director: &mut Director, args: &[String], stdin: Option<&str>) ->
         .filter(|a| *a != "--json")
         .collect();
     if let [verb] = args[..] {
+        if verb == crate::control::top::TOP_VERB {
+            let snapshot = director.top_snapshot();
+            return Response::ok(
+                serde_json::to_string(&snapshot).expect("plain data serializes") + "\n",
+            );
+        }
         if let Some(r) = bgp_verb(director, verb, json) {
             return r;
         }
@@ -223,8 +229,9 @@ pub fn execute(director: &mut Director, args: &[String], stdin: Option<&str>) ->
     }
 }
 
-/// fastlb's own verbs, each alone on the command line (with `--json` at most).
-pub(crate) const BGP_VERBS: [&str; 3] = ["--drain", "--undrain", "--announced"];
+/// fastlb's own verbs, each alone on the command line (with `--json` at most). `--top` is
+/// what `fastlb top` reads: always JSON ([`crate::control::top::Snapshot`]).
+pub(crate) const OWN_VERBS: [&str; 4] = ["--drain", "--undrain", "--announced", "--top"];
 
 /// fastlb's own verbs beside ipvsadm's: `--drain`, `--undrain` and `--announced` (what the
 /// director announces by BGP, and whether it is drained). `None` for any other argument.
@@ -398,6 +405,36 @@ mod tests {
         assert_eq!(run(&mut s, "-Z -u 10.0.0.3:53").stderr, "No such service\n");
         run(&mut s, "-Z");
         assert_eq!(worker.dest(b).in_pkts.get(), 0);
+    }
+
+    #[test]
+    fn top_verb_answers_a_snapshot() {
+        let (mut s, worker) = state();
+        run(&mut s, "-A -t 10.0.0.1:80 -s wlc");
+        run(&mut s, "-a -t 10.0.0.1:80 -r 10.1.0.1:8080 -m -w 3");
+        let id = s.table().services[0].dests[0].id;
+        worker.dest(id).in_pkts.add(5);
+        worker.drops[0].add(2);
+        let r = run(&mut s, "--top");
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let snap: crate::control::top::Snapshot = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(snap.services[0].service, "TCP 10.0.0.1:80");
+        assert_eq!(snap.services[0].scheduler, "wlc");
+        let real = &snap.services[0].reals[0];
+        assert_eq!(
+            (
+                real.real.as_str(),
+                real.weight,
+                real.totals.in_pkts,
+                real.healthy
+            ),
+            ("10.1.0.1:8080", 3, 5, None)
+        );
+        assert_eq!(snap.services[0].totals.in_pkts, 5);
+        assert_eq!(snap.drops.values().sum::<u64>(), 2);
+        assert_eq!(snap.workers.len(), 1);
+        // Alone only, as the other verbs.
+        assert_eq!(run(&mut s, "--top -L").code, 2);
     }
 
     #[test]
