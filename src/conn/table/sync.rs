@@ -81,6 +81,22 @@ pub struct SyncProbe {
     pub controller: Option<ConnId>,
 }
 
+/// What the per-packet fast check reads of an entry: one look at its slot, none of the
+/// timeout or the controller's identity (see [`ConnTable::sync_count`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SyncPeek {
+    /// A persistence template.
+    pub template: bool,
+    /// A TCP connection (templates: false).
+    pub tcp: bool,
+    /// Its state (`IP_VS_TCP_S_*`; 0 for UDP and templates).
+    pub state: u8,
+    /// Its sync bookkeeping.
+    pub mark: SyncMark,
+    /// A template controls it.
+    pub controlled: bool,
+}
+
 /// An entry read back whole by its handle, as a sync message describes it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Described {
@@ -199,6 +215,41 @@ impl ConnTable {
             mark: SyncMark::unpack(s.sync.load(Ordering::Relaxed)),
             controller,
         })
+    }
+
+    /// The per-packet fast path of the sync decision: shows `decide` what [`SyncPeek`]
+    /// holds of entry `id` and stores the bookkeeping it returns, all in one look at the
+    /// slot. True if `decide` settled it (or `id` is gone); false if it returned `None`
+    /// and the full decision ([`ConnTable::sync_probe`]) is to be taken.
+    #[inline]
+    pub fn sync_count(
+        &self,
+        id: ConnId,
+        decide: impl FnOnce(&SyncPeek) -> Option<SyncMark>,
+    ) -> bool {
+        let Some(s) = self.slots.get(id.slot as usize) else {
+            return true;
+        };
+        let c = Ctl(s.ctl.load(Ordering::Acquire));
+        if c.gen() != id.gen || c.state() == DOOMED {
+            return true;
+        }
+        let meta = Meta(s.meta.load(Ordering::Relaxed));
+        let template = meta.template();
+        let peek = SyncPeek {
+            template,
+            tcp: meta.is_tcp() && !template,
+            state: c.state(),
+            mark: SyncMark::unpack(s.sync.load(Ordering::Relaxed)),
+            controlled: !template && s.template.load(Ordering::Relaxed) != 0,
+        };
+        match decide(&peek) {
+            Some(mark) => {
+                s.sync.store(mark.pack(), Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Stores entry `id`'s sync bookkeeping (ignored if `id` is gone).

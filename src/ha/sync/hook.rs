@@ -9,9 +9,11 @@
 //!  ConnTable::install                                                to a real server
 //! ```
 //!
-//! While a master runs, each packet from a client costs the worker a look at the
-//! connection's sync bookkeeping, the kernel's decision (`decide.rs`), and, when the
-//! connection is to be sent, one word pushed on the worker's own bounded queue (a full
+//! While a master runs, each packet from a client costs the worker one look at the
+//! connection's slot (state, sync bookkeeping, whether a template controls it): with the
+//! usual sysctls most packets are settled there, counted and not due
+//! ([`SyncRules::quiet`]). The rest take the kernel's whole decision (`decide.rs`) and,
+//! when the connection is to be sent, one word pushed on the worker's own bounded queue (a full
 //! queue drops it and counts `queue_full`, as the kernel's `sync_qlen_max` does). The sync
 //! thread reads the entry back from the shared table, so the queue carries only handles.
 //! Installs travel the other way: a backup's connections are created by the worker that
@@ -182,6 +184,18 @@ impl SyncHook {
 
     #[inline]
     fn check(&mut self, rules: &SyncRules, conns: &ConnTable, id: ConnId, now: Instant) {
+        // Most packets are not due: counted in one look at the entry, and done.
+        if conns.sync_count(id, |peek| {
+            rules.quiet(peek, peek.mark.in_pkts.wrapping_add(1))
+        }) {
+            return;
+        }
+        self.check_due(rules, conns, id, now);
+    }
+
+    /// The full rule ([`SyncRules::needed`]) for a packet the fast path did not settle.
+    #[inline(never)]
+    fn check_due(&mut self, rules: &SyncRules, conns: &ConnTable, id: ConnId, now: Instant) {
         let Some(p) = conns.sync_probe(id) else {
             return;
         };
