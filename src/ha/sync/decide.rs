@@ -54,26 +54,22 @@ impl Default for SyncRules {
     }
 }
 
-/// Bit `s` set for each TCP state in which a connection is sent.
-const TCP_SYNC_STATES: u16 = 1 << TcpState::Established as u8
-    | 1 << TcpState::FinWait as u8
-    | 1 << TcpState::Close as u8
-    | 1 << TcpState::CloseWait as u8
-    | 1 << TcpState::TimeWait as u8;
+/// The rules of the per-packet fast path ([`SyncRules::quiet`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Quiet {
+    threshold: u32,
+    period: u32,
+}
 
-/// Ten seconds, the floor of "half the timeout" (`10UL * HZ`).
-const MIN_DIFF_MS: i64 = 10_000;
-
-impl SyncRules {
+impl Quiet {
     /// The common case, decided from the little [`SyncPeek`] holds: the bookkeeping to
     /// store when the connection's packet count `pkts` makes it not due and nothing else is
     /// to be asked (no template controls it); `None` sends the packet through
-    /// [`SyncRules::needed`]. Only with `sync_refresh_period` 0 and a `sync_period`, where
-    /// [`SyncRules::needed`] reduces to a state test and a packet count modulo the period;
-    /// where this answers, it answers as [`SyncRules::needed`] does (a property test checks).
+    /// [`SyncRules::needed`]. Where this answers, it answers as [`SyncRules::needed`] does
+    /// (a property test checks).
     #[inline]
-    pub fn quiet(&self, p: &SyncPeek, pkts: u32) -> Option<SyncMark> {
-        if self.refresh_period_ms != 0 || self.period == 0 || p.template || p.controlled {
+    pub fn settle(&self, p: &SyncPeek, pkts: u32) -> Option<SyncMark> {
+        if p.template || p.controlled {
             return None;
         }
         let counted = SyncMark {
@@ -89,6 +85,29 @@ impl SyncRules {
             }
         }
         (pkts % self.period != self.threshold).then_some(counted)
+    }
+}
+
+/// Bit `s` set for each TCP state in which a connection is sent.
+const TCP_SYNC_STATES: u16 = 1 << TcpState::Established as u8
+    | 1 << TcpState::FinWait as u8
+    | 1 << TcpState::Close as u8
+    | 1 << TcpState::CloseWait as u8
+    | 1 << TcpState::TimeWait as u8;
+
+/// Ten seconds, the floor of "half the timeout" (`10UL * HZ`).
+const MIN_DIFF_MS: i64 = 10_000;
+
+impl SyncRules {
+    /// The fast path's rules, where there is one: with `sync_refresh_period` 0 and a
+    /// `sync_period`, [`SyncRules::needed`] reduces to a state test and a packet count
+    /// modulo the period for most packets ([`Quiet::settle`]).
+    #[inline]
+    pub fn quiet(&self) -> Option<Quiet> {
+        (self.refresh_period_ms == 0 && self.period > 0).then_some(Quiet {
+            threshold: self.threshold,
+            period: self.period,
+        })
     }
 
     /// Whether to send entry `p` now that its packet count is `pkts`, and the bookkeeping
@@ -282,7 +301,7 @@ mod tests {
                 controller: controlled.then(ConnId::dummy),
             };
             let pkts = in_pkts + 1;
-            if let Some(fast) = rules.quiet(&peek, pkts) {
+            if let Some(fast) = rules.quiet().and_then(|q| q.settle(&peek, pkts)) {
                 proptest::prop_assert_eq!(rules.needed(&probe, pkts, now_ms), (false, fast));
             }
         }

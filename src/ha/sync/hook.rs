@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::decide::SyncRules;
+use super::decide::{Quiet, SyncRules};
 use super::ring::{ring, Consumer, Producer};
 use crate::conn::{ConnId, ConnTable, Installed, Synced};
 use crate::service::{DestId, ForwardMethod, SyncSettings};
@@ -153,6 +153,7 @@ pub fn channels(
             out,
             installs,
             rules: None,
+            quiet: None,
         });
         ends.outbound.push(outbound);
         ends.installs.push(installs_tx);
@@ -169,6 +170,8 @@ pub struct SyncHook {
     installs: Consumer<INSTALL_WORDS>,
     /// The rules while a master runs, read between batches.
     rules: Option<SyncRules>,
+    /// Their fast path, if they have one, while a master runs.
+    quiet: Option<Quiet>,
 }
 
 impl SyncHook {
@@ -177,20 +180,15 @@ impl SyncHook {
     /// if the kernel's rules say they are to be sent. Nothing while no master runs.
     #[inline]
     pub fn after_client_packet(&mut self, conns: &ConnTable, id: ConnId, now: Instant) {
-        if let Some(rules) = self.rules {
-            self.check(&rules, conns, id, now);
-        }
-    }
-
-    #[inline]
-    fn check(&mut self, rules: &SyncRules, conns: &ConnTable, id: ConnId, now: Instant) {
         // Most packets are not due: counted in one look at the entry, and done.
-        if conns.sync_count(id, |peek| {
-            rules.quiet(peek, peek.mark.in_pkts.wrapping_add(1))
-        }) {
-            return;
+        if let Some(q) = self.quiet {
+            if conns.sync_count(id, |peek| q.settle(peek, peek.mark.in_pkts.wrapping_add(1))) {
+                return;
+            }
         }
-        self.check_due(rules, conns, id, now);
+        if let Some(rules) = self.rules {
+            self.check_due(&rules, conns, id, now);
+        }
     }
 
     /// The full rule ([`SyncRules::needed`]) for a packet the fast path did not settle.
@@ -233,6 +231,7 @@ impl SyncHook {
     pub fn between_batches(&mut self, conns: &ConnTable, now: Instant) {
         let rules = self.shared.rules();
         self.rules = self.shared.master().then_some(rules);
+        self.quiet = self.rules.and_then(|r| r.quiet());
         if self.installs.is_empty() {
             return;
         }
