@@ -143,6 +143,9 @@ fn sync_counters_are_exported_by_event() {
         let line = format!("fastlb_sync_events_total{{event=\"{event}\"}} {n}\n");
         assert!(body.contains(&line), "no {line:?} in\n{body}");
     }
-    assert!(body.contains("# TYPE fastlb_sync_events_total counter"), "{body}");
+    assert!(
+        body.contains("# TYPE fastlb_sync_events_total counter"),
+        "{body}"
+    );
     server.stop();
 }
