@@ -70,6 +70,11 @@ struct RunArgs {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9108).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// Write the connection table here at exit and read it back at start, so a restart
+    /// keeps established connections (default: `[director] state_file`, else the ctl
+    /// socket's path with the extension `.state`; an empty path turns it off).
+    #[arg(long, value_name = "PATH")]
+    state_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -214,6 +219,7 @@ fn run_appliance(args: RunArgs) -> Result<()> {
         busy_poll: args.busy_poll,
         ctl_socket: args.ctl_socket,
         metrics: args.metrics,
+        state_file: args.state_file,
     };
     appliance::run(&opts)?;
     Ok(())

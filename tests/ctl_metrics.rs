@@ -113,3 +113,39 @@ fn scrape_over_http() {
     server.stop();
     assert!(TcpStream::connect(addr).is_err());
 }
+
+#[test]
+fn sync_counters_are_exported_by_event() {
+    use fastlb::ha::sync::channels;
+    use fastlb::ha::sync::counters::DaemonCounters;
+    use fastlb::service::SyncSettings;
+
+    let config = parse_rules("-A -t 10.0.0.1:80 -s rr\n", Path::new("rules")).unwrap();
+    let mut publisher = Publisher::new(config, Arc::new(DestRegistry::new(8))).unwrap();
+    let (shared, _hooks, _ends) = channels(2, &SyncSettings::default());
+    let counters = Arc::new(DaemonCounters::default());
+    counters.sent_conns.add(5);
+    counters.wrong_syncid.add(2);
+    shared.workers()[0].queued.add(3);
+    shared.workers()[1].queued.add(4);
+    shared.workers()[1].created.add(6);
+
+    let source = MetricsSource::new(&mut publisher, Vec::new()).with_sync(shared, counters);
+    let server = MetricsServer::spawn("127.0.0.1:0".parse().unwrap(), source).unwrap();
+    let (_, body) = get(server.local_addr(), "/metrics");
+    for (event, n) in [
+        ("sent_conns", 5),
+        ("wrong_syncid", 2),
+        ("queued", 7),
+        ("created", 6),
+        ("no_destination", 0),
+    ] {
+        let line = format!("fastlb_sync_events_total{{event=\"{event}\"}} {n}\n");
+        assert!(body.contains(&line), "no {line:?} in\n{body}");
+    }
+    assert!(
+        body.contains("# TYPE fastlb_sync_events_total counter"),
+        "{body}"
+    );
+    server.stop();
+}

@@ -215,6 +215,23 @@ fn sync_master_backup_dr() {
     scenario("sync.sh", &["dr"]);
 }
 
+/// A restart of the active director (SIGTERM, start again) keeps every established
+/// connection through its state file: 8 long-lived line connections and an iperf3 stream
+/// survive it; a damaged state file is refused whole.
+#[test]
+fn restart_keeps_connections_dr() {
+    scenario("restart.sh", &["dr"]);
+}
+
+/// NAT: not yet. While fastlb is down the director's kernel routes a real server's reply
+/// that is in flight unrewritten to the client, which resets the connection (seen: 4 of 8
+/// in one run of two); docs/ha.md says what would fix it.
+#[test]
+#[ignore = "NAT restart: replies in flight while fastlb is down are routed unrewritten by the director's kernel and reset (docs/ha.md)"]
+fn restart_keeps_connections_nat() {
+    scenario("restart.sh", &["nat"]);
+}
+
 /// Sync interop with a real Linux IPVS in qemu: kernel master to fastlb backup, fastlb
 /// master to kernel backup (TCP, UDP, a persistence template). Skips without qemu.
 #[test]

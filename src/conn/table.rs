@@ -1569,4 +1569,4 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
-pub use sync::{Described, Installed, SyncMark, SyncProbe, Synced};
+pub use sync::{Described, Installed, SyncMark, SyncPeek, SyncProbe, Synced};

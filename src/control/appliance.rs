@@ -19,10 +19,11 @@
 //! SIGINT or SIGTERM ends the loop: with `[bgp]`, the VIPs are withdrawn first and the
 //! director keeps serving for `shutdown_grace_ms` while the router moves the flows away,
 //! then BIRD stops; then the ctl socket is removed, the health thread stopped, the workers
-//! drained and the XDP program detached.
+//! drained and the XDP program detached, and the connection table is written to the state
+//! file (`ha::state_file`) that the next start reads back before its workers run.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,6 +39,7 @@ use crate::datapath::pipeline::{Pipeline, PipelineSettings};
 use crate::datapath::xdp::{self, netlink, XdpError, XdpMode, XdpOptions};
 use crate::forward::nexthop::NextHops;
 use crate::ha::bird::Bird;
+use crate::ha::state_file::{self, StateFile};
 use crate::ha::sync::counters::DaemonCounters;
 use crate::ha::sync::thread::{SyncContext, SyncThread};
 use crate::ha::sync::{self, SyncHook};
@@ -73,6 +75,75 @@ pub struct ApplianceOptions {
     pub ctl_socket: PathBuf,
     /// Prometheus metrics address, if any.
     pub metrics: Option<SocketAddr>,
+    /// `--state-file`: where the connection table is written at exit and read at start
+    /// (wins over `[director] state_file`; an empty path turns it off).
+    pub state_file: Option<PathBuf>,
+}
+
+/// Where the connection state goes: `--state-file`, else `[director] state_file`, else
+/// beside the ctl socket with the extension `.state` (`/run/fastlb/ctl.state`: a tmpfs,
+/// so a reboot, after which no connection survives anyway, starts clean). `None` when the
+/// path given is empty.
+pub fn state_file_path(
+    opts: &ApplianceOptions,
+    config: &crate::service::Config,
+) -> Option<PathBuf> {
+    let path = opts
+        .state_file
+        .clone()
+        .or_else(|| config.state_file.clone())
+        .unwrap_or_else(|| opts.ctl_socket.with_extension("state"));
+    (!path.as_os_str().is_empty()).then_some(path)
+}
+
+/// Reads the connection state a previous run wrote, before the workers start. A file that
+/// is refused changes nothing: the table stays empty, and the log says why.
+fn restore_state(
+    path: &Path,
+    conns: &ConnTable,
+    table: &ServiceTable,
+    workers: usize,
+    in_pkts: u32,
+) {
+    let now_ms = state_file::wall_ms();
+    match StateFile::load(path, now_ms) {
+        Ok(None) => log(format_args!(
+            "state: no {}; starting with an empty connection table",
+            path.display()
+        )),
+        Ok(Some(file)) => {
+            let done = file.restore(now_ms, conns, table, workers, xdp::monotonic_now(), in_pkts);
+            log(format_args!(
+                "state: read {} (written {} ms ago): {done}",
+                path.display(),
+                now_ms.saturating_sub(file.written_ms)
+            ));
+            // Read once: a later crash, which writes nothing, must not bring these back.
+            if let Err(e) = std::fs::remove_file(path) {
+                log(format_args!("state: removing {}: {e}", path.display()));
+            }
+        }
+        Err(e) => log(format_args!(
+            "state: {} refused, nothing restored ({e}); starting with an empty connection table",
+            path.display()
+        )),
+    }
+}
+
+/// Writes the connection table once the workers have stopped.
+fn save_state(path: &Path, conns: &ConnTable, table: &ServiceTable) {
+    let t0 = std::time::Instant::now();
+    match state_file::write(path, conns, table, xdp::monotonic_now()) {
+        Ok(w) => log(format_args!(
+            "state: wrote {} connection(s) and {} template(s) to {} ({} bytes, {} ms)",
+            w.conns,
+            w.templates,
+            path.display(),
+            w.bytes,
+            t0.elapsed().as_millis()
+        )),
+        Err(e) => log(format_args!("state: writing {}: {e}", path.display())),
+    }
 }
 
 /// The appliance could not start or stopped on an error.
@@ -134,6 +205,18 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         nexthops: Arc::clone(&nexthops),
     };
     let mut director = Director::new(config.clone(), plane)?;
+    // The connections of the previous run, once its rules are loaded and before a worker
+    // runs (so any worker's slots may take them).
+    let state_path = state_file_path(opts, &config);
+    if let Some(path) = &state_path {
+        restore_state(
+            path,
+            &conns,
+            &director.table(),
+            workers,
+            config.sync.threshold(),
+        );
+    }
     let (missing_tx, missing_rx) = crossbeam_channel::bounded::<IpAddr>(1024);
 
     // Each worker's feed from the director, handed over when the datapath builds its
@@ -261,8 +344,12 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
     } = plane;
     drop(monitor);
     drop(sync);
+    let table = director.table();
     drop(director);
     let totals = datapath.join()?;
+    if let Some(path) = &state_path {
+        save_state(path, &conns, &table);
+    }
     if let Some(m) = metrics {
         m.stop();
     }

@@ -220,8 +220,12 @@ impl Director {
     /// A metrics source that follows the snapshots this director publishes and the health
     /// checks' view of each checked real server.
     pub fn metrics_source(&mut self) -> MetricsSource {
-        MetricsSource::new(&mut self.publisher, self.workers.clone())
-            .with_health(Arc::clone(&self.health_view))
+        let source = MetricsSource::new(&mut self.publisher, self.workers.clone())
+            .with_health(Arc::clone(&self.health_view));
+        match self.sync_plane() {
+            Some((shared, counters)) => source.with_sync(shared, counters),
+            None => source,
+        }
     }
 
     /// Shares the health states with the metrics thread.

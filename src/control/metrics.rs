@@ -18,6 +18,7 @@
 //! | `drops_total` | counter | reason |
 //! | `worker_{rx,tx,passed}_frames_total`, `worker_batches_total` | counter | worker |
 //! | `config_generation` | gauge | |
+//! | `sync_events_total` (connection sync: entries and datagrams sent, received, installed, and dropped by reason; the names of `fastlb ctl -L --daemon --json`) | counter | event |
 //!
 //! Service figures are sums over the service's current real servers, as everywhere in
 //! fastlb.
@@ -37,6 +38,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::control::Publisher;
+use crate::ha::sync::counters::DaemonCounters;
+use crate::ha::sync::SyncShared;
 use crate::health::HealthView;
 use crate::service::{DestRegistry, ServiceTable, SocketText};
 use crate::stats::{dest_totals, drop_totals, TrafficTotals, WorkerStats};
@@ -56,6 +59,7 @@ pub struct MetricsSource {
     registry: Arc<DestRegistry>,
     workers: Vec<Arc<WorkerStats>>,
     health: Option<HealthShare>,
+    sync: Option<(Arc<SyncShared>, Arc<DaemonCounters>)>,
 }
 
 impl MetricsSource {
@@ -67,7 +71,19 @@ impl MetricsSource {
             registry: Arc::clone(publisher.registry()),
             workers,
             health: None,
+            sync: None,
         }
+    }
+
+    /// Adds the connection sync counters (`fastlb_sync_events_total`): the sync thread's
+    /// and, summed, the workers'.
+    pub fn with_sync(
+        mut self,
+        shared: Arc<SyncShared>,
+        counters: Arc<DaemonCounters>,
+    ) -> MetricsSource {
+        self.sync = Some((shared, counters));
+        self
     }
 
     /// Adds the health checks' view (`fastlb_real_server_healthy`).
@@ -193,6 +209,18 @@ impl MetricsSource {
             let labels: Labels = vec![("worker", i.to_string())];
             for (f, c) in per_worker.iter().zip([&w.rx, &w.tx, &w.passed, &w.batches]) {
                 f.get_or_create(&labels).inc_by(c.get());
+            }
+        }
+        if let Some((shared, sync)) = &self.sync {
+            let events = counters(
+                &mut reg,
+                "sync_events",
+                "Connection sync: entries and datagrams sent, received, installed and dropped, by event",
+            );
+            for (event, n) in sync.snapshot(shared).named() {
+                events
+                    .get_or_create(&vec![("event", event.to_string())])
+                    .inc_by(n);
             }
         }
         let generation = Gauge::<i64>::default();

@@ -5,10 +5,13 @@
 //!   and backup daemons, and the hook the workers call.
 //! - [`bgp`]: which virtual addresses to announce to the router, and BIRD's configuration;
 //!   [`bird`]: the real BIRD, run as fastlb's child.
+//! - [`state_file`]: the connections a director writes when it stops and reads back when it
+//!   starts, so that a restart loses none.
 //!
 //! The VRRP side (keepalived moving the virtual addresses, and the sync daemon's role
 //! following it) sits beside this module.
 
 pub mod bgp;
 pub mod bird;
+pub mod state_file;
 pub mod sync;

@@ -500,4 +500,7 @@ pub struct Config {
     pub health: health::HealthSettings,
     /// When a sync master sends connections (the `sync_*` sysctls).
     pub sync: SyncSettings,
+    /// `[director] state_file`: where the connection table is written at exit and read
+    /// back at start (`None`: the default beside the ctl socket; `--state-file` wins).
+    pub state_file: Option<std::path::PathBuf>,
 }

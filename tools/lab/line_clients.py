@@ -7,7 +7,9 @@ Usage: line_clients.py --conns N --interval 0.1 --timeout 5 --stop FILE --out FI
 Runs until FILE exists, then writes JSON to --out: per target, how many connections opened,
 how many broke (reset, closed, no echo in time, or an echo from another real server than
 the first one) and when (CLOCK_BOOTTIME milliseconds, the clock of /proc/uptime), the
-real servers seen, and each connection's local port with the real server that answered it. While running it writes progress lines
+real servers seen, each connection's local port with the real server that answered it, and
+each connection's longest gap (the most milliseconds between two echoes, less the interval:
+0 for a path that never paused). While running it writes progress lines
 (`ready` once every connection has had its first echo) to standard output.
 """
 import argparse
@@ -24,6 +26,7 @@ class Conn:
         self.lines = 0
         self.broken_at = None
         self.port = None
+        self.max_gap_ms = 0
 
 
 async def run_conn(host, port, conn, args, stop, ready):
@@ -55,6 +58,11 @@ async def run_conn(host, port, conn, args, stop, ready):
                 conn.broken = f"moved from {conn.server} to {server}"
                 break
             conn.lines = n
+            t = time.monotonic()
+            if not first:
+                gap = (t - last - args.interval) * 1000
+                conn.max_gap_ms = max(conn.max_gap_ms, int(gap))
+            last = t
             if first:
                 first = False
                 ready.release()
@@ -103,7 +111,8 @@ async def main():
         out[t] = {"conns": len(cs), "broken": len(broken), "reasons": broken[:5],
                   "broken_at_ms": sorted(c.broken_at for c in cs if c.broken_at),
                   "servers": servers, "min_lines": min(c.lines for c in cs),
-                  "ports": {c.port: c.server for c in cs if c.port is not None}}
+                  "ports": {c.port: c.server for c in cs if c.port is not None},
+                  "max_gap_ms": sorted(c.max_gap_ms for c in cs)}
     with open(args.out + ".new", "w") as f:
         json.dump(out, f)
     os.rename(args.out + ".new", args.out)

@@ -81,6 +81,22 @@ pub struct SyncProbe {
     pub controller: Option<ConnId>,
 }
 
+/// What the per-packet fast check reads of an entry: one look at its slot, none of the
+/// timeout or the controller's identity (see [`ConnTable::sync_count`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SyncPeek {
+    /// A persistence template.
+    pub template: bool,
+    /// A TCP connection (templates: false).
+    pub tcp: bool,
+    /// Its state (`IP_VS_TCP_S_*`; 0 for UDP and templates).
+    pub state: u8,
+    /// Its sync bookkeeping.
+    pub mark: SyncMark,
+    /// A template controls it.
+    pub controlled: bool,
+}
+
 /// An entry read back whole by its handle, as a sync message describes it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Described {
@@ -199,6 +215,41 @@ impl ConnTable {
             mark: SyncMark::unpack(s.sync.load(Ordering::Relaxed)),
             controller,
         })
+    }
+
+    /// The per-packet fast path of the sync decision: shows `decide` what [`SyncPeek`]
+    /// holds of entry `id` and stores the bookkeeping it returns, all in one look at the
+    /// slot. True if `decide` settled it (or `id` is gone); false if it returned `None`
+    /// and the full decision ([`ConnTable::sync_probe`]) is to be taken.
+    #[inline]
+    pub fn sync_count(
+        &self,
+        id: ConnId,
+        decide: impl FnOnce(&SyncPeek) -> Option<SyncMark>,
+    ) -> bool {
+        let Some(s) = self.slots.get(id.slot as usize) else {
+            return true;
+        };
+        let c = Ctl(s.ctl.load(Ordering::Acquire));
+        if c.gen() != id.gen || c.state() == DOOMED {
+            return true;
+        }
+        let meta = Meta(s.meta.load(Ordering::Relaxed));
+        let template = meta.template();
+        let peek = SyncPeek {
+            template,
+            tcp: meta.is_tcp() && !template,
+            state: c.state(),
+            mark: SyncMark::unpack(s.sync.load(Ordering::Relaxed)),
+            controlled: !template && s.template.load(Ordering::Relaxed) != 0,
+        };
+        match decide(&peek) {
+            Some(mark) => {
+                s.sync.store(mark.pack(), Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Stores entry `id`'s sync bookkeeping (ignored if `id` is gone).
@@ -385,6 +436,88 @@ impl ConnTable {
                     dec.fetch_sub(1, Ordering::Relaxed);
                 }
                 return true;
+            }
+        }
+    }
+}
+
+impl ConnTable {
+    /// Calls `f` with every live entry read whole and the milliseconds until it expires
+    /// (0 when already due), for the state file a restart reads back. Not a snapshot: call
+    /// it when no worker runs to have one.
+    pub fn for_each_described(&self, now: Instant, mut f: impl FnMut(&Described, u64)) {
+        let now_ms = ms(now);
+        for slot in 0..self.slots.len() as u32 {
+            let Some((ctl, _)) = self.read(slot) else {
+                continue;
+            };
+            let id = ConnId {
+                slot,
+                gen: ctl.gen(),
+            };
+            let Some(d) = self.describe(id) else {
+                continue;
+            };
+            let left = if super::is_expired(ctl.expiry(), now_ms) {
+                0
+            } else {
+                ctl.expiry().wrapping_sub(now_ms) & super::EXP_MASK
+            };
+            f(&d, left);
+        }
+    }
+
+    /// Installs an entry a previous run of this director wrote to its state file: as
+    /// [`ConnTable::install`] does, but its timer ends `expires_in_ms` from `now` (rounded
+    /// up to a second) instead of a whole timeout from now; a template keeps `s.timeout_s`
+    /// as the timeout its next use restarts the timer with.
+    pub fn restore(
+        &self,
+        worker: usize,
+        now: Instant,
+        s: &Synced,
+        expires_in_ms: u64,
+    ) -> Installed {
+        let left_s = u32::try_from(expires_in_ms.div_ceil(1000))
+            .unwrap_or(u32::MAX)
+            .min(MAX_TIMEOUT_SECS);
+        if !s.template {
+            return self.install(
+                worker,
+                now,
+                &Synced {
+                    timeout_s: left_s,
+                    ..*s
+                },
+            );
+        }
+        let done = self.install(worker, now, s);
+        let key = TemplateKey {
+            protocol: s.protocol,
+            client: s.client,
+            vaddr: s.vaddr,
+            vport: s.vport,
+        };
+        if let Some(hit) = self.lookup_template(&key) {
+            self.set_deadline(hit.id, deadline(ms(now), left_s));
+        }
+        done
+    }
+
+    /// Moves a live entry's timer to `expiry`.
+    fn set_deadline(&self, id: ConnId, expiry: u64) {
+        let s = &self.slots[id.slot as usize];
+        loop {
+            let c = Ctl(s.ctl.load(Ordering::Acquire));
+            if c.gen() != id.gen || c.state() == DOOMED {
+                return;
+            }
+            let n = Ctl::new(c.gen(), c.state(), expiry);
+            if s.ctl
+                .compare_exchange(c.0, n.0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return;
             }
         }
     }

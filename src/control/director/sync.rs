@@ -77,6 +77,11 @@ impl Director {
         self.sync.plane = Some((shared, counters));
     }
 
+    /// The workers' shared sync state and the sync thread's counters, once attached.
+    pub(super) fn sync_plane(&self) -> Option<(Arc<SyncShared>, Arc<DaemonCounters>)> {
+        self.sync.plane.clone()
+    }
+
     /// Finds interfaces with `lookup` instead of sysfs (tests).
     pub fn with_interfaces(mut self, lookup: InterfaceLookup) -> Director {
         self.sync.interfaces = lookup;

@@ -18,7 +18,7 @@
 //! except `sync_retries` times, an eighth of the period apart. The clock is milliseconds
 //! where the kernel's is jiffies; everything else is the kernel's arithmetic.
 
-use crate::conn::{SyncMark, SyncProbe, TcpState};
+use crate::conn::{SyncMark, SyncPeek, SyncProbe, TcpState};
 use crate::service::SyncSettings;
 
 /// The sync sysctls as the workers apply them.
@@ -54,6 +54,40 @@ impl Default for SyncRules {
     }
 }
 
+/// The rules of the per-packet fast path ([`SyncRules::quiet`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Quiet {
+    threshold: u32,
+    period: u32,
+}
+
+impl Quiet {
+    /// The common case, decided from the little [`SyncPeek`] holds: the bookkeeping to
+    /// store when the connection's packet count `pkts` makes it not due and nothing else is
+    /// to be asked (no template controls it); `None` sends the packet through
+    /// [`SyncRules::needed`]. Where this answers, it answers as [`SyncRules::needed`] does
+    /// (a property test checks).
+    #[inline]
+    pub fn settle(&self, p: &SyncPeek, pkts: u32) -> Option<SyncMark> {
+        if p.template || p.controlled {
+            return None;
+        }
+        let counted = SyncMark {
+            in_pkts: pkts,
+            ..p.mark
+        };
+        if p.tcp {
+            if p.state >= 16 || TCP_SYNC_STATES >> p.state & 1 == 0 {
+                return Some(counted);
+            }
+            if p.state != p.mark.old_state && p.state != TcpState::Established as u8 {
+                return None;
+            }
+        }
+        (pkts % self.period != self.threshold).then_some(counted)
+    }
+}
+
 /// Bit `s` set for each TCP state in which a connection is sent.
 const TCP_SYNC_STATES: u16 = 1 << TcpState::Established as u8
     | 1 << TcpState::FinWait as u8
@@ -65,6 +99,17 @@ const TCP_SYNC_STATES: u16 = 1 << TcpState::Established as u8
 const MIN_DIFF_MS: i64 = 10_000;
 
 impl SyncRules {
+    /// The fast path's rules, where there is one: with `sync_refresh_period` 0 and a
+    /// `sync_period`, [`SyncRules::needed`] reduces to a state test and a packet count
+    /// modulo the period for most packets ([`Quiet::settle`]).
+    #[inline]
+    pub fn quiet(&self) -> Option<Quiet> {
+        (self.refresh_period_ms == 0 && self.period > 0).then_some(Quiet {
+            threshold: self.threshold,
+            period: self.period,
+        })
+    }
+
     /// Whether to send entry `p` now that its packet count is `pkts`, and the bookkeeping
     /// to store whether or not (`in_pkts` is `pkts`; a sent entry records its state and
     /// end time). `now_ms` is the pipeline's clock in milliseconds.
@@ -236,6 +281,30 @@ mod tests {
         };
         assert!(!persist.needed(&controlled, 3, 1).0);
         assert!(persist.needed(&template, 7, 1).0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_path_answers_as_the_full_rule(
+            template: bool, tcp: bool, state in 0u8..16, old_state in 0u8..16,
+            in_pkts in 0u32..200, endtime: u32, controlled: bool,
+            threshold in 0u32..5, period in 0u32..60, refresh in proptest::prop_oneof![
+                proptest::strategy::Just(0u32), 1u32..100_000],
+            persist_mode: bool, now_ms: u64,
+        ) {
+            let rules = SyncRules { threshold, period, refresh_period_ms: refresh, retries: 1, persist_mode };
+            let mark = SyncMark { in_pkts, old_state, endtime };
+            let tcp = tcp && !template;
+            let peek = SyncPeek { template, tcp, state, mark, controlled };
+            let probe = SyncProbe {
+                template, tcp, state, timeout_s: 900, mark,
+                controller: controlled.then(ConnId::dummy),
+            };
+            let pkts = in_pkts + 1;
+            if let Some(fast) = rules.quiet().and_then(|q| q.settle(&peek, pkts)) {
+                proptest::prop_assert_eq!(rules.needed(&probe, pkts, now_ms), (false, fast));
+            }
+        }
     }
 
     #[test]

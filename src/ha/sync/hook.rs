@@ -9,9 +9,11 @@
 //!  ConnTable::install                                                to a real server
 //! ```
 //!
-//! While a master runs, each packet from a client costs the worker a look at the
-//! connection's sync bookkeeping, the kernel's decision (`decide.rs`), and, when the
-//! connection is to be sent, one word pushed on the worker's own bounded queue (a full
+//! While a master runs, each packet from a client costs the worker one look at the
+//! connection's slot (state, sync bookkeeping, whether a template controls it): with the
+//! usual sysctls most packets are settled there, counted and not due
+//! ([`SyncRules::quiet`]). The rest take the kernel's whole decision (`decide.rs`) and,
+//! when the connection is to be sent, one word pushed on the worker's own bounded queue (a full
 //! queue drops it and counts `queue_full`, as the kernel's `sync_qlen_max` does). The sync
 //! thread reads the entry back from the shared table, so the queue carries only handles.
 //! Installs travel the other way: a backup's connections are created by the worker that
@@ -21,7 +23,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::decide::SyncRules;
+use super::decide::{Quiet, SyncRules};
 use super::ring::{ring, Consumer, Producer};
 use crate::conn::{ConnId, ConnTable, Installed, Synced};
 use crate::service::{DestId, ForwardMethod, SyncSettings};
@@ -151,6 +153,7 @@ pub fn channels(
             out,
             installs,
             rules: None,
+            quiet: None,
         });
         ends.outbound.push(outbound);
         ends.installs.push(installs_tx);
@@ -167,6 +170,8 @@ pub struct SyncHook {
     installs: Consumer<INSTALL_WORDS>,
     /// The rules while a master runs, read between batches.
     rules: Option<SyncRules>,
+    /// Their fast path, if they have one, while a master runs.
+    quiet: Option<Quiet>,
 }
 
 impl SyncHook {
@@ -175,13 +180,20 @@ impl SyncHook {
     /// if the kernel's rules say they are to be sent. Nothing while no master runs.
     #[inline]
     pub fn after_client_packet(&mut self, conns: &ConnTable, id: ConnId, now: Instant) {
+        // Most packets are not due: counted in one look at the entry, and done.
+        if let Some(q) = self.quiet {
+            if conns.sync_count(id, |peek| q.settle(peek, peek.mark.in_pkts.wrapping_add(1))) {
+                return;
+            }
+        }
         if let Some(rules) = self.rules {
-            self.check(&rules, conns, id, now);
+            self.check_due(&rules, conns, id, now);
         }
     }
 
-    #[inline]
-    fn check(&mut self, rules: &SyncRules, conns: &ConnTable, id: ConnId, now: Instant) {
+    /// The full rule ([`SyncRules::needed`]) for a packet the fast path did not settle.
+    #[inline(never)]
+    fn check_due(&mut self, rules: &SyncRules, conns: &ConnTable, id: ConnId, now: Instant) {
         let Some(p) = conns.sync_probe(id) else {
             return;
         };
@@ -219,6 +231,7 @@ impl SyncHook {
     pub fn between_batches(&mut self, conns: &ConnTable, now: Instant) {
         let rules = self.shared.rules();
         self.rules = self.shared.master().then_some(rules);
+        self.quiet = self.rules.and_then(|r| r.quiet());
         if self.installs.is_empty() {
             return;
         }

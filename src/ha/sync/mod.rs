@@ -25,7 +25,7 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use decide::SyncRules;
+pub use decide::{Quiet, SyncRules};
 pub use hook::{channels, SyncEnds, SyncHook, SyncShared, WorkerSyncStats};
 pub use message::{
     Encoder, EntryError, EntryResult, Message, MessageError, MixedFamilies, Skip, SyncConn,

@@ -92,6 +92,7 @@ pub fn to_toml(config: &Config) -> String {
         || config.dest_order != DestOrder::default()
         || config.sloppy_tcp
         || !config.accept_macs.is_empty()
+        || config.state_file.is_some()
     {
         o.push_str("[director]\n");
         if config.dest_order != DestOrder::default() {
@@ -102,6 +103,9 @@ pub fn to_toml(config: &Config) -> String {
         }
         if config.conn_capacity != 0 {
             let _ = writeln!(o, "conn_capacity = {}", config.conn_capacity);
+        }
+        if let Some(p) = &config.state_file {
+            let _ = writeln!(o, "state_file = {}", quoted(&p.display().to_string()));
         }
         if let Some(a) = config.tunnel_source_v4 {
             let _ = writeln!(o, "tunnel_source_v4 = \"{a}\"");

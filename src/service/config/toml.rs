@@ -54,6 +54,7 @@ struct RawDirector {
     accept_macs: Option<Vec<String>>,
     sloppy_tcp: Option<bool>,
     sloppy_udp: Option<bool>,
+    state_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -453,6 +454,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         config.tunnel_source_v6 = d.tunnel_source_v6;
         config.dest_order = d.dest_order.unwrap_or_default();
         config.sloppy_tcp = d.sloppy_tcp.unwrap_or(false);
+        config.state_file = d.state_file;
         if d.sloppy_udp == Some(false) {
             // The kernel has no sloppy_udp sysctl: udp_conn_schedule schedules every UDP
             // packet that finds no connection, and so does fastlb (docs/decisions.md).
@@ -1229,6 +1231,23 @@ address = "10.0.2.1"
         assert_eq!(e.line, 3, "{e}");
         assert!(e.to_string().contains("sloppy_udp"), "{e}");
         let e = p("[director]\nsloppy_tcp = 1\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn state_file_setting() {
+        assert_eq!(p("").unwrap().state_file, None);
+        let c = p("[director]\nstate_file = \"/var/lib/fastlb/conns.state\"\n").unwrap();
+        assert_eq!(
+            c.state_file.as_deref(),
+            Some(Path::new("/var/lib/fastlb/conns.state"))
+        );
+        let text = crate::service::config::render::to_toml(&c);
+        assert!(
+            text.contains("state_file = \"/var/lib/fastlb/conns.state\""),
+            "{text}"
+        );
+        let e = p("[director]\nstate_file = 3\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
     }
 
