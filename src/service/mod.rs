@@ -15,6 +15,7 @@
 pub mod config;
 mod dest;
 pub mod health;
+pub mod pair;
 pub mod table;
 
 pub use dest::{DestCounters, DestId, DestRegistry};
@@ -456,4 +457,6 @@ pub struct Config {
     pub conn_capacity: usize,
     /// Health checks and sorry servers, by service key (see [`health`]).
     pub health: health::HealthSettings,
+    /// The director pair: the VRRP instance followed and the sync daemon (see [`pair`]).
+    pub pair: pair::PairConfig,
 }
