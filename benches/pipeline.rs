@@ -13,14 +13,17 @@
 //! - baselines on the same frames: `parse_frame` alone, and the bare MAC-swap forwarder
 //!   (`xdp-fwd`'s [`Bounce`]); measured first and again last to show drift;
 //! - established flows per forwarding method, with 1 k flows (cache-resident) and with
-//!   1 M live connections in a table of the default capacity (DRAM-bound);
+//!   1 M live connections in a table of the default capacity (DRAM-bound); and with 1 k
+//!   flows whose checksums are partial, as a sender on the same host leaves them
+//!   (`_partial`: what completing them costs);
 //! - new connections: every packet a SYN of a new flow, with the table in steady state
 //!   (entries expiring between batches as fast as new ones arrive).
 //!
 //! Each case runs `FASTLB_BENCH_RUNS` times (default 5) for at least
 //! `FASTLB_BENCH_SECS` seconds of timed processing (default 1) and reports the median.
-//! A positional argument runs only cases whose name contains it (results are then printed
-//! but not written). Results go to `bench-results/pipeline.{json,md}`.
+//! A positional argument runs only cases whose name contains it, or, ending in `$`, the
+//! case of exactly that name (results are then printed but not written). Results go to
+//! `bench-results/pipeline.{json,md}`.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -334,6 +337,25 @@ fn tcp_frame(
     v
 }
 
+/// Leaves a frame's TCP checksum as a sender with checksum offload hands it over on a
+/// veth (`CHECKSUM_PARTIAL`): the field holds only the pseudo-header sum, and the pipeline
+/// completes it before forwarding.
+fn make_partial(frame: &mut [u8]) {
+    let p = fastlb::wire::parse_frame(frame).expect("own frame parses");
+    let ip = p.ip.expect("IP frame");
+    let len = (p.l3_offset + ip.len - ip.l4_offset) as u32;
+    let sum = fastlb::wire::checksum::pseudo_header(&ip.src, &ip.dst, 6, len);
+    let at = ip.l4_offset + fastlb::wire::tcp::CHECKSUM_OFFSET;
+    frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// Checksums of a frame pool's frames: complete, or partial as a local sender leaves them.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Checksums {
+    Complete,
+    Partial,
+}
+
 /// Client `i` of a flow set: `per_client` source ports per client address.
 fn client(v6: bool, i: usize, per_client: usize) -> (IpAddr, u16) {
     let host = (i / per_client) as u32;
@@ -365,17 +387,21 @@ fn shuffled(n: usize) -> Vec<usize> {
 }
 
 /// Client-to-VIP frames of `flows` flows (64 source ports per client), in shuffled order.
-fn client_pool(svc: Svc, flows: usize, kind: Tcp, per_client: usize) -> Pool {
+fn client_pool(svc: Svc, flows: usize, kind: Tcp, per_client: usize, sums: Checksums) -> Pool {
     let mut pool = Pool::new(if svc.v6() { 128 } else { 64 }, flows);
     for i in shuffled(flows) {
         let (c, port) = client(svc.v6(), i, per_client);
-        pool.push(&tcp_frame(ROUTER_MAC, c, port, svc.vip(), 80, kind));
+        let mut f = tcp_frame(ROUTER_MAC, c, port, svc.vip(), 80, kind);
+        if sums == Checksums::Partial {
+            make_partial(&mut f);
+        }
+        pool.push(&f);
     }
     pool
 }
 
 /// Real-server-to-client frames of the NAT connections the client pool created.
-fn reply_pool(d: &Director, clients: &Pool) -> Pool {
+fn reply_pool(d: &Director, clients: &Pool, sums: Checksums) -> Pool {
     let mut pool = Pool::new(64, clients.len());
     for i in 0..clients.len() {
         let p = fastlb::wire::parse_frame(clients.frame(i)).expect("own frame parses");
@@ -400,14 +426,18 @@ fn reply_pool(d: &Director, clients: &Pool) -> Pool {
         let real = (0..REALS)
             .find(|r| real_addr(false, *r) == hit.info.daddr)
             .expect("known real");
-        pool.push(&tcp_frame(
+        let mut f = tcp_frame(
             real_mac(real),
             hit.info.daddr,
             hit.info.dport,
             ip.src,
             sport,
             Tcp::Ack,
-        ));
+        );
+        if sums == Checksums::Partial {
+            make_partial(&mut f);
+        }
+        pool.push(&f);
     }
     pool
 }
@@ -541,7 +571,10 @@ impl Bench {
         self.s
             .filter
             .as_ref()
-            .is_none_or(|f| name.contains(f.as_str()))
+            .is_none_or(|f| match f.strip_suffix('$') {
+                Some(exact) => name == exact,
+                None => name.contains(f.as_str()),
+            })
     }
 
     /// Measures `p` over `pool`: a warm-up of `warm` packets, then the runs.
@@ -635,7 +668,7 @@ impl Bench {
         if !names.iter().any(|n| self.wants(n)) && self.s.filter.is_some() {
             return;
         }
-        let pool = client_pool(Svc::DrV4, FLOWS_SMALL, Tcp::Ack, 64);
+        let pool = client_pool(Svc::DrV4, FLOWS_SMALL, Tcp::Ack, 64, Checksums::Complete);
         let mut clock = Clock::real();
         let what = "parse_frame of the established DR IPv4 frames, nothing else".to_string();
         self.measure(
@@ -665,8 +698,13 @@ impl Bench {
     }
 
     /// Established flows of `svc`: SYNs create the connections, one pass of ACKs makes them
-    /// ESTABLISHED (untimed), then ACKs are timed. NAT also times the replies.
-    fn established(&mut self, svc: Svc, flows: usize, label: &str) {
+    /// ESTABLISHED (untimed), then ACKs are timed. NAT also times the replies. With
+    /// [`Checksums::Partial`] every timed frame's checksum is partial (`_partial` cases).
+    fn established(&mut self, svc: Svc, flows: usize, label: &str, sums: Checksums) {
+        let label = match sums {
+            Checksums::Complete => label.to_string(),
+            Checksums::Partial => format!("{label}_partial"),
+        };
         let base = match svc {
             Svc::DrV4 => "est_dr_v4",
             Svc::NatV4 => "est_nat_in_v4",
@@ -682,7 +720,7 @@ impl Bench {
         eprintln!("{name}: building {flows} flows and prefilling the table");
         let mut d = Director::new(PipelineSettings::default());
         let mut clock = Clock::real();
-        let syns = client_pool(svc, flows, Tcp::Syn, 64);
+        let syns = client_pool(svc, flows, Tcp::Syn, 64, Checksums::Complete);
         let mut cursor = 0;
         drive(
             &mut d.pipeline,
@@ -694,7 +732,7 @@ impl Bench {
             flows as u64,
         );
         drop(syns);
-        let acks = client_pool(svc, flows, Tcp::Ack, 64);
+        let acks = client_pool(svc, flows, Tcp::Ack, 64, sums);
         let live = d.conns.len();
         assert!(
             live >= flows,
@@ -707,7 +745,11 @@ impl Bench {
             Svc::DrV6 => "direct routing, IPv6",
             _ => unreachable!(),
         };
-        let what = format!("{method}: ACKs of {flows} established flows in random order");
+        let partial = match sums {
+            Checksums::Complete => "",
+            Checksums::Partial => ", checksums partial (completed by fastlb)",
+        };
+        let what = format!("{method}: ACKs of {flows} established flows in random order{partial}");
         let warm = flows.max(1 << 16) as u64;
         self.measure(
             &name,
@@ -721,10 +763,11 @@ impl Bench {
             tally_of,
         );
         if svc == Svc::NatV4 && self.wants(&reply_name) {
-            let replies = reply_pool(&d, &acks);
+            let replies = reply_pool(&d, &acks, sums);
             drop(acks);
-            let what =
-                format!("NAT reply (SNAT), IPv4: real servers' ACKs of {flows} established flows");
+            let what = format!(
+                "NAT reply (SNAT), IPv4: real servers' ACKs of {flows} established flows{partial}"
+            );
             self.measure(
                 &reply_name,
                 "established",
@@ -764,7 +807,7 @@ impl Bench {
         } else {
             64
         };
-        let pool = client_pool(svc, NEW_FLOWS, Tcp::Syn, per_client);
+        let pool = client_pool(svc, NEW_FLOWS, Tcp::Syn, per_client, Checksums::Complete);
         let what = format!("{what}; steady state with expiry between batches");
         // The warm-up is one pass over the SYNs: 240 s of virtual time, so expiry has
         // reached its steady state before the first run.
@@ -985,8 +1028,12 @@ fn main() {
     b.baselines("");
     for (flows, label) in [(FLOWS_SMALL, "1k"), (FLOWS_LARGE, "1m")] {
         for svc in [Svc::DrV4, Svc::NatV4, Svc::TunV4, Svc::DrV6] {
-            b.established(svc, flows, label);
+            b.established(svc, flows, label, Checksums::Complete);
         }
+    }
+    // What completing a partial checksum costs (docs/decisions.md, "Partial checksums").
+    for svc in [Svc::DrV4, Svc::NatV4, Svc::TunV4, Svc::DrV6] {
+        b.established(svc, FLOWS_SMALL, "1k", Checksums::Partial);
     }
     b.new_conns(
         Svc::DrV4,

@@ -3,7 +3,8 @@
 //! with `report.json`). Every output frame's checksums are then verified by an independent
 //! reader (etherparse; tshark too where installed), and where a fixture has an `expect.txt`
 //! — a per-frame summary written by hand from the kernel's algorithms — the output must read
-//! exactly so.
+//! exactly so. The partial-checksum fixtures (`csum-*`) are also checked to start from
+//! partial checksums and, in DR, to change no byte of a segment but a partial field.
 //!
 //! `FASTLB_BLESS=1 cargo test --test replay` rewrites expected.pcap and report.json from the
 //! current output (check the diff by hand before committing it).
@@ -43,8 +44,11 @@ struct Output {
 }
 
 fn replay(dir: &Path) -> Output {
+    // Tests run in parallel and may replay the same fixture: one directory per call.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = std::env::temp_dir().join(format!(
-        "fastlb-replay-{}-{}",
+        "fastlb-replay-{}-{call}-{}",
         std::process::id(),
         dir.file_name().unwrap().to_string_lossy()
     ));
@@ -339,6 +343,132 @@ fn tshark_reads_every_output_cleanly() {
             complaints.trim().is_empty(),
             "{}: tshark complains:\n{complaints}",
             exp.display()
+        );
+    }
+}
+
+/// One's-complement sum of big-endian 16-bit words (RFC 1071), folded, not complemented:
+/// written here again so the check below does not lean on fastlb's own.
+fn ones_sum(data: &[u8]) -> u16 {
+    let mut s: u64 = data
+        .chunks(2)
+        .map(|w| u64::from(w[0]) << 8 | u64::from(*w.get(1).unwrap_or(&0)))
+        .sum();
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+/// A TCP or UDP frame's segment as read by etherparse.
+struct Segment {
+    bytes: Vec<u8>,
+    /// Offset of the checksum field in `bytes`.
+    field: usize,
+    /// The field holds only the pseudo-header sum: a partial checksum, as a sender with
+    /// checksum offload leaves it (or, by a one-in-65 535 chance, a complete one).
+    looks_partial: bool,
+    /// The complete checksum of the segment, computed here in full (0 written 0xffff).
+    complete: u16,
+}
+
+impl Segment {
+    fn of(frame: &[u8]) -> Option<Segment> {
+        let p = SlicedPacket::from_ethernet(frame).ok()?;
+        let (mut pseudo, seg, proto) = match p.net.as_ref()? {
+            NetSlice::Ipv4(ip) => {
+                let h = ip.header();
+                let mut a = h.source().to_vec();
+                a.extend_from_slice(&h.destination());
+                (a, ip.payload().payload, ip.payload().ip_number)
+            }
+            NetSlice::Ipv6(ip) => {
+                let h = ip.header();
+                let mut a = h.source().to_vec();
+                a.extend_from_slice(&h.destination());
+                (a, ip.payload().payload, ip.payload().ip_number)
+            }
+        };
+        let field = match proto {
+            IpNumber::TCP => 16,
+            IpNumber::UDP => 6,
+            _ => return None,
+        };
+        pseudo.extend_from_slice(&u16::from(proto.0).to_be_bytes());
+        pseudo.extend_from_slice(&(seg.len() as u32).to_be_bytes());
+        let value = u16::from_be_bytes([seg[field], seg[field + 1]]);
+        let mut zeroed = seg.to_vec();
+        zeroed[field..field + 2].fill(0);
+        let sum = ones_sum(&[pseudo.clone(), zeroed].concat());
+        let complete = match !sum {
+            0 => 0xffff,
+            c => c,
+        };
+        Some(Segment {
+            bytes: seg.to_vec(),
+            field,
+            looks_partial: value == ones_sum(&pseudo),
+            complete,
+        })
+    }
+
+    fn checksum(&self) -> u16 {
+        u16::from_be_bytes([self.bytes[self.field], self.bytes[self.field + 1]])
+    }
+}
+
+/// The partial-checksum fixtures (`csum-*`) do start from partial checksums (TCP and UDP,
+/// each mode). In DR, where nothing above the IP header changes, every segment leaves byte
+/// for byte as it came, except that a partial field leaves as the complete checksum
+/// computed here; a complete checksum that happens to equal the pseudo-header sum (one
+/// such frame in each DR fixture) leaves as it came.
+#[test]
+fn partial_checksum_fixtures_start_partial_and_dr_keeps_every_other_byte() {
+    let list: Vec<PathBuf> = fixtures()
+        .into_iter()
+        .filter(|d| {
+            d.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("csum-")
+        })
+        .collect();
+    assert_eq!(list.len(), 6, "csum-{{dr,nat,tun}}-{{v4,v6}}");
+    for dir in &list {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let input = frames(&std::fs::read(dir.join("in.pcap")).unwrap());
+        let segs: Vec<Option<Segment>> = input.iter().map(|f| Segment::of(f)).collect();
+        let partial = |field| {
+            segs.iter()
+                .flatten()
+                .any(|s| s.field == field && s.looks_partial && s.checksum() != s.complete)
+        };
+        assert!(partial(16), "{name}: no partial TCP input");
+        assert!(partial(6), "{name}: no partial UDP input");
+        if !name.starts_with("csum-dr-") {
+            continue;
+        }
+        let output = frames(&replay(dir).pcap);
+        assert_eq!(input.len(), output.len(), "{name}: DR forwards every frame");
+        let mut coincidences = 0;
+        for (i, (a, b)) in segs.iter().zip(&output).enumerate() {
+            let (Some(a), Some(b)) = (a, Segment::of(b)) else {
+                continue;
+            };
+            let at = format!("{name}: frame {}", i + 1);
+            let f = a.field;
+            if a.looks_partial {
+                assert_eq!(a.bytes[..f], b.bytes[..f], "{at}");
+                assert_eq!(a.bytes[f + 2..], b.bytes[f + 2..], "{at}");
+                assert_eq!(b.checksum(), a.complete, "{at}: completed");
+                coincidences += usize::from(a.checksum() == a.complete);
+            } else {
+                assert_eq!(a.bytes, b.bytes, "{at}: a complete checksum changed");
+            }
+        }
+        assert_eq!(
+            coincidences, 1,
+            "{name}: the chance match is in the fixture"
         );
     }
 }

@@ -15,6 +15,7 @@ mode (FASTLB_BLESS=1 cargo test --test replay) and checked by hand; see pcap-fix
 """
 import os
 import shutil
+from socket import AF_INET, AF_INET6, inet_pton
 
 from decimal import Decimal
 
@@ -113,6 +114,71 @@ def write(name, config, cap, doc, config_name="fastlb.toml"):
     wrpcap(os.path.join(d, "in.pcap"), cap.frames)
     with open(os.path.join(d, "ABOUT"), "w") as f:
         f.write(doc.strip() + "\n")
+
+
+def ones_sum(data):
+    """One's-complement sum of big-endian 16-bit words, folded, not complemented."""
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    while s > 0xffff:
+        s = (s & 0xffff) + (s >> 16)
+    return s
+
+
+def l4_of(pkt):
+    return pkt[TCP] if TCP in pkt else pkt[UDP]
+
+
+def pseudo_sum(pkt):
+    """The pseudo-header sum of pkt's TCP/UDP segment (addresses, protocol, length)."""
+    l4 = l4_of(pkt)
+    seglen = len(bytes(l4))
+    under = l4.underlayer
+    while not isinstance(under, (IP, IPv6)):
+        under = under.underlayer
+    if isinstance(under, IP):
+        addrs = inet_pton(AF_INET, under.src) + inet_pton(AF_INET, under.dst)
+    else:
+        addrs = inet_pton(AF_INET6, under.src) + inet_pton(AF_INET6, under.dst)
+    proto = 6 if TCP in pkt else 17
+    return ones_sum(addrs + proto.to_bytes(2, "big") + seglen.to_bytes(4, "big"))
+
+
+def partial(pkt):
+    """pkt as a sender with checksum offload hands it over (CHECKSUM_PARTIAL): its TCP/UDP
+    checksum field holds only the pseudo-header sum."""
+    pkt = pkt.__class__(bytes(pkt))
+    l4_of(pkt).chksum = pseudo_sum(pkt)
+    return pkt.__class__(bytes(pkt))
+
+
+def coincident(pkt, word_at):
+    """pkt with payload bytes word_at..word_at+2 (an even offset) chosen so that its complete,
+    valid checksum equals its pseudo-header sum: the chance match a partial-checksum test
+    must survive."""
+    pkt = pkt.__class__(bytes(pkt))
+    l4 = l4_of(pkt)
+    payload = bytearray(bytes(l4.payload))
+    assert word_at % 2 == 0 and word_at + 2 <= len(payload)
+    payload[word_at:word_at + 2] = b"\0\0"
+    l4.remove_payload()
+    l4.add_payload(Raw(bytes(payload)))
+    l4.chksum = 0
+    pkt = pkt.__class__(bytes(pkt))
+    p = pseudo_sum(pkt)
+    rest = ones_sum(bytes(l4_of(pkt)))
+    # The checksum is ~(P + S); it equals P when S = ~P + ~P (one's complement -2P).
+    want = ones_sum(((0xffff ^ p) * 2).to_bytes(4, "big"))
+    x = ones_sum((want + (0xffff ^ rest)).to_bytes(4, "big"))
+    payload[word_at:word_at + 2] = x.to_bytes(2, "big")
+    l4 = l4_of(pkt)
+    l4.remove_payload()
+    l4.add_payload(Raw(bytes(payload)))
+    l4.chksum = None
+    pkt = pkt.__class__(bytes(pkt))
+    assert l4_of(pkt).chksum == pseudo_sum(pkt), "checksum equals the pseudo-header sum"
+    return pkt
 
 
 def handshake_dr(cap, client, cport, vip, vport=80):
@@ -354,6 +420,95 @@ SYN of a connection still in SYN_RECV is not a new connection: both go to .11.""
     write("rules-nat-v4", rules, cap, """
 The configuration is an `ipvsadm -S -n` rule file: UDP NAT, wrr 1:3, four queries go
 .12 .12 .11 .12 (wrr with cw stepping 3, 2, 1: B, B, A+B...).""", config_name="ipvsadm.rules")
+
+    # ---- partial checksums (CHECKSUM_PARTIAL from a sender on the same host) ------------
+    for fam, vip, rs in (("v4", VIP4, RS4), ("v6", VIP6, RS6)):
+        v4 = fam == "v4"
+        router = "192.0.2.254" if v4 else "2001:db8::fe"
+
+        def c(i):
+            return f"198.51.100.{140 + i}" if v4 else f"2001:db8:ff::{140 + i}"
+
+        def too_big(reply):
+            # What the router sends back about a reply that did not fit its next link.
+            if v4:
+                return Ether(src=ROUTER, dst=DIRECTOR) / IP(src=router, dst=vip) \
+                    / ICMP(type=3, code=4, nexthopmtu=1400) / bytes(reply)[:28]
+            return Ether(src=ROUTER, dst=DIRECTOR) / IPv6(src=router, dst=vip) \
+                / ICMPv6PacketTooBig(mtu=1400) / bytes(reply)
+
+        get = b"GET / HTTP/1.0\r\n\r\n"
+        no_csum = ", and a UDP datagram without checksum (0) stays without" if v4 else ""
+        third = ", .11" if v4 else ""
+        cap = Capture().at(1)
+        cap.add(partial(from_client(c(0), vip, tcp(61000, 80, "S", 100))))
+        cap.add(partial(from_client(c(0), vip, tcp(61000, 80, "A", 101, 901))))
+        cap.add(partial(from_client(c(0), vip, tcp(61000, 80, "PA", 101, 901, get))))
+        cap.add(from_client(c(1), vip, tcp(61001, 80, "S", 100)))
+        cap.add(coincident(from_client(c(0), vip, tcp(61000, 80, "PA", 119, 901, b"X-Pad: 01234567890\0\0\r\n\r\n")), 18))
+        cap.add(partial(from_client(c(2), vip, UDP(sport=61002, dport=53) / query(1))))
+        cap.add(from_client(c(3), vip, UDP(sport=61003, dport=53) / query(2)))
+        if v4:
+            cap.add(from_client(c(4), vip, UDP(sport=61004, dport=53, chksum=0) / query(3)))
+        cap.add(too_big(partial(ip(vip, c(0)) / tcp(80, 61000, "PA", 901, 139, b"x" * 8))))
+        write(f"csum-dr-{fam}", service(vip, sched="rr") + real(rs[1]) + real(rs[2])
+              + service(vip, 53, "rr", "udp") + real(rs[1], port=53) + real(rs[2], port=53), cap, f"""
+Partial checksums, DR, IP{fam}. The client sits on the director's host (a veth, a
+container): its TCP and UDP checksums hold only the pseudo-header sum. Each leaves complete
+(only the destination MAC, the TTL and that field change); checksums that arrive complete
+leave byte for byte as they came, including one whose value happens to equal the
+pseudo-header sum (the client's second data segment){no_csum}. TCP rr: the first client's
+connection to .11, the second's to .12; UDP rr: .11, .12{third}. An ICMP error quoting a
+partial reply is relayed to .11 as it is (DR relays errors unchanged).""")
+
+        cap = Capture().at(1)
+        cap.add(partial(from_client(c(0), vip, tcp(62000, 80, "S", 100))))
+        cap.add(partial(from_real(1, rs[1], c(0), tcp(8080, 62000, "SA", 900, 101))))
+        cap.add(partial(from_client(c(0), vip, tcp(62000, 80, "A", 101, 901))))
+        cap.add(partial(from_client(c(0), vip, tcp(62000, 80, "PA", 101, 901, get))))
+        cap.add(partial(from_real(1, rs[1], c(0), tcp(8080, 62000, "PA", 901, 119, b"HTTP/1.0 200 OK\r\n\r\nhi"))))
+        cap.add(from_real(1, rs[1], c(0), tcp(8080, 62000, "PA", 922, 119, b"complete")))
+        cap.add(coincident(from_client(c(0), vip, tcp(62000, 80, "PA", 119, 930, b"X-Pad: 01234567890\0\0\r\n\r\n")), 18))
+        cap.add(partial(from_client(c(1), vip, UDP(sport=62001, dport=53) / query(4))))
+        cap.add(partial(from_real(1, rs[1], c(1), UDP(sport=5353, dport=62001) / query(4))))
+        if v4:
+            cap.add(from_client(c(2), vip, UDP(sport=62002, dport=53, chksum=0) / query(5)))
+        # The real server's port-unreachable quotes the query as fastlb forwarded it (complete).
+        sent = ip(c(1), rs[1]) / UDP(sport=62001, dport=5353) / query(4)
+        if v4:
+            unreach = IP(src=rs[1], dst=c(1)) / ICMP(type=3, code=3) / bytes(sent)
+        else:
+            unreach = IPv6(src=rs[1], dst=c(1)) / ICMPv6DestUnreach(code=4) / bytes(sent)
+        cap.add(Ether(src=RS_MAC[1], dst=DIRECTOR) / unreach)
+        # The router's error quotes a reply as fastlb sent it (complete, from the VIP).
+        cap.add(too_big(ip(vip, c(0)) / tcp(80, 62000, "PA", 901, 119, b"HTTP/1.0 200 OK\r\n\r\nhi")))
+        write(f"csum-nat-{fam}", service(vip, sched="rr") + real(rs[1], method="nat", port=8080)
+              + service(vip, 53, "rr", "udp") + real(rs[1], method="nat", port=5353), cap, f"""
+Partial checksums, NAT, IP{fam}, both directions. Client and real server both sit on the
+director's host: their TCP and UDP checksums hold only the pseudo-header sum. fastlb
+completes each before the incremental NAT update (an update of a partial sum goes the
+wrong way): inbound to 10.0.0.11:8080 / :5353, replies from the VIP. A reply and a request
+that arrive complete are updated incrementally as before, one of them with a checksum that
+happens to equal the pseudo-header sum{no_csum}. ICMP relay: the real server's port-unreachable quoting the
+(completed) query goes to the client with the quote translated back to VIP:53, its quoted
+UDP checksum still valid; the router's error about a reply goes to the real server with the
+quote translated to RS:8080.""")
+
+        cap = Capture().at(1)
+        cap.add(partial(from_client(c(0), vip, tcp(63000, 80, "S", 100))))
+        cap.add(partial(from_client(c(0), vip, tcp(63000, 80, "PA", 101, 901, b"p" * 100))))
+        cap.add(from_client(c(0), vip, tcp(63000, 80, "PA", 201, 901, b"c" * 100)))
+        cap.add(partial(from_client(c(1), vip, UDP(sport=63001, dport=53) / query(6))))
+        cap.add(too_big(partial(ip(vip, c(0)) / tcp(80, 63000, "PA", 901, 301, b"x" * 8))))
+        inner = "IPv4-in-IPv4" if v4 else "IPv6-in-IPv6"
+        write(f"csum-tun-{fam}", service(vip, sched="rr") + real(rs[1], method="tun")
+              + service(vip, 53, "rr", "udp") + real(rs[1], method="tun", port=53), cap, f"""
+Partial checksums, TUN ({inner}). The inner TCP and UDP checksums of a client on the
+director's host hold only the pseudo-header sum: fastlb completes them before it
+encapsulates (the real server's decapsulation hands the inner packet up without any
+"checksum partial" flag, so it must be whole). A segment that arrives complete is
+encapsulated as it is. An ICMP error quoting a partial reply is encapsulated to .11 as
+it is.""")
 
     # ---- malformed and foreign frames -------------------------------------------------
     cap = Capture().at(1)

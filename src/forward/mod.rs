@@ -5,6 +5,9 @@
 //! and reports a failure as the [`DropReason`] the pipeline counts. A rewrite that fails
 //! leaves the frame as it was.
 //!
+//! **Partial checksums.** A TCP/UDP checksum a local sender left for the NIC to finish is
+//! completed by [`partial::complete`] before any of these rewrites runs.
+//!
 //! **TTL.** IPVS decrements the TTL / hop limit of every packet it forwards, whatever the
 //! method: `__ip_vs_get_out_rt` calls `decrement_ttl` for NAT, DR and TUN alike (ICMP relay
 //! included), and NAT replies pass through the kernel's `ip_forward`, which decrements it
@@ -16,6 +19,7 @@ pub mod icmp;
 pub mod mac;
 pub mod nat;
 pub mod nexthop;
+pub mod partial;
 pub mod tun;
 
 use std::net::IpAddr;

@@ -81,6 +81,28 @@ pub fn pseudo_header(src: &IpAddr, dst: &IpAddr, protocol: u8, length: u32) -> u
     combine(combine(addrs, u16::from(protocol)), len)
 }
 
+/// [`pseudo_header`] from the header bytes that hold the two addresses back to back, source
+/// first: IPv4 bytes 12..20 (`N` = 8), IPv6 bytes 8..40 (`N` = 32). The per-packet form: no
+/// address is built; the bytes are added as 64-bit words with end-around carry (one load
+/// for both IPv4 addresses), then folded.
+#[inline(always)]
+pub fn pseudo_header_at<const N: usize>(addrs: &[u8; N], protocol: u8, length: u32) -> u16 {
+    const { assert!(N % 8 == 0, "whole 64-bit words") };
+    // The length as one 32-bit word sums the same as its two 16-bit halves, once folded.
+    let mut acc = u64::from(protocol) + u64::from(length);
+    for w in addrs.chunks_exact(8) {
+        let word = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        let (s, carry) = acc.overflowing_add(word);
+        acc = s + u64::from(carry);
+    }
+    // Fold with end-around carry: 64 -> 32 -> 16 bits, one add and one carry each (a
+    // carry-in never overflows again: the sum that carried is at most 2 * max - 1).
+    let (s, carry) = (acc as u32).overflowing_add((acc >> 32) as u32);
+    let acc = s + u32::from(carry);
+    let (s, carry) = (acc as u16).overflowing_add((acc >> 16) as u16);
+    s + u16::from(carry)
+}
+
 /// The TCP/UDP/ICMPv6 checksum of `segment` with the pseudo-header. Zero the segment's
 /// checksum field first to compute it; over a segment whose field is correct this is 0.
 /// For UDP pass the result through [`udp_nonzero`].
@@ -200,6 +222,34 @@ mod tests {
         checksum(data)
     }
 
+    #[test]
+    fn pseudo_header_from_bytes_matches_the_address_form() {
+        let v4: [IpAddr; 2] = [
+            "198.51.100.7".parse().unwrap(),
+            "192.0.2.1".parse().unwrap(),
+        ];
+        let mut b = [0u8; 8];
+        b[..4].copy_from_slice(&[198, 51, 100, 7]);
+        b[4..].copy_from_slice(&[192, 0, 2, 1]);
+        assert_eq!(
+            pseudo_header_at(&b, 6, 40),
+            pseudo_header(&v4[0], &v4[1], 6, 40)
+        );
+        // All ones: the fold must give 0xffff (not 0), as `fold` does.
+        assert_eq!(pseudo_header_at(&[0xff; 8], 0, 0), 0xffff);
+        let v6: [Ipv6Addr; 2] = [
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8:ff::9".parse().unwrap(),
+        ];
+        let mut b = [0u8; 32];
+        b[..16].copy_from_slice(&v6[0].octets());
+        b[16..].copy_from_slice(&v6[1].octets());
+        assert_eq!(
+            pseudo_header_at(&b, 17, 70_000),
+            pseudo_header(&v6[0].into(), &v6[1].into(), 17, 70_000)
+        );
+    }
+
     proptest! {
         // The incremental update must agree bit for bit with a full recompute, as long as
         // the data is not all zero (which fixed header fields guarantee in practice).
@@ -213,6 +263,19 @@ mod tests {
             let old = u16::from_be_bytes([data[w], data[w + 1]]);
             data[w..w + 2].copy_from_slice(&new.to_be_bytes());
             prop_assert_eq!(update16(hc, old, new), full(&data));
+        }
+
+        #[test]
+        fn pseudo_header_at_matches_pseudo_header(a in any::<[u8; 32]>(), proto in any::<u8>(),
+                                                   length in any::<u32>()) {
+            let v6 = |b: &[u8]| IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b).unwrap()));
+            prop_assert_eq!(pseudo_header_at(&a, proto, length),
+                            pseudo_header(&v6(&a[..16]), &v6(&a[16..]), proto, length));
+            let v4 = |b: &[u8]| IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+            let length = length & 0xffff;
+            let b: &[u8; 8] = a.first_chunk().unwrap();
+            prop_assert_eq!(pseudo_header_at(b, proto, length),
+                            pseudo_header(&v4(&a[..4]), &v4(&a[4..8]), proto, length));
         }
 
         #[test]
