@@ -25,8 +25,10 @@ use thiserror::Error;
 
 use super::ctl::CtlServer;
 use super::metrics::MetricsServer;
-use super::sources::{kernel_nexthops, HealthReports, KernelNextHops, Reload, Source};
-use super::{DataPlane, Director, PublishError, Push};
+use super::sources::{
+    kernel_nexthops, HealthReports, KernelNextHops, Reload, Source, VrrpAddresses,
+};
+use super::{DataPlane, Director, PairState, PublishError, Push};
 use crate::conn::ConnTable;
 use crate::datapath::pipeline::{Pipeline, PipelineSettings};
 use crate::datapath::xdp::{self, netlink, XdpError, XdpMode, XdpOptions};
@@ -115,13 +117,20 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         .collect();
     let nexthops =
         Arc::new(kernel_nexthops(&opts.ifaces).map_err(io("reading routes and neighbours"))?);
+    let standby = Arc::new(AtomicBool::new(false));
     let plane = DataPlane {
         registry,
         conns: Arc::clone(&conns),
         workers: stats.clone(),
         nexthops: Arc::clone(&nexthops),
+        standby: Arc::clone(&standby),
     };
     let mut director = Director::new(config.clone(), plane)?;
+    // Where this director stands in its pair, before any worker runs: a standby must not
+    // forward even its first packet.
+    let mut vrrp = VrrpAddresses::new();
+    vrrp.poll(xdp::monotonic_now(), &mut director);
+    let first_step = director.reconcile();
     let (missing_tx, missing_rx) = crossbeam_channel::bounded::<IpAddr>(1024);
 
     // Each worker's feed from the director, handed over when the datapath builds its
@@ -158,11 +167,17 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         .with_updates(feed.tables)
         .with_nexthop_updates(feed.nexthops)
         .with_missing_neighbours(missing_tx.clone())
+        .with_standby(Arc::clone(&standby))
     };
 
     let (stop, reload) = signal_flags().map_err(io("installing signal handlers"))?;
 
     let mut datapath = xdp::start(&xopts, make, Arc::clone(&stop))?;
+    // The standby drop goes in before the service maps: nothing is redirected before both.
+    datapath
+        .filter()
+        .set_standby(director.pair().standby())
+        .map_err(XdpError::from)?;
     datapath.filter().sync(&first).map_err(XdpError::from)?;
     datapath
         .filter()
@@ -182,8 +197,10 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         opts.ctl_socket.display()
     ));
     log_next_hops(&first, &nexthops, &opts.ifaces);
+    plane.push(first_step);
 
     let mut sources: Vec<Box<dyn Source>> = vec![
+        Box::new(vrrp),
         Box::new(ctl),
         Box::new(Reload::new(opts.config.clone(), reload)),
         Box::new(HealthReports::new(transitions)),
@@ -257,6 +274,34 @@ struct Plane {
 }
 
 impl Plane {
+    /// The pair's state changed: the XDP filter drops service traffic while BACKUP.
+    fn follow_pair(&mut self, pair: &PairState) {
+        if let Err(e) = self.datapath.filter().set_standby(pair.standby()) {
+            log(format_args!("XDP filter update failed: {e}"));
+        }
+        let Some(instance) = &pair.instance else {
+            return;
+        };
+        let what = if pair.standby() {
+            "standby: forwarding nothing"
+        } else {
+            "forwarding"
+        };
+        let daemons: Vec<&str> = [(pair.sync.master, "master"), (pair.sync.backup, "backup")]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect();
+        let sync = if daemons.is_empty() {
+            String::new()
+        } else {
+            format!("; sync daemon {}", daemons.join(" and "))
+        };
+        log(format_args!(
+            "VRRP instance {instance} is {} here: {what}{sync}",
+            pair.state
+        ));
+    }
+
     /// Applies one reconcile step. Failures are logged; the next change tries again.
     fn push(&mut self, push: Push) {
         if let Some(table) = &push.table {
@@ -271,6 +316,9 @@ impl Plane {
         }
         if let Some(config) = &push.health_checks {
             self.monitor.reconfigure(config);
+        }
+        if let Some(pair) = &push.pair {
+            self.follow_pair(pair);
         }
         for r in &push.resolve {
             let Some(ifindex) = xdp::ifindex(&r.dev) else {

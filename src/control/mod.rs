@@ -32,6 +32,6 @@ pub mod metrics;
 mod publisher;
 pub mod sources;
 
-pub use director::{DataPlane, Director, NeighbourRequest, Push, WorkerFeed};
+pub use director::{DataPlane, Director, NeighbourRequest, PairState, Push, WorkerFeed};
 pub use publisher::{PublishError, Publisher};
 pub use sources::Source;

@@ -54,4 +54,7 @@ drop_reasons! {
     IcmpNoConnection => "icmp_no_connection",
     /// The frame would not fit the buffer or the MTU.
     TooBig => "too_big",
+    /// The director is the standby of a pair: it forwards nothing (see
+    /// `docs/decisions.md`, "The standby forwards nothing").
+    Standby => "standby",
 }

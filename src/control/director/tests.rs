@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use super::*;
 use crate::service::config::ipvsadm::parse_rules;
 use crate::service::health::{CheckKind, HealthConfig, ServiceHealth, SorryServer};
+use crate::service::pair::{PairConfig, SyncDaemonSettings, VrrpInstance};
 use crate::service::{ForwardMethod, Protocol};
 
 /// A director, one worker's feed and counters, and the connection table it shares.
@@ -26,9 +27,13 @@ fn rig_with(config: Config, registry_capacity: usize, nexthops: NextHops) -> Rig
         conns: Arc::clone(&conns),
         workers: vec![Arc::clone(&worker)],
         nexthops: Arc::new(nexthops),
+        standby: Arc::new(AtomicBool::new(false)),
     };
     let mut director = Director::new(config, plane).unwrap();
     let feed = director.attach_worker();
+    // The appliance's first step, before the loop: where the director stands in its pair.
+    let first = director.reconcile();
+    assert!(first.pair.is_some(), "the first step reports the pair");
     Rig {
         director,
         feed,
@@ -362,5 +367,97 @@ fn the_clock_drives_the_rate_estimators() {
     let view = r.director.table_view();
     assert_eq!(view.services[0].rates.inpps, 100);
     assert_eq!(view.services[0].reals[0].rates.inpps, 100);
+    assert!(r.director.reconcile().is_empty());
+}
+
+/// `three_servers` on a director following VRRP instance VI_1 (10.0.9.1 and 10.0.9.2) with
+/// an `lvs_sync_daemon` tied to it.
+fn paired() -> Config {
+    let mut c = three_servers();
+    c.pair = PairConfig {
+        instances: vec![VrrpInstance {
+            name: "VI_1".into(),
+            interface: "eth0".into(),
+            vrid: 51,
+            addresses: vec!["10.0.9.1".parse().unwrap(), "10.0.9.2".parse().unwrap()],
+            use_vmac: false,
+        }],
+        followed: Some("VI_1".into()),
+        sync_daemon: Some(SyncDaemonSettings {
+            interface: "eth1".into(),
+            syncid: 51,
+            maxlen: None,
+            port: None,
+            ttl: None,
+            group: None,
+            instance: Some("VI_1".into()),
+        }),
+    };
+    c
+}
+
+fn addrs(list: &[&str]) -> Vec<IpAddr> {
+    list.iter().map(|a| a.parse().unwrap()).collect()
+}
+
+#[test]
+fn a_follower_starts_as_the_standby_and_forwards_once_it_holds_every_address() {
+    let standby = Arc::new(AtomicBool::new(false));
+    let registry = Arc::new(DestRegistry::new(16));
+    let plane = DataPlane {
+        registry: Arc::clone(&registry),
+        conns: Arc::new(ConnTable::new(64, 1, registry)),
+        workers: vec![Arc::new(WorkerStats::new(16))],
+        nexthops: Arc::new(NextHops::default()),
+        standby: Arc::clone(&standby),
+    };
+    let mut d = Director::new(paired(), plane).unwrap();
+    // Raised before any worker runs, without waiting for a step.
+    assert!(standby.load(Ordering::Relaxed));
+    d.addresses_held(addrs(&["192.0.2.1", "10.0.9.1"]));
+    let first = d.reconcile().pair.expect("the first step reports the pair");
+    assert_eq!(first.state, VrrpState::Backup);
+    assert_eq!(first.instance.as_deref(), Some("VI_1"));
+    assert!(first.standby() && first.sync.backup && !first.sync.master);
+    assert!(standby.load(Ordering::Relaxed));
+
+    // keepalived adds the second address: MASTER, the flag drops, the daemons swap.
+    d.addresses_held(addrs(&["10.0.9.2", "192.0.2.1", "10.0.9.1"]));
+    assert!(
+        standby.load(Ordering::Relaxed),
+        "nothing leaves before the step"
+    );
+    let master = d.reconcile().pair.expect("a change");
+    assert_eq!(master.state, VrrpState::Master);
+    assert!(!master.standby() && master.sync.master && !master.sync.backup);
+    assert!(!standby.load(Ordering::Relaxed));
+    // The same addresses again: nothing to push.
+    d.addresses_held(addrs(&["10.0.9.1", "10.0.9.2"]));
+    assert!(d.reconcile().is_empty());
+
+    // One address goes (keepalived leaves MASTER): standby again.
+    d.addresses_held(addrs(&["10.0.9.2"]));
+    let back = d.reconcile().pair.expect("a change");
+    assert!(back.standby() && back.sync.backup);
+    assert!(standby.load(Ordering::Relaxed));
+}
+
+#[test]
+fn a_reload_that_drops_the_instance_makes_a_lone_director_that_forwards() {
+    let mut r = rig(paired());
+    r.director.addresses_held(addrs(&["10.0.9.1"]));
+    assert!(r.director.reconcile().is_empty(), "still BACKUP");
+    r.director.configure(three_servers()).unwrap();
+    let push = r.director.reconcile();
+    let pair = push.pair.expect("the pair changed");
+    assert_eq!((pair.state, pair.instance), (VrrpState::Master, None));
+    assert_eq!(pair.sync, SyncRoles::default());
+}
+
+#[test]
+fn a_lone_director_always_forwards() {
+    let mut r = rig(three_servers());
+    assert_eq!(r.director.pair().state, VrrpState::Master);
+    r.director.addresses_held(Vec::new());
     assert!(r.director.reconcile().is_empty());
 }

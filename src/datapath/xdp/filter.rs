@@ -280,6 +280,7 @@ pub struct XdpFilter {
     reals: HashMap<MapData, AddrKey, u32>,
     locals: HashMap<MapData, AddrKey, u32>,
     classifiers: Array<MapData, RawClassifier>,
+    standby: Array<MapData, u32>,
     xsks: XskMap<MapData>,
     slots: HashMap<MapData, u32, u32>,
     counters: PerCpuArray<MapData, u64>,
@@ -302,6 +303,8 @@ pub struct FilterCounters {
     pub redirected: u64,
     /// Packets passed to the kernel.
     pub passed: u64,
+    /// Service packets dropped because this director is a pair's standby.
+    pub standby_dropped: u64,
 }
 
 /// Interface index of `name`, if it exists.
@@ -333,6 +336,7 @@ impl XdpFilter {
         let reals = take("reals")?;
         let locals = take("locals")?;
         let classifiers = take("classifiers")?;
+        let standby = take("standby")?;
         let xsks = take("xsks")?;
         let slots = take("iface_slots")?;
         let counters = take("counters")?;
@@ -342,12 +346,21 @@ impl XdpFilter {
             reals: HashMap::try_from(reals).map_err(conv)?,
             locals: HashMap::try_from(locals).map_err(conv)?,
             classifiers: Array::try_from(classifiers).map_err(conv)?,
+            standby: Array::try_from(standby).map_err(conv)?,
             xsks: XskMap::try_from(xsks).map_err(conv)?,
             slots: HashMap::try_from(slots).map_err(conv)?,
             counters: PerCpuArray::try_from(counters).map_err(conv)?,
             attached: Vec::new(),
             ebpf,
         })
+    }
+
+    /// While `on`, the filter drops every packet it would hand to fastlb (this director is
+    /// the standby of a pair and must forward nothing); off, it redirects them again.
+    pub fn set_standby(&mut self, on: bool) -> Result<(), FilterError> {
+        self.standby
+            .set(0, u32::from(on), 0)
+            .map_err(map_err("standby"))
     }
 
     /// Makes the filter's set of the director's own addresses equal to `addrs`: packets
@@ -496,6 +509,7 @@ impl XdpFilter {
             redirected: sum(0)?,
             // CNT_PASS and CNT_PARSE_PASS.
             passed: sum(1)? + sum(2)?,
+            standby_dropped: sum(3)?,
         })
     }
 }

@@ -230,13 +230,16 @@ fn lvs_timeouts(n: &Node, path: &Path, ctx: &str) -> Result<TimeoutSettings, Con
     Ok(t)
 }
 
+/// An instance's `lvs_sync_daemon_interface` line and the interface it names.
+pub(super) type LegacySyncDaemon<'a> = (&'a Node, String);
+
 /// Reads a `vrrp_instance NAME { ... }` block. Also returns the instance's
 /// `lvs_sync_daemon_interface`, keepalived's older way to name the sync daemon's interface
 /// and tie it to this instance.
 pub(super) fn vrrp_instance<'a>(
     node: &'a Node,
     path: &Path,
-) -> Result<(VrrpInstance, Option<(&'a Node, String)>), ConfigError> {
+) -> Result<(VrrpInstance, Option<LegacySyncDaemon<'a>>), ConfigError> {
     let name = match node.args() {
         [name] => name.clone(),
         _ => return Err(err(path, node, "", "vrrp_instance expects a name")),
