@@ -5,7 +5,7 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-const PROGRAMS: &[&str] = &["xdp_filter", "tun_decap", "xdp_pass", "xdp_sink"];
+const PROGRAMS: &[&str] = &["xdp_filter", "tun_decap", "xdp_sink"];
 
 fn main() {
     println!("cargo:rerun-if-changed=bpf");

@@ -33,3 +33,8 @@ pub mod service;
 pub mod stats;
 pub mod time;
 pub mod wire;
+
+/// Skips that count (`tests/support`), for the library's own tests.
+#[cfg(test)]
+#[path = "../tests/support/mod.rs"]
+mod test_support;

@@ -1,4 +1,5 @@
 //! The `fastlb` command: the appliance, replay, and the ipvsadm-style control client.
+//! Started through a link named `ipvsadm`, it is that client alone (`fastlb ctl`).
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
@@ -10,7 +11,9 @@ use clap::{Parser, Subcommand};
 
 use fastlb::conn::ConnTable;
 use fastlb::control::appliance::{self, ApplianceOptions};
-use fastlb::control::ctl::{ctl_main, DEFAULT_SOCKET};
+use fastlb::control::ctl::{
+    ctl_main, invoked_as_ipvsadm, ipvsadm_main, take_socket_option, DEFAULT_SOCKET, SOCKET_ENV,
+};
 use fastlb::control::Publisher;
 use fastlb::datapath::pipeline::{Pipeline, PipelineSettings};
 use fastlb::datapath::replay;
@@ -55,8 +58,14 @@ struct RunArgs {
     /// Spin on the rings instead of sleeping when idle.
     #[arg(long)]
     busy_poll: bool,
-    /// Path of the ctl socket.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    /// Path of the ctl socket (`--socket` is the same option).
+    #[arg(
+        long,
+        visible_alias = "socket",
+        value_name = "PATH",
+        env = SOCKET_ENV,
+        default_value = DEFAULT_SOCKET
+    )]
     ctl_socket: PathBuf,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9108).
     #[arg(long, value_name = "ADDR")]
@@ -79,8 +88,15 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct CtlArgs {
-    /// Path of the ctl socket.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    /// Path of the ctl socket (`--ctl-socket` is the same option; it may also come among
+    /// the ipvsadm arguments).
+    #[arg(
+        long,
+        visible_alias = "ctl-socket",
+        value_name = "PATH",
+        env = SOCKET_ENV,
+        default_value = DEFAULT_SOCKET
+    )]
     socket: PathBuf,
     /// ipvsadm arguments.
     #[arg(
@@ -114,6 +130,10 @@ struct ReplayArgs {
 }
 
 fn main() -> std::process::ExitCode {
+    let mut argv = std::env::args_os();
+    if argv.next().is_some_and(|a| invoked_as_ipvsadm(&a)) {
+        std::process::exit(ipvsadm_main(argv));
+    }
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -126,8 +146,16 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Replay(args)) => run_replay(&args),
-        Some(Command::Ctl(args)) => {
-            let code = ctl_main(&args.socket, &args.args, std::io::stdin().lock());
+        Some(Command::Ctl(mut args)) => {
+            // `--socket` among the ipvsadm arguments (`fastlb ctl -L -n --socket P`) too.
+            let socket = match take_socket_option(&mut args.args) {
+                Ok(s) => s.unwrap_or(args.socket),
+                Err(e) => {
+                    eprintln!("fastlb ctl: {e}");
+                    std::process::exit(2)
+                }
+            };
+            let code = ctl_main(&socket, &args.args, std::io::stdin().lock());
             std::process::exit(code)
         }
         Some(Command::Import { file }) => {

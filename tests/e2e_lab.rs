@@ -1,15 +1,21 @@
 //! End to end in network namespaces: the lab of `tools/lab/lab.sh` with real nginx, curl,
-//! wrk, iperf3 and a UDP responder, fastlb on AF_XDP in the director.
+//! wrk, iperf3, socat and a UDP responder, fastlb on AF_XDP in the director, in IPv4 and
+//! IPv6; the Linux kernel's own IPVS selftest layout driven through `ipvsadm`; the seed's
+//! one-bridge DR lab and its health-check script.
 //!
 //! Each test runs one scenario script of `tests/e2e/` (see the comment at its top) and
-//! asserts that it exits 0, printing its output. They need root; elsewhere each prints
-//! `SKIP: needs root` and passes. The scripts share two CPUs with everything else, so one
-//! runs at a time (a static mutex), each with its own namespaces (`flbt-<name>-*`), torn
-//! down by a trap whatever happens.
+//! asserts that it exits 0, printing its output. They need root: elsewhere, or when a
+//! script exits 77 (`SKIP: why`, a tool it needs is missing), the test is recorded as
+//! skipped (`tests/support`), which `tools/test.sh` counts as such and CI refuses. The
+//! scripts share two CPUs with everything else, so one runs at a time (a static mutex),
+//! each with its own namespaces (`flbt-[TAG-]<name>-*`), torn down by a trap whatever
+//! happens.
 //!
 //! The director is the release build of fastlb: the same binary as this test when the
 //! tests are built with `--release`, else `target/release/fastlb`, rebuilt first (a debug
-//! build forwards too slowly for the load tests).
+//! build forwards too slowly for the load tests). Likewise `xdp-fwd`.
+
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,59 +23,72 @@ use std::sync::{Mutex, OnceLock};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// Exit status of a scenario that cannot run here (automake's convention); its last
+/// `SKIP: ` line says why.
+const SKIPPED: i32 = 77;
+
 fn root_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    // /proc/self belongs to the effective user.
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
-/// The fastlb binary the lab runs, built once per test process.
-fn fastlb() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
+/// The release binaries the scenarios run (fastlb, xdp-fwd), built once per test process.
+fn release_bins() -> &'static (PathBuf, PathBuf) {
+    static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BINS.get_or_init(|| {
         if !cfg!(debug_assertions) {
-            return PathBuf::from(env!("CARGO_BIN_EXE_fastlb"));
+            return (
+                PathBuf::from(env!("CARGO_BIN_EXE_fastlb")),
+                PathBuf::from(env!("CARGO_BIN_EXE_xdp-fwd")),
+            );
         }
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--release", "--bin", "fastlb"])
+            .args(["build", "--release", "--bin", "fastlb", "--bin", "xdp-fwd"])
             .current_dir(root_dir())
             .status()
             .expect("running cargo build --release");
-        assert!(
-            status.success(),
-            "cargo build --release --bin fastlb failed"
-        );
-        root_dir().join("target/release/fastlb")
+        assert!(status.success(), "cargo build --release failed");
+        (
+            root_dir().join("target/release/fastlb"),
+            root_dir().join("target/release/xdp-fwd"),
+        )
     })
 }
 
-/// Runs `tests/e2e/<script> <args>` and fails the test unless it exits 0.
+/// Runs `tests/e2e/<script> <args>`: passes when it exits 0, is skipped when it exits 77,
+/// fails otherwise.
 fn scenario(script: &str, args: &[&str]) {
     let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() {
-        println!("SKIP: needs root (network namespaces, XDP, AF_XDP): {script}");
+    if !support::is_root() {
+        support::skip("needs root (network namespaces, XDP, AF_XDP)");
         return;
     }
+    let (fastlb, xdp_fwd) = release_bins();
     let path = root_dir().join("tests/e2e").join(script);
     let started = std::time::Instant::now();
     let out = Command::new("bash")
         .arg(&path)
         .args(args)
-        .env("FASTLB_CMD", fastlb())
+        .env("FASTLB_CMD", fastlb)
+        .env("XDP_FWD", xdp_fwd)
         .current_dir(root_dir())
         .output()
         .expect("running bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
     println!(
-        "== {script} {} ({:.1} s)\n{}",
+        "== {script} {} ({:.1} s)\n{stdout}",
         args.join(" "),
         started.elapsed().as_secs_f64(),
-        String::from_utf8_lossy(&out.stdout)
     );
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    if out.status.code() == Some(SKIPPED) {
+        let why = stdout
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("SKIP: "))
+            .unwrap_or("the script gave no reason");
+        support::skip(&format!("{script} {}: {why}", args.join(" ")));
+        return;
+    }
     assert!(
         out.status.success(),
         "{script} {} failed: {}",
@@ -78,22 +97,23 @@ fn scenario(script: &str, args: &[&str]) {
     );
 }
 
-/// One test per scenario and forwarding method.
+/// One test per forwarding method (`dr`, `nat`, `tun`), the script's further arguments
+/// after the method.
 macro_rules! per_mode {
-    ($($name:ident => $script:literal),* $(,)?) => {
+    ($($name:ident => $script:literal $(, $extra:literal)*);* $(;)?) => {
         $(
             mod $name {
                 #[test]
                 fn dr() {
-                    super::scenario($script, &["dr"]);
+                    super::scenario($script, &["dr" $(, $extra)*]);
                 }
                 #[test]
                 fn nat() {
-                    super::scenario($script, &["nat"]);
+                    super::scenario($script, &["nat" $(, $extra)*]);
                 }
                 #[test]
                 fn tun() {
-                    super::scenario($script, &["tun"]);
+                    super::scenario($script, &["tun" $(, $extra)*]);
                 }
             }
         )*
@@ -101,13 +121,31 @@ macro_rules! per_mode {
 }
 
 per_mode! {
-    wrr_ratio => "wrr.sh",
-    wrk_no_errors => "wrk.sh",
-    iperf3_stream => "iperf.sh",
-    udp_request_response => "udp.sh",
-    persistence => "persist.sh",
-    kernel_traffic_passes => "kernel.sh",
-    sigint_detaches_xdp => "sigint.sh",
+    wrr_ratio => "wrr.sh";
+    wrr_ratio_v6 => "wrr.sh", "6";
+    wrk_no_errors => "wrk.sh";
+    iperf3_stream => "iperf.sh";
+    iperf3_stream_v6 => "iperf.sh", "6";
+    udp_request_response => "udp.sh";
+    udp_request_response_v6 => "udp.sh", "6";
+    persistence => "persist.sh";
+    kernel_traffic_passes => "kernel.sh";
+    sigint_exits_cleanly => "sigint.sh";
+    new_client_first_answer => "new_client.sh";
+    kernel_selftest_v4 => "ipvs_selftest.sh", "4";
+    kernel_selftest_v6 => "ipvs_selftest.sh", "6";
+}
+
+/// The seed's DR lab (one bridge, a one-legged director): every request answered, balanced.
+#[test]
+fn seed_dr_lab() {
+    scenario("dr_flat.sh", &[]);
+}
+
+/// The seed's health-check script, unchanged, drives fastlb through `ipvsadm`.
+#[test]
+fn seed_health_script() {
+    scenario("seed_health.sh", &[]);
 }
 
 #[test]
@@ -127,16 +165,22 @@ fn port_reuse_reschedules() {
     scenario("port_reuse.sh", &["nat"]);
 }
 
-/// The first answer to a client whose MAC the director does not know yet is not lost: the
-/// kernel routes it and resolves the neighbour meanwhile.
-#[test]
-fn new_client_first_answer() {
-    scenario("new_client.sh", &["nat"]);
-}
-
 /// In nat mode, traffic from a real server's service port that belongs to no fastlb
 /// connection (a client talking to the real server directly) is routed by the kernel.
 #[test]
 fn direct_real_server_access() {
     scenario("direct_real.sh", &["nat"]);
+}
+
+/// The lab's tunnel-mode real server alone: bpf/tun_decap.c strips IPv4 and IPv6 outer
+/// headers.
+#[test]
+fn tun_decap_alone() {
+    scenario("tun_decap.sh", &[]);
+}
+
+/// The benchmarks' bare AF_XDP forwarder forwards what it is given and leaves the rest.
+#[test]
+fn xdp_fwd_forwards() {
+    scenario("xdp_fwd.sh", &[]);
 }

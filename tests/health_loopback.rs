@@ -7,6 +7,8 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use crossbeam_channel::Receiver;
 use fastlb::health::{BackendChoice, BackendKind, HealthMonitor, MonitorOptions, Transition};
 use fastlb::service::health::{
@@ -215,7 +217,7 @@ fn checks_over_io_uring() {
             m.stop();
             up_and_down(BackendChoice::Uring);
         }
-        Err(e) => eprintln!("SKIP checks_over_io_uring: io_uring unavailable here: {e}"),
+        Err(e) => support::skip(&format!("io_uring unavailable here: {e}")),
     }
 }
 

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod support;
+
 use fastlb::service::config;
 use fastlb::service::{ForwardMethod, SchedulerKind, ServiceKey};
 
@@ -66,13 +68,9 @@ fn nat_sample_maps_onto_the_model() {
 
 #[test]
 fn keepalived_itself_accepts_every_sample() {
-    if Command::new("keepalived")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!(
-            "SKIP: keepalived is not installed; fastlb's reading of the samples is still tested"
+    if !support::have("keepalived", "--version") {
+        support::skip(
+            "keepalived is not installed; fastlb's reading of the samples is still tested",
         );
         return;
     }

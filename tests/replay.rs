@@ -1,17 +1,23 @@
 //! Golden replay: every fixture under `pcap-fixtures/` is replayed through the `fastlb
 //! replay` command and its output compared byte for byte with `expected.pcap` (and the report
 //! with `report.json`). Every output frame's checksums are then verified by an independent
-//! reader (etherparse; tshark too where installed), and where a fixture has an `expect.txt`
-//! — a per-frame summary written by hand from the kernel's algorithms — the output must read
-//! exactly so. The partial-checksum fixtures (`csum-*`) are also checked to start from
-//! partial checksums and, in DR, to change no byte of a segment but a partial field.
+//! reader (etherparse; tshark too where installed), and the output must read exactly as the
+//! fixture's `expect.txt`: a per-frame summary worked out by hand from the kernel's
+//! algorithms, or with an independent oracle (`tools/kernel-ipvs/hashing.py` for the hashing
+//! schedulers), never copied from fastlb's output unchecked. Every fixture must have one. The
+//! partial-checksum fixtures (`csum-*`) are also checked to start from partial checksums and,
+//! in DR, to change no byte of a segment but a partial field.
 //!
 //! `FASTLB_BLESS=1 cargo test --test replay` rewrites expected.pcap and report.json from the
-//! current output (check the diff by hand before committing it).
+//! current output (check the diff by hand before committing it). Any other value of
+//! `FASTLB_BLESS` is an error, and so is `FASTLB_BLESS=1` where `CI` is set: CI only ever
+//! compares. `expect.txt` is never rewritten: it is the hand-worked oracle.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+mod support;
 
 use etherparse::{IpNumber, NetSlice, SlicedPacket, TransportSlice};
 use fastlb::datapath::pcap::PcapReader;
@@ -287,9 +293,44 @@ fn tshark_complaints(pcap: &Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Whether to rewrite the goldens, from `FASTLB_BLESS` and whether `CI` is set: only
+/// `FASTLB_BLESS=1`, and never under CI; any other value is an error rather than a silent
+/// compare (or a silent rewrite).
+fn bless_setting(bless: Option<&std::ffi::OsStr>, ci: bool) -> Result<bool, String> {
+    match bless.map(|v| v.to_str()) {
+        None => Ok(false),
+        Some(Some("1")) if ci => Err(
+            "FASTLB_BLESS=1 with CI set: goldens are never rewritten in CI; unset FASTLB_BLESS"
+                .into(),
+        ),
+        Some(Some("1")) => Ok(true),
+        Some(v) => Err(format!(
+            "FASTLB_BLESS={}: only FASTLB_BLESS=1 rewrites the goldens; unset it to compare",
+            v.unwrap_or("(not UTF-8)")
+        )),
+    }
+}
+
+#[test]
+fn blessing_needs_exactly_one_and_never_runs_in_ci() {
+    use std::ffi::OsStr;
+    assert_eq!(bless_setting(None, false), Ok(false));
+    assert_eq!(bless_setting(None, true), Ok(false));
+    assert_eq!(bless_setting(Some(OsStr::new("1")), false), Ok(true));
+    assert!(bless_setting(Some(OsStr::new("1")), true).is_err());
+    for v in ["0", "", "yes", "true", "2"] {
+        let e = bless_setting(Some(OsStr::new(v)), false).unwrap_err();
+        assert!(e.starts_with(&format!("FASTLB_BLESS={v}:")), "{e}");
+    }
+}
+
 #[test]
 fn every_fixture_replays_to_its_golden_output() {
-    let bless = std::env::var_os("FASTLB_BLESS").is_some();
+    let bless = bless_setting(
+        std::env::var_os("FASTLB_BLESS").as_deref(),
+        std::env::var_os("CI").is_some(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let mut failures = Vec::new();
     let list = fixtures();
     assert!(list.len() >= 30, "fixtures missing: {}", list.len());
@@ -313,7 +354,14 @@ fn every_fixture_replays_to_its_golden_output() {
                 failures.push(format!("{name}: frame {}: {e}", i + 1));
             }
         }
-        if let Ok(expect) = std::fs::read_to_string(dir.join("expect.txt")) {
+        // Every fixture needs an oracle that does not come from fastlb's own output.
+        let Ok(expect) = std::fs::read_to_string(dir.join("expect.txt")) else {
+            failures.push(format!(
+                "{name}: no expect.txt (work the output out by hand or with an oracle)"
+            ));
+            continue;
+        };
+        {
             let got: Vec<String> = out_frames.iter().map(|f| summary(f)).collect();
             let want: Vec<&str> = expect
                 .lines()
@@ -332,8 +380,8 @@ fn every_fixture_replays_to_its_golden_output() {
 
 #[test]
 fn tshark_reads_every_output_cleanly() {
-    if Command::new("tshark").arg("--version").output().is_err() {
-        eprintln!("SKIP: tshark is not installed; etherparse still checks every checksum");
+    if !support::have("tshark", "--version") {
+        support::skip("tshark is not installed; etherparse still checks every checksum");
         return;
     }
     for dir in fixtures() {

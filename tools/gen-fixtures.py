@@ -15,6 +15,7 @@ mode (FASTLB_BLESS=1 cargo test --test replay) and checked by hand; see pcap-fix
 """
 import os
 import shutil
+import textwrap
 from socket import AF_INET, AF_INET6, inet_pton
 
 from decimal import Decimal
@@ -116,6 +117,11 @@ def write(name, config, cap, doc, config_name="fastlb.toml"):
         f.write(doc.strip() + "\n")
 
 
+def reflow(text):
+    """One paragraph, wrapped as the hand-written ABOUT texts are."""
+    return textwrap.fill(" ".join(text.split()), 95, break_on_hyphens=False)
+
+
 def ones_sum(data):
     """One's-complement sum of big-endian 16-bit words, folded, not complemented."""
     if len(data) % 2:
@@ -185,6 +191,46 @@ def handshake_dr(cap, client, cport, vip, vport=80):
     cap.add(from_client(client, vip, tcp(cport, vport, "S", seq=1000)))
 
 
+# What the destination schedulers' fixtures show.
+DEST_ABOUT = {
+    "dh": "dh hashes the destination (hash_32, 8 bits) onto buckets A B C A B C ...: .110 and "
+          ".111 to A, .112 to C, .113 to B (tools/kernel-ipvs/hashing.py).",
+    "lblc": "lblc gives each new destination the wlc pick (.110 A, .111 B, .112 C, .113 A) and "
+            "keeps it: no server is ever overloaded in lblc's sense (active > weight while "
+            "another has active * 2 < weight).",
+    "lblcr": "lblcr gives each destination a set with the wlc pick (.110 A, .111 B, .112 C, "
+             ".113 A); no set grows, since no member is ever overloaded in lblcr's sense.",
+}
+
+# What each scheduler fixture shows (see its expect.txt for the worked sequence).
+SCHED_ABOUT = {
+    "rr": "rr ignores the weights: A B C in turn from the head of the list.",
+    "wrr": "wrr adds the servers in order (-A, then one -a each, as `ipvsadm -R` does); each -a "
+           "runs ip_vs_wrr_dest_changed, which carries the current weight cw (1 once A alone "
+           "is in: di 3, mw 1) instead of restarting at the maximum: A B C at cw 1, then A | A B "
+           "| A B C at cw 3, 2, 1.",
+    "lc": "lc: least (active << 8) + inactive, ties to the first: A B C in turn.",
+    "wlc": "wlc: least overhead / weight, ties to the first: A B C C B C, then again.",
+    "sed": "sed: least (active + 1) / weight, ties to the first: C B C A B C C B C A B C.",
+    "nq": "nq: an idle server first (A B C), then as sed: C B C C B C A B C.",
+    "sh": "sh: 256 buckets filled in list order, A taking two in a row (A A B C A A B C ...); "
+          "each client's address picks a bucket through hash_32. The servers in expect.txt are "
+          "what tools/kernel-ipvs/hashing.py, written from the kernel's source, computes.",
+    "mh": "mh: the Maglev table of 4093 slots built from the servers' hsiphash offsets and "
+          "skips; each client's address picks a slot. The servers in expect.txt are what "
+          "tools/kernel-ipvs/hashing.py, written from the kernel's source, computes.",
+    "fo": "fo: always the highest weight, B.",
+    "ovf": "ovf: the highest weight with active <= weight: B four times, A three, C twice; then "
+           "every server is over its weight and the last three SYNs are dropped "
+           "(no_destination), the last RST with them (no_connection).",
+    "twos": "twos: two weighted random picks, the less loaded per weight wins (the kernel's "
+            "ip_vs_twos.c, 6.7 and later). The kernel draws from its random generator; fastlb "
+            "from a xorshift64* seeded by the service key, so the picks are reproducible: "
+            "expect.txt holds what tools/kernel-ipvs/hashing.py computes from that documented "
+            "generator and the kernel's rule.",
+}
+
+
 def fixtures():
     # ---- forwarding modes -------------------------------------------------------------
     cap = Capture()
@@ -244,7 +290,8 @@ packet; fastlb does not fragment (see docs/decisions.md).""")
     cap.add(from_client("2001:db8:ff::21", VIP6, tcp(43001, 80, "PA", 1001, 1, b"w" * 1440)))
     write("tun-v6-sh", service(VIP6, sched="sh") + real(RS6[1], 1, "tun") + real(RS6[2], 1, "tun")
           + real(RS6[3], 1, "tun"), cap, """
-TUN, IPv6-in-IPv6, sh. Three clients hashed onto three real servers; a 560-byte packet is
+TUN, IPv6-in-IPv6, sh. Three clients hashed onto three real servers (.20 to .12, .21 and .22
+to .11, as tools/kernel-ipvs/hashing.py computes from the kernel's source); a 560-byte packet is
 encapsulated (outer source 2001:db8:1::1: IPv6 routes carry no `src`, so the director's
 own address on the output device inside the connected prefix, as source address selection
 picks it); a full 1500-byte packet does not fit after the 40-byte outer header: the client
@@ -262,12 +309,12 @@ gets ICMPv6 packet-too-big with MTU 1460.""")
                 # every third connection is reset at once, so it turns inactive
                 cap.add(from_client(f"198.51.100.{30 + i}", VIP4, tcp(44000 + i, 80, "R", 1001)))
         write(f"sched-{sched}", service(VIP4, sched=sched)
-              + "".join(real(RS4[n], w[n - 1]) for n in (1, 2, 3)), cap, f"""
-Scheduler {sched}, DR, weights {w[0]},{w[1]},{w[2]}. Twelve new connections from twelve clients; every
-third is reset right after its SYN. The kernel counts only ESTABLISHED as active (a new
-connection starts inactive, `set_tcp_state` moves it), so SYN_RECV and CLOSE are both inactive:
-lc and wlc balance on inactive counts, while sed and nq, which look at active connections only,
-see idle servers throughout (sed: the highest weight; nq: the first).""")
+              + "".join(real(RS4[n], w[n - 1]) for n in (1, 2, 3)), cap, reflow(f"""
+Scheduler {sched}, DR, weights A={w[0]} B={w[1]} C={w[2]} (A=.11, B=.12, C=.13, in list order).
+Twelve new connections from twelve clients; every third is reset right after its SYN. A RST
+in SYN_RECV leaves a DR connection in SYN_RECV (the kernel's INPUT-ONLY table), and SYN_RECV
+counts as active (`tcp_state_active`), so every connection is active throughout.
+{SCHED_ABOUT[sched]}"""))
 
     for sched in ("dh", "lblc", "lblcr"):
         cap = Capture().at(1)
@@ -277,10 +324,10 @@ see idle servers throughout (sed: the highest weight; nq: the first).""")
         cfg = ('[[classifier]]\nprotocol = "tcp"\ndestination = "192.0.2.96/27"\nports = "80"\nmark = 7\n'
                f'[[service]]\nfwmark = 7\nscheduler = "{sched}"\n'
                + "".join(real(RS4[n], 1, port=0) for n in (1, 2, 3)))
-        write(f"sched-{sched}", cfg, cap, f"""
-Scheduler {sched} on a firewall-mark service (mark 7 for TCP port 80 to 192.0.2.96/27), DR.
-Twelve clients connect to four destination addresses in turn: every connection to one
-destination goes to the same real server.""")
+        write(f"sched-{sched}", cfg, cap, reflow(f"""
+Scheduler {sched} on a firewall-mark service (mark 7 for TCP port 80 to 192.0.2.96/27), DR,
+weights 1,1,1. Twelve clients connect to four destination addresses in turn: every
+connection to one destination goes to the same real server. {DEST_ABOUT[sched]}"""))
 
     # ---- persistence, fwmark, port 0, quiesce -----------------------------------------
     cap = Capture().at(1)
@@ -553,7 +600,9 @@ the director's `ip route show table all` and `ip neigh show`, shared by every ca
 
 `cargo test --test replay` replays every folder, compares bytes and report, checks every output
 frame's checksums with etherparse and with tshark where installed, and compares `expect.txt`.
-`FASTLB_BLESS=1 cargo test --test replay` rewrites the expected files from the current output.
+`FASTLB_BLESS=1 cargo test --test replay` rewrites `expected.pcap` and `report.json` from the
+current output (any other value of `FASTLB_BLESS` is an error, and CI, where `CI` is set, never
+blesses); `expect.txt` is written by hand and never rewritten.
 
 Topology (one-armed director):
 

@@ -215,6 +215,7 @@ mod tests {
                 .map(|(i, r)| Dest {
                     id: DestId(i as u32),
                     server: r.clone(),
+                    last_weight: r.weight,
                 })
                 .collect(),
             config: VirtualService {

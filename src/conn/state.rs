@@ -6,12 +6,15 @@
 //! director). A packet selects a row by its flags, RST first, then SYN, FIN, ACK; a packet
 //! with none of those sends the connection to CLOSE.
 //!
-//! **Active connections.** The kernel counts a TCP connection as active exactly while it is
-//! ESTABLISHED: new connections are bound with `IP_VS_CONN_F_INACTIVE` (the destination's
-//! `conn_flags` carry it), and `set_tcp_state` moves one count between `activeconns` and
-//! `inactconns` only when the state enters or leaves ESTABLISHED. SYN_RECV and the other
-//! handshake states are therefore *inactive* in IPVS, and fastlb follows the kernel
-//! ([`TcpState::is_active`]). UDP connections are never active.
+//! **Active connections.** A new connection is bound to its real server as inactive
+//! (`__ip_vs_update_dest` puts `IP_VS_CONN_F_INACTIVE` into the destination's `conn_flags`),
+//! and `set_tcp_state` then moves one count between `inactconns` and `activeconns` whenever
+//! the state crosses `tcp_state_active`: SYN_SENT, SYN_RECV, ESTABLISHED and SYNACK are
+//! active, every other state inactive. The SYN that creates a connection takes it to
+//! SYN_RECV (NAT, DR and TUN alike), so a connection in its handshake counts as *active*;
+//! Debian's 6.1 lists a fresh DR connection under ActiveConn, and the schedulers that look
+//! at active connections only (sed, nq, ovf, and lblc/lblcr's overload rule) see it. fastlb
+//! follows the kernel ([`TcpState::is_active`]). UDP connections are never active.
 
 pub use crate::wire::TcpFlags;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -92,11 +95,26 @@ impl TcpState {
         }
     }
 
-    /// Whether a TCP connection in this state counts in `ActiveConn`: only ESTABLISHED, as
-    /// `set_tcp_state` decides (see the module documentation).
+    /// Whether a TCP connection in this state counts in `ActiveConn`: SYN_SENT, SYN_RECV,
+    /// ESTABLISHED and SYNACK, the kernel's `tcp_state_active_table` (see the module
+    /// documentation).
     #[inline]
     pub const fn is_active(self) -> bool {
-        matches!(self, TcpState::Established)
+        matches!(
+            self,
+            TcpState::Established | TcpState::SynSent | TcpState::SynRecv | TcpState::SynAck
+        )
+    }
+
+    /// [`TcpState::is_active`] for a state given by its kernel number (an unknown number is
+    /// inactive): one shift and mask, for the per-packet path.
+    #[inline]
+    pub const fn index_is_active(n: u8) -> bool {
+        const MASK: u16 = 1 << TcpState::Established as u8
+            | 1 << TcpState::SynSent as u8
+            | 1 << TcpState::SynRecv as u8
+            | 1 << TcpState::SynAck as u8;
+        n < 16 && MASK >> n & 1 == 1
     }
 
     /// The kernel's default timeout of the state, seconds (`tcp_timeouts`).
@@ -392,12 +410,17 @@ mod tests {
     }
 
     #[test]
-    fn only_established_is_active() {
+    fn the_handshake_and_established_are_active() {
+        // tcp_state_active_table of ip_vs_proto_tcp.c.
         let active: Vec<_> = TcpState::ALL
             .into_iter()
             .filter(|s| s.is_active())
             .collect();
-        assert_eq!(active, [S::Established]);
+        assert_eq!(active, [S::Established, S::SynSent, S::SynRecv, S::SynAck]);
+        for n in 0..=255u8 {
+            let by_state = TcpState::from_index(n).is_some_and(TcpState::is_active);
+            assert_eq!(TcpState::index_is_active(n), by_state, "{n}");
+        }
     }
 
     #[test]

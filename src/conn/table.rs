@@ -996,7 +996,7 @@ impl ConnTable {
     fn count(&self, meta: Meta, state: u8, c: &crate::service::DestCounters, add: bool) {
         let counter = if meta.template() {
             &c.persist_conns
-        } else if meta.is_tcp() && state == TcpState::Established as u8 {
+        } else if meta.is_tcp() && TcpState::index_is_active(state) {
             &c.active_conns
         } else {
             &c.inactive_conns
@@ -1174,7 +1174,8 @@ impl ConnTable {
 
     /// Advances a connection's state with one packet and restarts its timer with the new
     /// state's timeout, moving one count between active and inactive when the state enters
-    /// or leaves ESTABLISHED. `flags` is `None` for UDP. A stale `id` is ignored.
+    /// or leaves the active states ([`TcpState::is_active`]). `flags` is `None` for UDP. A
+    /// stale `id` is ignored.
     #[inline]
     pub fn on_packet(&self, id: ConnId, dir: Direction, flags: Option<TcpFlags>, now: Instant) {
         let Some(s) = self.slots.get(id.slot as usize) else {
@@ -1215,8 +1216,8 @@ impl ConnTable {
                 .compare_exchange(c.0, n.0, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                let was = meta.is_tcp() && c.state() == TcpState::Established as u8;
-                let is = meta.is_tcp() && state == TcpState::Established as u8;
+                let was = meta.is_tcp() && TcpState::index_is_active(c.state());
+                let is = meta.is_tcp() && TcpState::index_is_active(state);
                 if was != is {
                     let counters = self.registry.get(DestId(dest));
                     let (inc, dec) = if is {

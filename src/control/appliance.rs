@@ -12,6 +12,9 @@
 //!   plane.push(director.reconcile())          XDP filter maps, health checks, neighbours
 //! ```
 //!
+//! Before it serves, the appliance has the kernel resolve its real servers' next hops and
+//! waits for them (up to a second), so that the first packets to them are not dropped.
+//!
 //! SIGINT or SIGTERM ends the loop: the ctl socket is removed, the health thread stopped,
 //! the workers drained and the XDP program detached.
 
@@ -26,7 +29,7 @@ use thiserror::Error;
 use super::ctl::CtlServer;
 use super::metrics::MetricsServer;
 use super::sources::{
-    kernel_nexthops, HealthReports, KernelNextHops, Reload, Source, VrrpAddresses,
+    startup_nexthops, HealthReports, KernelNextHops, Reload, Source, VrrpAddresses,
 };
 use super::{DataPlane, Director, PairState, PublishError, Push};
 use crate::conn::ConnTable;
@@ -115,8 +118,9 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
     let stats: Vec<Arc<WorkerStats>> = (0..workers)
         .map(|_| Arc::new(WorkerStats::new(registry.capacity())))
         .collect();
-    let nexthops =
-        Arc::new(kernel_nexthops(&opts.ifaces).map_err(io("reading routes and neighbours"))?);
+    let nexthops = Arc::new(
+        startup_nexthops(&opts.ifaces, &config).map_err(io("reading routes and neighbours"))?,
+    );
     let standby = Arc::new(AtomicBool::new(false));
     let plane = DataPlane {
         registry,

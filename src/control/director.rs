@@ -59,6 +59,11 @@ use crate::time::Instant;
 /// How often the ids of removed real servers whose connections have all gone are reused.
 const RECLAIM_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long after asking the kernel to resolve a next hop the director wants the kernel's
+/// tables read back quickly ([`Director::resolving`]): a packet toward a next hop with no
+/// MAC is dropped, so the answer is wanted within milliseconds, not at the next second.
+pub const RESOLVE_WINDOW: Duration = Duration::from_secs(1);
+
 /// The state the director shares with the workers, built before them.
 #[derive(Clone)]
 pub struct DataPlane {
@@ -174,6 +179,9 @@ pub struct Director {
     held: Vec<IpAddr>,
     pair: PairState,
     standby: Arc<AtomicBool>,
+    /// Next hops the kernel was asked to resolve (new real servers, the workers' misses)
+    /// and not seen resolved yet, with when they were asked for.
+    resolving: Vec<(IpAddr, Instant)>,
     now: Instant,
     next_reclaim: Option<Instant>,
     owed: Owed,
@@ -205,6 +213,7 @@ impl Director {
             rates: RateTable::new(),
             nexthops: plane.nexthops,
             nexthop_feeds: Vec::new(),
+            resolving: Vec::new(),
             now: Instant::ZERO,
             next_reclaim: None,
             // The first step always says where the director stands.
@@ -253,6 +262,8 @@ impl Director {
     /// Source ctl (`-A -E -D -a -e -d -C -R`) and reload: `config` becomes the configured
     /// table. Builds the snapshot the workers will run; if that fails nothing changes.
     /// `config` must already be validated.
+    /// Real servers new to the table whose next hop has no neighbour entry are resolved at
+    /// once, not at the next reading of the kernel's tables.
     pub fn configure(&mut self, config: Config) -> Result<(), PublishError> {
         self.publisher
             .stage(effective_config(&config, &self.health))?;
@@ -260,6 +271,14 @@ impl Director {
         self.owed.health_checks |=
             config.services != self.configured.services || config.health != self.configured.health;
         self.owed.timeouts |= config.timeouts != self.configured.timeouts;
+        let known: Vec<IpAddr> = real_addresses(&self.configured).collect();
+        let new: Vec<IpAddr> = real_addresses(&config)
+            .filter(|a| !known.contains(a))
+            .filter(|a| self.nexthops.resolve(*a).is_err())
+            .collect();
+        for addr in new {
+            self.ask(addr);
+        }
         self.configured = config;
         self.follow_pair();
         Ok(())
@@ -330,15 +349,15 @@ impl Director {
     }
 
     /// Source kernel tables: the routes and neighbours, read again. Real servers the kernel
-    /// has no neighbour entry for are to be resolved.
+    /// has no neighbour entry for are to be resolved (again, unless asked for within the
+    /// last [`RESOLVE_WINDOW`]).
     pub fn nexthops_read(&mut self, table: NextHops) {
-        for svc in &self.configured.services {
-            for real in &svc.reals {
-                if table.resolve(real.addr).is_err() {
-                    self.owed
-                        .resolve
-                        .extend(neighbour_request(&table, real.addr));
-                }
+        let now = self.now;
+        self.resolving
+            .retain(|(a, asked)| table.resolve(*a).is_err() && now < *asked + RESOLVE_WINDOW);
+        for addr in real_addresses(&self.configured) {
+            if table.resolve(addr).is_err() && !self.resolving.iter().any(|(a, _)| *a == addr) {
+                self.owed.resolve.extend(neighbour_request(&table, addr));
             }
         }
         let local: Vec<IpAddr> = table.local_addresses().collect();
@@ -374,9 +393,34 @@ impl Director {
 
     /// Source workers: a packet's next hop toward `addr` had no neighbour entry.
     pub fn neighbour_missing(&mut self, addr: IpAddr) {
-        self.owed
-            .resolve
-            .extend(neighbour_request(&self.nexthops, addr));
+        self.ask(addr);
+    }
+
+    /// Asks the kernel to resolve the next hop toward `addr` (unless that was asked within
+    /// the last [`RESOLVE_WINDOW`]) and wants the tables read back quickly meanwhile.
+    fn ask(&mut self, addr: IpAddr) {
+        let now = self.now;
+        if self
+            .resolving
+            .iter()
+            .any(|(a, asked)| *a == addr && now < *asked + RESOLVE_WINDOW)
+        {
+            return;
+        }
+        if let Some(r) = neighbour_request(&self.nexthops, addr) {
+            self.owed.resolve.push(r);
+            self.resolving.retain(|(a, _)| *a != addr);
+            self.resolving.push((addr, now));
+        }
+    }
+
+    /// Whether the kernel was asked to resolve a next hop within the last
+    /// [`RESOLVE_WINDOW`] and fastlb has not seen it resolved: the kernel's tables should be
+    /// read back at once.
+    pub fn resolving(&self) -> bool {
+        self.resolving
+            .iter()
+            .any(|(_, asked)| self.now < *asked + RESOLVE_WINDOW)
     }
 
     /// Source clock: call every control-loop turn. Runs the rate estimators when their
@@ -438,8 +482,16 @@ fn pair_state(config: &Config, held: &[IpAddr]) -> PairState {
     }
 }
 
+/// The addresses of every real server `config` names.
+pub(crate) fn real_addresses(config: &Config) -> impl Iterator<Item = IpAddr> + '_ {
+    config
+        .services
+        .iter()
+        .flat_map(|svc| svc.reals.iter().map(|r| r.addr))
+}
+
 /// The neighbour to resolve on the way to `addr`, if a route with a device leads there.
-fn neighbour_request(t: &NextHops, addr: IpAddr) -> Option<NeighbourRequest> {
+pub(crate) fn neighbour_request(t: &NextHops, addr: IpAddr) -> Option<NeighbourRequest> {
     let route = t.route(addr)?;
     Some(NeighbourRequest {
         hop: route.gateway.unwrap_or(addr),

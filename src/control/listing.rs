@@ -14,9 +14,10 @@
 //!
 //! Order: like ipvsadm (whose default is `--sort`), services are sorted by (fwmark, family,
 //! protocol, address, port) and each service's real servers by (address, port); the same
-//! order `-S` prints. With `--nosort` fastlb prints configuration order, which is also its
-//! scheduling list order (ipvsadm would print the kernel's newest-first list). Addresses are
-//! always numeric: fastlb resolves no names, with or without `-n`.
+//! order `-S` prints. With `--nosort` fastlb prints its scheduling list order: configuration
+//! order, or the kernel's newest-first list with `dest_order = "kernel"` (what ipvsadm prints
+//! for a kernel director). Addresses are always numeric: fastlb resolves no names, with or
+//! without `-n`.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};

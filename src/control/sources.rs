@@ -6,7 +6,7 @@
 //! | [`CtlServer`](super::ctl::CtlServer) | ipvsadm commands from `fastlb ctl` |
 //! | [`Reload`] | the configuration file, read again on SIGHUP |
 //! | [`HealthReports`] | the health monitor's transitions |
-//! | [`KernelNextHops`] | the kernel's routes and neighbours every second, and the next hops the workers found no neighbour for |
+//! | [`KernelNextHops`] | the kernel's routes and neighbours every second (every turn while the director waits for a resolution), and the next hops the workers found no neighbour for |
 //! | [`VrrpAddresses`] | the addresses the system holds, read again whenever the kernel announces a change: keepalived's VRRP instance is MASTER here while they include its addresses |
 //!
 //! A new source (connection sync, BGP) is one more implementation of [`Source`] handed to the
@@ -21,12 +21,14 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
+use super::director::{neighbour_request, real_addresses};
 use super::Director;
 use crate::datapath::xdp::{self, netlink};
 use crate::forward::nexthop::{MacAddr, NextHops, Route};
 use crate::health::Transition;
 use crate::log::log;
 use crate::service::config;
+use crate::service::Config;
 use crate::time::Instant;
 
 /// Something that changes the director: polled once per turn of the control loop.
@@ -107,11 +109,16 @@ impl Source for HealthReports {
 
 /// How often the kernel's tables are read again.
 const REFRESH: Duration = Duration::from_secs(1);
+/// How often while the director waits for the kernel to resolve a next hop.
+const QUICK_REFRESH: Duration = Duration::from_millis(10);
+/// How long the appliance waits at start for its real servers' neighbours.
+const STARTUP_RESOLVE: Duration = Duration::from_secs(1);
 /// Missed neighbours handed on per turn at most (a burst of misses is one per packet).
 const MISSES_PER_TURN: usize = 64;
 
-/// The kernel's routing and neighbour tables (netlink), read every second, and the next
-/// hops the workers met without a neighbour entry.
+/// The kernel's routing and neighbour tables (netlink), read every second, or every turn
+/// while the director waits for the kernel to resolve a next hop
+/// ([`Director::resolving`]), and the next hops the workers met without a neighbour entry.
 pub struct KernelNextHops {
     ifaces: Vec<String>,
     missing: Receiver<IpAddr>,
@@ -135,7 +142,12 @@ impl Source for KernelNextHops {
         for addr in self.missing.try_iter().take(MISSES_PER_TURN) {
             director.neighbour_missing(addr);
         }
-        if now.saturating_since(self.last_read) < REFRESH {
+        let every = if director.resolving() {
+            QUICK_REFRESH
+        } else {
+            REFRESH
+        };
+        if now.saturating_since(self.last_read) < every {
             return;
         }
         self.last_read = now;
@@ -211,6 +223,39 @@ impl Source for VrrpAddresses {
             Err(e) => log(format_args!("reading addresses: {e}")),
         }
     }
+}
+
+/// The next hops to start with: the kernel's tables once the neighbour of every real server
+/// of `config` is resolved (asked for here) or [`STARTUP_RESOLVE`] has passed, so that the
+/// first packets to a real server are not dropped for want of its MAC. A real server that
+/// does not answer by then is resolved later, while fastlb serves.
+pub fn startup_nexthops(ifaces: &[String], config: &Config) -> std::io::Result<NextHops> {
+    let start = std::time::Instant::now();
+    let mut t = kernel_nexthops(ifaces)?;
+    let unresolved = |t: &NextHops| -> Vec<IpAddr> {
+        real_addresses(config)
+            .filter(|a| t.resolve(*a).is_err())
+            .collect()
+    };
+    let missing = unresolved(&t);
+    for r in missing.iter().filter_map(|a| neighbour_request(&t, *a)) {
+        if let Some(ifindex) = xdp::ifindex(&r.dev) {
+            if let Err(e) = netlink::resolve_neighbour(r.hop, ifindex) {
+                log(format_args!("resolving {}: {e}", r.hop));
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(t);
+    }
+    while start.elapsed() < STARTUP_RESOLVE {
+        std::thread::sleep(QUICK_REFRESH);
+        t = kernel_nexthops(ifaces)?;
+        if unresolved(&t).is_empty() {
+            break;
+        }
+    }
+    Ok(t)
 }
 
 /// The kernel's routes and neighbours as fastlb's next-hop tables, devices numbered in

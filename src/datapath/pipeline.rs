@@ -172,8 +172,9 @@ impl Pipeline {
         &self.table
     }
 
-    /// Switches to a new snapshot. Schedulers of services that remain are updated (lblc and
-    /// lblcr keep their maps, the others start afresh as the kernel's do on any change).
+    /// Switches to a new snapshot. Schedulers of services that remain are updated
+    /// ([`Scheduler::update`]: they keep what the kernel's keep across the same change);
+    /// new services get new ones.
     fn install(&mut self, table: Arc<ServiceTable>) {
         let mut old = std::mem::take(&mut self.scheds);
         self.scheds = table

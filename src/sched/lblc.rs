@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! n = cache[daddr]
-//! if n is none, gone, unavailable, or
+//! if n is none, gone, weight <= 0, or
 //!    (n.active > n.weight and some server m has m.active * 2 < m.weight):
 //!     n = cache[daddr] = wlc pick
 //! cache[daddr].lastuse = now
@@ -11,12 +11,13 @@
 //! `daddr` is the destination address the client used. The cache is the 1024-bucket table
 //! of [`locality`](super::locality): entries idle for 24 h go at the periodic full check.
 //!
-//! One deliberate difference: the kernel keeps a cached server that has the OVERLOAD flag
-//! (it checks only weight and its own overload rule); fastlb treats OVERLOAD as unavailable
-//! here too, as every other scheduler does, so a server over its `-x` threshold gets no new
-//! connections.
+//! The kernel keeps a cached server that has the OVERLOAD flag (its `-x` threshold reached):
+//! `ip_vs_lblc_schedule` checks only the weight and lblc's own overload rule, so such a
+//! server goes on taking its addresses' new connections; only the wlc pick for an address
+//! without a usable entry skips it. fastlb does the same (checked against Linux 6.1,
+//! `tests/kernel_ipvs.rs`); it is the one scheduler that may pick an OVERLOAD server.
 
-use super::locality::{position, usable, LocalityTable};
+use super::locality::{is_overloaded, position, LocalityTable};
 use super::wlc::WeightedLeastConn;
 use super::{SchedInput, Scheduler};
 use crate::service::{Dest, DestId, DestRegistry, SchedulerKind, ServiceEntry};
@@ -54,7 +55,7 @@ impl Scheduler for LocalityLeastConn {
         if let Some(en) = self.table.get_mut(input.vaddr) {
             en.lastuse = input.now;
             if let Some(i) = position(dests, en.value) {
-                if usable(i, dests, registry) {
+                if dests[i].server.weight > 0 && !is_overloaded(&dests[i], dests, registry) {
                     return Some(i);
                 }
             }
@@ -80,7 +81,7 @@ impl Scheduler for LocalityLeastConn {
         if service.config.scheduler == SchedulerKind::Lblc {
             self
         } else {
-            super::for_service(service)
+            super::rebound(service)
         }
     }
 }
@@ -130,14 +131,24 @@ mod tests {
     }
 
     #[test]
-    fn quiesced_or_overload_flag_moves_the_destination() {
+    fn quiescing_moves_the_destination_the_overload_flag_does_not() {
         let d = dests(&[1, 1]);
         let reg = DestRegistry::new(4);
         let mut s = LocalityLeastConn::new();
         let to_x = |t| input("192.0.2.1", 1, "203.0.113.9", t);
         assert_eq!(s.schedule(&d, &reg, &to_x(0)), Some(0));
+        // OVERLOAD (the -x threshold) does not move a cached address, as in the kernel...
         set_overload(&reg, &d[0], true);
-        assert_eq!(s.schedule(&d, &reg, &to_x(1)), Some(1));
+        assert_eq!(s.schedule(&d, &reg, &to_x(1)), Some(0));
+        // ...but a new address skips the OVERLOAD server, and weight 0 moves a cached one.
+        assert_eq!(
+            s.schedule(&d, &reg, &input("192.0.2.1", 1, "203.0.113.10", 2)),
+            Some(1)
+        );
+        set_overload(&reg, &d[0], false);
+        let mut q = d.clone();
+        q[0].server.weight = 0;
+        assert_eq!(s.schedule(&q, &reg, &to_x(3)), Some(1));
     }
 
     #[test]

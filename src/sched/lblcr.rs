@@ -138,7 +138,7 @@ impl Scheduler for LocalityLeastConnReplicated {
         if service.config.scheduler == SchedulerKind::Lblcr {
             self
         } else {
-            super::for_service(service)
+            super::rebound(service)
         }
     }
 }

@@ -17,7 +17,6 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::available;
 use super::hash::{fold_addr, hash_32};
 use crate::service::{Dest, DestId, DestRegistry};
 use crate::time::Instant;
@@ -156,12 +155,6 @@ pub(super) fn is_overloaded(dest: &Dest, dests: &[Dest], registry: &DestRegistry
     let w = |d: &Dest| i64::from(d.server.weight);
     let active = |d: &Dest| i64::from(registry.get(d.id).active());
     active(dest) > w(dest) && dests.iter().any(|d| active(d) * 2 < w(d))
-}
-
-/// Whether the server at `i` may take the connection: available and not `is_overloaded`.
-pub(super) fn usable(i: usize, dests: &[Dest], registry: &DestRegistry) -> bool {
-    let d = &dests[i];
-    available(d, registry.get(d.id)) && !is_overloaded(d, dests, registry)
 }
 
 #[cfg(test)]

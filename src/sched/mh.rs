@@ -18,11 +18,10 @@
 //! The keys are the kernel's fixed ones (k1 = 2654435761 twice, k2 = 2654446892 twice), and
 //! `hsiphash` is SipHash-1-3 as the kernel's 64-bit build computes it, implemented in
 //! [`hash`](super::hash). Every director builds the same table from the same ordered list.
-//! The kernel weighs servers by their *last* non-zero weight so that quiescing one keeps
-//! its slots (its clients then fail or fall back, everyone else stays put); a snapshot only
-//! knows the current weight, so [`MaglevHashing::new`] treats weight 0 as never weighted,
-//! and [`MaglevHashing::with_last_weights`] takes the last weights from a caller that tracks
-//! them.
+//! The kernel weighs servers by their *last* weight ([`Dest::last_weight`]: the weight a
+//! server was added with, then its latest non-zero one) so that quiescing one keeps its
+//! slots: its clients then fail or fall back, everyone else stays put. A server added with
+//! weight 0 takes no slot.
 
 use super::hash::{fold_addr, gcd, hsiphash_u32};
 use super::{available, SchedInput, Scheduler};
@@ -48,14 +47,11 @@ pub struct MaglevHashing {
 }
 
 impl MaglevHashing {
-    /// Builds the table for `dests`, each weighted by its current weight (0 for a quiesced
-    /// one). A `table_size` that is not one of [`MH_TABLE_SIZES`] is replaced by the
-    /// default 4093 (configuration checking rejects it before it gets here).
+    /// Builds the table for `dests`, each weighted by its last weight
+    /// ([`Dest::last_weight`]). A `table_size` that is not one of [`MH_TABLE_SIZES`] is
+    /// replaced by the default 4093 (configuration checking rejects it before it gets here).
     pub fn new(dests: &[Dest], table_size: u32, flags: SchedFlags) -> MaglevHashing {
-        let weights: Vec<u32> = dests
-            .iter()
-            .map(|d| d.server.weight.max(0) as u32)
-            .collect();
+        let weights: Vec<u32> = dests.iter().map(|d| d.last_weight.max(0) as u32).collect();
         MaglevHashing::with_last_weights(dests, &weights, table_size, flags)
     }
 

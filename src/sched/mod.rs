@@ -2,12 +2,16 @@
 //!
 //! A scheduler picks the real server for a new connection (one that matched no connection
 //! and no persistence template). Each worker owns its own scheduler instances, so cursor
-//! state (rr, wrr) needs no lock; each is rebuilt when a new snapshot arrives, as the kernel
-//! resets its scheduler on any destination change. The locality schedulers (lblc, lblcr)
-//! keep their tables across snapshots through [`Scheduler::update`], as the kernel keeps them
-//! across destination changes.
+//! state (rr, wrr) needs no lock. When a new snapshot arrives each scheduler carries over
+//! what the kernel's keeps across the same change ([`Scheduler::update`]): rr its cursor,
+//! wrr its current weight (updated as `ip_vs_wrr_dest_changed` does for each `-a -e -d`),
+//! lblc and lblcr their tables; dh, sh and mh refill their tables, as the kernel does on
+//! every change; the others hold no state. The list they walk is in the order the director
+//! setting `dest_order` gives ([`crate::service::DestOrder`]).
 //!
-//! Every scheduler skips a server that is unavailable: weight <= 0 (quiesced) or OVERLOAD.
+//! Every scheduler skips a server that is unavailable: weight <= 0 (quiesced) or OVERLOAD,
+//! except that lblc, as the kernel's, keeps sending an address it has cached to its server
+//! while that server is OVERLOAD.
 //!
 //! | `-s`    | file         | picks                                                        |
 //! |---------|--------------|--------------------------------------------------------------|
@@ -97,20 +101,32 @@ pub trait Scheduler: Send {
     }
 
     /// The scheduler to use once `service` (the same service in a new snapshot) replaces the
-    /// list this one was built for. By default a fresh one ([`for_service`]), which is the
-    /// kernel's reset on a destination change; lblc and lblcr keep their tables, as the
-    /// kernel does, when the service still uses them.
+    /// list this one was built for. By default a fresh one bound to the service
+    /// ([`rebound`]); rr, wrr, lblc and lblcr carry their state over as the kernel does
+    /// when the service keeps their kind.
     fn update(self: Box<Self>, service: &ServiceEntry) -> Box<dyn Scheduler> {
-        for_service(service)
+        rebound(service)
     }
 }
 
-/// Builds the scheduler a service is configured with.
+/// Builds the scheduler of a service that appears in a configuration with its real servers,
+/// as a kernel has it after `-A` and one `-a` per real server in configuration order (what
+/// `ipvsadm -R` and keepalived do).
 pub fn for_service(service: &ServiceEntry) -> Box<dyn Scheduler> {
+    match service.config.scheduler {
+        SchedulerKind::Wrr => Box::new(WeightedRoundRobin::for_service(service)),
+        _ => rebound(service),
+    }
+}
+
+/// Builds the scheduler bound afresh to a service that already has its real servers, as the
+/// kernel's `init_service` when `-E` changes a service's scheduler. Only wrr tells the two
+/// apart ([`WeightedRoundRobin::bound`]).
+pub fn rebound(service: &ServiceEntry) -> Box<dyn Scheduler> {
     let dests = &service.dests;
     match service.config.scheduler {
-        SchedulerKind::Rr => Box::new(RoundRobin::new()),
-        SchedulerKind::Wrr => Box::new(WeightedRoundRobin::new(dests)),
+        SchedulerKind::Rr => Box::new(RoundRobin::for_dests(dests)),
+        SchedulerKind::Wrr => Box::new(WeightedRoundRobin::bound(dests)),
         SchedulerKind::Lc => Box::new(LeastConn),
         SchedulerKind::Wlc => Box::new(WeightedLeastConn),
         SchedulerKind::Sed => Box::new(ShortestExpectedDelay),
@@ -156,6 +172,7 @@ pub(crate) mod testutil {
             .enumerate()
             .map(|(i, &w)| Dest {
                 id: DestId(i as u32),
+                last_weight: w,
                 server: RealServer {
                     addr: IpAddr::from([10, 1, (i >> 8) as u8, (i & 0xff) as u8 + 1]),
                     port: 80,
@@ -313,7 +330,14 @@ mod tests {
                 let inp = input(&format!("192.0.2.{client}"), cport, &format!("10.0.0.{vip}"), now);
                 if let Some(i) = s.schedule(&svc.dests, &reg, &inp) {
                     prop_assert!(i < svc.dests.len());
-                    prop_assert!(available(&svc.dests[i], reg.get(svc.dests[i].id)), "{} picked {}", kind, i);
+                    // lblc keeps a cached server whatever its OVERLOAD flag, as the kernel.
+                    let d = &svc.dests[i];
+                    let ok = if kind == SchedulerKind::Lblc {
+                        d.server.weight > 0
+                    } else {
+                        available(d, reg.get(d.id))
+                    };
+                    prop_assert!(ok, "{} picked {}", kind, i);
                     // Load moves as connections arrive, which exercises lblc/lblcr's rules.
                     reg.get(svc.dests[i].id).active_conns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }

@@ -6,7 +6,7 @@
 //! as it stays configured, and the control thread frees the id only once no connection
 //! refers to it.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 /// Index of a real server's counters in the [`DestRegistry`]. Stable across snapshots.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -15,9 +15,10 @@ pub struct DestId(pub u32);
 /// Connection counters of one real server, as the kernel's `struct ip_vs_dest` keeps them.
 #[derive(Debug, Default)]
 pub struct DestCounters {
-    /// Connections counted active: TCP connections in ESTABLISHED. As in the kernel, a new
-    /// connection starts inactive and `set_tcp_state` moves it in and out of the active
-    /// count as it enters or leaves ESTABLISHED.
+    /// Connections counted active: TCP connections in SYN_SENT, SYN_RECV, ESTABLISHED or
+    /// SYNACK (the kernel's `tcp_state_active`). As in the kernel, a new connection starts
+    /// inactive and `set_tcp_state` moves it in and out of the active count as its state
+    /// enters or leaves those.
     pub active_conns: AtomicU32,
     /// Every other connection (other TCP states, all UDP).
     pub inactive_conns: AtomicU32,
@@ -29,6 +30,9 @@ pub struct DestCounters {
     pub upper_threshold: AtomicU32,
     /// `-y` lower connection threshold; written by the control thread.
     pub lower_threshold: AtomicU32,
+    /// The weight the server was added with, then its latest non-zero weight (the kernel's
+    /// `last_weight`); written by the control thread when it builds a snapshot.
+    pub last_weight: AtomicI32,
 }
 
 impl DestCounters {
@@ -84,6 +88,7 @@ impl DestCounters {
         self.overloaded.store(false, Ordering::Relaxed);
         self.upper_threshold.store(0, Ordering::Relaxed);
         self.lower_threshold.store(0, Ordering::Relaxed);
+        self.last_weight.store(0, Ordering::Relaxed);
     }
 
     /// Sets the thresholds (from the real server's `-x`/`-y`) and re-evaluates OVERLOAD.

@@ -5,12 +5,13 @@
 //! workers. Names follow LVS: a *virtual service* is what clients connect to, a *real
 //! server* (a destination, `dest` in the kernel) is where the director sends them.
 //!
-//! **Destination order.** The kernel inserts a newly added real server at the head of its
-//! list, so its list runs newest-first. fastlb keeps real servers in configuration order:
-//! the first one written (first `-a`, first `[[service.real]]`) is first in the list. Every
-//! "first in list" tie-break and every bucket fill of the hashing schedulers follows that
-//! order, so the same file gives the same schedule on every director. See
-//! `docs/decisions.md`.
+//! **Destination order.** [`VirtualService::reals`] holds real servers in configuration
+//! order: the first one written (first `-a`, first `[[service.real]]`) first; `-a` appends,
+//! `-e` edits in place, `-d` removes. The list the schedulers walk (the snapshot's
+//! [`Dest`]s) follows the director setting [`DestOrder`]: the same order (`config`, the
+//! default), or its reverse (`kernel`), which is exactly the kernel's list, because the
+//! kernel inserts each new real server at the head. Every "first in list" tie-break and
+//! every bucket fill of the hashing schedulers follows that list. See `docs/decisions.md`.
 
 pub mod config;
 mod dest;
@@ -438,6 +439,31 @@ impl Default for TimeoutSettings {
     }
 }
 
+/// The order of each service's real-server list, the one every "first in list" tie-break
+/// and every hash-table fill follows (`[director] dest_order`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DestOrder {
+    /// Configuration order: the first real server written (`-a`, `[[service.real]]`) is
+    /// first, later ones follow. The default.
+    #[default]
+    Config,
+    /// The kernel's order: newest first, as `ip_vs_add_dest` puts each new real server at the
+    /// head of the list. A kernel director restored from the same rules (and changed by the
+    /// same `-a -e -d`) walks its list in this order.
+    Kernel,
+}
+
+impl DestOrder {
+    /// The setting's name in TOML (`config`, `kernel`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            DestOrder::Config => "config",
+            DestOrder::Kernel => "kernel",
+        }
+    }
+}
+
 /// Everything a director is configured with.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
@@ -455,6 +481,8 @@ pub struct Config {
     pub tunnel_source_v6: Option<std::net::Ipv6Addr>,
     /// Connection table capacity (entries); 0 means the default.
     pub conn_capacity: usize,
+    /// Order of every service's real-server list as the schedulers see it.
+    pub dest_order: DestOrder,
     /// Health checks and sorry servers, by service key (see [`health`]).
     pub health: health::HealthSettings,
     /// The director pair: the VRRP instance followed and the sync daemon (see [`pair`]).

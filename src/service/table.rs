@@ -6,9 +6,11 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 
 use super::{
-    ClassifierRule, Config, DestId, DestRegistry, Protocol, RealServer, ServiceKey, VirtualService,
+    ClassifierRule, Config, DestId, DestOrder, DestRegistry, Protocol, RealServer, ServiceKey,
+    VirtualService,
 };
 
 /// Index of a service in a [`ServiceTable`]; valid for that snapshot only.
@@ -22,6 +24,9 @@ pub struct Dest {
     pub id: DestId,
     /// Its configuration.
     pub server: RealServer,
+    /// The kernel's `last_weight`: the weight it was added with, then its latest non-zero
+    /// weight, so a server quiesced to weight 0 keeps its place in mh's table.
+    pub last_weight: i32,
 }
 
 /// One service of a snapshot.
@@ -29,7 +34,9 @@ pub struct Dest {
 pub struct ServiceEntry {
     /// The service as configured (its `reals` in list order).
     pub config: VirtualService,
-    /// The real servers, in the same order as `config.reals`.
+    /// The real servers in list order, the order schedulers walk: that of `config.reals`
+    /// with [`DestOrder::Config`], its reverse (the kernel's newest-first list) with
+    /// [`DestOrder::Kernel`].
     pub dests: Vec<Dest>,
 }
 
@@ -63,7 +70,15 @@ impl ServiceTable {
             live_dests: vec![false; ids.capacity],
             ..ServiceTable::default()
         };
-        for (i, svc) in config.services.iter().enumerate() {
+        // Ids first, so that a registry too small for the configuration fails before any
+        // counter is written.
+        let mut assigned = Vec::with_capacity(config.services.len());
+        for svc in &config.services {
+            let ids: Result<Vec<_>, _> =
+                svc.reals.iter().map(|r| ids.assign(&svc.key, r)).collect();
+            assigned.push(ids?);
+        }
+        for (i, (svc, ids)) in config.services.iter().zip(assigned).enumerate() {
             let id = ServiceId(i as u32);
             match svc.key {
                 ServiceKey::Tuple {
@@ -79,16 +94,23 @@ impl ServiceTable {
                 }
             }
             let mut dests = Vec::with_capacity(svc.reals.len());
-            for real in &svc.reals {
-                let did = ids.assign(&svc.key, real)?;
+            for (real, (did, fresh)) in svc.reals.iter().zip(ids) {
                 table.live_dests[did.0 as usize] = true;
-                registry
-                    .get(did)
-                    .set_thresholds(real.upper_threshold, real.lower_threshold);
+                let counters = registry.get(did);
+                counters.set_thresholds(real.upper_threshold, real.lower_threshold);
+                // The kernel's `last_weight`: the weight given when the server was added,
+                // then every later non-zero weight (`__ip_vs_update_dest`).
+                if fresh || real.weight != 0 {
+                    counters.last_weight.store(real.weight, Ordering::Relaxed);
+                }
                 dests.push(Dest {
                     id: did,
                     server: real.clone(),
+                    last_weight: counters.last_weight.load(Ordering::Relaxed),
                 });
+            }
+            if config.dest_order == DestOrder::Kernel {
+                dests.reverse();
             }
             table.services.push(ServiceEntry {
                 config: svc.clone(),
@@ -186,18 +208,20 @@ impl DestIds {
         }
     }
 
+    /// The id of `real` in the service `key`, and whether it is new (the server was not in
+    /// the previous configuration).
     fn assign(
         &mut self,
         key: &ServiceKey,
         real: &RealServer,
-    ) -> Result<DestId, TooManyRealServers> {
+    ) -> Result<(DestId, bool), TooManyRealServers> {
         let k = (*key, real.addr, real.port);
         if let Some(id) = self.assigned.get(&k) {
-            return Ok(*id);
+            return Ok((*id, false));
         }
         let id = self.free.pop().ok_or(TooManyRealServers(self.capacity))?;
         self.assigned.insert(k, id);
-        Ok(id)
+        Ok((id, true))
     }
 
     fn retire_unused(&mut self, live: &[bool]) {
@@ -231,7 +255,9 @@ impl DestIds {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::{ForwardMethod, SchedFlags, SchedulerKind, DEFAULT_MH_TABLE_SIZE};
+    use crate::service::{
+        DestOrder, ForwardMethod, SchedFlags, SchedulerKind, DEFAULT_MH_TABLE_SIZE,
+    };
 
     fn real(a: &str, w: i32) -> RealServer {
         RealServer {
@@ -289,6 +315,73 @@ mod tests {
         assert_eq!(t.find(Protocol::Tcp, vip, 443), Some(ServiceId(1)));
         assert_eq!(t.find(Protocol::Tcp, vip, 22), Some(ServiceId(0)));
         assert_eq!(t.find(Protocol::Udp, vip, 22), None);
+    }
+
+    #[test]
+    fn kernel_order_is_the_reverse_of_configuration_order() {
+        // The kernel puts each `-a` at the head: after .1, .2, .3 its list is .3 .2 .1. An
+        // edit keeps the place; a removal closes the gap; a new one goes to the head.
+        let mut ids = DestIds::new(8);
+        let reg = DestRegistry::new(8);
+        let mut cfg = Config {
+            dest_order: DestOrder::Kernel,
+            ..Config::default()
+        };
+        cfg.services.push(svc(
+            "10.0.0.1",
+            80,
+            vec![
+                real("10.1.0.1", 1),
+                real("10.1.0.2", 1),
+                real("10.1.0.3", 1),
+            ],
+        ));
+        let order = |t: &ServiceTable| -> Vec<String> {
+            t.services[0]
+                .dests
+                .iter()
+                .map(|d| d.server.addr.to_string())
+                .collect()
+        };
+        let t = ServiceTable::build(&cfg, &mut ids, &reg, 1).unwrap();
+        assert_eq!(order(&t), ["10.1.0.3", "10.1.0.2", "10.1.0.1"]);
+        cfg.services[0].reals[1].weight = 5;
+        cfg.services[0].reals.remove(0);
+        cfg.services[0].reals.push(real("10.1.0.4", 1));
+        let t = ServiceTable::build(&cfg, &mut ids, &reg, 2).unwrap();
+        assert_eq!(order(&t), ["10.1.0.4", "10.1.0.3", "10.1.0.2"]);
+        assert_eq!(t.services[0].dests[2].server.weight, 5);
+        cfg.dest_order = DestOrder::Config;
+        let t = ServiceTable::build(&cfg, &mut ids, &reg, 3).unwrap();
+        assert_eq!(order(&t), ["10.1.0.2", "10.1.0.3", "10.1.0.4"]);
+    }
+
+    #[test]
+    fn last_weight_is_the_added_then_the_latest_non_zero_weight() {
+        let mut ids = DestIds::new(8);
+        let reg = DestRegistry::new(8);
+        let mut cfg = Config::default();
+        cfg.services.push(svc(
+            "10.0.0.1",
+            80,
+            vec![real("10.1.0.1", 3), real("10.1.0.2", 0)],
+        ));
+        let last = |cfg: &Config, ids: &mut DestIds, generation| -> Vec<i32> {
+            let t = ServiceTable::build(cfg, ids, &reg, generation).unwrap();
+            t.services[0].dests.iter().map(|d| d.last_weight).collect()
+        };
+        assert_eq!(last(&cfg, &mut ids, 1), [3, 0]);
+        // Quiescing keeps the last weight; a new non-zero weight replaces it.
+        cfg.services[0].reals[0].weight = 0;
+        cfg.services[0].reals[1].weight = 2;
+        assert_eq!(last(&cfg, &mut ids, 2), [3, 2]);
+        cfg.services[0].reals[0].weight = 5;
+        assert_eq!(last(&cfg, &mut ids, 3), [5, 2]);
+        // Removed and added again with weight 0: a new server, last weight 0.
+        cfg.services[0].reals.remove(1);
+        last(&cfg, &mut ids, 4);
+        cfg.services[0].reals.push(real("10.1.0.2", 0));
+        assert_eq!(last(&cfg, &mut ids, 5), [5, 0]);
     }
 
     #[test]

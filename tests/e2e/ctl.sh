@@ -16,6 +16,7 @@
 #      with its own server on VIP:80.
 source "$(dirname "$0")/lib.sh"
 MODE=${1:-nat}
+need wrk
 lab_init "$MODE-ctl"
 CONFIG=$E2E_TMP/ctl.toml
 cat > "$CONFIG" <<TOML

@@ -2,34 +2,56 @@
 # Source it, then `lab_up NAME MODE [--config FILE]`: a lab with its own namespaces
 # (flbt-NAME-*, or flbt-TAG-NAME-* with FLBT_TAG=TAG so that several copies of the suite can
 # run on one machine at once) and state directory, torn down on exit whatever happens.
+#
+# A scenario that cannot run here calls `skip REASON` (or `need TOOL...`): it prints
+# `SKIP: REASON` and exits 77, which tests/e2e_lab.rs counts as a skip, never as a pass.
 set -euo pipefail
 
 E2E_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 LAB=$E2E_ROOT/tools/lab/lab.sh
 VIP=10.80.100.1
 RS1=10.80.2.11 RS2=10.80.2.12 SORRY=10.80.2.20
-
-if [[ $(id -u) != 0 ]]; then
-    echo "SKIP: needs root (network namespaces, XDP, AF_XDP)"
-    exit 0
-fi
+# The lab's IPv6 plan (every mode is dual-stack; docs/lab.md).
+VIP6=fd80:100::1
+RS1_6=fd80:2::11 RS2_6=fd80:2::12 SORRY6=fd80:2::20
+CLIENT6=fd80:1::10
+# Exit status of a scenario that cannot run here (automake's convention).
+E2E_SKIPPED=77
+# The director binary (tests/e2e_lab.rs passes its own; lab.sh would build this one).
+FASTLB_CMD=${FASTLB_CMD-$E2E_ROOT/target/release/fastlb}
+export FASTLB_CMD
 
 log() { echo "[$(date +%T.%3N)] $*"; }
 pass() { log "PASS: $*"; }
 fail() { log "FAIL: $*"; exit 1; }
+skip() { echo "SKIP: $*"; exit "$E2E_SKIPPED"; }
+# need TOOL...: skips the scenario unless every TOOL is installed.
+need() {
+    local t
+    for t; do command -v "$t" >/dev/null || skip "needs $t (tools/packages.sh installs it)"; done
+}
+
+[[ $(id -u) == 0 ]] || skip "needs root (network namespaces, XDP, AF_XDP)"
 
 # Monotonic milliseconds, for the measured times.
 now_ms() { local t; read -r t _ </proc/uptime; echo $(( ${t/./} * 10 )); }
 
+# Commands run on exit before the lab goes down (a scenario's own namespaces, processes).
+E2E_CLEANUP=()
 on_exit() {
-    local rc=$?
-    if [[ $rc != 0 && -f ${FLB_LAB_STATE:-/nonexistent}/director.log ]]; then
+    local rc=$? c
+    if [[ $rc != 0 && $rc != "$E2E_SKIPPED" && -f ${FLB_LAB_STATE:-/nonexistent}/director.log ]]; then
         echo "---- director log (last 40 lines)"
         tail -40 "$FLB_LAB_STATE/director.log"
     fi
+    for c in "${E2E_CLEANUP[@]}"; do eval "$c" >/dev/null 2>&1 || true; done
     "$LAB" down >/dev/null 2>&1 || true
     [[ -n ${E2E_TMP:-} ]] && rm -rf "$E2E_TMP"
-    if [[ $rc == 0 ]]; then echo "RESULT: passed"; else echo "RESULT: failed (exit $rc)"; fi
+    case $rc in
+        0) echo "RESULT: passed" ;;
+        "$E2E_SKIPPED") echo "RESULT: skipped" ;;
+        *) echo "RESULT: failed (exit $rc)" ;;
+    esac
 }
 
 # lab_init NAME: names (namespaces flbt-NAME-client, ...-dir, ...), a scratch directory
@@ -48,10 +70,16 @@ lab_up() {
     [[ ${FLB_PREFIX:-} == "flbt-${FLBT_TAG:+$FLBT_TAG-}$name-" ]] || lab_init "$name"
     NS_C=${FLB_PREFIX}client NS_D=${FLB_PREFIX}dir
     NS_R1=${FLB_PREFIX}rs1 NS_R2=${FLB_PREFIX}rs2 NS_S=${FLB_PREFIX}sorry
+    if [[ $mode == dr-flat ]]; then
+        # The seed's one-bridge layout (lab.sh): one subnet, the VIPs on the director.
+        VIP=10.80.3.100 RS1=10.80.3.11 RS2=10.80.3.12 SORRY=10.80.3.20
+        VIP6=fd80:3::100 RS1_6=fd80:3::11 RS2_6=fd80:3::12 SORRY6=fd80:3::20
+        CLIENT6=fd80:3::10
+    fi
     local t0; t0=$(now_ms)
     "$LAB" up --mode "$mode" --quiet "$@"
     log "lab up in $(( $(now_ms) - t0 )) ms"
-    WORKERS=$(sed -n 's/.* with \([0-9]*\) worker(s).*/\1/p' "$FLB_LAB_STATE/director.log")
+    WORKERS=$(sed -n 's/.* with \([0-9]*\) worker(s).*/\1/p' "$FLB_LAB_STATE/director.log" 2>/dev/null || true)
     log "director: ${WORKERS:-?} worker(s)"
 }
 
@@ -103,13 +131,14 @@ run_wrk() {
     WRK_REQS=${WRK_REQS:-0} WRK_NON2XX=${WRK_NON2XX:-0} WRK_SOCKERR=${WRK_SOCKERR:-0}
 }
 
-# udp_ask [PAYLOAD]: one DNS-style request to VIP:53 from the client; prints the answer.
+# udp_ask [PAYLOAD] [ADDRESS]: one DNS-style request to ADDRESS:53 (default the VIP) from
+# the client; prints the answer.
 udp_ask() {
-    cx python3 - "${1:-query}" <<'EOF'
+    cx python3 - "${1:-query}" "${2:-$VIP}" <<'EOF'
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[2] else socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(2)
-s.connect(("10.80.100.1", 53))
+s.connect((sys.argv[2], 53))
 s.send(sys.argv[1].encode())
 try:
     print(s.recv(2048).decode())
@@ -125,13 +154,15 @@ xdp_on_director() {
 
 # real_field PROTO PORT REAL_ADDR FIELD: a real server's figure from `ctl -L -n --json`
 # (FIELD: weight, active_conns, inactive_conns, persistent_conns, conns, in_pkts, ...);
-# prints "absent" when the service or the real server is not in the table.
+# prints "absent" when the service or the real server is not in the table. The service is
+# the one of REAL_ADDR's address family.
 real_field() {
     ctl -L -n --json | python3 -c '
 import json, sys
 proto, port, addr, field = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+family = "ipv6" if ":" in addr else "ipv4"
 for s in json.load(sys.stdin)["services"]:
-    if s["protocol"] == proto and s["port"] == port:
+    if s["protocol"] == proto and s["port"] == port and s["family"] == family:
         for r in s["reals"]:
             if r["address"] == addr:
                 print(r["stats"][field] if field in r["stats"] else r[field])

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Usage: wrr.sh dr|nat|tun. 200 curls from the client, one connection each, reach both
-# real servers in the configured wrr ratio 3:1, and the director's counters agree.
+# Usage: wrr.sh dr|nat|tun|dr-flat [4|6]. 200 curls from the client, one connection each,
+# to the VIP of that address family, reach both real servers in the configured wrr ratio
+# 3:1, and the director's counters agree.
 #
 # Tolerance: wrr is deterministic per worker. With weights 3,1 one worker picks rs1 rs1 rs1
 # rs2 over and over, so after n picks rs1 has n - floor(n/4): between 3n/4 and 3n/4 + 3/4.
@@ -8,11 +9,14 @@
 # rs1 gets between 150 and 150 + 0.75 W of 200, never fewer. Nothing else is scheduled on
 # port 80 (health checks come from the director's own kernel, not through the datapath).
 source "$(dirname "$0")/lib.sh"
-MODE=${1:?usage: wrr.sh dr|nat|tun}
-lab_up "$MODE-wrr" "$MODE"
+MODE=${1:?usage: wrr.sh dr|nat|tun|dr-flat [4|6]}
+FAM=${2:-4}
+lab_up "$MODE-wrr$FAM" "$MODE"
+URL=http://$VIP/ R1=$RS1 R2=$RS2
+[[ $FAM == 6 ]] && URL=http://[$VIP6]/ R1=$RS1_6 R2=$RS2_6
 
 N=200
-T=$(curl_tally $N)
+T=$(curl_tally $N "$URL")
 echo "$T"
 A=$(count "served by rs1" "$T") B=$(count "served by rs2" "$T")
 W=${WORKERS:-1}
@@ -22,7 +26,7 @@ log "rs1 $A, rs2 $B of $N; $W worker(s): rs1 must be 150..$MAX"
 (( A >= 150 && A <= MAX )) || fail "rs1 got $A of $N, outside 150..$MAX (wrr 3:1)"
 pass "wrr 3:1 over $N requests: rs1 $A, rs2 $B"
 
-C1=$(real_field tcp 80 "$RS1" conns) C2=$(real_field tcp 80 "$RS2" conns)
+C1=$(real_field tcp 80 "$R1" conns) C2=$(real_field tcp 80 "$R2" conns)
 log "director counters: rs1 conns $C1, rs2 conns $C2"
 [[ $C1 == "$A" && $C2 == "$B" ]] || fail "ctl --stats conns ($C1, $C2) differ from what curl saw ($A, $B)"
 pass "ctl counters match the answers"

@@ -1,33 +1,51 @@
 #!/usr/bin/env bash
-# The fastlb namespace lab: a client, a director, two real servers and a sorry server.
+# The fastlb namespace lab: a client, a director, two real servers and a sorry server, in
+# IPv4 and IPv6 at once (every mode is dual-stack).
+#
+# Modes dr, nat, tun: the director between the client's network and the servers' bridge.
 #
 #   flb-client                 flb-dir (director)                 flb-sw (bridge)      flb-rs1 / flb-rs2 / flb-sorry
 #   c0 10.80.1.10/24 -- veth -- d0 10.80.1.1/24   d1 10.80.2.1/24 -- veth -- sw-d  br0  sw-r1 -- e0 10.80.2.11/24
-#                                                                                   sw-r2 -- e0 10.80.2.12/24
+#      fd80:1::10/64              fd80:1::1/64       fd80:2::1/64                       sw-r2 -- e0 10.80.2.12/24
 #                                                                                   sw-s  -- e0 10.80.2.20/24
+#                                                  (servers: fd80:2::11, fd80:2::12, fd80:2::20)
 #
-# The VIP 10.80.100.1 is a routed VIP: the client reaches it through its default route (the
-# director), as a VIP announced by BGP would be; it is on no director interface, so replies
-# that the real servers send back through the director's kernel (their default gateway)
-# are plain forwarding.
-#   dr   VIP on the real servers' lo/32, arp_ignore=1, arp_announce=2; the director only
-#        rewrites the destination MAC.
+# The VIPs 10.80.100.1 and fd80:100::1 are routed VIPs: the client reaches them through
+# its default route (the director), as a VIP announced by BGP would be; they are on no
+# director interface, so replies that the real servers send back through the director's
+# kernel (their default gateway) are plain forwarding.
+#   dr   VIPs on the real servers' lo (/32, /128), arp_ignore=1, arp_announce=2; the
+#        director only rewrites the destination MAC.
 #   nat  the real servers hold no VIP; the director is their default gateway and rewrites
 #        both directions.
-#   tun  the real servers hold the VIP on lo, strip the director's outer IP header with
-#        bpf/tun_decap.c (XDP) on e0, rp_filter off.
+#   tun  the real servers hold the VIPs on lo and strip the director's outer IPv4 or IPv6
+#        header with bpf/tun_decap.c (XDP) on e0, rp_filter off.
+#
+# Mode dr-flat: the seed's DR lab. One bridge; the director has a single interface and
+# holds the VIPs on it; the client, the director and the servers share one subnet.
+#
+#   flb-client c0 10.80.3.10/24  fd80:3::10/64 ---\
+#   flb-dir    d0 10.80.3.1/24   fd80:3::1/64  ---- sw-* -- br0 (flb-sw)
+#                 + VIP 10.80.3.100, fd80:3::100     |
+#   flb-rs1/rs2/sorry e0 10.80.3.11/.12/.20, fd80:3::11/::12/::20 (VIPs on lo, arp_ignore=1,
+#                 arp_announce=2)
 #
 # Every real server (and the sorry server) runs nginx on :80 and :8080 ("served by rs1"),
 # a UDP echo on :53 (tools/lab/udp_echo.py, answers "rs1 <request>"); rs1 and rs2 also run
 # an iperf3 server on :5201. tools/lab/<mode>.toml balances all of them (docs/lab.md).
+# Nothing is tuned for fastlb: default offloads, no neighbour entries made in advance.
 #
 # Usage:
-#   tools/lab/lab.sh up [--mode dr|nat|tun] [--config FILE] [--quiet]
-#                        build the lab, start the servers and the director; unless --quiet,
-#                        send 20 requests and print who answered and the director's counters
-#   tools/lab/lab.sh test [N]    N curls from the client to the VIP, shows who answered
+#   tools/lab/lab.sh up [--mode dr|nat|tun|dr-flat] [--config FILE] [--quiet]
+#                        install missing Debian packages (tools/packages.sh), build fastlb,
+#                        build the lab, start the servers and the director; unless
+#                        --quiet, send 20 requests per address family and print who
+#                        answered and the director's counters
+#   tools/lab/lab.sh test [N] [4|6]   N curls from the client to the VIP, shows who answered
 #   tools/lab/lab.sh ctl ARGS    fastlb ctl (ipvsadm language) against the lab's director
+#   tools/lab/lab.sh ipvsadm ARGS  the same through a link named ipvsadm ($STATE/bin)
 #   tools/lab/lab.sh reload      SIGHUP the director (it rereads $FLB_LAB_STATE/fastlb.toml)
+#   tools/lab/lab.sh web NAME stop|start   stop or start nginx on rs1, rs2 or sorry
 #   tools/lab/lab.sh status      namespaces, addresses, XDP programs, processes
 #   tools/lab/lab.sh down        remove everything (idempotent)
 #
@@ -35,24 +53,18 @@
 #   FLB_PREFIX     namespace name prefix (default flb-): FLB_PREFIX=flbt-dr- gives
 #                  flbt-dr-client, flbt-dr-dir, ... so several labs can coexist.
 #   FLB_LAB_STATE  state directory (default /tmp/${FLB_PREFIX}lab): configs, logs, pids,
-#                  the ctl socket (ctl.sock).
+#                  the ctl socket (ctl.sock), bin/ipvsadm.
 #   FASTLB_CMD     the director, run in the director namespace as `$FASTLB_CMD --iface d0
-#                  --iface d1 --config $FLB_LAB_STATE/fastlb.toml --ctl-socket ...
+#                  [--iface d1] --config $FLB_LAB_STATE/fastlb.toml --ctl-socket ...
 #                  --metrics 127.0.0.1:9108`. Unset: target/release/fastlb, built if
-#                  missing. Set but empty: mode dr runs the bare forwarder instead (XDP_FWD,
-#                  default target/release/xdp-fwd), sending every VIP:80 packet to rs1.
-#
-# Needs root, iproute2, ethtool, clang (for the XDP objects), curl, python3, and nginx (else
-# python3 serves HTTP on :80 only) and iperf3 (else no iperf3 server).
+#                  missing. Set but empty: no director (the lab alone).
 set -euo pipefail
 
 P=${FLB_PREFIX:-flb-}
 NS_C=${P}client NS_D=${P}dir NS_SW=${P}sw NS_R1=${P}rs1 NS_R2=${P}rs2 NS_S=${P}sorry
 ALL_NS="$NS_C $NS_D $NS_SW $NS_R1 $NS_R2 $NS_S"
-VIP=10.80.100.1
 STATE=${FLB_LAB_STATE:-/tmp/${P}lab}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-XDP_FWD=${XDP_FWD:-$ROOT/target/release/xdp-fwd}
 FASTLB_DEFAULT=$ROOT/target/release/fastlb
 FASTLB=${FASTLB_CMD-$FASTLB_DEFAULT}
 METRICS=127.0.0.1:9108
@@ -65,32 +77,44 @@ nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 [[ $STATE == /* && $STATE != / && ! $STATE =~ (^|/)\.\.(/|$) ]] \
     || die "FLB_LAB_STATE must be an absolute path below /"
 
+# The address plan of a mode: sets VIP, VIP6, the servers' addresses and prefixes.
+plan() {
+    case $1 in
+        dr-flat)
+            NET=10.80.3 NET6=fd80:3:: VIP=10.80.3.100 VIP6=fd80:3::100
+            DIR_ADDR=10.80.3.1 DIR_ADDR6=fd80:3::1 CLIENT=10.80.3.10 CLIENT6=fd80:3::10 ;;
+        *)
+            NET=10.80.2 NET6=fd80:2:: VIP=10.80.100.1 VIP6=fd80:100::1
+            DIR_ADDR=10.80.1.1 DIR_ADDR6=fd80:1::1 CLIENT=10.80.1.10 CLIENT6=fd80:1::10 ;;
+    esac
+}
+
 compile_bpf() {
     mkdir -p "$STATE"
     command -v clang >/dev/null || die "clang is needed to build bpf/*.c"
-    for p in tun_decap xdp_pass; do
-        clang -O2 -g -Wall -target bpf -I"/usr/include/$(uname -m)-linux-gnu" \
-            -c "$ROOT/bpf/$p.c" -o "$STATE/$p.o"
-    done
+    clang -O2 -g -Wall -target bpf -I"/usr/include/$(uname -m)-linux-gnu" \
+        -c "$ROOT/bpf/tun_decap.c" -o "$STATE/tun_decap.o"
 }
 
-no_offloads() {
-    # A veth hands locally generated packets to XDP with their checksum still partial and
-    # GSO frames larger than an AF_XDP frame: turn both off on every lab interface.
-    nsx "$1" ethtool -K "$2" tx off tso off gso off gro off >/dev/null 2>&1 || true
+# Adds address $3 (IPv6 without duplicate address detection: the lab's addresses are
+# unique by construction, and a tentative address cannot be used for a second or two).
+addr() {
+    local ns=$1 dev=$2 a=$3
+    if [[ $a == *:* ]]; then nsx "$ns" ip -6 addr add "$a" dev "$dev" nodad
+    else nsx "$ns" ip addr add "$a" dev "$dev"; fi
 }
 
 # Starts nginx (:80 and :8080), the UDP echo (:53) and iperf3 (:5201, real servers only) in
-# namespace $1, answering as $2. $3: the address the UDP echo binds (the VIP in dr/tun, so
-# its answers leave from the VIP; any address in nat, where the director rewrites them).
+# namespace $1, answering as $2. $3 and $4: the IPv4 and IPv6 addresses the UDP echo binds
+# (the VIPs in dr/tun, so its answers leave from the VIP; any address in nat, where the
+# director rewrites them).
 start_servers() {
-    local ns=$1 name=$2 udp_bind=$3
+    local ns=$1 name=$2 udp_bind=$3 udp_bind6=$4
     local dir=$STATE/$name
     mkdir -p "$dir/www" "$dir/logs" "$dir/tmp"
     echo "served by $name" > "$dir/www/index.html"
     chmod -R a+rX "$STATE"
-    if command -v nginx >/dev/null; then
-        cat > "$dir/nginx.conf" <<EOF
+    cat > "$dir/nginx.conf" <<EOF
 daemon on;
 user www-data;
 worker_processes 1;
@@ -105,32 +129,44 @@ http {
     uwsgi_temp_path $dir/tmp;
     scgi_temp_path $dir/tmp;
     keepalive_requests 1000000;
-    server { listen 80 backlog=4096; listen 8080; root $dir/www; }
+    server {
+        listen 80 backlog=4096; listen [::]:80 backlog=4096;
+        listen 8080; listen [::]:8080;
+        root $dir/www;
+    }
 }
 EOF
-        nsx "$ns" nginx -c "$dir/nginx.conf" -p "$dir" || die "nginx failed in $ns"
-    else
-        nsx "$ns" python3 -m http.server 80 --directory "$dir/www" >/dev/null 2>&1 &
-    fi
+    nsx "$ns" nginx -c "$dir/nginx.conf" -p "$dir" || die "nginx failed in $ns"
     nsx "$ns" python3 "$ROOT/tools/lab/udp_echo.py" "$udp_bind" 53 "$name" \
         >"$dir/logs/udp_echo.log" 2>&1 &
-    if [[ $name != sorry ]] && command -v iperf3 >/dev/null; then
+    nsx "$ns" python3 "$ROOT/tools/lab/udp_echo.py" "$udp_bind6" 53 "$name" \
+        >"$dir/logs/udp_echo6.log" 2>&1 &
+    if [[ $name != sorry ]]; then
         nsx "$ns" iperf3 -s -p 5201 -D --pidfile "$dir/iperf3.pid" --logfile "$dir/logs/iperf3.log"
     fi
 }
 
-# Waits until every server listens: python3 takes a moment to start on a busy machine.
+# Waits until every server listens (python3 takes a moment to start on a busy machine) and
+# every IPv6 link-local address has finished duplicate address detection.
 wait_servers() {
     local ns want
     for ns in $NS_R1 $NS_R2 $NS_S; do
-        want=3; [[ $ns == "$NS_S" ]] || want=4
-        command -v iperf3 >/dev/null || want=$(( want > 3 ? 3 : want ))
+        # nginx :80 and :8080 in both families, two UDP echoes, iperf3 on the real servers.
+        want=6; [[ $ns == "$NS_S" ]] || want=7
         for _ in $(seq 100); do
             (( $(nsx "$ns" ss -ltnuH 'sport = :80 or sport = :8080 or sport = :53 or sport = :5201' \
                 | wc -l) >= want )) && continue 2
             sleep 0.1
         done
+        nsx "$ns" ss -ltnu >&2
         die "servers in $ns did not start"
+    done
+    for ns in $ALL_NS; do
+        for _ in $(seq 50); do
+            [[ -z $(nsx "$ns" ip -6 addr show tentative) ]] && continue 2
+            sleep 0.1
+        done
+        die "IPv6 addresses in $ns still tentative after 5 s"
     done
 }
 
@@ -146,84 +182,104 @@ web() {
     esac
 }
 
+# The real servers' side: addresses, default routes through $1 and $2 (none if empty),
+# the VIPs on lo with ARP kept quiet about them (dr, tun, dr-flat), decapsulation (tun).
+setup_servers() {
+    local mode=$1 gw=$2 gw6=$3 rs last
+    for rs in "$NS_R1 11" "$NS_R2 12" "$NS_S 20"; do
+        set -- $rs
+        addr "$1" e0 "$NET.$2/24"
+        addr "$1" e0 "$NET6$2/64"
+        nsx "$1" ip link set e0 up
+        [[ -z $gw ]] || nsx "$1" ip route add default via "$gw"
+        [[ -z $gw6 ]] || nsx "$1" ip -6 route add default via "$gw6"
+        if [[ $mode != nat ]]; then
+            addr "$1" lo "$VIP/32"
+            addr "$1" lo "$VIP6/128"
+            nsx "$1" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+            nsx "$1" sysctl -qw net.ipv4.conf.e0.arp_ignore=1 net.ipv4.conf.e0.arp_announce=2
+        fi
+        if [[ $mode == tun ]]; then
+            # The inner packet's source (the client) is not reachable through e0.
+            nsx "$1" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+                net.ipv4.conf.e0.rp_filter=0 net.ipv4.conf.lo.rp_filter=0
+            nsx "$1" ip link set dev e0 xdp obj "$STATE/tun_decap.o" sec xdp
+        fi
+    done
+}
+
 up() {
     local mode=$1 config=$2 quiet=$3
-    [[ $mode =~ ^(dr|nat|tun)$ ]] || die "mode must be dr, nat or tun"
+    [[ $mode =~ ^(dr|nat|tun|dr-flat)$ ]] || die "mode must be dr, nat, tun or dr-flat"
     config=${config:-$ROOT/tools/lab/$mode.toml}
     [[ -f $config ]] || die "no config file $config"
+    FASTLB_PACKAGES_WHO=lab ensure_packages build lab || die "missing Debian packages"
+    [[ -z $FASTLB ]] || fastlb_bin
     down quiet
     compile_bpf
+    plan "$mode"
     echo "$mode" > "$STATE/mode"
     cp "$config" "$STATE/fastlb.toml"
     for ns in $ALL_NS; do ip netns add "$ns"; nsx "$ns" ip link set lo up; done
 
-    ip link add c0 netns "$NS_C" type veth peer name d0 netns "$NS_D"
-    ip link add d1 netns "$NS_D" type veth peer name sw-d netns "$NS_SW"
+    nsx "$NS_SW" ip link add br0 type bridge
+    local ports="sw-d sw-r1 sw-r2 sw-s"
     ip link add e0 netns "$NS_R1" type veth peer name sw-r1 netns "$NS_SW"
     ip link add e0 netns "$NS_R2" type veth peer name sw-r2 netns "$NS_SW"
     ip link add e0 netns "$NS_S" type veth peer name sw-s netns "$NS_SW"
-    nsx "$NS_SW" ip link add br0 type bridge
-    for port in sw-d sw-r1 sw-r2 sw-s; do
-        nsx "$NS_SW" ip link set "$port" master br0 up
-        no_offloads "$NS_SW" "$port"
-    done
+    if [[ $mode == dr-flat ]]; then
+        ip link add c0 netns "$NS_C" type veth peer name sw-c netns "$NS_SW"
+        ip link add d0 netns "$NS_D" type veth peer name sw-d netns "$NS_SW"
+        ports+=" sw-c"
+    else
+        ip link add c0 netns "$NS_C" type veth peer name d0 netns "$NS_D"
+        ip link add d1 netns "$NS_D" type veth peer name sw-d netns "$NS_SW"
+    fi
+    for port in $ports; do nsx "$NS_SW" ip link set "$port" master br0 up; done
     nsx "$NS_SW" ip link set br0 up
 
-    nsx "$NS_C" ip addr add 10.80.1.10/24 dev c0
-    nsx "$NS_D" ip addr add 10.80.1.1/24 dev d0
-    nsx "$NS_D" ip addr add 10.80.2.1/24 dev d1
-    nsx "$NS_R1" ip addr add 10.80.2.11/24 dev e0
-    nsx "$NS_R2" ip addr add 10.80.2.12/24 dev e0
-    nsx "$NS_S" ip addr add 10.80.2.20/24 dev e0
-    for l in "$NS_C c0" "$NS_D d0" "$NS_D d1" "$NS_R1 e0" "$NS_R2 e0" "$NS_S e0"; do
-        set -- $l
-        nsx "$1" ip link set "$2" up
-        no_offloads "$1" "$2"
-    done
-    nsx "$NS_C" ip route add default via 10.80.1.1
-    nsx "$NS_D" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
-    for rs in $NS_R1 $NS_R2 $NS_S; do nsx "$rs" ip route add default via 10.80.2.1; done
-    # XDP_TX or a redirect out of a veth needs an XDP program on the peer: put XDP_PASS
-    # on the peers of the director's interfaces.
-    nsx "$NS_C" ip link set dev c0 xdp obj "$STATE/xdp_pass.o" sec xdp
-    nsx "$NS_SW" ip link set dev sw-d xdp obj "$STATE/xdp_pass.o" sec xdp
-
-    local udp_bind=0.0.0.0
-    case $mode in
-        dr|tun)
-            udp_bind=$VIP
-            for rs in $NS_R1 $NS_R2 $NS_S; do
-                nsx "$rs" ip addr add "$VIP/32" dev lo
-                nsx "$rs" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
-                nsx "$rs" sysctl -qw net.ipv4.conf.e0.arp_ignore=1 net.ipv4.conf.e0.arp_announce=2
-            done ;;
-    esac
-    if [[ $mode == tun ]]; then
-        for rs in $NS_R1 $NS_R2 $NS_S; do
-            nsx "$rs" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
-                net.ipv4.conf.e0.rp_filter=0 net.ipv4.conf.lo.rp_filter=0
-            nsx "$rs" ip link set dev e0 xdp obj "$STATE/tun_decap.o" sec xdp
-        done
+    addr "$NS_C" c0 "$CLIENT/24"
+    addr "$NS_C" c0 "$CLIENT6/64"
+    nsx "$NS_C" ip link set c0 up
+    addr "$NS_D" d0 "$DIR_ADDR/24"
+    addr "$NS_D" d0 "$DIR_ADDR6/64"
+    nsx "$NS_D" ip link set d0 up
+    if [[ $mode == dr-flat ]]; then
+        # The seed's director: the VIPs on its one interface, answering ARP and neighbour
+        # solicitations for them; the servers answer the client directly on the segment.
+        # The IPv6 VIP is deprecated (preferred_lft 0): still the director's, but never
+        # chosen as the source of its own connections (health checks), which the real
+        # servers, holding the VIP themselves, would drop; IPv6 source selection prefers
+        # it to the /64 address otherwise (longest matching prefix).
+        addr "$NS_D" d0 "$VIP/32"
+        nsx "$NS_D" ip -6 addr add "$VIP6/128" dev d0 nodad preferred_lft 0
+        setup_servers "$mode" "" ""
+    else
+        addr "$NS_D" d1 "10.80.2.1/24"
+        addr "$NS_D" d1 "fd80:2::1/64"
+        nsx "$NS_D" ip link set d1 up
+        nsx "$NS_C" ip route add default via "$DIR_ADDR"
+        nsx "$NS_C" ip -6 route add default via "$DIR_ADDR6"
+        nsx "$NS_D" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
+            net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+        setup_servers "$mode" 10.80.2.1 fd80:2::1
     fi
 
-    start_servers "$NS_R1" rs1 "$udp_bind"
-    start_servers "$NS_R2" rs2 "$udp_bind"
-    start_servers "$NS_S" sorry "$udp_bind"
+    local udp_bind=0.0.0.0 udp_bind6=::
+    [[ $mode == nat ]] || udp_bind=$VIP udp_bind6=$VIP6
+    start_servers "$NS_R1" rs1 "$udp_bind" "$udp_bind6"
+    start_servers "$NS_R2" rs2 "$udp_bind" "$udp_bind6"
+    start_servers "$NS_S" sorry "$udp_bind" "$udp_bind6"
     wait_servers
-    # Resolve the real servers' MACs in the director before anything needs them, and
-    # let the director's kernel learn the client's: fastlb reads the kernel's neighbours
-    # once a second, so without this the first answer to a brand-new client is dropped
-    # (no_neighbour) and its first TCP connection waits for a SYN retransmit
-    # (tests/e2e/new_client.sh).
-    for a in 10.80.2.11 10.80.2.12 10.80.2.20; do
-        nsx "$NS_D" ping -c1 -W1 "$a" >/dev/null 2>&1 || true
-    done
-    nsx "$NS_C" ping -c1 -W1 10.80.1.1 >/dev/null 2>&1 || true
+    mkdir -p "$STATE/bin"
+    [[ -z $FASTLB ]] || ln -sf "$(realpath "$FASTLB")" "$STATE/bin/ipvsadm"
     start_director "$mode"
-    echo "lab up (mode $mode, namespaces ${P}*, state $STATE): curl from $NS_C to http://$VIP/"
+    echo "lab up (mode $mode, namespaces ${P}*, state $STATE): curl from $NS_C to http://$VIP/ or http://[$VIP6]/"
     if [[ $quiet == 0 && -S $STATE/ctl.sock ]]; then
         echo "== 20 requests from $NS_C to http://$VIP/"
-        test_curl 20
+        test_curl 20 4
+        echo "== 20 requests from $NS_C to http://[$VIP6]/"
+        test_curl 20 6
         echo "== fastlb ctl -L -n --stats"
         ctl -L -n --stats
     fi
@@ -239,29 +295,22 @@ fastlb_bin() {
 
 start_director() {
     local mode=$1 cmd
-    if [[ -n $FASTLB ]]; then
-        fastlb_bin
-        cmd="$FASTLB --iface d0 --iface d1 --config $STATE/fastlb.toml"
-        cmd+=" --ctl-socket $STATE/ctl.sock --metrics $METRICS"
-    elif [[ $mode == dr ]]; then
-        [[ -x $XDP_FWD ]] || die "no $XDP_FWD: cargo build --release --bin xdp-fwd, or unset FASTLB_CMD"
-        local mac
-        mac=$(nsx "$NS_R1" cat /sys/class/net/e0/address)
-        cmd="$XDP_FWD --iface d0 --iface d1 --cross --service tcp:$VIP:80 --dst-mac $mac"
-    else
+    if [[ -z $FASTLB ]]; then
         echo "lab: no director started (FASTLB_CMD is empty)"
         return
     fi
+    cmd="$FASTLB --iface d0"
+    [[ $mode == dr-flat ]] || cmd+=" --iface d1"
+    cmd+=" --config $STATE/fastlb.toml --ctl-socket $STATE/ctl.sock --metrics $METRICS"
     echo "lab: director: $cmd"
     # Not through nsx: a backgrounded shell function is a subshell, and its pid would not
     # be the director's (`ip netns exec` execs, so $! is the director itself).
     # shellcheck disable=SC2086
     ip netns exec "$NS_D" $cmd >"$STATE/director.log" 2>&1 &
     echo $! > "$STATE/director.pid"
-    # fastlb logs "serving ..." once its workers, ctl socket and health checks are up;
-    # xdp-fwd logs "running".
+    # fastlb logs "serving ..." once its workers, ctl socket and health checks are up.
     for _ in $(seq 100); do
-        grep -q 'serving\|running' "$STATE/director.log" 2>/dev/null && return
+        grep -q 'serving' "$STATE/director.log" 2>/dev/null && return
         kill -0 "$(cat "$STATE/director.pid")" 2>/dev/null || break
         sleep 0.1
     done
@@ -300,18 +349,27 @@ status() {
     return 0
 }
 
+# test_curl [N] [4|6]: N requests from the client to the VIP of that family.
 test_curl() {
-    local n=${1:-6} out
+    local n=${1:-6} family=${2:-4} out url
+    [[ -f $STATE/mode ]] || die "lab is down"
+    plan "$(cat "$STATE/mode")"
+    url=http://$VIP/
+    [[ $family == 6 ]] && url=http://[$VIP6]/
     for _ in $(seq "$n"); do
-        out=$(nsx "$NS_C" curl -s --max-time 3 "http://$VIP/" || echo "(no answer)")
+        out=$(nsx "$NS_C" curl -s --max-time 3 "$url" || echo "(no answer)")
         echo "$out"
     done | sort | uniq -c
 }
 
 ctl() {
     [[ -n $FASTLB ]] || die "ctl needs fastlb (FASTLB_CMD is empty)"
-    # shellcheck disable=SC2086
-    $FASTLB ctl --socket "$STATE/ctl.sock" "$@"
+    FASTLB_CTL_SOCKET=$STATE/ctl.sock "$FASTLB" ctl "$@"
+}
+
+ipvsadm_cmd() {
+    [[ -x $STATE/bin/ipvsadm ]] || die "no director (no $STATE/bin/ipvsadm)"
+    FASTLB_CTL_SOCKET=$STATE/ctl.sock "$STATE/bin/ipvsadm" "$@"
 }
 
 reload() {
@@ -320,10 +378,12 @@ reload() {
 }
 
 [[ $(id -u) == 0 ]] || die "needs root"
+source "$ROOT/tools/packages.sh"
 cmd=${1:-}
 shift || true
 case $cmd in
     ctl) ctl "$@"; exit ;;
+    ipvsadm) ipvsadm_cmd "$@"; exit ;;
     web) web "$@"; exit ;;
 esac
 MODE=dr CONFIG= QUIET=0
@@ -342,5 +402,5 @@ case $cmd in
     status) status ;;
     test) test_curl "${ARGS[@]}" ;;
     reload) reload ;;
-    *) sed -n '2,42p' "$0"; exit 2 ;;
+    *) sed -n '2,60p' "$0"; exit 2 ;;
 esac

@@ -3,6 +3,7 @@
 "NAME <datagram>", so the client sees which real server answered.
 
 Usage: udp_echo.py BIND_ADDRESS PORT NAME
+BIND_ADDRESS is IPv4 or IPv6 (an IPv6 socket serves IPv6 only).
 """
 import socket
 import sys
@@ -10,7 +11,10 @@ import sys
 
 def main():
     addr, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     s.bind((addr, port))
     while True:
         data, peer = s.recvfrom(2048)

@@ -190,6 +190,7 @@ pub fn real_server(i: usize) -> Dest {
             upper_threshold: 0,
             lower_threshold: 0,
         },
+        last_weight: 1,
     }
 }
 

@@ -25,7 +25,10 @@
 mod client;
 mod server;
 
-pub use client::{ctl_main, ctl_run, request};
+pub use client::{
+    ctl_main, ctl_run, default_socket, invoked_as_ipvsadm, ipvsadm_main, request, run_as,
+    take_socket_option, usage, version_line, SOCKET_ENV,
+};
 pub use server::CtlServer;
 
 use std::path::Path;
@@ -158,12 +161,9 @@ pub fn execute(director: &mut Director, args: &[String], stdin: Option<&str>) ->
                 Err(e) => Response::fail(EXIT_TABLE, e),
             }
         }
-        IpvsCommand::Help => Response::ok(usage_text()),
-        IpvsCommand::Version => Response::ok(format!(
-            "fastlb ctl {} (speaks ipvsadm v1.31, IPVS v{})\n",
-            env!("CARGO_PKG_VERSION"),
-            listing::IPVS_VERSION
-        )),
+        // The client answers these itself; a bare socket client gets the same text.
+        IpvsCommand::Help => Response::ok(usage("fastlb ctl")),
+        IpvsCommand::Version => Response::ok(version_line("fastlb ctl")),
         IpvsCommand::Zero(key) => {
             // apply() only checks that the service exists.
             let mut config = director.config().clone();
@@ -194,26 +194,6 @@ pub fn execute(director: &mut Director, args: &[String], stdin: Option<&str>) ->
             }
         }
     }
-}
-
-fn usage_text() -> String {
-    "\
-fastlb ctl: ipvsadm's commands, sent to the running fastlb
-  fastlb ctl -A|E -t|u|f service-address [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags]
-  fastlb ctl -D -t|u|f service-address
-  fastlb ctl -C
-  fastlb ctl -R                  (rules on standard input; all or nothing)
-  fastlb ctl -S [-n]
-  fastlb ctl -a|e -t|u|f service-address -r server-address [-g|i|m] [-w weight] [-x upper] [-y lower]
-  fastlb ctl -d -t|u|f service-address -r server-address
-  fastlb ctl -L|l [-t|u|f service-address] [-n] [-c] [--timeout] [--stats] [--rate]
-                 [--thresholds] [--persistent-conn] [--exact] [--nosort] [--json]
-  fastlb ctl -Z [-t|u|f service-address]
-  fastlb ctl --set tcp tcpfin udp
-  fastlb ctl -h | -v
-Schedulers: rr wrr lc wlc lblc lblcr dh sh sed nq fo ovf mh twos. See docs/ctl.md.
-"
-    .to_string()
 }
 
 #[cfg(test)]

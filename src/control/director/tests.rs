@@ -355,6 +355,64 @@ fn a_missing_neighbour_is_resolved_through_its_route() {
 }
 
 #[test]
+fn a_new_real_server_is_resolved_at_once_and_read_back_until_it_is() {
+    let neigh = "10.1.0.1 dev eth1 lladdr 02:00:00:00:01:01 REACHABLE\n\
+                 10.1.0.2 dev eth1 lladdr 02:00:00:00:01:02 REACHABLE\n\
+                 10.1.0.3 dev eth1 lladdr 02:00:00:00:01:03 REACHABLE\n";
+    let mut r = rig_with(three_servers(), 16, kernel_tables(neigh));
+    r.director.tick(Instant::from_secs(100));
+    assert!(!r.director.resolving());
+    // -a of a server the kernel has no neighbour for: asked at once, not at the next read.
+    let mut c = r.director.config().clone();
+    let mut added = c.services[0].reals[0].clone();
+    added.addr = "10.1.0.4".parse().unwrap();
+    c.services[0].reals.push(added);
+    r.director.configure(c).unwrap();
+    let push = r.director.reconcile();
+    let want = NeighbourRequest {
+        hop: "10.1.0.4".parse().unwrap(),
+        dev: "eth1".into(),
+    };
+    assert_eq!(push.resolve, [want]);
+    assert!(
+        r.director.resolving(),
+        "the tables are to be read back quickly"
+    );
+    // A read that does not have it yet asks nothing again within the window; a worker's
+    // miss for it neither.
+    r.director
+        .tick(Instant::from_secs(100) + Duration::from_millis(20));
+    r.director.nexthops_read(kernel_tables(neigh));
+    r.director.neighbour_missing("10.1.0.4".parse().unwrap());
+    assert!(r.director.reconcile().resolve.is_empty());
+    assert!(r.director.resolving());
+    // Resolved: nothing more to wait for.
+    r.director.nexthops_read(kernel_tables(&format!(
+        "{neigh}10.1.0.4 dev eth1 lladdr 02:00:00:00:01:04 REACHABLE\n"
+    )));
+    assert!(!r.director.resolving());
+    assert!(r.director.reconcile().resolve.is_empty());
+}
+
+#[test]
+fn an_unanswered_resolution_stops_the_quick_reads_after_the_window() {
+    let mut r = rig_with(three_servers(), 16, kernel_tables(""));
+    r.director.tick(Instant::from_secs(100));
+    r.director.neighbour_missing("10.1.0.9".parse().unwrap());
+    assert_eq!(r.director.reconcile().resolve.len(), 1);
+    assert!(r.director.resolving());
+    r.director.tick(Instant::from_secs(100) + RESOLVE_WINDOW);
+    assert!(!r.director.resolving());
+    // Asked again once the window is over.
+    r.director.neighbour_missing("10.1.0.9".parse().unwrap());
+    assert_eq!(r.director.reconcile().resolve.len(), 1);
+    // The once-a-second read asks for the real servers it still cannot resolve.
+    r.director.tick(Instant::from_secs(102));
+    r.director.nexthops_read(kernel_tables(""));
+    assert_eq!(r.director.reconcile().resolve.len(), 3);
+}
+
+#[test]
 fn the_clock_drives_the_rate_estimators() {
     let mut r = rig(three_servers());
     let id = r.director.table().services[0].dests[0].id;

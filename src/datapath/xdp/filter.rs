@@ -556,6 +556,7 @@ mod tests {
                 .map(|(i, r)| Dest {
                     id: DestId(i as u32),
                     server: r.clone(),
+                    last_weight: r.weight,
                 })
                 .collect();
             t.services.push(ServiceEntry {

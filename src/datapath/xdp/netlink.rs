@@ -691,9 +691,8 @@ mod tests {
 
     #[test]
     fn resolves_a_neighbour_in_a_namespace() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: needs root for network namespaces");
+        if !crate::test_support::is_root() {
+            crate::test_support::skip("needs root for network namespaces");
             return;
         }
         let (a, b) = (

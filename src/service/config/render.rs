@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::service::health::{CheckKind, HealthConfig};
 use crate::service::{
-    Config, ForwardMethod, Protocol, ServiceKey, TimeoutSettings, DEFAULT_MH_TABLE_SIZE,
+    Config, DestOrder, ForwardMethod, Protocol, ServiceKey, TimeoutSettings, DEFAULT_MH_TABLE_SIZE,
 };
 
 /// The TOML name of a forwarding method.
@@ -53,8 +53,12 @@ pub fn to_toml(config: &Config) -> String {
     if config.conn_capacity != 0
         || config.tunnel_source_v4.is_some()
         || config.tunnel_source_v6.is_some()
+        || config.dest_order != DestOrder::default()
     {
         o.push_str("[director]\n");
+        if config.dest_order != DestOrder::default() {
+            let _ = writeln!(o, "dest_order = \"{}\"", config.dest_order.name());
+        }
         if config.conn_capacity != 0 {
             let _ = writeln!(o, "conn_capacity = {}", config.conn_capacity);
         }

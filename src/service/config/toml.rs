@@ -18,8 +18,8 @@ use crate::service::health::{
     CheckKind, HealthConfig, HttpCheck, ScriptCheck, ServiceHealth, SorryServer, StatusRange,
 };
 use crate::service::{
-    ClassifierRule, Config, ForwardMethod, Persistence, Prefix, Protocol, RealServer, SchedFlags,
-    SchedulerKind, ServiceKey, TimeoutSettings, VirtualService, DEFAULT_MH_TABLE_SIZE,
+    ClassifierRule, Config, DestOrder, ForwardMethod, Persistence, Prefix, Protocol, RealServer,
+    SchedFlags, SchedulerKind, ServiceKey, TimeoutSettings, VirtualService, DEFAULT_MH_TABLE_SIZE,
     DEFAULT_PERSISTENCE_SECS,
 };
 
@@ -40,6 +40,7 @@ struct RawDirector {
     conn_capacity: Option<usize>,
     tunnel_source_v4: Option<Ipv4Addr>,
     tunnel_source_v6: Option<Ipv6Addr>,
+    dest_order: Option<DestOrder>,
 }
 
 #[derive(Deserialize)]
@@ -277,6 +278,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         config.conn_capacity = d.conn_capacity.unwrap_or(0);
         config.tunnel_source_v4 = d.tunnel_source_v4;
         config.tunnel_source_v6 = d.tunnel_source_v6;
+        config.dest_order = d.dest_order.unwrap_or_default();
         if config.tunnel_source_v4.is_some_and(|a| a.is_unspecified()) {
             return Err(lines
                 .field(&span, "tunnel_source_v4", "must be a unicast address")
@@ -646,6 +648,7 @@ mod tests {
 [director]
 conn_capacity = 1048576
 tunnel_source_v4 = "192.0.2.1"
+dest_order = "kernel"
 
 [timeouts]
 tcp = 900
@@ -697,6 +700,8 @@ address = "10.0.2.1"
         let c = p(EXAMPLE).unwrap();
         assert_eq!(c.conn_capacity, 1_048_576);
         assert_eq!(c.tunnel_source_v4, Some(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(c.dest_order, DestOrder::Kernel);
+        assert_eq!(p("").unwrap().dest_order, DestOrder::Config);
         assert_eq!(c.timeouts, TimeoutSettings::default());
         assert_eq!(c.classifiers.len(), 1);
         assert_eq!(c.classifiers[0].ports, (80, 443));
@@ -778,6 +783,9 @@ address = "10.0.2.1"
         assert_eq!(e.line, 2, "{e}");
         let e = p("[director]\nconn_capacity = = 3\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
+        let e = p("[director]\nconn_capacity = 3\ndest_order = \"newest\"\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.to_string().contains("`config` or `kernel`"), "{e}");
     }
 
     #[test]

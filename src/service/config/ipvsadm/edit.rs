@@ -7,9 +7,10 @@ use crate::service::{Config, ServiceKey, VirtualService, DEFAULT_MH_TABLE_SIZE};
 
 /// Applies a table-changing command. On error `config` is unchanged.
 ///
-/// New real servers go to the **end** of their service's list (fastlb's list order is
-/// configuration order; the kernel's is newest-first). `-Z` only checks that the service
-/// exists: counters live in the data path, not in the [`Config`].
+/// New real servers go to the **end** of their service's list (configuration order; with
+/// `dest_order = "kernel"` the schedulers walk it from the other end, the kernel's
+/// newest-first list). `-Z` only checks that the service exists: counters live in the data
+/// path, not in the [`Config`].
 pub fn apply(config: &mut Config, cmd: &IpvsCommand) -> Result<(), IpvsError> {
     let find =
         |config: &Config, key: &ServiceKey| config.services.iter().position(|s| s.key == *key);
