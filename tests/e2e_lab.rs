@@ -184,3 +184,11 @@ fn tun_decap_alone() {
 fn xdp_fwd_forwards() {
     scenario("xdp_fwd.sh", &[]);
 }
+
+/// A director pair with real keepalived (lab mode ha): the standby forwards nothing; the
+/// VIP and the traffic move when the master dies, comes back and stops gracefully; the
+/// gaps and the broken long-lived connections are measured (docs/ha.md).
+#[test]
+fn ha_failover() {
+    scenario("ha_failover.sh", &[]);
+}

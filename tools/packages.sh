@@ -5,9 +5,10 @@
 #          toolchain for the linker and build scripts, clang and libbpf for the XDP
 #          programs (bpf/*.c), what xsk-rs's vendored libxdp needs
 #   lab    the namespace lab (tools/lab/lab.sh): iproute2, ping, ps/sysctl, python3 (the
-#          UDP responder), nginx, curl, iperf3, socat
+#          UDP responder), nginx, curl, iperf3, socat, keepalived (mode ha's VRRP)
 #   test   the tests on top of the lab: wrk, tshark and tcpdump (reading captures),
-#          scapy (tools/gen-fixtures.py), nftables, keepalived (its config check)
+#          scapy (tools/gen-fixtures.py), nftables, keepalived (its config check; the
+#          lab's too)
 #   kernel the real kernel's IPVS in qemu (tools/kernel-ipvs): qemu, a static busybox
 #          and ipvsadm for the VM's initramfs, kmod and cpio to build it
 #
@@ -15,7 +16,7 @@
 # line naming the packages) and fails with the `apt-get install` line to type otherwise.
 
 FASTLB_PACKAGES_BUILD="ca-certificates gcc libc6-dev clang llvm m4 make pkg-config libelf-dev zlib1g-dev libbpf-dev"
-FASTLB_PACKAGES_LAB="iproute2 iputils-ping procps python3 nginx-light curl iperf3 socat"
+FASTLB_PACKAGES_LAB="iproute2 iputils-ping procps python3 nginx-light curl iperf3 socat keepalived"
 FASTLB_PACKAGES_TEST="wrk tshark tcpdump python3-scapy nftables keepalived ethtool"
 FASTLB_PACKAGES_KERNEL="qemu-system-x86 busybox-static ipvsadm kmod cpio"
 

@@ -300,8 +300,14 @@ impl Plane {
         } else {
             format!("; sync daemon {}", daemons.join(" and "))
         };
+        // What the filter dropped as the standby so far: the proof that a standby forwarded
+        // nothing that reached it (the workers count the few frames already on their way).
+        let dropped = match self.datapath.filter().counters() {
+            Ok(c) => format!(" (XDP standby drops so far: {})", c.standby_dropped),
+            Err(_) => String::new(),
+        };
         log(format_args!(
-            "VRRP instance {instance} is {} here: {what}{sync}",
+            "VRRP instance {instance} is {} here: {what}{sync}{dropped}",
             pair.state
         ));
     }

@@ -30,13 +30,23 @@
 #   flb-rs1/rs2/sorry e0 10.80.3.11/.12/.20, fd80:3::11/::12/::20 (VIPs on lo, arp_ignore=1,
 #                 arp_announce=2)
 #
+# Mode ha: a director pair (docs/ha.md). dr-flat's segment with a second director; neither
+# holds the VIP by itself: real keepalived (VRRP only, `keepalived -P`) runs on each and
+# moves 10.80.3.100 between them, and each fastlb follows it, forwarding while its director
+# holds the VIP and dropping service traffic as the standby otherwise. One file,
+# tools/lab/ha.conf, configures both keepalived processes and both fastlb directors. IPv4.
+#
+#   flb-dir  d0 10.80.3.1/24  (keepalived -i dir1, priority 150: MASTER at start)
+#   flb-dir2 d0 10.80.3.2/24  (keepalived -i dir2, priority 100)
+#   the real servers also run tools/lab/tcp_echo.py on :7 (VIP:7 is balanced too).
+#
 # Every real server (and the sorry server) runs nginx on :80 and :8080 ("served by rs1"),
 # a UDP echo on :53 (tools/lab/udp_echo.py, answers "rs1 <request>"); rs1 and rs2 also run
 # an iperf3 server on :5201. tools/lab/<mode>.toml balances all of them (docs/lab.md).
 # Nothing is tuned for fastlb: default offloads, no neighbour entries made in advance.
 #
 # Usage:
-#   tools/lab/lab.sh up [--mode dr|nat|tun|dr-flat] [--config FILE] [--quiet]
+#   tools/lab/lab.sh up [--mode dr|nat|tun|dr-flat|ha] [--config FILE] [--quiet]
 #                        install missing Debian packages (tools/packages.sh), build fastlb,
 #                        build the lab, start the servers and the director; unless
 #                        --quiet, send 20 requests per address family and print who
@@ -47,6 +57,12 @@
 #   tools/lab/lab.sh reload      SIGHUP the director (it rereads $FLB_LAB_STATE/fastlb.toml)
 #   tools/lab/lab.sh web NAME stop|start   stop or start nginx on rs1, rs2 or sorry
 #   tools/lab/lab.sh status      namespaces, addresses, XDP programs, processes
+#   tools/lab/lab.sh ha ACTION DIR   mode ha: on director dir1 or dir2, `kill` (kill -9 its
+#                        keepalived and fastlb, take d0 down: the director dies), `stop`
+#                        (SIGTERM both: keepalived gives the VIP up at once), `start`
+#                        (d0 up, fastlb and keepalived started again), `who` (DIR: any;
+#                        prints the director holding the VIP). `lab.sh ctl` talks to dir1,
+#                        FLB_DIR=2 lab.sh ctl to dir2.
 #   tools/lab/lab.sh down        remove everything (idempotent)
 #
 # Environment:
@@ -62,7 +78,8 @@ set -euo pipefail
 
 P=${FLB_PREFIX:-flb-}
 NS_C=${P}client NS_D=${P}dir NS_SW=${P}sw NS_R1=${P}rs1 NS_R2=${P}rs2 NS_S=${P}sorry
-ALL_NS="$NS_C $NS_D $NS_SW $NS_R1 $NS_R2 $NS_S"
+NS_D2=${P}dir2
+ALL_NS="$NS_C $NS_D $NS_D2 $NS_SW $NS_R1 $NS_R2 $NS_S"
 STATE=${FLB_LAB_STATE:-/tmp/${P}lab}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 FASTLB_DEFAULT=$ROOT/target/release/fastlb
@@ -80,7 +97,7 @@ nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 # The address plan of a mode: sets VIP, VIP6, the servers' addresses and prefixes.
 plan() {
     case $1 in
-        dr-flat)
+        dr-flat|ha)
             NET=10.80.3 NET6=fd80:3:: VIP=10.80.3.100 VIP6=fd80:3::100
             DIR_ADDR=10.80.3.1 DIR_ADDR6=fd80:3::1 CLIENT=10.80.3.10 CLIENT6=fd80:3::10 ;;
         *)
@@ -210,8 +227,10 @@ setup_servers() {
 
 up() {
     local mode=$1 config=$2 quiet=$3
-    [[ $mode =~ ^(dr|nat|tun|dr-flat)$ ]] || die "mode must be dr, nat, tun or dr-flat"
-    config=${config:-$ROOT/tools/lab/$mode.toml}
+    [[ $mode =~ ^(dr|nat|tun|dr-flat|ha)$ ]] || die "mode must be dr, nat, tun, dr-flat or ha"
+    local default=$ROOT/tools/lab/$mode.toml
+    [[ $mode == ha ]] && default=$ROOT/tools/lab/ha.conf
+    config=${config:-$default}
     [[ -f $config ]] || die "no config file $config"
     FASTLB_PACKAGES_WHO=lab ensure_packages build lab || die "missing Debian packages"
     [[ -z $FASTLB ]] || fastlb_bin
@@ -220,17 +239,23 @@ up() {
     plan "$mode"
     echo "$mode" > "$STATE/mode"
     cp "$config" "$STATE/fastlb.toml"
-    for ns in $ALL_NS; do ip netns add "$ns"; nsx "$ns" ip link set lo up; done
+    local namespaces=$ALL_NS
+    [[ $mode == ha ]] || namespaces=${ALL_NS/ $NS_D2/}
+    for ns in $namespaces; do ip netns add "$ns"; nsx "$ns" ip link set lo up; done
 
     nsx "$NS_SW" ip link add br0 type bridge
     local ports="sw-d sw-r1 sw-r2 sw-s"
     ip link add e0 netns "$NS_R1" type veth peer name sw-r1 netns "$NS_SW"
     ip link add e0 netns "$NS_R2" type veth peer name sw-r2 netns "$NS_SW"
     ip link add e0 netns "$NS_S" type veth peer name sw-s netns "$NS_SW"
-    if [[ $mode == dr-flat ]]; then
+    if [[ $mode == dr-flat || $mode == ha ]]; then
         ip link add c0 netns "$NS_C" type veth peer name sw-c netns "$NS_SW"
         ip link add d0 netns "$NS_D" type veth peer name sw-d netns "$NS_SW"
         ports+=" sw-c"
+        if [[ $mode == ha ]]; then
+            ip link add d0 netns "$NS_D2" type veth peer name sw-d2 netns "$NS_SW"
+            ports+=" sw-d2"
+        fi
     else
         ip link add c0 netns "$NS_C" type veth peer name d0 netns "$NS_D"
         ip link add d1 netns "$NS_D" type veth peer name sw-d netns "$NS_SW"
@@ -244,7 +269,12 @@ up() {
     addr "$NS_D" d0 "$DIR_ADDR/24"
     addr "$NS_D" d0 "$DIR_ADDR6/64"
     nsx "$NS_D" ip link set d0 up
-    if [[ $mode == dr-flat ]]; then
+    if [[ $mode == ha ]]; then
+        # The VIP is keepalived's to add: none here.
+        addr "$NS_D2" d0 10.80.3.2/24
+        nsx "$NS_D2" ip link set d0 up
+        setup_servers "$mode" "" ""
+    elif [[ $mode == dr-flat ]]; then
         # The seed's director: the VIPs on its one interface, answering ARP and neighbour
         # solicitations for them; the servers answer the client directly on the segment.
         # The IPv6 VIP is deprecated (preferred_lft 0): still the director's, but never
@@ -271,15 +301,38 @@ up() {
     start_servers "$NS_R2" rs2 "$udp_bind" "$udp_bind6"
     start_servers "$NS_S" sorry "$udp_bind" "$udp_bind6"
     wait_servers
+    if [[ $mode == ha ]]; then
+        for rs in "$NS_R1 rs1" "$NS_R2 rs2"; do
+            set -- $rs
+            nsx "$1" python3 "$ROOT/tools/lab/tcp_echo.py" 0.0.0.0 7 "$2" \
+                >"$STATE/$2/logs/tcp_echo.log" 2>&1 &
+        done
+        for ns in $NS_R1 $NS_R2; do
+            for _ in $(seq 100); do
+                [[ -n $(nsx "$ns" ss -ltnH 'sport = :7') ]] && continue 2
+                sleep 0.1
+            done
+            die "tcp_echo in $ns did not start"
+        done
+    fi
     mkdir -p "$STATE/bin"
     [[ -z $FASTLB ]] || ln -sf "$(realpath "$FASTLB")" "$STATE/bin/ipvsadm"
-    start_director "$mode"
+    if [[ $mode == ha ]]; then
+        mv "$STATE/fastlb.toml" "$STATE/keepalived.conf"
+        ha_start dir1
+        ha_start dir2
+        ha_wait_master
+    else
+        start_director "$mode"
+    fi
     echo "lab up (mode $mode, namespaces ${P}*, state $STATE): curl from $NS_C to http://$VIP/ or http://[$VIP6]/"
     if [[ $quiet == 0 && -S $STATE/ctl.sock ]]; then
         echo "== 20 requests from $NS_C to http://$VIP/"
         test_curl 20 4
-        echo "== 20 requests from $NS_C to http://[$VIP6]/"
-        test_curl 20 6
+        if [[ $mode != ha ]]; then
+            echo "== 20 requests from $NS_C to http://[$VIP6]/"
+            test_curl 20 6
+        fi
         echo "== fastlb ctl -L -n --stats"
         ctl -L -n --stats
     fi
@@ -319,14 +372,103 @@ start_director() {
     die "director did not start within 10 s"
 }
 
+# ---- mode ha: the director pair -----------------------------------------------------------
+
+# The namespace, state directory and ctl socket of director $1 (dir1 or dir2).
+ha_dir() {
+    case $1 in
+        dir1) HA_NS=$NS_D HA_ID=dir1 HA_CTL=$STATE/ctl.sock ;;
+        dir2) HA_NS=$NS_D2 HA_ID=dir2 HA_CTL=$STATE/ctl2.sock ;;
+        *) die "director must be dir1 or dir2" ;;
+    esac
+    HA_STATE=$STATE/$HA_ID
+    mkdir -p "$HA_STATE"
+}
+
+# Starts fastlb, then keepalived (VRRP only), on director $1; fastlb starts as the standby
+# and forwards once keepalived gives its director the VIP.
+ha_start() {
+    ha_dir "$1"
+    [[ -n $FASTLB ]] || die "mode ha needs fastlb (FASTLB_CMD is empty)"
+    nsx "$HA_NS" ip link set d0 up
+    local cmd="$FASTLB --iface d0 --config $STATE/keepalived.conf --ctl-socket $HA_CTL"
+    cmd+=" --metrics $METRICS"
+    # shellcheck disable=SC2086
+    ip netns exec "$HA_NS" $cmd >>"$HA_STATE/fastlb.log" 2>&1 &
+    echo $! > "$HA_STATE/fastlb.pid"
+    local n=$(( $(grep -c 'serving' "$HA_STATE/fastlb.log" 2>/dev/null || true) ))
+    for _ in $(seq 100); do
+        (( $(grep -c 'serving' "$HA_STATE/fastlb.log" || true) > n )) && break
+        kill -0 "$(cat "$HA_STATE/fastlb.pid")" 2>/dev/null || { cat "$HA_STATE/fastlb.log" >&2; die "fastlb on $1 exited"; }
+        sleep 0.1
+    done
+    (( $(grep -c 'serving' "$HA_STATE/fastlb.log" || true) > n )) || die "fastlb on $1 did not start within 10 s"
+    ip netns exec "$HA_NS" keepalived -P -n -l -D -f "$STATE/keepalived.conf" -i "$HA_ID" \
+        -p "$HA_STATE/keepalived.pid" -r "$HA_STATE/vrrp.pid" >>"$HA_STATE/keepalived.log" 2>&1 &
+    echo $! > "$HA_STATE/keepalived.main.pid"
+}
+
+# Prints the director (dir1, dir2) holding the VIP, or "none".
+ha_who() {
+    local who=none d
+    for d in dir1 dir2; do
+        ha_dir "$d"
+        ip netns list | grep -qw "$HA_NS" || continue
+        nsx "$HA_NS" ip -br addr show dev d0 2>/dev/null | grep -qw "$VIP/32" && who="$who $d"
+    done
+    who=${who#none }
+    echo "$who"
+}
+
+ha_wait_master() {
+    for _ in $(seq 150); do
+        [[ $(ha_who) == dir? ]] && return
+        sleep 0.1
+    done
+    die "no director holds the VIP after 15 s: $(ha_who)"
+}
+
+# ha ACTION DIR: see the usage at the top.
+ha() {
+    local action=$1 d=${2:-}
+    [[ $(cat "$STATE/mode" 2>/dev/null) == ha ]] || die "the lab is not up in mode ha"
+    plan ha
+    case $action in
+        who) ha_who; return ;;
+        kill|stop|start) ha_dir "$d" ;;
+        *) die "ha kill|stop|start dir1|dir2, or ha who" ;;
+    esac
+    local sig=TERM f pid
+    [[ $action == kill ]] && sig=KILL
+    case $action in
+        kill|stop)
+            # A dying director: its link goes first, so that nothing it does while killed
+            # (keepalived's VRRP child giving the VIP up) reaches the segment.
+            [[ $action == kill ]] && nsx "$HA_NS" ip link set d0 down
+            if [[ $action == kill ]]; then
+                pid=$(cat "$HA_STATE/vrrp.pid" 2>/dev/null) && kill -KILL "$pid" 2>/dev/null || true
+            fi
+            # keepalived first: on a clean stop it gives the VIP up (priority 0 advert) while
+            # fastlb still forwards, then fastlb, already the standby, stops.
+            for f in keepalived.main fastlb; do
+                pid=$(cat "$HA_STATE/$f.pid" 2>/dev/null) || continue
+                kill -"$sig" "$pid" 2>/dev/null || true
+                for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            done ;;
+        start) ha_start "$d" ;;
+    esac
+}
+
 down() {
-    if [[ -f $STATE/director.pid ]]; then
-        local pid; pid=$(cat "$STATE/director.pid")
+    local f pid
+    for f in "$STATE/director.pid" "$STATE"/dir?/keepalived.main.pid "$STATE"/dir?/fastlb.pid; do
+        [[ -f $f ]] || continue
+        pid=$(cat "$f")
         if kill -0 "$pid" 2>/dev/null; then
             kill -INT "$pid" 2>/dev/null || true
             for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         fi
-    fi
+    done
     for ns in $ALL_NS; do
         ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
     done
@@ -346,6 +488,12 @@ status() {
     done
     if [[ -S $STATE/ctl.sock ]]; then echo "== fastlb ctl -L -n"; ctl -L -n || true; fi
     [[ -f $STATE/director.log ]] && { echo "== director log"; tail -5 "$STATE/director.log"; }
+    if [[ $(cat "$STATE/mode" 2>/dev/null) == ha ]]; then
+        plan ha
+        echo "== VIP held by: $(ha_who)"
+        local f
+        for f in "$STATE"/dir?/fastlb.log; do echo "== $f"; grep VRRP "$f" | tail -3; done
+    fi
     return 0
 }
 
@@ -364,7 +512,9 @@ test_curl() {
 
 ctl() {
     [[ -n $FASTLB ]] || die "ctl needs fastlb (FASTLB_CMD is empty)"
-    FASTLB_CTL_SOCKET=$STATE/ctl.sock "$FASTLB" ctl "$@"
+    local sock=$STATE/ctl.sock
+    [[ ${FLB_DIR:-1} == 2 ]] && sock=$STATE/ctl2.sock
+    FASTLB_CTL_SOCKET=$sock "$FASTLB" ctl "$@"
 }
 
 ipvsadm_cmd() {
@@ -385,6 +535,7 @@ case $cmd in
     ctl) ctl "$@"; exit ;;
     ipvsadm) ipvsadm_cmd "$@"; exit ;;
     web) web "$@"; exit ;;
+    ha) ha "$@"; exit ;;
 esac
 MODE=dr CONFIG= QUIET=0
 ARGS=()

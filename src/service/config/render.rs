@@ -78,6 +78,15 @@ pub fn to_toml(config: &Config) -> String {
             t.tcp, t.tcpfin, t.udp
         );
     }
+    if let Some(i) = config.pair.followed() {
+        // The followed instance only: a sync daemon is not TOML's (fastlb ctl starts it).
+        let addrs: Vec<String> = i.addresses.iter().map(|a| format!("\"{a}\"")).collect();
+        let _ = writeln!(o, "[pair]\ninstance = \"{}\"", i.name);
+        if !i.interface.is_empty() {
+            let _ = writeln!(o, "interface = \"{}\"", i.interface);
+        }
+        let _ = writeln!(o, "addresses = [{}]\n", addrs.join(", "));
+    }
     for r in &config.classifiers {
         o.push_str("[[classifier]]\n");
         if let Some(p) = r.protocol {

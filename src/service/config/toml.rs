@@ -17,6 +17,7 @@ use super::error::{validate, ConfigError, Fault};
 use crate::service::health::{
     CheckKind, HealthConfig, HttpCheck, ScriptCheck, ServiceHealth, SorryServer, StatusRange,
 };
+use crate::service::pair::{PairConfig, VrrpInstance};
 use crate::service::{
     ClassifierRule, Config, DestOrder, ForwardMethod, Persistence, Prefix, Protocol, RealServer,
     SchedFlags, SchedulerKind, ServiceKey, TimeoutSettings, VirtualService, DEFAULT_MH_TABLE_SIZE,
@@ -28,6 +29,7 @@ use crate::service::{
 struct RawFile {
     director: Option<Spanned<RawDirector>>,
     timeouts: Option<Spanned<RawTimeouts>>,
+    pair: Option<Spanned<RawPair>>,
     #[serde(default)]
     classifier: Vec<Spanned<RawClassifier>>,
     #[serde(default)]
@@ -41,6 +43,15 @@ struct RawDirector {
     tunnel_source_v4: Option<Ipv4Addr>,
     tunnel_source_v6: Option<Ipv6Addr>,
     dest_order: Option<DestOrder>,
+}
+
+/// `[pair]`: the VRRP instance to follow, as keepalived.conf's `vrrp_instance` says it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPair {
+    instance: Option<String>,
+    interface: Option<String>,
+    addresses: Vec<IpAddr>,
 }
 
 #[derive(Deserialize)]
@@ -285,6 +296,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 .with_context("director"));
         }
     }
+    if let Some(p) = raw.pair {
+        let span = p.span();
+        config.pair = convert_pair(p.into_inner())
+            .map_err(|(field, m)| lines.field(&span, field, m).with_context("pair"))?;
+    }
     if let Some(t) = raw.timeouts {
         spans.timeouts = Some(t.span());
         let t = t.into_inner();
@@ -342,6 +358,38 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     })?;
     Ok(config)
 }
+
+/// `[pair]` as the director pair keepalived.conf's one `vrrp_instance` would give: followed,
+/// without a sync daemon (that is `fastlb ctl --start-daemon`'s, or keepalived.conf's).
+fn convert_pair(p: RawPair) -> Result<PairConfig, (&'static str, String)> {
+    let Some(first) = p.addresses.first() else {
+        return Err(("addresses", "must name at least one address".into()));
+    };
+    if let Some(mixed) = p.addresses.iter().find(|a| a.is_ipv6() != first.is_ipv6()) {
+        return Err((
+            "addresses",
+            format!("{mixed}: IPv4 and IPv6 addresses in one instance"),
+        ));
+    }
+    let name = p.instance.unwrap_or_else(|| DEFAULT_PAIR_INSTANCE.into());
+    if name.is_empty() {
+        return Err(("instance", "must not be empty".into()));
+    }
+    Ok(PairConfig {
+        instances: vec![VrrpInstance {
+            name: name.clone(),
+            interface: p.interface.unwrap_or_default(),
+            vrid: 0,
+            addresses: p.addresses,
+            use_vmac: false,
+        }],
+        followed: Some(name),
+        sync_daemon: None,
+    })
+}
+
+/// The instance's name in logs when `[pair]` gives none.
+const DEFAULT_PAIR_INSTANCE: &str = "pair";
 
 fn convert_service(
     s: RawService,
@@ -969,6 +1017,43 @@ path = "/x"
             CheckKind::Script(ScriptCheck { dynamic: true, .. })
         ));
         assert_eq!(c.health.sorry_server(&key).unwrap().port, 80);
+    }
+
+    #[test]
+    fn pair_follows_the_addresses_it_names() {
+        let c = p("[pair]\ninstance = \"VI_1\"\ninterface = \"d0\"\naddresses = [\"10.80.3.100\", \"10.80.3.101\"]\n").unwrap();
+        let i = c.pair.followed().expect("followed");
+        assert_eq!((i.name.as_str(), i.interface.as_str()), ("VI_1", "d0"));
+        assert_eq!(i.addresses.len(), 2);
+        assert!(c.pair.sync_daemon.is_none());
+        let held: IpAddr = "10.80.3.100".parse().unwrap();
+        assert_eq!(
+            c.pair.state(|a| a == held),
+            crate::service::pair::VrrpState::Backup
+        );
+        let c = p("[pair]\naddresses = [\"fd80:3::100\"]\n").unwrap();
+        assert_eq!(c.pair.followed.as_deref(), Some("pair"));
+        // Without [pair], a lone director.
+        assert_eq!(p("").unwrap().pair, PairConfig::default());
+    }
+
+    #[test]
+    fn pair_errors_name_their_line() {
+        let e = p("[director]\n\n[pair]\naddresses = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(":4:") && e.contains("at least one address"),
+            "{e}"
+        );
+        let e = p("[pair]\naddresses = [\"10.0.0.1\", \"fd00::1\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":2:") && e.contains("IPv4 and IPv6"), "{e}");
+        let e = p("[pair]\naddresses = [\"10.0.0.1\"]\nvrid = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("vrid"), "{e}");
     }
 
     #[test]
