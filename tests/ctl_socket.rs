@@ -37,6 +37,7 @@ impl Server {
                 registry,
                 workers: vec![Arc::new(WorkerStats::new(64))],
                 nexthops: Arc::new(NextHops::default()),
+                standby: Default::default(),
             };
             let mut director = Director::new(Config::default(), plane).unwrap();
             while !flag.load(Ordering::Relaxed) {

@@ -40,6 +40,7 @@ impl Rig {
                 registry,
                 workers: vec![Arc::new(WorkerStats::new(64))],
                 nexthops: Arc::new(NextHops::default()),
+                standby: Default::default(),
             };
             let mut director = Director::new(Config::default(), plane).unwrap();
             while !flag.load(Ordering::Relaxed) {

@@ -99,3 +99,49 @@ fn unsupported_keepalived_keys_are_named_with_their_line() {
     assert!(e.starts_with("k.conf:3"), "{e}");
     assert!(e.contains("ops"), "{e}");
 }
+
+/// The lab's director pair (tools/lab/ha.conf): one file for both directors' keepalived
+/// (`-i dir1`, `-i dir2`) and fastlb. fastlb follows its one instance by the VIP and skips
+/// the `@dir1`/`@dir2` lines; keepalived accepts it as either director.
+#[test]
+fn the_lab_pair_file_serves_keepalived_and_fastlb() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/lab/ha.conf");
+    let c = config::load(&path).unwrap();
+    assert_eq!(c.services.len(), 2);
+    let followed = c
+        .pair
+        .followed()
+        .expect("the file's only instance is followed");
+    assert_eq!(followed.name, "VI_1");
+    assert_eq!(followed.interface, "d0");
+    assert_eq!(
+        followed.addresses,
+        ["10.80.3.100".parse::<std::net::IpAddr>().unwrap()]
+    );
+    let vip = followed.addresses[0];
+    assert_eq!(
+        c.pair.state(|a| a == vip),
+        fastlb::service::pair::VrrpState::Master
+    );
+    assert_eq!(
+        c.pair.state(|_| false),
+        fastlb::service::pair::VrrpState::Backup
+    );
+    if !support::have("keepalived", "--version") {
+        support::skip("keepalived is not installed; fastlb's reading of ha.conf is still tested");
+        return;
+    }
+    for id in ["dir1", "dir2"] {
+        let out = Command::new("keepalived")
+            .args(["--config-test", "-i", id, "-f"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "keepalived -i {id} rejects ha.conf: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

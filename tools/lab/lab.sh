@@ -179,6 +179,7 @@ wait_servers() {
         die "servers in $ns did not start"
     done
     for ns in $ALL_NS; do
+        [[ -e /run/netns/$ns ]] || continue    # dir2: mode ha only
         for _ in $(seq 50); do
             [[ -z $(nsx "$ns" ip -6 addr show tentative) ]] && continue 2
             sleep 0.1
@@ -413,7 +414,7 @@ ha_who() {
     local who=none d
     for d in dir1 dir2; do
         ha_dir "$d"
-        ip netns list | grep -qw "$HA_NS" || continue
+        [[ -e /run/netns/$HA_NS ]] || continue
         nsx "$HA_NS" ip -br addr show dev d0 2>/dev/null | grep -qw "$VIP/32" && who="$who $d"
     done
     who=${who#none }
