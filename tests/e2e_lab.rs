@@ -189,6 +189,13 @@ fn xdp_fwd_forwards() {
 /// VIP and the traffic move when the master dies, comes back and stops gracefully; the
 /// gaps and the broken long-lived connections are measured (docs/ha.md).
 #[test]
-fn ha_failover() {
-    scenario("ha_failover.sh", &[]);
+fn ha_failover_dr() {
+    scenario("ha_failover.sh", &["dr"]);
+}
+
+/// The same in NAT (lab mode ha-nat): the real servers' gateway is a second address of the
+/// VRRP instance, on the inside.
+#[test]
+fn ha_failover_nat() {
+    scenario("ha_failover.sh", &["nat"]);
 }

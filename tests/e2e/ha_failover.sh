@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A director pair (lab mode ha: two fastlb directors, real keepalived VRRP) and what a
-# failover does to traffic. 100 long-lived TCP connections (tools/lab/longconn.py, a line
+# A director pair (lab mode ha, or ha-nat with argument nat: two fastlb directors, real
+# keepalived VRRP) and what a failover does to traffic. 100 long-lived TCP connections (tools/lab/longconn.py, a line
 # every 100 ms to tools/lab/tcp_echo.py on the real servers) run through the VIP while:
 #   kill      the master dies: its link goes down, keepalived and fastlb get kill -9;
 #   failback  it comes back (link up, fastlb and keepalived started): it preempts;
@@ -14,13 +14,18 @@
 # Connections survive a failover only if the new master knows them (connection sync,
 # docs/ha.md). Without it they break, and this test reports how many. FLB_HA_EXPECT=0
 # asserts that none broke (with sync); the default asserts nothing about them.
-# FLB_HA_RESULTS=DIR keeps the measurements (JSON per scenario) in DIR.
+# FLB_HA_RESULTS=DIR keeps the measurements (JSON per scenario, DIR/MODE-SCENARIO.json) in DIR.
+#
+# Usage: ha_failover.sh [dr|nat]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 CONNS=${FLB_HA_CONNS:-100}
-
-lab_up ha ha
-VIP=10.80.3.100   # tools/lab/ha.conf
+MODE=${1:-dr}
+case $MODE in
+    dr) lab_up ha ha; VIP=10.80.3.100 ;;          # tools/lab/ha.conf
+    nat) lab_up hanat ha-nat; VIP=10.80.5.100 ;;  # tools/lab/ha-nat.conf
+    *) fail "mode must be dr or nat" ;;
+esac
 D1=${FLB_PREFIX}dir D2=${FLB_PREFIX}dir2
 ha() { "$LAB" ha "$@"; }
 mac_of() { ip netns exec "$1" cat /sys/class/net/d0/address; }
@@ -67,7 +72,7 @@ switched() {
 # is broken).
 run_scenario() {
     local name=$1 action=$2 dir=$3 want=$4
-    local mark=$E2E_TMP/$name.mark ready=$E2E_TMP/$name.ready out=$RESULTS/ha-$name.json
+    local mark=$E2E_TMP/$name.mark ready=$E2E_TMP/$name.ready out=$RESULTS/$MODE-$name.json
     local stop=$E2E_TMP/$name.stop
     rm -f "$mark" "$ready" "$stop"
     cx python3 "$E2E_ROOT/tools/lab/longconn.py" "$VIP" 7 --conns "$CONNS" --interval 0.1 \
@@ -98,11 +103,11 @@ run_scenario() {
     wait "$lc" || { cat "$E2E_TMP/$name.log"; fail "$name: longconn.py failed"; }
     local holder; holder=$(ha who)
     local summary; summary=$(cat "$E2E_TMP/$name.log")
-    python3 - "$out" "$name" "$new_gap" "$holder" <<'PY'
+    python3 - "$out" "$name" "$new_gap" "$holder" "$MODE" <<'PY'
 import json, sys
 path, name, gap, holder = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 d = json.load(open(path))
-d.update(scenario=name, new_connection_gap_ms=gap, vip_holder_after=holder)
+d.update(scenario=name, mode=sys.argv[5], new_connection_gap_ms=gap, vip_holder_after=holder)
 json.dump(d, open(path, "w"), indent=1)
 PY
     log "$name: VIP now on $holder; new connections answered after $new_gap ms; $summary"

@@ -40,13 +40,19 @@
 #   flb-dir2 d0 10.80.3.2/24  (keepalived -i dir2, priority 100)
 #   the real servers also run tools/lab/tcp_echo.py on :7 (VIP:7 is balanced too).
 #
+# Mode ha-nat: the pair in NAT. Two bridges: the client's (br0: client 10.80.5.10, the
+# directors' d0 10.80.5.1 and .2, the VIP 10.80.5.100) and the servers' (br1: the
+# directors' d1 10.80.4.2 and .3, the servers 10.80.4.11, .12, .20). The servers' default
+# gateway 10.80.4.1 is a second address of the same VRRP instance, on the MASTER's d1, so
+# their replies follow the VIP (tools/lab/ha-nat.conf).
+#
 # Every real server (and the sorry server) runs nginx on :80 and :8080 ("served by rs1"),
 # a UDP echo on :53 (tools/lab/udp_echo.py, answers "rs1 <request>"); rs1 and rs2 also run
 # an iperf3 server on :5201. tools/lab/<mode>.toml balances all of them (docs/lab.md).
 # Nothing is tuned for fastlb: default offloads, no neighbour entries made in advance.
 #
 # Usage:
-#   tools/lab/lab.sh up [--mode dr|nat|tun|dr-flat|ha] [--config FILE] [--quiet]
+#   tools/lab/lab.sh up [--mode dr|nat|tun|dr-flat|ha|ha-nat] [--config FILE] [--quiet]
 #                        install missing Debian packages (tools/packages.sh), build fastlb,
 #                        build the lab, start the servers and the director; unless
 #                        --quiet, send 20 requests per address family and print who
@@ -97,6 +103,9 @@ nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 # The address plan of a mode: sets VIP, VIP6, the servers' addresses and prefixes.
 plan() {
     case $1 in
+        ha-nat)
+            NET=10.80.4 NET6=fd80:4:: VIP=10.80.5.100 VIP6=fd80:5::100
+            DIR_ADDR=10.80.5.1 DIR_ADDR6=fd80:5::1 CLIENT=10.80.5.10 CLIENT6=fd80:5::10 ;;
         dr-flat|ha)
             NET=10.80.3 NET6=fd80:3:: VIP=10.80.3.100 VIP6=fd80:3::100
             DIR_ADDR=10.80.3.1 DIR_ADDR6=fd80:3::1 CLIENT=10.80.3.10 CLIENT6=fd80:3::10 ;;
@@ -211,7 +220,7 @@ setup_servers() {
         nsx "$1" ip link set e0 up
         [[ -z $gw ]] || nsx "$1" ip route add default via "$gw"
         [[ -z $gw6 ]] || nsx "$1" ip -6 route add default via "$gw6"
-        if [[ $mode != nat ]]; then
+        if [[ $mode != nat && $mode != ha-nat ]]; then
             addr "$1" lo "$VIP/32"
             addr "$1" lo "$VIP6/128"
             nsx "$1" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
@@ -228,9 +237,10 @@ setup_servers() {
 
 up() {
     local mode=$1 config=$2 quiet=$3
-    [[ $mode =~ ^(dr|nat|tun|dr-flat|ha)$ ]] || die "mode must be dr, nat, tun, dr-flat or ha"
+    [[ $mode =~ ^(dr|nat|tun|dr-flat|ha|ha-nat)$ ]] \
+        || die "mode must be dr, nat, tun, dr-flat, ha or ha-nat"
     local default=$ROOT/tools/lab/$mode.toml
-    [[ $mode == ha ]] && default=$ROOT/tools/lab/ha.conf
+    [[ $mode == ha* ]] && default=$ROOT/tools/lab/$mode.conf
     config=${config:-$default}
     [[ -f $config ]] || die "no config file $config"
     FASTLB_PACKAGES_WHO=lab ensure_packages build lab || die "missing Debian packages"
@@ -241,7 +251,7 @@ up() {
     echo "$mode" > "$STATE/mode"
     cp "$config" "$STATE/fastlb.toml"
     local namespaces=$ALL_NS
-    [[ $mode == ha ]] || namespaces=${ALL_NS/ $NS_D2/}
+    [[ $mode == ha* ]] || namespaces=${ALL_NS/ $NS_D2/}
     for ns in $namespaces; do ip netns add "$ns"; nsx "$ns" ip link set lo up; done
 
     nsx "$NS_SW" ip link add br0 type bridge
@@ -249,7 +259,20 @@ up() {
     ip link add e0 netns "$NS_R1" type veth peer name sw-r1 netns "$NS_SW"
     ip link add e0 netns "$NS_R2" type veth peer name sw-r2 netns "$NS_SW"
     ip link add e0 netns "$NS_S" type veth peer name sw-s netns "$NS_SW"
-    if [[ $mode == dr-flat || $mode == ha ]]; then
+    if [[ $mode == ha-nat ]]; then
+        # The servers on their own bridge, br1; the client and the directors' d0 on br0.
+        nsx "$NS_SW" ip link add br1 type bridge
+        ip link add c0 netns "$NS_C" type veth peer name sw-c netns "$NS_SW"
+        ip link add d0 netns "$NS_D" type veth peer name sw-d netns "$NS_SW"
+        ip link add d0 netns "$NS_D2" type veth peer name sw-d2 netns "$NS_SW"
+        ip link add d1 netns "$NS_D" type veth peer name sw-e netns "$NS_SW"
+        ip link add d1 netns "$NS_D2" type veth peer name sw-e2 netns "$NS_SW"
+        for port in sw-r1 sw-r2 sw-s sw-e sw-e2; do
+            nsx "$NS_SW" ip link set "$port" master br1 up
+        done
+        nsx "$NS_SW" ip link set br1 up
+        ports="sw-c sw-d sw-d2"
+    elif [[ $mode == dr-flat || $mode == ha ]]; then
         ip link add c0 netns "$NS_C" type veth peer name sw-c netns "$NS_SW"
         ip link add d0 netns "$NS_D" type veth peer name sw-d netns "$NS_SW"
         ports+=" sw-c"
@@ -275,6 +298,13 @@ up() {
         addr "$NS_D2" d0 10.80.3.2/24
         nsx "$NS_D2" ip link set d0 up
         setup_servers "$mode" "" ""
+    elif [[ $mode == ha-nat ]]; then
+        # The VIP and the servers' gateway 10.80.4.1 are keepalived's to add.
+        addr "$NS_D2" d0 10.80.5.2/24
+        addr "$NS_D" d1 10.80.4.2/24
+        addr "$NS_D2" d1 10.80.4.3/24
+        for l in "$NS_D2 d0" "$NS_D d1" "$NS_D2 d1"; do set -- $l; nsx "$1" ip link set "$2" up; done
+        setup_servers "$mode" 10.80.4.1 ""
     elif [[ $mode == dr-flat ]]; then
         # The seed's director: the VIPs on its one interface, answering ARP and neighbour
         # solicitations for them; the servers answer the client directly on the segment.
@@ -297,12 +327,12 @@ up() {
     fi
 
     local udp_bind=0.0.0.0 udp_bind6=::
-    [[ $mode == nat ]] || udp_bind=$VIP udp_bind6=$VIP6
+    [[ $mode == nat || $mode == ha-nat ]] || udp_bind=$VIP udp_bind6=$VIP6
     start_servers "$NS_R1" rs1 "$udp_bind" "$udp_bind6"
     start_servers "$NS_R2" rs2 "$udp_bind" "$udp_bind6"
     start_servers "$NS_S" sorry "$udp_bind" "$udp_bind6"
     wait_servers
-    if [[ $mode == ha ]]; then
+    if [[ $mode == ha* ]]; then
         for rs in "$NS_R1 rs1" "$NS_R2 rs2"; do
             set -- $rs
             nsx "$1" python3 "$ROOT/tools/lab/tcp_echo.py" 0.0.0.0 7 "$2" \
@@ -318,7 +348,7 @@ up() {
     fi
     mkdir -p "$STATE/bin"
     [[ -z $FASTLB ]] || ln -sf "$(realpath "$FASTLB")" "$STATE/bin/ipvsadm"
-    if [[ $mode == ha ]]; then
+    if [[ $mode == ha* ]]; then
         mv "$STATE/fastlb.toml" "$STATE/keepalived.conf"
         ha_start dir1
         ha_start dir2
@@ -330,7 +360,7 @@ up() {
     if [[ $quiet == 0 && -S $STATE/ctl.sock ]]; then
         echo "== 20 requests from $NS_C to http://$VIP/"
         test_curl 20 4
-        if [[ $mode != ha ]]; then
+        if [[ $mode != ha* ]]; then
             echo "== 20 requests from $NS_C to http://[$VIP6]/"
             test_curl 20 6
         fi
@@ -391,8 +421,13 @@ ha_dir() {
 ha_start() {
     ha_dir "$1"
     [[ -n $FASTLB ]] || die "mode ha needs fastlb (FASTLB_CMD is empty)"
-    nsx "$HA_NS" ip link set d0 up
-    local cmd="$FASTLB --iface d0 --config $STATE/keepalived.conf --ctl-socket $HA_CTL"
+    local cmd="$FASTLB --iface d0" dev
+    for dev in d0 d1; do
+        nsx "$HA_NS" test -e "/sys/class/net/$dev" || continue
+        nsx "$HA_NS" ip link set "$dev" up
+        if [[ $dev == d1 ]]; then cmd+=" --iface d1"; fi
+    done
+    cmd+=" --config $STATE/keepalived.conf --ctl-socket $HA_CTL"
     cmd+=" --metrics $METRICS"
     # shellcheck disable=SC2086
     ip netns exec "$HA_NS" $cmd >>"$HA_STATE/fastlb.log" 2>&1 &
@@ -432,8 +467,9 @@ ha_wait_master() {
 # ha ACTION DIR: see the usage at the top.
 ha() {
     local action=$1 d=${2:-}
-    [[ $(cat "$STATE/mode" 2>/dev/null) == ha ]] || die "the lab is not up in mode ha"
-    plan ha
+    local mode; mode=$(cat "$STATE/mode" 2>/dev/null || true)
+    [[ $mode == ha* ]] || die "the lab is not up in mode ha or ha-nat"
+    plan "$mode"
     case $action in
         who) ha_who; return ;;
         kill|stop|start) ha_dir "$d" ;;
@@ -445,7 +481,12 @@ ha() {
         kill|stop)
             # A dying director: its link goes first, so that nothing it does while killed
             # (keepalived's VRRP child giving the VIP up) reaches the segment.
-            [[ $action == kill ]] && nsx "$HA_NS" ip link set d0 down
+            if [[ $action == kill ]]; then
+                for dev in d0 d1; do
+                    nsx "$HA_NS" test -e "/sys/class/net/$dev" || continue
+                    nsx "$HA_NS" ip link set "$dev" down
+                done
+            fi
             if [[ $action == kill ]]; then
                 pid=$(cat "$HA_STATE/vrrp.pid" 2>/dev/null) && kill -KILL "$pid" 2>/dev/null || true
             fi
@@ -489,8 +530,8 @@ status() {
     done
     if [[ -S $STATE/ctl.sock ]]; then echo "== fastlb ctl -L -n"; ctl -L -n || true; fi
     [[ -f $STATE/director.log ]] && { echo "== director log"; tail -5 "$STATE/director.log"; }
-    if [[ $(cat "$STATE/mode" 2>/dev/null) == ha ]]; then
-        plan ha
+    if [[ $(cat "$STATE/mode" 2>/dev/null) == ha* ]]; then
+        plan "$(cat "$STATE/mode")"
         echo "== VIP held by: $(ha_who)"
         local f
         for f in "$STATE"/dir?/fastlb.log; do echo "== $f"; grep VRRP "$f" | tail -3; done

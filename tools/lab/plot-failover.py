@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Plot of a director pair's failovers (tests/e2e/ha_failover.sh with FLB_HA_RESULTS=DIR):
-per scenario, the time until new connections flowed through the new master (bar) and each
+per mode (DR, NAT) and scenario, the time until new connections flowed through the new master (bar) and each
 long-lived connection's longest silence (dots; a broken connection is drawn at the right
 edge, in red), as a standalone SVG.
 
@@ -26,18 +26,19 @@ def main() -> None:
     src = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "bench-results" / "ha"
     out = Path(sys.argv[2]) if len(sys.argv) > 2 else src / "failover.svg"
     runs = []
-    for name in ORDER:
-        p = src / f"ha-{name}.json"
-        if p.exists():
-            runs.append(json.loads(p.read_text()))
+    for mode in ["dr", "nat"]:
+        for name in ORDER:
+            p = src / f"{mode}-{name}.json"
+            if p.exists():
+                runs.append(json.loads(p.read_text()))
     if not runs:
-        sys.exit(f"no ha-*.json in {src}")
+        sys.exit(f"no dr-*.json or nat-*.json in {src}")
     top = max(
         [r["new_connection_gap_ms"] for r in runs]
         + [c["gap_ms"] for r in runs for c in r["connections"] if not c["broken"]]
     )
     axis = max(1000, int(top * 1.2 / 1000 + 1) * 1000)
-    left, width, row, head = 250, 560, 70, 60
+    left, width, row, head = 290, 520, 70, 60
     height = head + row * len(runs) + 50
     x = lambda ms: left + width * min(ms, axis) / axis
     s = [
@@ -56,7 +57,8 @@ def main() -> None:
     for k, r in enumerate(runs):
         y = head + k * row
         name = r["scenario"]
-        s.append(f'<text x="10" y="{y + 22}">{escape(TITLES.get(name, name))}</text>')
+        title = f'{r.get("mode", "dr").upper()}: {TITLES.get(name, name)}'
+        s.append(f'<text x="10" y="{y + 22}">{escape(title)}</text>')
         s.append(
             f'<text x="10" y="{y + 40}" fill="#555">{r["broken"]} of {r["conns"]} broken; '
             f'new after {r["new_connection_gap_ms"]} ms</text>'
