@@ -288,6 +288,10 @@ impl Pipeline {
             }
         }
         let Some(sid) = self.table.find(protocol, ip.dst, dport) else {
+            // Not ours: the kernel's IP output sends the bytes as they are (a NAT real
+            // server answering a client that reached it directly), so a checksum its
+            // sender left partial is finished here, as for a forwarded packet.
+            partial::complete(frame.data_mut(), p, ip);
             return Verdict::Pass;
         };
         if ip.fragment {
@@ -849,6 +853,29 @@ mod tests {
         assert_eq!(verdicts, [Verdict::Drop(DropReason::Standby)]);
         assert_eq!(p.stats().drops[DropReason::Standby as usize].get(), 4);
         assert_eq!(conns.len(), 1);
+    }
+
+    #[test]
+    fn a_packet_for_the_kernel_leaves_with_its_partial_checksum_finished() {
+        let (mut p, _) = pipeline(EXPIRE_BUDGET_AUTO);
+        // A real server's answer to a client that reached it directly (no service): the
+        // kernel's IP output sends it as it is, so the checksum must be whole.
+        let whole = Spec::tcp("10.0.0.11", "198.51.100.7", 80, 40000).frame();
+        let parsed = wire::parse_frame(&whole).unwrap();
+        let ip = parsed.ip.unwrap();
+        let field = ip.l4_offset + crate::wire::tcp::CHECKSUM_OFFSET;
+        let length = (parsed.l3_offset + ip.len - ip.l4_offset) as u32;
+        let pseudo = crate::wire::checksum::pseudo_header(&ip.src, &ip.dst, ip.protocol, length);
+        let mut f = whole.clone();
+        f[field..field + 2].copy_from_slice(&pseudo.to_be_bytes());
+        assert_ne!(
+            f, whole,
+            "the test needs a partial field that differs from the whole one"
+        );
+        let len = f.len();
+        let verdict = p.process(Instant::from_secs(1), &mut Frame::new(&mut f, 0, len));
+        assert_eq!(verdict, Verdict::Pass);
+        assert_eq!(f, whole);
     }
 
     #[test]
