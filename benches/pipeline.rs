@@ -40,7 +40,11 @@ use fastlb::datapath::pipeline::{Pipeline, PipelineSettings};
 use fastlb::datapath::xdp::Bounce;
 use fastlb::datapath::{Frame, PacketProcessor, Verdict, HEADROOM};
 use fastlb::forward::nexthop::{MacAddr, NextHops};
-use fastlb::service::{config, DestRegistry, Protocol};
+use fastlb::ha::sync::backup::{route, Backup};
+use fastlb::ha::sync::counters::DaemonCounters;
+use fastlb::ha::sync::wire::flags;
+use fastlb::ha::sync::{channels, Encoder, SyncConn, SyncEnds};
+use fastlb::service::{config, DestRegistry, Protocol, ServiceTable};
 use fastlb::stats::{DropReason, WorkerStats};
 use fastlb::time::Instant;
 
@@ -55,6 +59,8 @@ const FLOWS_LARGE: usize = 1_000_000;
 /// Distinct SYNs cycled through by the new-connection cases: a flow comes back only long
 /// after its previous connection expired, so every SYN creates a connection.
 const NEW_FLOWS: usize = 2_000_000;
+/// Connections a sync backup installs in the sync case.
+const SYNC_CONNS: usize = 1_000_000;
 /// Virtual time per SYN in the new-connection cases: SYN_RECV lasts 60 s, so about
 /// 60 s / 120 us = 500 k connections are live in the steady state (the table holds 1 M).
 const NEW_STEP_MICROS: u64 = 120;
@@ -155,17 +161,50 @@ fn nexthops() -> NextHops {
         neigh.push((real_addr(false, i), MacAddr(real_mac(i))));
         neigh.push((real_addr(true, i), MacAddr(real_mac(i))));
     }
-    NextHops::new(routes, neigh)
+    NextHops::with_links(&[("eth0".into(), MacAddr(DIRECTOR_MAC))], routes, neigh)
 }
 
-/// A director as `fastlb replay` builds one, with `settings`.
+/// A director as `fastlb replay` builds one, with `settings`; with `sync`, a sync master
+/// runs: the worker's hook is on and the sync thread's ends of its queues are here.
 struct Director {
     pipeline: Pipeline,
     conns: Arc<ConnTable>,
+    table: Arc<ServiceTable>,
+    sync: Option<SyncEnds>,
+}
+
+/// A [`Director`] driven as a worker drives its pipeline, with the sync thread's share of
+/// a running master done between batches: the worker's outbound queue is emptied (the sync
+/// thread's cost, counted here so the `_sync` cases overstate rather than understate).
+struct Worker<'a>(&'a mut Director);
+
+impl PacketProcessor for Worker<'_> {
+    #[inline]
+    fn process(&mut self, now: Instant, frame: &mut Frame<'_>) -> Verdict {
+        self.0.pipeline.process(now, frame)
+    }
+
+    #[inline]
+    fn process_batch(&mut self, now: Instant, frames: &mut [Frame<'_>], verdicts: &mut [Verdict]) {
+        self.0.pipeline.process_batch(now, frames, verdicts);
+    }
+
+    fn between_batches(&mut self, now: Instant) {
+        self.0.pipeline.between_batches(now);
+        if let Some(ends) = &mut self.0.sync {
+            for q in &mut ends.outbound {
+                while q.pop().is_some() {}
+            }
+        }
+    }
+}
+
+fn worker_tally(w: &Worker<'_>) -> Tally {
+    tally_of(&w.0.pipeline)
 }
 
 impl Director {
-    fn new(settings: PipelineSettings) -> Director {
+    fn with_sync(settings: PipelineSettings, sync: bool) -> Director {
         let config = config::parse(&config_text(), Path::new("bench.toml")).expect("bench config");
         let registry = Arc::new(DestRegistry::default());
         let publisher = Publisher::new(config.clone(), Arc::clone(&registry)).expect("publish");
@@ -184,7 +223,23 @@ impl Director {
             stats,
             settings,
         );
-        Director { pipeline, conns }
+        if !sync {
+            return Director {
+                pipeline,
+                conns,
+                table: publisher.table(),
+                sync: None,
+            };
+        }
+        let (shared, mut hooks, ends) = channels(1, &config.sync);
+        shared.set_master(true);
+        let pipeline = pipeline.with_sync(hooks.pop().expect("one worker"));
+        Director {
+            pipeline,
+            conns,
+            table: publisher.table(),
+            sync: Some(ends),
+        }
     }
 
     fn tally(&self) -> Tally {
@@ -660,6 +715,97 @@ impl Bench {
         self.results.push(m);
     }
 
+    /// A sync backup taking [`SYNC_CONNS`] new connections (TCP, ESTABLISHED, DR, as a
+    /// kernel master sends them, 40 to a 1472-byte datagram): each datagram decoded and
+    /// bound to a real server (`Backup::handle`, the sync thread's work), queued to the
+    /// worker, and installed between batches (`ConnTable::install`, the worker's). Receiving
+    /// the datagrams (one `recvmsg` each) is left out. Reported per connection.
+    fn sync_backup(&mut self) {
+        let name = "sync_backup_install_v4";
+        if !self.wants(name) {
+            return;
+        }
+        eprintln!("{name}: encoding {SYNC_CONNS} connections");
+        let mut enc = Encoder::new(0, 1472);
+        let mut datagrams: Vec<Vec<u8>> = Vec::new();
+        for i in 0..SYNC_CONNS {
+            let (caddr, cport) = client(false, i, 64);
+            let c = SyncConn {
+                protocol: 6,
+                flags: flags::DROUTE,
+                state: 1,
+                cport,
+                vport: 80,
+                dport: 80,
+                fwmark: 0,
+                timeout: 900,
+                caddr,
+                vaddr: Svc::DrV4.vip(),
+                daddr: real_addr(false, i % REALS),
+            };
+            enc.push(&c, |b| datagrams.push(b.to_vec()))
+                .expect("one family");
+        }
+        enc.flush(|b| datagrams.push(b.to_vec()));
+        let backup = Backup {
+            syncid: 0,
+            ifindex: 1,
+        };
+        let now = Instant::from_micros(EPOCH_MICROS);
+        let mut runs_ns = Vec::new();
+        for run in 1..=self.s.runs {
+            let mut d = Director::with_sync(PipelineSettings::default(), true);
+            let counters = DaemonCounters::default();
+            let Director {
+                pipeline,
+                conns,
+                table,
+                sync,
+            } = &mut d;
+            let ends = sync.as_mut().expect("sync on");
+            let t0 = WallClock::now();
+            for dg in &datagrams {
+                backup.handle(dg, Some(1), table, conns.timeouts(), &counters, &mut |s| {
+                    while !route(s, &mut ends.installs) {
+                        pipeline.between_batches(now);
+                    }
+                });
+            }
+            while conns.len() < SYNC_CONNS {
+                let before = conns.len();
+                pipeline.between_batches(now);
+                assert!(conns.len() > before, "{name}: installs stalled at {before}");
+            }
+            let ns = t0.elapsed().as_nanos() as f64 / SYNC_CONNS as f64;
+            eprintln!(
+                "  {name:<22} run {run}/{}: {:>7.1} ns/connection ({:.2} M connections/s)",
+                self.s.runs,
+                ns,
+                1e3 / ns
+            );
+            runs_ns.push(ns);
+        }
+        let m = Measured {
+            name: name.into(),
+            group: "sync",
+            what: format!(
+                "sync backup: {SYNC_CONNS} new TCP connections from {} datagrams decoded, bound and installed (ns per connection; receive syscalls not included)",
+                datagrams.len()
+            ),
+            flows: SYNC_CONNS,
+            live_conns: SYNC_CONNS,
+            runs_ns,
+            packets: SYNC_CONNS as u64 * self.s.runs as u64,
+            check: Tally::default(),
+        };
+        eprintln!(
+            "  {name:<22} median {:>7.1} ns/connection ({:.2} M connections/s)",
+            m.median_ns(),
+            1e3 / m.median_ns()
+        );
+        self.results.push(m);
+    }
+
     fn baselines(&mut self, suffix: &str) {
         let names = [
             format!("baseline_parse{suffix}"),
@@ -700,11 +846,14 @@ impl Bench {
     /// Established flows of `svc`: SYNs create the connections, one pass of ACKs makes them
     /// ESTABLISHED (untimed), then ACKs are timed. NAT also times the replies. With
     /// [`Checksums::Partial`] every timed frame's checksum is partial (`_partial` cases).
-    fn established(&mut self, svc: Svc, flows: usize, label: &str, sums: Checksums) {
-        let label = match sums {
+    fn established(&mut self, svc: Svc, flows: usize, label: &str, sums: Checksums, sync: bool) {
+        let mut label = match sums {
             Checksums::Complete => label.to_string(),
             Checksums::Partial => format!("{label}_partial"),
         };
+        if sync {
+            label.push_str("_sync");
+        }
         let base = match svc {
             Svc::DrV4 => "est_dr_v4",
             Svc::NatV4 => "est_nat_in_v4",
@@ -718,7 +867,7 @@ impl Bench {
             return;
         }
         eprintln!("{name}: building {flows} flows and prefilling the table");
-        let mut d = Director::new(PipelineSettings::default());
+        let mut d = Director::with_sync(PipelineSettings::default(), sync);
         let mut clock = Clock::real();
         let syns = client_pool(svc, flows, Tcp::Syn, 64, Checksums::Complete);
         let mut cursor = 0;
@@ -749,35 +898,41 @@ impl Bench {
             Checksums::Complete => "",
             Checksums::Partial => ", checksums partial (completed by fastlb)",
         };
-        let what = format!("{method}: ACKs of {flows} established flows in random order{partial}");
+        let synced = if sync {
+            ", a sync master running (ip_vs_sync_conn_needed per packet, due entries queued)"
+        } else {
+            ""
+        };
+        let what =
+            format!("{method}: ACKs of {flows} established flows in random order{partial}{synced}");
         let warm = flows.max(1 << 16) as u64;
         self.measure(
             &name,
             "established",
             what,
-            &mut d.pipeline,
+            &mut Worker(&mut d),
             &mut clock,
             &acks,
             warm,
             live,
-            tally_of,
+            worker_tally,
         );
         if svc == Svc::NatV4 && self.wants(&reply_name) {
             let replies = reply_pool(&d, &acks, sums);
             drop(acks);
             let what = format!(
-                "NAT reply (SNAT), IPv4: real servers' ACKs of {flows} established flows{partial}"
+                "NAT reply (SNAT), IPv4: real servers' ACKs of {flows} established flows{partial}{synced}"
             );
             self.measure(
                 &reply_name,
                 "established",
                 what,
-                &mut d.pipeline,
+                &mut Worker(&mut d),
                 &mut clock,
                 &replies,
                 warm,
                 live,
-                tally_of,
+                worker_tally,
             );
         }
         let t = d.tally();
@@ -786,7 +941,17 @@ impl Bench {
 
     /// Every packet a SYN of a new flow; virtual time runs at [`NEW_STEP_MICROS`] per packet
     /// so connections expire between batches as fast as new ones arrive.
-    fn new_conns(&mut self, svc: Svc, name: &str, what: &str) {
+    fn new_conns(&mut self, svc: Svc, name: &str, what: &str, sync: bool) {
+        let name = &if sync {
+            format!("{name}_sync")
+        } else {
+            name.to_string()
+        };
+        let what = &if sync {
+            format!("{what}, a sync master running")
+        } else {
+            what.to_string()
+        };
         if !self.wants(name) {
             return;
         }
@@ -795,10 +960,13 @@ impl Bench {
         // (7.68 ms per batch): the default budget would sweep the table ~100 times more
         // often per packet than a director at this rate does. NEW_EXPIRE_BUDGET keeps the
         // sweep at 256 slots per batch, the effort these figures always had.
-        let mut d = Director::new(PipelineSettings {
-            expire_budget: NEW_EXPIRE_BUDGET,
-            ..PipelineSettings::default()
-        });
+        let mut d = Director::with_sync(
+            PipelineSettings {
+                expire_budget: NEW_EXPIRE_BUDGET,
+                ..PipelineSettings::default()
+            },
+            sync,
+        );
         let mut clock = Clock::stepped_ns(NEW_STEP_MICROS * 1000);
         // Persistence: 65 536 clients each opening many connections, so templates are
         // found and the scheduler is skipped, as for the clients persistence is for.
@@ -817,13 +985,13 @@ impl Bench {
         self.measure(
             name,
             "new_connection",
-            what,
-            &mut d.pipeline,
+            what.clone(),
+            &mut Worker(&mut d),
             &mut clock,
             &pool,
             warm,
             0,
-            tally_of,
+            worker_tally,
         );
         let m = self.results.last_mut().expect("just measured");
         m.live_conns = live_probe.len();
@@ -1028,33 +1196,44 @@ fn main() {
     b.baselines("");
     for (flows, label) in [(FLOWS_SMALL, "1k"), (FLOWS_LARGE, "1m")] {
         for svc in [Svc::DrV4, Svc::NatV4, Svc::TunV4, Svc::DrV6] {
-            b.established(svc, flows, label, Checksums::Complete);
+            b.established(svc, flows, label, Checksums::Complete, false);
+        }
+        // The same flows with a sync master running: what sync costs the worker.
+        for svc in [Svc::DrV4, Svc::NatV4] {
+            b.established(svc, flows, label, Checksums::Complete, true);
         }
     }
     // What completing a partial checksum costs (docs/decisions.md, "Partial checksums").
     for svc in [Svc::DrV4, Svc::NatV4, Svc::TunV4, Svc::DrV6] {
-        b.established(svc, FLOWS_SMALL, "1k", Checksums::Partial);
+        b.established(svc, FLOWS_SMALL, "1k", Checksums::Partial, false);
     }
-    b.new_conns(
-        Svc::DrV4,
-        "new_rr_dr_v4",
-        "SYNs of new flows, rr over 8 DR real servers",
-    );
+    for sync in [false, true] {
+        b.new_conns(
+            Svc::DrV4,
+            "new_rr_dr_v4",
+            "SYNs of new flows, rr over 8 DR real servers",
+            sync,
+        );
+    }
     b.new_conns(
         Svc::WlcDrV4,
         "new_wlc_dr_v4",
         "SYNs of new flows, wlc over 8 DR real servers",
+        false,
     );
     b.new_conns(
         Svc::NatV4,
         "new_rr_nat_v4",
         "SYNs of new flows, rr over 8 NAT real servers",
+        false,
     );
     b.new_conns(
         Svc::PersistDrV4,
         "new_persist_dr_v4",
         "SYNs of new flows from 65 536 returning clients, persistent rr service (-p 300)",
+        false,
     );
+    b.sync_backup();
     b.baselines("_end");
 
     let (json, md) = report(&b.results, &b.s, &load_start);

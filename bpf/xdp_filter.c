@@ -28,6 +28,12 @@
  *
  * One optional 802.1Q / 802.1ad tag is understood.
  *
+ * Only frames for this director are considered at all: a unicast destination MAC must be
+ * in `macs` for the receiving interface (its own MAC, and the operator's `accept_macs` such
+ * as VRRP virtual MACs). A frame for another host (a switch flooding unknown unicast) is
+ * counted and passed: the kernel sees PACKET_OTHERHOST and drops it as it always would.
+ * Broadcast and multicast frames go on to the checks below.
+ *
  * The XSKMAP is shared by every interface the program is attached to: `iface_slots` maps
  * an ingress ifindex to its first slot, and the socket of queue q sits at slot base + q.
  */
@@ -86,8 +92,16 @@ enum counter {
 	CNT_REDIRECT,
 	CNT_PASS,
 	CNT_PARSE_PASS,
+	CNT_OTHERHOST,
 	CNT_STANDBY,
 	CNT_MAX,
+};
+
+/* Key of `macs`: a unicast MAC the interface `ifindex` takes frames for. */
+struct mac_key {
+	__u32 ifindex;
+	__u8 mac[6];
+	__u8 pad[2];
 };
 
 struct {
@@ -143,6 +157,13 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } standby SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct mac_key);
+	__type(value, __u32);
+} macs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -326,6 +347,15 @@ int xdp_filter(struct xdp_md *ctx)
 	if ((void *)(eth + 1) > end) {
 		count(CNT_PARSE_PASS);
 		return XDP_PASS;
+	}
+	/* The I/G bit marks broadcast and multicast: those are for everyone. */
+	if (!(eth->h_dest[0] & 1)) {
+		struct mac_key mk = { .ifindex = ctx->ingress_ifindex };
+		__builtin_memcpy(mk.mac, eth->h_dest, 6);
+		if (!bpf_map_lookup_elem(&macs, &mk)) {
+			count(CNT_OTHERHOST);
+			return XDP_PASS;
+		}
 	}
 	__be16 proto = eth->h_proto;
 	void *l3 = eth + 1;

@@ -12,7 +12,9 @@
 //! forward   NAT, DR and TUN rewrites, ICMP relay, next hops
 //! stats     per-worker counters and their readers
 //! health    the health checker, and what the workers run because of it
+//! ha        high availability: IPVS connection sync (protocol, daemons, the workers' hook)
 //! datapath  the per-packet pipeline and its I/O backends (pcap replay, AF_XDP)
+//! ha        past one director: the VIPs announced by BGP through BIRD
 //! control   the control plane: the director (one owner, one reconcile step), its sources
 //!           (ctl socket, reload, health reports, next hops), listings, metrics
 //! time, log the pipeline's clock; log lines with their UTC timestamps
@@ -26,6 +28,7 @@ pub mod conn;
 pub mod control;
 pub mod datapath;
 pub mod forward;
+pub mod ha;
 pub mod health;
 pub mod log;
 pub mod sched;

@@ -127,6 +127,11 @@ struct ReplayArgs {
     /// Neighbours, as `ip neigh show` prints them.
     #[arg(long, value_name = "FILE")]
     neigh: Option<PathBuf>,
+    /// The director's interfaces and their MAC addresses, as `ip link show` prints them:
+    /// only frames sent to one of these MACs (or to the configuration's `accept_macs`, or
+    /// broadcast/multicast) are the director's, and rewritten frames leave from them.
+    #[arg(long, value_name = "FILE")]
+    links: PathBuf,
 }
 
 fn main() -> std::process::ExitCode {
@@ -192,7 +197,11 @@ fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn load_nexthops(routes: Option<&Path>, neigh: Option<&Path>) -> Result<NextHops> {
+fn load_nexthops(links: &Path, routes: Option<&Path>, neigh: Option<&Path>) -> Result<NextHops> {
+    let links = NextHops::parse_links(&read_text(links)?, &links.display().to_string())?;
+    if links.is_empty() {
+        anyhow::bail!("no Ethernet interface (`link/ether`) in the --links file");
+    }
     let routes = match routes {
         Some(p) => NextHops::parse_routes(&read_text(p)?, &p.display().to_string())?,
         None => Vec::new(),
@@ -201,7 +210,7 @@ fn load_nexthops(routes: Option<&Path>, neigh: Option<&Path>) -> Result<NextHops
         Some(p) => NextHops::parse_neighbours(&read_text(p)?, &p.display().to_string())?,
         None => Vec::new(),
     };
-    Ok(NextHops::new(routes, neigh))
+    Ok(NextHops::with_links(&links, routes, neigh))
 }
 
 fn run_replay(args: &ReplayArgs) -> Result<()> {
@@ -215,10 +224,9 @@ fn run_replay(args: &ReplayArgs) -> Result<()> {
     };
     let conns = Arc::new(ConnTable::new(capacity, 1, Arc::clone(&registry)));
     conns.timeouts().apply(&config.timeouts);
-    let nexthops = Arc::new(load_nexthops(
-        args.routes.as_deref(),
-        args.neigh.as_deref(),
-    )?);
+    let mut nexthops = load_nexthops(&args.links, args.routes.as_deref(), args.neigh.as_deref())?;
+    nexthops.set_extra_macs(&config.accept_macs);
+    let nexthops = Arc::new(nexthops);
     let stats = Arc::new(WorkerStats::new(registry.capacity()));
     let settings = PipelineSettings {
         tunnel_source_v4: config.tunnel_source_v4,

@@ -7,14 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
-use fastlb::conn::ConnTable;
 use fastlb::control::ctl::{ctl_run, CtlServer};
-use fastlb::control::{DataPlane, Director};
-use fastlb::forward::nexthop::NextHops;
-use fastlb::service::{Config, DestRegistry};
-use fastlb::stats::WorkerStats;
+use fastlb::control::Director;
+
+#[path = "support/ctl_server.rs"]
+mod ctl_server;
 
 struct Server {
     path: PathBuf,
@@ -27,26 +25,8 @@ impl Server {
         let dir = std::env::temp_dir().join(format!("fastlb-ctl-{name}-{}", std::process::id()));
         let path = dir.join("ctl.sock");
         let _ = std::fs::remove_dir_all(&dir);
-        let mut server = CtlServer::bind(&path).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = thread::spawn(move || {
-            let registry = Arc::new(DestRegistry::new(64));
-            let plane = DataPlane {
-                conns: Arc::new(ConnTable::new(1024, 1, Arc::clone(&registry))),
-                registry,
-                workers: vec![Arc::new(WorkerStats::new(64))],
-                nexthops: Arc::new(NextHops::default()),
-                standby: Default::default(),
-            };
-            let mut director = Director::new(Config::default(), plane).unwrap();
-            while !flag.load(Ordering::Relaxed) {
-                server.poll(&mut director).unwrap();
-                director.reconcile();
-                thread::sleep(Duration::from_millis(2));
-            }
-            director
-        });
+        let server = CtlServer::bind(&path).unwrap();
+        let (stop, thread) = ctl_server::serve(server);
         Server {
             path,
             stop,

@@ -136,6 +136,20 @@ per_mode! {
     kernel_selftest_v6 => "ipvs_selftest.sh", "6";
 }
 
+/// Three directors behind a router's ECMP, announced by BGP through BIRD: 200 long-lived mh
+/// connections survive a drain, an undrain, a new hash seed and a killed director; rr beside
+/// them breaks (tools/lab/ecmp.sh, docs/bgp.md).
+#[test]
+fn ecmp_dr() {
+    scenario("ecmp.sh", &["dr"]);
+}
+
+/// [`ecmp_dr`] with the directors tunnelling (IPIP) to the real servers.
+#[test]
+fn ecmp_tun() {
+    scenario("ecmp.sh", &["tun"]);
+}
+
 /// The seed's DR lab (one bridge, a one-legged director): every request answered, balanced.
 #[test]
 fn seed_dr_lab() {
@@ -156,6 +170,25 @@ fn health_checks() {
 #[test]
 fn ctl_live() {
     scenario("ctl.sh", &["nat"]);
+}
+
+/// IPVS connection sync between two fastlb appliances: the backup holds the master's
+/// connections with the same real servers and states; tshark decodes the datagrams.
+#[test]
+fn sync_master_backup_nat() {
+    scenario("sync.sh", &["nat"]);
+}
+
+#[test]
+fn sync_master_backup_dr() {
+    scenario("sync.sh", &["dr"]);
+}
+
+/// Sync interop with a real Linux IPVS in qemu: kernel master to fastlb backup, fastlb
+/// master to kernel backup (TCP, UDP, a persistence template). Skips without qemu.
+#[test]
+fn sync_kernel_interop() {
+    scenario("sync_kernel.sh", &[]);
 }
 
 /// A SYN reusing the ports of a closed connection (CLOSE or TIME_WAIT) is scheduled as a new
@@ -198,4 +231,11 @@ fn ha_failover_dr() {
 #[test]
 fn ha_failover_nat() {
     scenario("ha_failover.sh", &["nat"]);
+}
+
+/// Two directors on one bridge that floods unknown unicast: only the director a SYN is
+/// addressed to balances it, and the bridge never learns its MAC on the other's port.
+#[test]
+fn foreign_mac_frames_are_not_balanced() {
+    scenario("foreign_mac.sh", &[]);
 }

@@ -8,20 +8,18 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
-use fastlb::conn::ConnTable;
 use fastlb::control::ctl::CtlServer;
-use fastlb::control::{DataPlane, Director};
-use fastlb::forward::nexthop::NextHops;
-use fastlb::service::{Config, DestRegistry};
-use fastlb::stats::WorkerStats;
+use fastlb::control::Director;
+
+#[path = "support/ctl_server.rs"]
+mod ctl_server;
 
 /// A scratch directory with `ipvsadm -> fastlb` and a ctl server on `ctl.sock`.
 struct Rig {
     dir: PathBuf,
     stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
+    thread: Option<thread::JoinHandle<Director>>,
 }
 
 impl Rig {
@@ -30,25 +28,8 @@ impl Rig {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_fastlb"), dir.join("ipvsadm")).unwrap();
-        let mut server = CtlServer::bind(&dir.join("ctl.sock")).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = thread::spawn(move || {
-            let registry = Arc::new(DestRegistry::new(64));
-            let plane = DataPlane {
-                conns: Arc::new(ConnTable::new(1024, 1, Arc::clone(&registry))),
-                registry,
-                workers: vec![Arc::new(WorkerStats::new(64))],
-                nexthops: Arc::new(NextHops::default()),
-                standby: Default::default(),
-            };
-            let mut director = Director::new(Config::default(), plane).unwrap();
-            while !flag.load(Ordering::Relaxed) {
-                server.poll(&mut director).unwrap();
-                director.reconcile();
-                thread::sleep(Duration::from_millis(2));
-            }
-        });
+        let server = CtlServer::bind(&dir.join("ctl.sock")).unwrap();
+        let (stop, thread) = ctl_server::serve(server);
         Rig {
             dir,
             stop,

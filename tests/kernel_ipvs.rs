@@ -42,7 +42,7 @@ use fastlb::control::Publisher;
 use fastlb::datapath::pcap::{PcapReader, PcapWriter};
 use fastlb::datapath::pipeline::{Pipeline, PipelineSettings};
 use fastlb::datapath::{Frame, PacketProcessor, Verdict, HEADROOM};
-use fastlb::forward::nexthop::NextHops;
+use fastlb::forward::nexthop::{MacAddr, NextHops};
 use fastlb::service::config::ipvsadm;
 use fastlb::service::{ClassifierRule, Config, DestOrder, DestRegistry, Protocol};
 use fastlb::stats::WorkerStats;
@@ -754,7 +754,12 @@ fn nexthops() -> NextHops {
         writeln!(neigh, "{} dev eth0 lladdr {mac} PERMANENT", real_v4(i)).unwrap();
         writeln!(neigh, "{} dev eth0 lladdr {mac} PERMANENT", real_v6(i)).unwrap();
     }
-    NextHops::new(routes, NextHops::parse_neighbours(&neigh, "neigh").unwrap())
+    // The director's eth0 is the VM's MAC: the frames are addressed to it.
+    NextHops::with_links(
+        &[("eth0".into(), MacAddr(VM_MAC))],
+        routes,
+        NextHops::parse_neighbours(&neigh, "neigh").unwrap(),
+    )
 }
 
 /// Frames with their capture timestamps (microseconds).

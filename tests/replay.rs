@@ -22,6 +22,9 @@ mod support;
 use etherparse::{IpNumber, NetSlice, SlicedPacket, TransportSlice};
 use fastlb::datapath::pcap::PcapReader;
 
+/// eth0's MAC in `pcap-fixtures/links.txt`.
+const DIRECTOR_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("pcap-fixtures")
 }
@@ -74,6 +77,8 @@ fn replay(dir: &Path) -> Output {
         .arg(fixtures_dir().join("routes.txt"))
         .arg("--neigh")
         .arg(fixtures_dir().join("neigh.txt"))
+        .arg("--links")
+        .arg(fixtures_dir().join("links.txt"))
         .status()
         .unwrap();
     assert!(status.success(), "{}: replay failed", dir.display());
@@ -353,6 +358,15 @@ fn every_fixture_replays_to_its_golden_output() {
             if let Err(e) = check_checksums(f) {
                 failures.push(format!("{name}: frame {}: {e}", i + 1));
             }
+            // links.txt: the director's one interface. Whatever MAC a frame was sent to
+            // (a VRRP virtual MAC, broadcast), it leaves from the interface's own.
+            if f[6..12] != DIRECTOR_MAC {
+                failures.push(format!(
+                    "{name}: frame {}: source MAC {:02x?}, not the director's own",
+                    i + 1,
+                    &f[6..12]
+                ));
+            }
         }
         // Every fixture needs an oracle that does not come from fastlb's own output.
         let Ok(expect) = std::fs::read_to_string(dir.join("expect.txt")) else {
@@ -462,6 +476,35 @@ impl Segment {
 
     fn checksum(&self) -> u16 {
         u16::from_be_bytes([self.bytes[self.field], self.bytes[self.field + 1]])
+    }
+}
+
+/// The MAC fixtures start from frames to other hosts' MACs, and each is dropped and counted
+/// as `other_host` (a frame of the director's is never counted so).
+#[test]
+fn mac_fixtures_drop_and_count_frames_for_other_hosts() {
+    for (name, foreign) in [("mac-foreign-v4", 5), ("mac-vmac-v4", 2)] {
+        let dir = fixtures_dir().join(name);
+        let input = frames(&std::fs::read(dir.join("in.pcap")).unwrap());
+        let ours = |f: &Vec<u8>| {
+            f[..6] == DIRECTOR_MAC
+                || f[0] & 1 == 1
+                || (name == "mac-vmac-v4" && f[..5] == [0, 0, 0x5e, 0, 1] && f[5] == 0x33)
+                || (name == "mac-vmac-v4" && f[..5] == [0, 0, 0x5e, 0, 2] && f[5] == 0x33)
+        };
+        assert_eq!(
+            input.iter().filter(|f| !ours(f)).count(),
+            foreign,
+            "{name}: frames to other MACs"
+        );
+        let out = replay(&dir);
+        let report: serde_json::Value = serde_json::from_str(&out.report).unwrap();
+        assert_eq!(report["drops"]["other_host"], foreign, "{name}");
+        assert_eq!(
+            frames(&out.pcap).len(),
+            input.len() - foreign,
+            "{name}: every frame of the director's is forwarded"
+        );
     }
 }
 

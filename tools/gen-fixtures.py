@@ -55,14 +55,24 @@ NEIGH = """\
 2001:db8:1::12 dev eth0 lladdr 02:00:00:00:01:12 REACHABLE
 2001:db8:1::13 dev eth0 lladdr 02:00:00:00:01:13 REACHABLE
 """
+LINKS = """\
+1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000
+    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00
+2: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc fq_codel state UP mode DEFAULT group default qlen 1000
+    link/ether 02:00:00:00:00:01 brd ff:ff:ff:ff:ff:ff
+"""
+# Another director on the same segment, and keepalived's VRRP virtual MACs (RFC 5798:
+# 00:00:5e:00:01:VRID for IPv4, 00:00:5e:00:02:VRID for IPv6) of VRID 51 (ours) and 52.
+OTHER_DIRECTOR = "02:00:00:00:00:02"
+VMAC4_51, VMAC6_51, VMAC4_52 = "00:00:5e:00:01:33", "00:00:5e:00:02:33", "00:00:5e:00:01:34"
 
 
 def ip(src, dst, **kw):
     return IPv6(src=src, dst=dst, **kw) if ":" in src else IP(src=src, dst=dst, **kw)
 
 
-def from_client(src, dst, l4, vlan=None, **ipkw):
-    eth = Ether(src=ROUTER, dst=DIRECTOR)
+def from_client(src, dst, l4, vlan=None, mac=DIRECTOR, **ipkw):
+    eth = Ether(src=ROUTER, dst=mac)
     if vlan is not None:
         eth = eth / Dot1Q(vlan=vlan)
     return eth / ip(src, dst, **ipkw) / l4
@@ -452,6 +462,42 @@ same port is a new connection (IPVS conn_reuse_mode 1: an entry in TIME_WAIT or 
 expired and the SYN scheduled anew): .11, then .12 for the new one and its ACK. A retransmitted
 SYN of a connection still in SYN_RECV is not a new connection: both go to .11.""")
 
+    # ---- sloppy_tcp: flows that another director saw open ------------------------------
+    # mh over .11-.13 (the sched-mh service): clients .30-.35 pick B C C C A B.
+    cap = Capture().at(1)
+    cap.add(from_client("198.51.100.30", VIP4, tcp(44000, 80, "PA", 5001, 7001, b"hello")))
+    cap.add(from_client("198.51.100.30", VIP4, tcp(44000, 80, "A", 5006, 7001)))
+    cap.add(from_client("198.51.100.31", VIP4, tcp(44001, 80, "A", 5001, 7001)))
+    cap.add(from_client("198.51.100.32", VIP4, tcp(44002, 80, "FA", 5001, 7001)))
+    cap.add(from_client("198.51.100.33", VIP4, tcp(44003, 80, "RA", 5001, 7001)))
+    cap.add(from_client("198.51.100.34", VIP4, tcp(44004, 80, "P", 5001, 0, b"hello")))
+    cap.add(from_client("198.51.100.35", VIP4, tcp(44005, 80, "S", 5000)))
+    mh = service(VIP4, sched="mh") + real(RS4[1]) + real(RS4[2]) + real(RS4[3])
+    write("sloppy-mh-v4", "[director]\nsloppy_tcp = true\n\n" + mh, cap, """
+sloppy_tcp, DR, mh (the sched-mh service: clients .30-.35 pick B C C C A B). Flows that
+another director saw open arrive here mid-way, as after an ECMP change: each is scheduled
+like a SYN, to the server its SYN got on any director with the same rules, and its
+connection starts in the state the packet implies (tcp_states, NONE column): data with ACK
+and a bare ACK ESTABLISHED (active), a FIN CLOSE and a segment with no SYN/FIN/ACK/RST flag
+CLOSE (inactive). A RST never opens a connection (tcp_conn_schedule): dropped, no_connection.
+A SYN is scheduled as always (SYN_RECV).""")
+    write("sloppy-off-v4", mh, cap, """
+The sloppy-mh-v4 capture without sloppy_tcp (the default): only the SYN opens a connection;
+the other six segments find none and are dropped (no_connection).""")
+
+    cap = Capture().at(1)
+    cap.add(from_client("198.51.100.50", VIP4, tcp(45000, 80, "PA", 101, 901, b"GET / HTTP/1.0\r\n\r\n")))
+    cap.add(from_real(1, RS4[1], "198.51.100.50", tcp(8080, 45000, "PA", 901, 119, b"HTTP/1.0 200 OK\r\n\r\n")))
+    cap.add(from_client("198.51.100.50", VIP4, tcp(45000, 80, "FA", 119, 920)))
+    cap.add(from_client("198.51.100.51", VIP4, tcp(45001, 80, "A", 101, 901)))
+    cap.add(from_real(2, RS4[2], "198.51.100.51", tcp(8080, 45001, "A", 901, 101)))
+    write("sloppy-nat-v4", "[director]\nsloppy_tcp = true\n\n" + service(VIP4, sched="rr")
+          + real(RS4[1], method="nat", port=8080) + real(RS4[2], method="nat", port=8080), cap, """
+sloppy_tcp, NAT, rr. A client's request arrives with no connection (its SYN went through
+another director): scheduled to .11:8080, ESTABLISHED through the INPUT table; the reply is
+translated back from the VIP; the client's FIN then takes it to CLOSE_WAIT. A second flow's
+bare ACK goes to .12 (rr), ESTABLISHED, and its reply is translated back.""")
+
     # ---- VLAN, rule file --------------------------------------------------------------
     cap = Capture().at(1)
     for i in range(2):
@@ -588,6 +634,81 @@ an IPv4 first fragment and an IPv6 fragment (fragment); an ACK matching no conne
 forwarded: bad input loses nothing else.""")
 
 
+    # ---- frames for other hosts' MACs -------------------------------------------------
+    cap = Capture().at(1)
+    a, b, c = "198.51.100.150", "198.51.100.151", "198.51.100.152"
+    cap.add(from_client(a, VIP4, tcp(59000, 80, "S"), mac=OTHER_DIRECTOR))
+    cap.add(from_client(a, VIP4, tcp(59000, 80, "S")))
+    cap.add(from_client(a, VIP4, tcp(59000, 80, "A", 1001, 5001), mac=OTHER_DIRECTOR))
+    cap.add(from_client(a, VIP4, tcp(59000, 80, "A", 1001, 5001)))
+    cap.add(from_client(b, VIP4, UDP(sport=59001, dport=53) / query(9), mac=OTHER_DIRECTOR))
+    cap.add(from_client(b, VIP4, tcp(59002, 80, "S"), mac=VMAC4_51))
+    cap.add(from_client("2001:db8:ff::150", VIP6, tcp(59003, 80, "S"), mac=OTHER_DIRECTOR))
+    cap.add(from_client(b, VIP4, tcp(59004, 80, "S")))
+    cap.add(from_client(c, VIP4, tcp(59005, 80, "S"), mac="ff:ff:ff:ff:ff:ff"))
+    write("mac-foreign-v4", service(VIP4, sched="rr") + real(RS4[1]) + real(RS4[2])
+          + service(VIP4, 53, "rr", "udp") + real(RS4[1], port=53)
+          + service(VIP6, sched="rr") + real(RS6[1]), cap, """
+Frames addressed to another host's MAC: another director on the segment (02:00:00:00:00:02)
+whose frames a switch floods (unknown unicast), and a VRRP virtual MAC this director was not
+told to accept. The kernel would see them as PACKET_OTHERHOST and never give them to IP, so
+IPVS never balances them: fastlb drops and counts each (other_host) and schedules nothing for
+it. Client .150's SYN to the other MAC is dropped, its SYN to ours goes to .11 (rr's first
+pick: the dropped SYN did not move rr), its ACK to the other MAC is dropped even though the
+connection exists, its ACK to ours follows to .11. A UDP query, a SYN to the unlisted vmac
+00:00:5e:00:01:33 and an IPv6 SYN, all to other MACs: dropped. Client .151's SYN to ours goes
+to .12. A SYN sent to the broadcast MAC is taken (the kernel's PACKET_BROADCAST reaches IP):
+.11. Every frame leaves with the director's own MAC as source, never the one it was sent
+to.""")
+
+    cap = Capture().at(1)
+    cap.add(from_client("198.51.100.160", VIP4, tcp(59100, 80, "S"), mac=VMAC4_51))
+    cap.add(from_client("198.51.100.161", VIP4, tcp(59101, 80, "S"), mac=VMAC4_52))
+    cap.add(from_client("198.51.100.162", VIP4, tcp(59102, 80, "S")))
+    cap.add(from_client("198.51.100.160", VIP4, tcp(59100, 80, "A", 1001, 5001), mac=VMAC4_51))
+    cap.add(from_client("2001:db8:ff::160", VIP6, tcp(59103, 80, "S"), mac=VMAC6_51))
+    cap.add(from_client("198.51.100.163", VIP4, tcp(59104, 80, "S"), mac=OTHER_DIRECTOR))
+    write("mac-vmac-v4", f"""\
+! keepalived.conf: VRRP instance 51 with use_vmac, so the VIP answers ARP from the virtual
+! MAC 00:00:5e:00:01:33 and clients send to it.
+vrrp_instance VI_1 {{
+    state MASTER
+    interface eth0
+    use_vmac
+    virtual_router_id 51
+    priority 100
+    virtual_ipaddress {{
+        {VIP4}
+    }}
+}}
+
+virtual_server {VIP4} 80 {{
+    lb_algo rr
+    lb_kind DR
+    protocol TCP
+    real_server {RS4[1]} 80 {{
+    }}
+    real_server {RS4[2]} 80 {{
+    }}
+}}
+
+virtual_server {VIP6} 80 {{
+    lb_algo rr
+    lb_kind DR
+    protocol TCP
+    real_server {RS6[1]} 80 {{
+    }}
+}}
+""", cap, """
+keepalived's VRRP virtual MAC (use_vmac, virtual_router_id 51): the configuration is a
+keepalived.conf, and fastlb takes frames sent to 00:00:5e:00:01:33 (IPv4) and
+00:00:5e:00:02:33 (IPv6) besides its own MAC. The SYN to the vmac goes to .11 and leaves from
+the director's own MAC 02:00:00:00:00:01, not from the vmac; a SYN to VRID 52's vmac (another
+director's instance) is dropped (other_host); the SYN to our own MAC goes to .12; the first
+client's ACK to the vmac follows to .11; an IPv6 SYN to the IPv6 vmac goes to 2001:db8:1::11;
+a SYN to the other director's MAC is dropped.""", config_name="keepalived.conf")
+
+
 README_HEAD = """\
 # pcap fixtures
 
@@ -595,8 +716,10 @@ Each folder is one replay case: `in.pcap` (made by `tools/gen-fixtures.py`), the
 configuration (`fastlb.toml`, or `ipvsadm.rules` for an `ipvsadm -S` file), `expected.pcap` and
 `report.json` (what `fastlb replay` wrote, checked by hand when blessed), and, where the frames
 can be worked out by hand from the kernel's algorithms, `expect.txt`: one line per output frame
-(destination MAC's last byte, addresses, TTL, ports, flags). `routes.txt` and `neigh.txt` are
-the director's `ip route show table all` and `ip neigh show`, shared by every case.
+(destination MAC's last byte, addresses, TTL, ports, flags). `routes.txt`, `neigh.txt` and
+`links.txt` are the director's `ip route show table all`, `ip neigh show` and `ip link show`,
+shared by every case (its one interface, eth0, has MAC 02:00:00:00:00:01: frames to other
+MACs are not its, and every frame it sends leaves from that MAC).
 
 `cargo test --test replay` replays every folder, compares bytes and report, checks every output
 frame's checksums with etherparse and with tshark where installed, and compares `expect.txt`.
@@ -632,6 +755,8 @@ if __name__ == "__main__":
         f.write(ROUTES)
     with open(os.path.join(ROOT, "neigh.txt"), "w") as f:
         f.write(NEIGH)
+    with open(os.path.join(ROOT, "links.txt"), "w") as f:
+        f.write(LINKS)
     fixtures()
     write_readme()
     print("fixtures written to", os.path.normpath(ROOT))

@@ -5,7 +5,8 @@
 #          toolchain for the linker and build scripts, clang and libbpf for the XDP
 #          programs (bpf/*.c), what xsk-rs's vendored libxdp needs
 #   lab    the namespace lab (tools/lab/lab.sh): iproute2, ping, ps/sysctl, python3 (the
-#          UDP responder), nginx, curl, iperf3, socat, keepalived (mode ha's VRRP)
+#          UDP responder), nginx, curl, iperf3, socat, keepalived (mode ha's VRRP), bird2
+#          (the ecmp mode's router and fastlb's [bgp])
 #   test   the tests on top of the lab: wrk, tshark and tcpdump (reading captures),
 #          scapy (tools/gen-fixtures.py), nftables, keepalived (its config check; the
 #          lab's too)
@@ -16,7 +17,7 @@
 # line naming the packages) and fails with the `apt-get install` line to type otherwise.
 
 FASTLB_PACKAGES_BUILD="ca-certificates gcc libc6-dev clang llvm m4 make pkg-config libelf-dev zlib1g-dev libbpf-dev"
-FASTLB_PACKAGES_LAB="iproute2 iputils-ping procps python3 nginx-light curl iperf3 socat keepalived"
+FASTLB_PACKAGES_LAB="iproute2 iputils-ping procps python3 nginx-light curl iperf3 socat keepalived bird2"
 FASTLB_PACKAGES_TEST="wrk tshark tcpdump python3-scapy nftables keepalived ethtool"
 FASTLB_PACKAGES_KERNEL="qemu-system-x86 busybox-static ipvsadm kmod cpio"
 
@@ -68,4 +69,15 @@ ensure_packages() {
         return 1
     fi
     rm -f "$out"
+}
+
+# need_cargo: fails with what to type when cargo is not on PATH. Debian's sudo resets PATH
+# (secure_path), so a toolchain that rustup installed in a user's home is not found under
+# `sudo`: the caller keeps it with `sudo env PATH=... RUSTUP_HOME=... CARGO_HOME=...`.
+need_cargo() {
+    local who=${FASTLB_PACKAGES_WHO:-$(basename "$0")}
+    command -v cargo >/dev/null && return 0
+    echo "$who: cargo is not on PATH${SUDO_USER:+ (sudo resets PATH)}: install Rust for this user, or run" \
+        "sudo env PATH=\"\$PATH\" RUSTUP_HOME=\"\$HOME/.rustup\" CARGO_HOME=\"\$HOME/.cargo\" $0 ..." >&2
+    return 1
 }

@@ -16,12 +16,15 @@ if [ "$(id -u)" != 0 ]; then
 else
   ensure_packages build lab test kernel
 fi
+need_cargo
 log=$(mktemp)
 skips=$(mktemp)
 trap 'rm -f "$log" "$skips"' EXIT
 status=0
-FASTLB_SKIP_LOG=$skips cargo test --release --locked --lib --bins --tests -- --test-threads=2 2>&1 \
-  | tee "$log" || status=$?
+# --no-fail-fast: a failing test binary must not keep the later ones from running (and
+# from the total).
+FASTLB_SKIP_LOG=$skips cargo test --release --locked --no-fail-fast --lib --bins --tests \
+  -- --test-threads=2 2>&1 | tee "$log" || status=$?
 if [ -s "$skips" ]; then
   echo "skipped tests:"
   sort "$skips" | sed 's/^/  /'

@@ -13,6 +13,6 @@ mod table;
 
 pub use state::{next_state, StateTable, TcpFlags, TcpState, Timeouts};
 pub use table::{
-    ConnEntry, ConnId, ConnInfo, ConnTable, Direction, FlowHash, FlowKey, Hit, NewConn, TableFull,
-    TableStats,
+    ConnEntry, ConnId, ConnInfo, ConnTable, Described, Direction, FlowHash, FlowKey, Hit,
+    Installed, NewConn, SyncMark, SyncProbe, Synced, TableFull, TableStats,
 };

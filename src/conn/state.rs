@@ -179,12 +179,17 @@ mod tables {
     /// `tcp_states` of `ip_vs_proto_tcp.c` (not the secure_tcp `tcp_states_dos`): for each
     /// table, rows syn, fin, ack, rst; columns the current state in kernel order
     /// NO ES SS SR FW TW CL CW LA LI SA. NONE and SYNACK are never a next state.
+    ///
+    /// The NONE column is used only by a packet that creates a connection: a SYN, or with
+    /// `sloppy_tcp` any packet but a RST. An ACK there gives ESTABLISHED in INPUT and
+    /// INPUT-ONLY (the kernel's sloppy TCP change of 2013; before it, CLOSE): a flow that
+    /// another director saw open continues here as established.
     pub(super) const NEXT: [[[TcpState; TcpState::COUNT]; 4]; 3] = [
         // INPUT
         [
             [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR],
             [CL, CW, SS, TW, TW, TW, CL, CW, LA, LI, TW],
-            [CL, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
+            [ES, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
             [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, SR],
         ],
         // OUTPUT
@@ -198,7 +203,7 @@ mod tables {
         [
             [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR],
             [CL, FW, SS, TW, FW, TW, CL, CW, LA, LI, TW],
-            [CL, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
+            [ES, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
             [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL],
         ],
     ];
@@ -401,9 +406,14 @@ mod tests {
     }
 
     #[test]
-    fn first_packet_without_syn_closes() {
-        assert_eq!(next_state(Input, S::None, ACK), S::Close);
-        assert_eq!(next_state(InputOnly, S::None, ACK), S::Close);
+    fn first_packet_without_syn_takes_the_state_it_implies() {
+        // What a sloppy_tcp connection starts in: an ACK continues an established flow,
+        // a FIN or a RST closes.
+        assert_eq!(next_state(Input, S::None, ACK), S::Established);
+        assert_eq!(next_state(InputOnly, S::None, ACK), S::Established);
+        assert_eq!(next_state(Input, S::None, FIN_ACK), S::Close);
+        assert_eq!(next_state(InputOnly, S::None, FIN_ACK), S::Close);
+        assert_eq!(next_state(InputOnly, S::None, RST), S::Close);
         // No SYN/FIN/ACK/RST at all: CLOSE from any state.
         assert_eq!(next_state(Input, S::Established, TcpFlags::PSH), S::Close);
         assert_eq!(next_state(Output, S::None, ACK), S::Established);

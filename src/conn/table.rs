@@ -215,6 +215,24 @@ impl ConnId {
     fn pack(self) -> u64 {
         u64::from(self.gen) << 32 | u64::from(self.slot)
     }
+    /// The handle as one word, never 0 (for queues).
+    #[inline]
+    pub fn to_bits(self) -> u64 {
+        self.pack()
+    }
+
+    /// A handle from [`ConnId::to_bits`]; `None` for 0.
+    #[inline]
+    pub fn from_bits(v: u64) -> Option<ConnId> {
+        ConnId::unpack(v)
+    }
+
+    /// A handle for tests that need one but never use it on a table.
+    #[cfg(test)]
+    pub(crate) fn dummy() -> ConnId {
+        ConnId { slot: 0, gen: 1 }
+    }
+
     #[inline]
     fn unpack(v: u64) -> Option<ConnId> {
         // A live generation is odd, so a packed live id is never 0.
@@ -391,6 +409,9 @@ struct Slot {
     timeout_s: AtomicU32,
     /// Connections: packed [`ConnId`] of the controlling template, 0 = none.
     template: AtomicU64,
+    /// Connection-sync bookkeeping ([`SyncMark`], packed): written only while a sync
+    /// master runs, read only by the sync code.
+    sync: AtomicU64,
 }
 
 /// A consistent copy of an entry's immutable fields.
@@ -910,6 +931,7 @@ impl ConnTable {
             dest: new.dest.0,
             template: new.template,
             timeout_s: 0,
+            sync: SyncMark::fresh(now_ms),
         };
         let expiry = deadline(now_ms, self.timeout_secs(meta, state));
         let id = self.create(worker, now_ms, &fields, state, expiry)?;
@@ -954,6 +976,7 @@ impl ConnTable {
         s.template
             .store(template.map_or(0, ConnId::pack), Ordering::Relaxed);
         s.timeout_s.store(f.timeout_s, Ordering::Relaxed);
+        s.sync.store(f.sync.pack(), Ordering::Relaxed);
         // Count before publishing, so whoever later wins the entry's control word takes
         // back a count that is already there.
         let counters = self.registry.get(DestId(f.dest));
@@ -1481,6 +1504,7 @@ impl ConnTable {
             dest: dest.0,
             template: None,
             timeout_s,
+            sync: SyncMark::fresh(now_ms),
         };
         self.create(worker, now_ms, &fields, 0, deadline(now_ms, timeout_s))
     }
@@ -1516,6 +1540,7 @@ struct Fields {
     dest: u32,
     template: Option<ConnId>,
     timeout_s: u32,
+    sync: SyncMark,
 }
 
 impl Fields {
@@ -1540,5 +1565,8 @@ fn input_table(method: ForwardMethod) -> StateTable {
     }
 }
 
+mod sync;
 #[cfg(test)]
 mod tests;
+
+pub use sync::{Described, Installed, SyncMark, SyncProbe, Synced};

@@ -9,14 +9,17 @@
 //!   director.tick(now)                        timers
 //!   for source in sources: source.poll(..)    ctl socket, SIGHUP reload, health reports,
 //!                                             kernel next hops (see `sources`)
-//!   plane.push(director.reconcile())          XDP filter maps, health checks, neighbours
+//!   plane.push(director.reconcile())          XDP filter maps, health checks, neighbours,
+//!                                             BIRD (the VIPs announced by BGP)
 //! ```
 //!
 //! Before it serves, the appliance has the kernel resolve its real servers' next hops and
 //! waits for them (up to a second), so that the first packets to them are not dropped.
 //!
-//! SIGINT or SIGTERM ends the loop: the ctl socket is removed, the health thread stopped,
-//! the workers drained and the XDP program detached.
+//! SIGINT or SIGTERM ends the loop: with `[bgp]`, the VIPs are withdrawn first and the
+//! director keeps serving for `shutdown_grace_ms` while the router moves the flows away,
+//! then BIRD stops; then the ctl socket is removed, the health thread stopped, the workers
+//! drained and the XDP program detached.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -36,10 +39,14 @@ use crate::conn::ConnTable;
 use crate::datapath::pipeline::{Pipeline, PipelineSettings};
 use crate::datapath::xdp::{self, netlink, XdpError, XdpMode, XdpOptions};
 use crate::forward::nexthop::NextHops;
+use crate::ha::bird::Bird;
+use crate::ha::sync::counters::DaemonCounters;
+use crate::ha::sync::thread::{SyncContext, SyncThread};
+use crate::ha::sync::{self, SyncHook};
 use crate::health::{HealthMonitor, MonitorOptions};
 use crate::log::log;
 use crate::service::config::{self, ConfigError};
-use crate::service::{DestRegistry, ServiceTable};
+use crate::service::{DestRegistry, ServiceTable, SyncRole};
 use crate::stats::WorkerStats;
 
 /// Connection table size when the configuration sets none.
@@ -118,9 +125,10 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
     let stats: Vec<Arc<WorkerStats>> = (0..workers)
         .map(|_| Arc::new(WorkerStats::new(registry.capacity())))
         .collect();
-    let nexthops = Arc::new(
-        startup_nexthops(&opts.ifaces, &config).map_err(io("reading routes and neighbours"))?,
-    );
+    let mut nexthops =
+        startup_nexthops(&opts.ifaces, &config).map_err(io("reading routes and neighbours"))?;
+    nexthops.set_extra_macs(&config.accept_macs);
+    let nexthops = Arc::new(nexthops);
     let standby = Arc::new(AtomicBool::new(false));
     let plane = DataPlane {
         registry,
@@ -130,11 +138,6 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         standby: Arc::clone(&standby),
     };
     let mut director = Director::new(config.clone(), plane)?;
-    // Where this director stands in its pair, before any worker runs: a standby must not
-    // forward even its first packet.
-    let mut vrrp = VrrpAddresses::new();
-    vrrp.poll(xdp::monotonic_now(), &mut director);
-    let first_step = director.reconcile();
     let (missing_tx, missing_rx) = crossbeam_channel::bounded::<IpAddr>(1024);
 
     // Each worker's feed from the director, handed over when the datapath builds its
@@ -143,6 +146,27 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         .map(|_| Some(director.attach_worker()))
         .collect();
     let feeds = Mutex::new(feeds);
+
+    // Connection sync: each worker's hook, and the sync thread with the other ends. No
+    // daemon runs until ctl (--start-daemon) or the configuration starts one.
+    let (sync_shared, hooks, ends) = sync::channels(workers, &config.sync);
+    let sync_counters = Arc::new(DaemonCounters::default());
+    director.attach_sync(Arc::clone(&sync_shared), Arc::clone(&sync_counters));
+    // Where this director stands in its pair, before any worker runs: a standby must not
+    // forward even its first packet, and the sync daemons follow its state from the start.
+    let mut vrrp = VrrpAddresses::new();
+    vrrp.poll(xdp::monotonic_now(), &mut director);
+    let first_step = director.reconcile();
+    let sync_thread = SyncThread::spawn(SyncContext {
+        conns: Arc::clone(&conns),
+        tables: director.attach_worker().tables,
+        table: director.table(),
+        shared: sync_shared,
+        ends,
+        counters: sync_counters,
+    })
+    .map_err(io("starting the sync thread"))?;
+    let hooks: Mutex<Vec<Option<SyncHook>>> = Mutex::new(hooks.into_iter().map(Some).collect());
     let metrics = match opts.metrics {
         Some(addr) => Some(
             MetricsServer::spawn(addr, director.metrics_source())
@@ -172,6 +196,11 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         .with_nexthop_updates(feed.nexthops)
         .with_missing_neighbours(missing_tx.clone())
         .with_standby(Arc::clone(&standby))
+        .with_sync(
+            hooks.lock().expect("not poisoned")[w]
+                .take()
+                .expect("one pipeline per worker"),
+        )
     };
 
     let (stop, reload) = signal_flags().map_err(io("installing signal handlers"))?;
@@ -187,13 +216,19 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         .filter()
         .set_local_addresses(director.local_addresses())
         .map_err(XdpError::from)?;
+    sync_macs(&mut datapath, director.nexthops()).map_err(XdpError::from)?;
     if let Some(dir) = opts.ctl_socket.parent() {
         std::fs::create_dir_all(dir).map_err(io("creating the ctl socket's directory"))?;
     }
     let ctl = CtlServer::bind(&opts.ctl_socket).map_err(io("binding the ctl socket"))?;
     let (monitor, transitions) = HealthMonitor::start(&config, MonitorOptions::default())
         .map_err(io("starting health checks"))?;
-    let mut plane = Plane { datapath, monitor };
+    let mut plane = Plane {
+        datapath,
+        monitor,
+        bird: None,
+        sync: sync_thread,
+    };
     log(format_args!(
         "serving {} with {workers} worker(s), {} service(s), connection table {capacity}; ctl {}",
         opts.ifaces.join(", "),
@@ -201,7 +236,9 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         opts.ctl_socket.display()
     ));
     log_next_hops(&first, &nexthops, &opts.ifaces);
-    plane.push(first_step);
+    for role in plane.push(first_step) {
+        director.sync_daemon_failed(role);
+    }
 
     let mut sources: Vec<Box<dyn Source>> = vec![
         Box::new(vrrp),
@@ -220,14 +257,29 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         for source in &mut sources {
             source.poll(now, &mut director);
         }
-        plane.push(director.reconcile());
+        for role in plane.push(director.reconcile()) {
+            director.sync_daemon_failed(role);
+        }
+        if let Some(bird) = &mut plane.bird {
+            bird.retry();
+        }
         std::thread::sleep(TURN);
+    }
+    // Withdraw first, while the workers still forward what the router sends meanwhile.
+    if let Some(bird) = plane.bird.take() {
+        bird.stop();
     }
     log(format_args!("stopping: draining workers and detaching XDP"));
     // The ctl socket goes first, then the health thread and the workers' channels.
     drop(sources);
-    let Plane { datapath, monitor } = plane;
+    let Plane {
+        datapath,
+        monitor,
+        sync,
+        ..
+    } = plane;
     drop(monitor);
+    drop(sync);
     drop(director);
     let totals = datapath.join()?;
     if let Some(m) = metrics {
@@ -238,6 +290,17 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         totals.rx, totals.tx, totals.passed
     ));
     Ok(())
+}
+
+/// Makes the XDP filter take frames for the MACs the workers take: each interface's own
+/// (devices are numbered in `--iface` order, as the filter attached them) and the
+/// configuration's `accept_macs`.
+fn sync_macs(datapath: &mut xdp::Datapath, nexthops: &NextHops) -> Result<(), xdp::FilterError> {
+    let filter = datapath.filter();
+    let own: Vec<_> = (0..filter.attached().len())
+        .map(|i| u16::try_from(i).ok().and_then(|i| nexthops.device_mac(i)))
+        .collect();
+    filter.set_accepted_macs(&own, nexthops.extra_macs())
 }
 
 /// SIGINT and SIGTERM set the first flag (stop), SIGHUP the second (reload).
@@ -270,11 +333,14 @@ fn log_next_hops(table: &ServiceTable, nexthops: &NextHops, ifaces: &[String]) {
 }
 
 /// The sinks that take a system call: the XDP filter's maps, the health thread, the
-/// kernel's neighbour table. (The workers' channels and the connection table the director
-/// updates itself.)
+/// kernel's neighbour table, BIRD. (The workers' channels and the connection table the
+/// director updates itself.)
 struct Plane {
     datapath: xdp::Datapath,
     monitor: HealthMonitor,
+    /// The BIRD announcing the VIPs, while the configuration has `[bgp]`.
+    bird: Option<Bird>,
+    sync: SyncThread,
 }
 
 impl Plane {
@@ -312,8 +378,24 @@ impl Plane {
         ));
     }
 
-    /// Applies one reconcile step. Failures are logged; the next change tries again.
-    fn push(&mut self, push: Push) {
+    /// Applies one reconcile step. Failures are logged; the next change tries again. Returns
+    /// the sync daemons whose socket would not open (they do not run).
+    fn push(&mut self, push: Push) -> Vec<SyncRole> {
+        let mut failed = Vec::new();
+        if let Some(plan) = &push.sync {
+            for (role, e) in self.sync.apply(&plan.daemons, plan.sock_size) {
+                log(format_args!("{role} sync daemon not started: {e}"));
+                failed.push(role);
+            }
+            for d in [&plan.daemons.master, &plan.daemons.backup]
+                .into_iter()
+                .flatten()
+            {
+                if !failed.contains(&d.role) {
+                    log(format_args!("{}", d.listing_line().trim_end()));
+                }
+            }
+        }
         if let Some(table) = &push.table {
             if let Err(e) = self.datapath.filter().sync(table) {
                 log(format_args!("XDP filter update failed: {e}"));
@@ -324,11 +406,30 @@ impl Plane {
                 log(format_args!("XDP filter update failed: {e}"));
             }
         }
+        if let Some(nexthops) = &push.nexthops {
+            if let Err(e) = sync_macs(&mut self.datapath, nexthops) {
+                log(format_args!("XDP filter update failed: {e}"));
+            }
+        }
         if let Some(config) = &push.health_checks {
             self.monitor.reconfigure(config);
         }
         if let Some(pair) = &push.pair {
             self.follow_pair(pair);
+        }
+        if let Some(a) = &push.announce {
+            match (&a.settings, &mut self.bird) {
+                (Some(s), Some(bird)) => bird.update(s, &a.vips),
+                (Some(s), None) => match Bird::start(s, &a.vips) {
+                    Ok(bird) => self.bird = Some(bird),
+                    Err(e) => log(format_args!("bgp: starting {}: {e}", s.bird.display())),
+                },
+                (None, _) => {
+                    if let Some(bird) = self.bird.take() {
+                        bird.stop();
+                    }
+                }
+            }
         }
         for r in &push.resolve {
             let Some(ifindex) = xdp::ifindex(&r.dev) else {
@@ -338,5 +439,6 @@ impl Plane {
                 log(format_args!("resolving {}: {e}", r.hop));
             }
         }
+        failed
     }
 }

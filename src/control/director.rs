@@ -10,8 +10,10 @@
 //!  kernel tables ────────> nexthops_read,      counters, rates     ├─> XDP filter: service maps,
 //!                          neighbour_missing   the pair's state     │   local addresses, standby
 //!  VRRP addresses ───────> addresses_held           │              ├─> health monitor: what to check
-//!  clock ────────────────> tick                     │              ├─> kernel: neighbours to resolve
-//!                                                   └─ reconcile ──┴─> workers: standby flag
+//!  clock ────────────────> tick                     │              ├─> BIRD: the VIPs to announce
+//!  ctl --drain ──────────> drain                    │              ├─> kernel: neighbours to resolve
+//!  ctl (sync verbs) ─────> start_sync_daemon,       │              ├─> sync thread: daemons' sockets
+//!                          stop_sync_daemon         └─ reconcile ──┴─> workers: standby flag
 //! ```
 //!
 //! Every source changes the director only through its methods, and nothing else writes the
@@ -37,19 +39,22 @@
 //! and asks for the XDP filter's standby drop ([`Push::pair`]); the sync daemons follow the
 //! state as keepalived drives the kernel's.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use super::listing::{self, ConnView, TableView};
-use super::metrics::MetricsSource;
+use super::metrics::{HealthShare, MetricsSource};
 use super::{PublishError, Publisher};
 use crate::conn::ConnTable;
 use crate::forward::nexthop::NextHops;
-use crate::health::{effective_config, HealthStates, Transition};
+use crate::ha::bgp::announcements;
+use crate::health::{effective_config, health_view, HealthStates, Transition};
+use crate::service::bgp::BgpSettings;
 use crate::service::pair::{SyncRoles, VrrpState};
 use crate::service::{Config, DestRegistry, ServiceKey, ServiceTable, TimeoutSettings};
 use crate::stats::rate::RateTable;
@@ -116,6 +121,19 @@ pub struct Push {
     /// The pair's state changed (the workers' standby flag already follows it): the XDP
     /// filter must drop service traffic while BACKUP, and the sync daemons follow.
     pub pair: Option<PairState>,
+    /// The sync daemons changed: the sync thread must run these (sockets to open or close).
+    pub sync: Option<SyncPlan>,
+    /// What BIRD must announce changed (the VIPs, or the `[bgp]` settings).
+    pub announce: Option<Announce>,
+}
+
+/// What the director announces to the router by BGP ([`crate::ha::bgp`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Announce {
+    /// The `[bgp]` settings; `None` when the configuration has none (no BIRD runs).
+    pub settings: Option<BgpSettings>,
+    /// The VIPs to announce.
+    pub vips: BTreeSet<IpAddr>,
 }
 
 impl Push {
@@ -128,6 +146,8 @@ impl Push {
             && self.health_checks.is_none()
             && self.resolve.is_empty()
             && self.pair.is_none()
+            && self.announce.is_none()
+            && self.sync.is_none()
     }
 }
 
@@ -158,6 +178,7 @@ struct Owed {
     health_checks: bool,
     resolve: Vec<NeighbourRequest>,
     pair: bool,
+    sync: bool,
 }
 
 /// The one owner of the control plane: the configured table, the health states, the
@@ -167,6 +188,8 @@ pub struct Director {
     configured: Config,
     /// What the health monitor last said of each checked real server.
     health: HealthStates,
+    /// Up or down per checked real server, for the metrics thread (read at each scrape).
+    health_view: HealthShare,
     /// Builds the snapshots the workers run and holds their channels.
     publisher: Publisher,
     conns: Arc<ConnTable>,
@@ -185,6 +208,12 @@ pub struct Director {
     now: Instant,
     next_reclaim: Option<Instant>,
     owed: Owed,
+    /// `ctl --drain`: announce nothing, keep serving.
+    drained: bool,
+    /// What the last reconcile step told BIRD.
+    announced: Announce,
+    /// Connection sync: the daemons and what they share with the workers.
+    sync: SyncControl,
 }
 
 impl Director {
@@ -200,10 +229,12 @@ impl Director {
         plane.conns.timeouts().apply(&config.timeouts);
         let pair = pair_state(&config, &[]);
         plane.standby.store(pair.standby(), Ordering::Relaxed);
+        let health_view = Arc::new(Mutex::new(health_view(&config, &health)));
         Ok(Director {
             held: Vec::new(),
             pair,
             standby: plane.standby,
+            health_view,
             local_addresses: plane.nexthops.local_addresses().collect(),
             configured: config,
             health,
@@ -221,6 +252,9 @@ impl Director {
                 pair: true,
                 ..Owed::default()
             },
+            drained: false,
+            announced: Announce::default(),
+            sync: SyncControl::default(),
         })
     }
 
@@ -234,9 +268,17 @@ impl Director {
         }
     }
 
-    /// A metrics source that follows the snapshots this director publishes.
+    /// A metrics source that follows the snapshots this director publishes and the health
+    /// checks' view of each checked real server.
     pub fn metrics_source(&mut self) -> MetricsSource {
         MetricsSource::new(&mut self.publisher, self.workers.clone())
+            .with_health(Arc::clone(&self.health_view))
+    }
+
+    /// Shares the health states with the metrics thread.
+    fn share_health(&self) {
+        let view = health_view(&self.configured, &self.health);
+        *self.health_view.lock().unwrap_or_else(|e| e.into_inner()) = view;
     }
 
     /// The configured table (what ctl edits and `-S` saves).
@@ -271,6 +313,7 @@ impl Director {
         self.owed.health_checks |=
             config.services != self.configured.services || config.health != self.configured.health;
         self.owed.timeouts |= config.timeouts != self.configured.timeouts;
+        self.sync_settings_changed(&config);
         let known: Vec<IpAddr> = real_addresses(&self.configured).collect();
         let new: Vec<IpAddr> = real_addresses(&config)
             .filter(|a| !known.contains(a))
@@ -279,7 +322,14 @@ impl Director {
         for addr in new {
             self.ask(addr);
         }
+        if config.accept_macs != self.nexthops.extra_macs() {
+            let mut t = NextHops::clone(&self.nexthops);
+            t.set_extra_macs(&config.accept_macs);
+            self.nexthops = Arc::new(t);
+            self.owed.nexthops = true;
+        }
         self.configured = config;
+        self.share_health();
         self.follow_pair();
         Ok(())
     }
@@ -312,6 +362,22 @@ impl Director {
         self.rates.zero(service, &table, &self.workers);
     }
 
+    /// Source ctl (`--drain`, `--undrain`): while drained the director announces nothing,
+    /// so the router sends it no new flows, and keeps forwarding what still arrives.
+    pub fn drain(&mut self, drained: bool) {
+        self.drained = drained;
+    }
+
+    /// Whether the director is drained.
+    pub fn drained(&self) -> bool {
+        self.drained
+    }
+
+    /// What the director announces, as of the last reconcile step.
+    pub fn announced(&self) -> &Announce {
+        &self.announced
+    }
+
     /// The `-L` view of the running table, with counters and rates.
     pub fn table_view(&self) -> TableView {
         listing::build_table_view(
@@ -342,6 +408,7 @@ impl Director {
             any = true;
         }
         if any {
+            self.share_health();
             self.publisher
                 .stage(effective_config(&self.configured, &self.health))?;
         }
@@ -351,7 +418,8 @@ impl Director {
     /// Source kernel tables: the routes and neighbours, read again. Real servers the kernel
     /// has no neighbour entry for are to be resolved (again, unless asked for within the
     /// last [`RESOLVE_WINDOW`]).
-    pub fn nexthops_read(&mut self, table: NextHops) {
+    pub fn nexthops_read(&mut self, mut table: NextHops) {
+        table.set_extra_macs(&self.configured.accept_macs);
         let now = self.now;
         self.resolving
             .retain(|(a, asked)| table.resolve(*a).is_err() && now < *asked + RESOLVE_WINDOW);
@@ -452,6 +520,7 @@ impl Director {
                 .retain(|tx| tx.send(Arc::clone(&t)).is_ok());
             t
         });
+        self.publish_sync_rules();
         let timeouts = owed.timeouts.then(|| {
             self.conns.timeouts().apply(&self.configured.timeouts);
             self.configured.timeouts
@@ -460,14 +529,31 @@ impl Director {
             self.standby.store(self.pair.standby(), Ordering::Relaxed);
             self.pair.clone()
         });
+        let table = self.publisher.publish();
+        let settings = self.configured.bgp.clone();
+        let vips = settings.as_ref().map_or_else(BTreeSet::new, |s| {
+            announcements(
+                &self.publisher.table(),
+                &self.configured.health,
+                s,
+                self.drained,
+            )
+        });
+        let want = Announce { settings, vips };
+        let announce = (want != self.announced).then(|| {
+            self.announced = want.clone();
+            want
+        });
         Push {
-            table: self.publisher.publish(),
+            table,
             nexthops,
             timeouts,
             local_addresses: owed.local_addresses.then(|| self.local_addresses.clone()),
             health_checks: owed.health_checks.then(|| self.configured.clone()),
             resolve: owed.resolve,
             pair,
+            announce,
+            sync: owed.sync.then(|| self.sync_plan()),
         }
     }
 }
@@ -499,5 +585,9 @@ pub(crate) fn neighbour_request(t: &NextHops, addr: IpAddr) -> Option<NeighbourR
     })
 }
 
+mod sync;
 #[cfg(test)]
 mod tests;
+
+use sync::SyncControl;
+pub use sync::SyncPlan;

@@ -14,7 +14,7 @@
 //! | `service_connections_total`, `service_{in,out}_{packets,bytes}_total` | counter | service |
 //! | `real_server_connections_total`, `real_server_{in,out}_{packets,bytes}_total` | counter | service, real |
 //! | `real_server_active_connections`, `..._inactive_connections`, `..._persistent_connections`, `real_server_weight`, `real_server_overloaded` | gauge | service, real |
-//! | `real_server_healthy` (only with a [`HealthProbe`]) | gauge | service, real |
+//! | `real_server_healthy` (1 up, 0 down; every real server a health check watches, also those the checks took out of the table) | gauge | service, real |
 //! | `drops_total` | counter | reason |
 //! | `worker_{rx,tx,passed}_frames_total`, `worker_batches_total` | counter | worker |
 //! | `config_generation` | gauge | |
@@ -25,7 +25,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -37,13 +37,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::control::Publisher;
-use crate::service::{DestRegistry, RealServer, ServiceKey, ServiceTable, SocketText};
+use crate::health::HealthView;
+use crate::service::{DestRegistry, ServiceTable, SocketText};
 use crate::stats::{dest_totals, drop_totals, TrafficTotals, WorkerStats};
 
-/// The health checker's answer for one real server: `Some(true)` up, `Some(false)` down,
-/// `None` not checked. The hook for the health checker, which exports
-/// `fastlb_real_server_healthy` once it is set.
-pub type HealthProbe = Arc<dyn Fn(&ServiceKey, &RealServer) -> Option<bool> + Send + Sync>;
+/// The health checks' view of every checked real server, shared by the director (which
+/// writes it when a check changes its mind or the configuration changes) with the metrics
+/// thread (which reads it at each scrape): `fastlb_real_server_healthy` is exported from it,
+/// so a server the checks took out of the table still shows, as 0.
+pub type HealthShare = Arc<Mutex<HealthView>>;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -53,7 +55,7 @@ pub struct MetricsSource {
     table: Arc<ServiceTable>,
     registry: Arc<DestRegistry>,
     workers: Vec<Arc<WorkerStats>>,
-    health: Option<HealthProbe>,
+    health: Option<HealthShare>,
 }
 
 impl MetricsSource {
@@ -68,9 +70,9 @@ impl MetricsSource {
         }
     }
 
-    /// Adds the health checker's view (`fastlb_real_server_healthy`).
-    pub fn with_health(mut self, probe: HealthProbe) -> MetricsSource {
-        self.health = Some(probe);
+    /// Adds the health checks' view (`fastlb_real_server_healthy`).
+    pub fn with_health(mut self, view: HealthShare) -> MetricsSource {
+        self.health = Some(view);
         self
     }
 
@@ -161,13 +163,18 @@ impl MetricsSource {
                 overloaded
                     .get_or_create(&labels)
                     .set(i64::from(c.is_overloaded()));
-                if let (Some(fam), Some(probe)) = (&healthy, &self.health) {
-                    if let Some(up) = probe(&svc.config.key, &d.server) {
-                        fam.get_or_create(&labels).set(i64::from(up));
-                    }
-                }
             }
             put(&svc_traffic, &vec![("service", service)], sum);
+        }
+        if let (Some(fam), Some(view)) = (&healthy, &self.health) {
+            let view = view.lock().unwrap_or_else(|e| e.into_inner());
+            for (&(key, addr, port), &up) in view.iter() {
+                let labels: Labels = vec![
+                    ("service", key.to_string()),
+                    ("real", SocketText(addr, port).to_string()),
+                ];
+                fam.get_or_create(&labels).set(i64::from(up));
+            }
         }
         let drops = counters(&mut reg, "drops", "Packets dropped, by reason");
         for (reason, n) in drop_totals(self.workers.iter().map(|w| &**w)) {
@@ -345,14 +352,25 @@ mod tests {
         let mut cfg = p.config().clone();
         cfg.services[0].reals[0].weight = 7;
         p.replace(cfg).unwrap();
-        let probe: HealthProbe = Arc::new(|_, r| Some(r.weight > 5));
-        let mut src = src.with_health(probe);
+        let key = p.config().services[0].key;
+        let view: HealthShare = Arc::default();
+        view.lock()
+            .unwrap()
+            .insert((key, "10.1.0.1".parse().unwrap(), 80), true);
+        // Down, so out of the table the workers run, and still shown.
+        view.lock()
+            .unwrap()
+            .insert((key, "10.1.0.2".parse().unwrap(), 80), false);
+        let mut src = src.with_health(view);
         let text = src.render();
         assert!(text.contains(
             "fastlb_real_server_weight{service=\"TCP 10.0.0.1:80\",real=\"10.1.0.1:80\"} 7"
         ));
         assert!(text.contains(
             "fastlb_real_server_healthy{service=\"TCP 10.0.0.1:80\",real=\"10.1.0.1:80\"} 1"
+        ));
+        assert!(text.contains(
+            "fastlb_real_server_healthy{service=\"TCP 10.0.0.1:80\",real=\"10.1.0.2:80\"} 0"
         ));
         assert!(text.contains("fastlb_config_generation 2"));
     }

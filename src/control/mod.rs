@@ -32,6 +32,8 @@ pub mod metrics;
 mod publisher;
 pub mod sources;
 
-pub use director::{DataPlane, Director, NeighbourRequest, PairState, Push, WorkerFeed};
+pub use director::{
+    Announce, DataPlane, Director, NeighbourRequest, PairState, Push, SyncPlan, WorkerFeed,
+};
 pub use publisher::{PublishError, Publisher};
 pub use sources::Source;

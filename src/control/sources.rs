@@ -289,5 +289,9 @@ pub fn kernel_nexthops(ifaces: &[String]) -> std::io::Result<NextHops> {
         .into_iter()
         .filter(|n| n.is_usable())
         .filter_map(|n| Some((n.addr, MacAddr(n.mac?))));
-    Ok(NextHops::with_devices(ifaces, routes, neighbours))
+    let mut t = NextHops::with_devices(ifaces, routes, neighbours);
+    for iface in ifaces {
+        t.set_device_mac(iface, xdp::interface_mac(iface)?);
+    }
+    Ok(t)
 }

@@ -9,6 +9,7 @@ pub struct Frame<'a> {
     head: usize,
     len: usize,
     egress: Option<u16>,
+    ingress: Option<u16>,
 }
 
 impl<'a> Frame<'a> {
@@ -23,7 +24,21 @@ impl<'a> Frame<'a> {
             head,
             len,
             egress: None,
+            ingress: None,
         }
+    }
+
+    /// The interface the frame came in on, an index into the backend's interface list
+    /// (`--iface` order); `None` where the backend does not say (replay).
+    #[inline]
+    pub fn ingress(&self) -> Option<u16> {
+        self.ingress
+    }
+
+    /// Records the interface the frame came in on (see [`Frame::ingress`]).
+    #[inline]
+    pub fn set_ingress(&mut self, iface: u16) {
+        self.ingress = Some(iface);
     }
 
     /// The interface the processor chose for a transmitted frame: an index into the

@@ -24,9 +24,10 @@ use crossbeam_channel::{Receiver, Sender};
 use super::{Frame, PacketProcessor, Verdict};
 use crate::conn::persist::PersistError;
 use crate::conn::{self, ConnInfo, ConnTable, Direction, FlowKey, Hit, NewConn, TcpState};
-use crate::forward::nexthop::{NextHop, NextHops};
+use crate::forward::nexthop::{MacAddr, NextHop, NextHops};
 use crate::forward::tun::{self, MtuVerdict};
 use crate::forward::{icmp, mac, nat, partial};
+use crate::ha::sync::SyncHook;
 use crate::sched::{self, RoundRobin, SchedInput, Scheduler};
 use crate::service::{DestId, DestRegistry, ForwardMethod, Protocol, ServiceId, ServiceTable};
 use crate::stats::{DropReason, WorkerStats};
@@ -95,6 +96,8 @@ pub struct Pipeline {
     standby_flag: Option<Arc<AtomicBool>>,
     /// `standby_flag` as read between batches: while set, every frame is dropped.
     standby: bool,
+    /// Connection sync: what to send while a master runs, what a backup received.
+    sync: Option<SyncHook>,
 }
 
 impl Pipeline {
@@ -132,6 +135,7 @@ impl Pipeline {
             ip_id: 0,
             standby_flag: None,
             standby: false,
+            sync: None,
         }
     }
 
@@ -140,6 +144,12 @@ impl Pipeline {
     pub fn with_standby(mut self, flag: Arc<AtomicBool>) -> Pipeline {
         self.standby = flag.load(Ordering::Relaxed);
         self.standby_flag = Some(flag);
+        self
+    }
+
+    /// Takes part in connection sync through `hook` (see `ha::sync`).
+    pub fn with_sync(mut self, hook: SyncHook) -> Pipeline {
+        self.sync = Some(hook);
         self
     }
 
@@ -213,6 +223,12 @@ impl Pipeline {
         let Ok(p) = parsed else {
             return Verdict::Drop(DropReason::Malformed);
         };
+        // Another host's frame (a switch flooding unknown unicast): the kernel's IP never
+        // sees PACKET_OTHERHOST, so neither do IPVS or fastlb. The XDP filter leaves such
+        // frames to the kernel; this catches them on every other path.
+        if !self.nexthops.accepts(MacAddr(p.dst_mac), frame.ingress()) {
+            return Verdict::Drop(DropReason::OtherHost);
+        }
         let Some(ip) = &p.ip else {
             return Verdict::Pass;
         };
@@ -284,6 +300,9 @@ impl Pipeline {
                     return Verdict::Drop(DropReason::Fragment);
                 }
                 self.conns.on_packet(hit.id, hit.dir, flags, now);
+                if hit.dir == Direction::Original {
+                    self.synced(hit.id, now);
+                }
                 return self.forward(frame, p, ip, &hit.info, hit.dir);
             }
         }
@@ -297,8 +316,9 @@ impl Pipeline {
         if ip.fragment {
             return Verdict::Drop(DropReason::Fragment);
         }
-        if flags.is_some_and(|f| !f.syn()) {
-            // sloppy_tcp off: only a SYN opens a TCP connection.
+        if flags.is_some_and(|f| f.rst() || !(f.syn() || self.table.sloppy_tcp)) {
+            // Only a SYN opens a TCP connection, or with sloppy_tcp any packet but a RST
+            // (tcp_conn_schedule); UDP always may.
             return Verdict::Drop(DropReason::NoConnection);
         }
         let hit = match self.schedule(now, sid, ip, protocol, sport, dport, flags) {
@@ -306,7 +326,17 @@ impl Pipeline {
             Err(reason) => return Verdict::Drop(reason),
         };
         self.stats.dest(hit.info.dest).conns.add(1);
+        self.synced(hit.id, now);
         self.forward(frame, p, ip, &hit.info, Direction::Original)
+    }
+
+    /// A packet from the client of connection `id` went through the table: the sync hook
+    /// decides whether the connection is to be sent (`ip_vs_in` calling `ip_vs_sync_conn`).
+    #[inline]
+    fn synced(&mut self, id: conn::ConnId, now: Instant) {
+        if let Some(s) = &mut self.sync {
+            s.after_client_packet(&self.conns, id, now);
+        }
     }
 
     /// Picks a real server for a new connection (persistence template first, then the
@@ -402,7 +432,7 @@ impl Pipeline {
                 counters.out_bytes.add(bytes);
                 let hop = self.resolve(info.client);
                 nat::snat(frame.data_mut(), p, info.vaddr, info.vport)
-                    .and_then(|()| self.address_or_kernel(frame, p, hop))
+                    .and_then(|()| self.address_or_kernel(frame, hop))
             }
             (Direction::Original, method) => {
                 counters.in_pkts.add(1);
@@ -456,10 +486,10 @@ impl Pipeline {
                 } else {
                     nat::dnat(frame.data_mut(), p, info.daddr, info.dport)?;
                 }
-                address(frame, p, &nh);
+                address(frame, &nh);
             }
             ForwardMethod::DirectRouting => {
-                mac::direct_route(frame.data_mut(), p, p.dst_mac, nh.mac.0)?;
+                mac::direct_route(frame.data_mut(), p, nh.src_mac.0, nh.mac.0)?;
                 frame.set_egress(nh.dev);
             }
             ForwardMethod::Tunnel => {
@@ -470,7 +500,7 @@ impl Pipeline {
                 let (buf, head, len) = frame.parts_mut();
                 let (head, len) = tun::encapsulate(buf, head, len, p, src, info.daddr, id)?;
                 frame.set_bounds(head, len);
-                address(frame, p, &nh);
+                address(frame, &nh);
             }
         }
         Ok(Sent::Wire)
@@ -490,6 +520,11 @@ impl Pipeline {
         let (buf, head, len) = frame.parts_mut();
         let (head, len) = tun::too_big_reply(buf, head, len, p, mtu, id)?;
         frame.set_bounds(head, len);
+        // The answer leaves by the interface the packet came in on, from its own MAC.
+        // Replay names no interface: its first (a one-armed director's only one).
+        if let Some(own) = self.nexthops.device_mac(frame.ingress().unwrap_or(0)) {
+            mac::set_macs(frame.data_mut(), own.0, p.src_mac);
+        }
         Ok(())
     }
 
@@ -573,7 +608,7 @@ impl Pipeline {
                 counters.out_bytes.add(ip.len as u64);
                 let hop = self.resolve(info.client);
                 icmp::nat_to_client(frame.data_mut(), p, info.vaddr, info.vport)
-                    .and_then(|()| self.address_or_kernel(frame, p, hop))
+                    .and_then(|()| self.address_or_kernel(frame, hop))
             }
         };
         sent(result)
@@ -586,12 +621,11 @@ impl Pipeline {
     fn address_or_kernel(
         &self,
         frame: &mut Frame<'_>,
-        p: &Parsed,
         hop: Result<NextHop, DropReason>,
     ) -> Result<Sent, DropReason> {
         match hop {
             Ok(nh) => {
-                address(frame, p, &nh);
+                address(frame, &nh);
                 Ok(Sent::Wire)
             }
             Err(DropReason::NoNeighbour) => Ok(Sent::Kernel),
@@ -655,11 +689,12 @@ impl Pipeline {
     }
 }
 
-/// Addresses a rewritten frame to its next hop: source MAC the one the frame was sent to
-/// (the director's), destination the next hop's, out of the next hop's interface.
+/// Addresses a rewritten frame to its next hop: source MAC the output interface's own
+/// (never the one the frame was sent to, which may be a VRRP virtual MAC or a group
+/// address), destination the next hop's, out of the next hop's interface.
 #[inline]
-fn address(frame: &mut Frame<'_>, p: &Parsed, nh: &NextHop) {
-    mac::set_macs(frame.data_mut(), p.dst_mac, nh.mac.0);
+fn address(frame: &mut Frame<'_>, nh: &NextHop) {
+    mac::set_macs(frame.data_mut(), nh.src_mac.0, nh.mac.0);
     frame.set_egress(nh.dev);
 }
 
@@ -768,6 +803,9 @@ impl PacketProcessor for Pipeline {
         for s in &mut self.scheds {
             s.housekeeping(now);
         }
+        if let Some(s) = &mut self.sync {
+            s.between_batches(&self.conns, now);
+        }
     }
 }
 
@@ -775,9 +813,8 @@ impl PacketProcessor for Pipeline {
 mod tests {
     use super::*;
     use crate::control::Publisher;
-    use crate::forward::nexthop::MacAddr;
     use crate::service::config;
-    use crate::wire::testkit::Spec;
+    use crate::wire::testkit::{self, Spec};
     use std::path::Path;
 
     const CONFIG: &str = "[director]\nconn_capacity = 1000\n\n[[service]]\nprotocol = \"udp\"\n\
@@ -785,7 +822,11 @@ mod tests {
         address = \"10.0.0.11\"\nport = 53\nweight = 1\nmethod = \"dr\"\n";
 
     fn pipeline(expire_budget: usize) -> (Pipeline, Arc<ConnTable>) {
-        let config = config::parse(CONFIG, Path::new("t.toml")).unwrap();
+        pipeline_of(CONFIG, expire_budget)
+    }
+
+    fn pipeline_of(text: &str, expire_budget: usize) -> (Pipeline, Arc<ConnTable>) {
+        let config = config::parse(text, Path::new("t.toml")).unwrap();
         let registry = Arc::new(DestRegistry::default());
         let publisher = Publisher::new(config.clone(), Arc::clone(&registry)).unwrap();
         let conns = Arc::new(ConnTable::with_seed(1000, 1, Arc::clone(&registry), 7));
@@ -794,7 +835,11 @@ mod tests {
             "t",
         )
         .unwrap();
-        let neigh = vec![("10.0.0.11".parse().unwrap(), MacAddr([2, 0, 0, 0, 1, 0x11]))];
+        // 10.0.0.11-13 at 02:00:00:00:01:11-13.
+        let neigh: Vec<_> = (11..=13u8)
+            .map(|n| (IpAddr::from([10, 0, 0, n]), MacAddr([2, 0, 0, 0, 1, n + 6])))
+            .collect();
+        let links = [("eth0".to_string(), MacAddr(testkit::DIRECTOR_MAC))];
         let stats = Arc::new(WorkerStats::new(registry.capacity()));
         let settings = PipelineSettings {
             expire_budget,
@@ -804,7 +849,7 @@ mod tests {
             0,
             publisher.table(),
             Arc::clone(&conns),
-            Arc::new(NextHops::new(routes, neigh)),
+            Arc::new(NextHops::with_links(&links, routes, neigh)),
             stats,
             settings,
         );
@@ -821,6 +866,76 @@ mod tests {
     }
 
     const MS: u64 = 1000;
+
+    /// A TCP mh service over three DR real servers, `sloppy_tcp` as given.
+    fn mh_config(sloppy: bool) -> String {
+        let mut t = format!(
+            "[director]\nsloppy_tcp = {sloppy}\n\n[[service]]\nprotocol = \"tcp\"\n\
+             address = \"192.0.2.100\"\nport = 80\nscheduler = \"mh\"\n"
+        );
+        for n in 11..=13 {
+            t += &format!("[[service.real]]\naddress = \"10.0.0.{n}\"\nmethod = \"dr\"\n");
+        }
+        t
+    }
+
+    /// Sends one TCP segment from client 198.51.100.`c`, port `cport`; the real server's
+    /// last MAC byte, or `None` when dropped for want of a connection.
+    fn segment(p: &mut Pipeline, c: u8, cport: u16, syn: bool, ack: bool, rst: bool) -> Option<u8> {
+        let client = format!("198.51.100.{c}");
+        let mut spec = Spec::tcp(&client, "192.0.2.100", cport, 80);
+        spec.l4 = crate::wire::testkit::L4::Tcp {
+            sport: cport,
+            dport: 80,
+            syn,
+            ack,
+            fin: false,
+            rst,
+        };
+        let mut f = spec.frame();
+        let len = f.len();
+        match p.process(Instant::from_secs(10), &mut Frame::new(&mut f, 0, len)) {
+            Verdict::Transmit => Some(f[5]),
+            Verdict::Drop(DropReason::NoConnection) => None,
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn sloppy_tcp_continues_a_flow_another_director_opened_on_the_same_server() {
+        let (mut first, _) = pipeline_of(&mh_config(false), EXPIRE_BUDGET_AUTO);
+        let (mut second, conns) = pipeline_of(&mh_config(true), EXPIRE_BUDGET_AUTO);
+        let (mut strict, _) = pipeline_of(&mh_config(false), EXPIRE_BUDGET_AUTO);
+        let mut seen = [false; 3];
+        for c in 1..=64u8 {
+            let cport = 40_000 + u16::from(c);
+            let server = segment(&mut first, c, cport, true, false, false).unwrap();
+            seen[usize::from(server - 0x11)] = true;
+            // The flow moves: its next ACK reaches a director that never saw the SYN.
+            assert_eq!(segment(&mut strict, c, cport, false, true, false), None);
+            assert_eq!(
+                segment(&mut second, c, cport, false, true, false),
+                Some(server)
+            );
+            let key = FlowKey {
+                protocol: Protocol::Tcp,
+                src: IpAddr::from([198, 51, 100, c]),
+                sport: cport,
+                dst: "192.0.2.100".parse().unwrap(),
+                dport: 80,
+            };
+            let hit = conns.lookup(&key).unwrap();
+            assert_eq!(hit.info.state, TcpState::Established);
+            assert_eq!(
+                segment(&mut second, c, cport, false, true, false),
+                Some(server)
+            );
+        }
+        assert_eq!(seen, [true; 3], "the clients spread over every server");
+        // A RST never opens a connection, sloppy or not.
+        assert_eq!(segment(&mut second, 200, 50_000, false, true, true), None);
+        assert_eq!(segment(&mut second, 201, 50_001, true, false, true), None);
+    }
 
     #[test]
     fn a_standby_drops_everything_from_the_next_batch_until_it_forwards_again() {
@@ -926,6 +1041,58 @@ mod tests {
     }
 
     #[test]
+    fn only_frames_for_the_director_are_balanced_and_leave_from_its_own_mac() {
+        let (p, _conns) = pipeline(EXPIRE_BUDGET_AUTO);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut p = p.with_nexthop_updates(rx);
+        let now = Instant::from_secs(10);
+        let send = |p: &mut Pipeline, dst: [u8; 6], ingress: Option<u16>, sport: u16| {
+            let mut f = Spec::udp("198.51.100.7", "192.0.2.100", sport, 53).frame();
+            f[..6].copy_from_slice(&dst);
+            let len = f.len();
+            let mut frame = Frame::new(&mut f, 0, len);
+            if let Some(i) = ingress {
+                frame.set_ingress(i);
+            }
+            let v = p.process(now, &mut frame);
+            (v, <[u8; 6]>::try_from(&f[6..12]).unwrap())
+        };
+        let other = [2, 0, 0, 0, 0, 0x99];
+        let vmac = [0, 0, 0x5e, 0, 1, 0x33];
+        assert_eq!(
+            send(&mut p, other, None, 1000).0,
+            Verdict::Drop(DropReason::OtherHost)
+        );
+        assert_eq!(
+            send(&mut p, vmac, Some(0), 1001).0,
+            Verdict::Drop(DropReason::OtherHost)
+        );
+        assert_eq!(p.stats().drops[DropReason::OtherHost as usize].get(), 2);
+        assert_eq!(
+            send(&mut p, testkit::DIRECTOR_MAC, Some(0), 1002),
+            (Verdict::Transmit, testkit::DIRECTOR_MAC)
+        );
+        // Broadcast is taken, and the frame leaves from eth0's MAC, not from ff:ff:...
+        assert_eq!(
+            send(&mut p, [0xff; 6], None, 1003),
+            (Verdict::Transmit, testkit::DIRECTOR_MAC)
+        );
+        // A listed virtual MAC is taken too; the source is still the interface's own.
+        let mut t = NextHops::clone(&p.nexthops);
+        t.set_extra_macs(&[MacAddr(vmac)]);
+        tx.send(Arc::new(t)).unwrap();
+        p.between_batches(now);
+        assert_eq!(
+            send(&mut p, vmac, Some(0), 1004),
+            (Verdict::Transmit, testkit::DIRECTOR_MAC)
+        );
+        assert_eq!(
+            send(&mut p, other, Some(0), 1005).0,
+            Verdict::Drop(DropReason::OtherHost)
+        );
+    }
+
+    #[test]
     fn next_hops_of_real_servers_follow_table_updates() {
         let (p, _conns) = pipeline(EXPIRE_BUDGET_AUTO);
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -947,7 +1114,9 @@ mod tests {
         )
         .unwrap();
         let neigh = vec![("10.0.0.11".parse().unwrap(), MacAddr([2, 0, 0, 0, 9, 9]))];
-        tx.send(Arc::new(NextHops::new(routes, neigh))).unwrap();
+        let links = [("eth0".to_string(), MacAddr(testkit::DIRECTOR_MAC))];
+        tx.send(Arc::new(NextHops::with_links(&links, routes, neigh)))
+            .unwrap();
         p.between_batches(now);
         assert_eq!(send(&mut p), [2, 0, 0, 0, 9, 9]);
     }

@@ -67,11 +67,28 @@ pub struct Route {
     pub local: bool,
 }
 
+impl MacAddr {
+    /// Whether this is a group address (multicast or broadcast: the I/G bit is set).
+    #[inline]
+    pub fn is_group(self) -> bool {
+        self.0[0] & 1 != 0
+    }
+
+    /// The address as a number, for cheap comparisons.
+    #[inline]
+    fn key(self) -> u64 {
+        let m = self.0;
+        u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]])
+    }
+}
+
 /// Where a frame for some address goes next.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct NextHop {
     /// The next hop's MAC address.
     pub mac: MacAddr,
+    /// The output device's own MAC address: the source of the rewritten frame.
+    pub src_mac: MacAddr,
     /// Index of the output device in [`NextHops::devices`].
     pub dev: u16,
     /// Source address the kernel would pick for this destination, if known.
@@ -147,6 +164,8 @@ struct Derived {
     src: Option<IpAddr>,
     /// The gateway's MAC, for a route with a gateway whose neighbour is known.
     gateway_mac: Option<MacAddr>,
+    /// The route device's own MAC, if the device is one whose MAC is known.
+    src_mac: Option<MacAddr>,
 }
 
 /// The routing and neighbour tables a worker resolves next hops from.
@@ -159,6 +178,14 @@ pub struct NextHops {
     derived_v6: Vec<Derived>,
     neigh: NeighMap,
     devices: Vec<String>,
+    /// `device_macs[i]` is the own MAC of `devices[i]`, where known.
+    device_macs: Vec<Option<MacAddr>>,
+    /// Further unicast MACs the director takes frames for (`accept_macs`: VRRP virtual
+    /// MACs and the like).
+    extra_macs: Vec<MacAddr>,
+    /// Every unicast MAC a frame may be addressed to, as [`MacAddr::key`]s: the devices'
+    /// own and `extra_macs`. Derived.
+    accepted: Vec<u64>,
     /// The director's own addresses, with their device (from `local` routes).
     locals: Vec<(IpAddr, Option<String>)>,
     /// MTU used where the route sets none.
@@ -174,6 +201,9 @@ impl Default for NextHops {
             derived_v6: Vec::new(),
             neigh: NeighMap::default(),
             devices: Vec::new(),
+            device_macs: Vec::new(),
+            extra_macs: Vec::new(),
+            accepted: Vec::new(),
             locals: Vec::new(),
             default_mtu: 1500,
         }
@@ -213,16 +243,94 @@ impl NextHops {
         t
     }
 
-    /// Recomputes every route's [`Derived`] from the current tables.
+    /// Tables like [`NextHops::with_devices`] whose devices are `links`, in that order,
+    /// each with its own MAC address (what `ip link show` says, or the kernel).
+    pub fn with_links(
+        links: &[(String, MacAddr)],
+        routes: Vec<Route>,
+        neighbours: impl IntoIterator<Item = (IpAddr, MacAddr)>,
+    ) -> NextHops {
+        let names: Vec<String> = links.iter().map(|(n, _)| n.clone()).collect();
+        let mut t = NextHops::with_devices(&names, routes, neighbours);
+        t.device_macs = links.iter().map(|(_, m)| Some(*m)).collect();
+        t.derive();
+        t
+    }
+
+    /// Records the own MAC address of device `dev` (added to the devices if new).
+    pub fn set_device_mac(&mut self, dev: &str, mac: MacAddr) {
+        let i = match self.devices.iter().position(|d| d == dev) {
+            Some(i) => i,
+            None => {
+                self.devices.push(dev.to_string());
+                self.devices.len() - 1
+            }
+        };
+        self.device_macs.resize(self.devices.len(), None);
+        self.device_macs[i] = Some(mac);
+        self.derive();
+    }
+
+    /// Sets the further unicast MACs the director takes frames for besides its devices'
+    /// own (`accept_macs`: VRRP virtual MACs and the like).
+    pub fn set_extra_macs(&mut self, macs: &[MacAddr]) {
+        self.extra_macs = macs.to_vec();
+        self.derive();
+    }
+
+    /// The further MACs of [`NextHops::set_extra_macs`].
+    pub fn extra_macs(&self) -> &[MacAddr] {
+        &self.extra_macs
+    }
+
+    /// The own MAC of device `dev` (an index into [`NextHops::devices`]), if known.
+    #[inline]
+    pub fn device_mac(&self, dev: u16) -> Option<MacAddr> {
+        self.device_macs.get(usize::from(dev)).copied().flatten()
+    }
+
+    /// Whether a frame sent to `dst` is the director's, as the kernel's `eth_type_trans`
+    /// decides (anything else is `PACKET_OTHERHOST`, which IP never sees): a group address
+    /// (broadcast, multicast), the own MAC of the device it came in on (`ingress`, an
+    /// index into [`NextHops::devices`]; `None`: any of the devices'), or one of the
+    /// extra MACs.
+    #[inline]
+    pub fn accepts(&self, dst: MacAddr, ingress: Option<u16>) -> bool {
+        if dst.is_group() {
+            return true;
+        }
+        if let Some(own) = ingress.and_then(|i| self.device_mac(i)) {
+            if own == dst {
+                return true;
+            }
+            let key = dst.key();
+            return self.extra_macs.iter().any(|m| m.key() == key);
+        }
+        let key = dst.key();
+        self.accepted.contains(&key)
+    }
+
+    /// Recomputes every route's [`Derived`] and the accepted MACs from the current tables.
     fn derive(&mut self) {
-        let derive = |r: &Route| Derived {
-            dev: r
+        self.device_macs.resize(self.devices.len(), None);
+        self.accepted = self
+            .device_macs
+            .iter()
+            .flatten()
+            .chain(&self.extra_macs)
+            .map(|m| m.key())
+            .collect();
+        let derive = |r: &Route| {
+            let dev = r
                 .dev
                 .as_ref()
-                .and_then(|d| self.devices.iter().position(|x| x == d))
-                .unwrap_or(0) as u16,
-            src: self.source_for(r),
-            gateway_mac: r.gateway.and_then(|g| self.neigh.get(&g).copied()),
+                .and_then(|d| self.devices.iter().position(|x| x == d));
+            Derived {
+                dev: dev.unwrap_or(0) as u16,
+                src: self.source_for(r),
+                gateway_mac: r.gateway.and_then(|g| self.neigh.get(&g).copied()),
+                src_mac: dev.and_then(|i| self.device_macs[i]),
+            }
         };
         let v4 = self.routes_v4.iter().map(derive).collect();
         let v6 = self.routes_v6.iter().map(derive).collect();
@@ -298,6 +406,8 @@ impl NextHops {
             .position(|r| r.dst.contains(dst))
             .ok_or(DropReason::NoRoute)?;
         let (route, d) = (&routes[i], &derived[i]);
+        // Out of a device whose own MAC is unknown (not one fastlb serves): no route of ours.
+        let src_mac = d.src_mac.ok_or(DropReason::NoRoute)?;
         let mac = match route.gateway {
             Some(_) => d.gateway_mac,
             None => self.neigh.get(&dst).copied(),
@@ -305,6 +415,7 @@ impl NextHops {
         .ok_or(DropReason::NoNeighbour)?;
         Ok(NextHop {
             mac,
+            src_mac,
             dev: d.dev,
             src: d.src,
             mtu: route.mtu.unwrap_or(self.default_mtu),
@@ -460,6 +571,52 @@ impl NextHops {
         Ok(out)
     }
 
+    /// Parses `ip link show` output: each Ethernet device's name and own MAC address
+    /// (`link/ether`), in the order listed. Devices without an Ethernet address (loopback,
+    /// tunnels) are skipped.
+    pub fn parse_links(
+        text: &str,
+        file: &str,
+    ) -> Result<Vec<(String, MacAddr)>, NextHopParseError> {
+        let mut out = Vec::new();
+        let mut current: Option<String> = None;
+        for (i, line) in text.lines().enumerate() {
+            let err = |message: String| NextHopParseError {
+                file: file.to_string(),
+                line: i + 1,
+                message,
+            };
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let Some(first) = words.first() else { continue };
+            if first.starts_with('#') {
+                continue;
+            }
+            if let Some(index) = first.strip_suffix(':') {
+                if index.parse::<u32>().is_err() {
+                    return Err(err(format!("bad interface index '{first}'")));
+                }
+                let name = words
+                    .get(1)
+                    .and_then(|w| w.strip_suffix(':'))
+                    .ok_or_else(|| err("interface without a name".into()))?;
+                // A veth or VLAN shows as NAME@PEER.
+                let name = name.split('@').next().unwrap_or(name);
+                current = Some(name.to_string());
+            } else if *first == "link/ether" {
+                let name = current
+                    .take()
+                    .ok_or_else(|| err("`link/ether` outside an interface".into()))?;
+                let mac = words
+                    .get(1)
+                    .ok_or_else(|| err("`link/ether` without an address".into()))?
+                    .parse()
+                    .map_err(err)?;
+                out.push((name, mac));
+            }
+        }
+        Ok(out)
+    }
+
     /// Parses `ip neigh show` output. Entries without `lladdr` or in state FAILED or
     /// INCOMPLETE are skipped: they resolve nothing.
     pub fn parse_neighbours(
@@ -519,8 +676,18 @@ default via 2001:db8:1::1 dev eth1 metric 1024
 2001:db8:1::1 dev eth1 lladdr 02:00:00:00:06:01 router REACHABLE
 ";
 
+    const LINKS: &str = "\
+1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT
+    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00
+2: eth0@if7: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP
+    link/ether 02:00:00:00:00:05 brd ff:ff:ff:ff:ff:ff link-netnsid 0
+3: eth1: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc fq_codel state UP
+    link/ether 02:00:00:00:01:fe brd ff:ff:ff:ff:ff:ff
+";
+
     fn tables() -> NextHops {
-        NextHops::new(
+        NextHops::with_links(
+            &NextHops::parse_links(LINKS, "links").unwrap(),
             NextHops::parse_routes(ROUTES, "routes").unwrap(),
             NextHops::parse_neighbours(NEIGH, "neigh").unwrap(),
         )
@@ -531,6 +698,8 @@ default via 2001:db8:1::1 dev eth1 metric 1024
         let t = tables();
         let direct = t.resolve("10.1.0.7".parse().unwrap()).unwrap();
         assert_eq!(direct.mac.to_string(), "02:00:00:00:01:07");
+        // The source MAC is the output device's own, whatever the frame came in with.
+        assert_eq!(direct.src_mac.to_string(), "02:00:00:00:01:fe");
         assert_eq!(direct.src, Some("10.1.0.254".parse().unwrap()));
         assert_eq!(t.devices()[direct.dev as usize], "eth1");
         let via = t.resolve("10.1.9.9".parse().unwrap()).unwrap();
@@ -544,8 +713,62 @@ default via 2001:db8:1::1 dev eth1 metric 1024
             (default.mac.0[5], default.src),
             (1, Some("192.0.2.5".parse().unwrap()))
         );
+        assert_eq!(default.src_mac.to_string(), "02:00:00:00:00:05");
         let v6 = t.resolve("2001:db8:99::1".parse().unwrap()).unwrap();
         assert_eq!(v6.mac.0[4], 6);
+    }
+
+    #[test]
+    fn a_route_out_of_a_device_without_a_known_mac_is_no_route() {
+        let routes = NextHops::parse_routes(ROUTES, "routes").unwrap();
+        let neigh = NextHops::parse_neighbours(NEIGH, "neigh").unwrap();
+        let t = NextHops::with_links(
+            &[("eth1".into(), MacAddr([2, 0, 0, 0, 1, 0xfe]))],
+            routes,
+            neigh,
+        );
+        assert!(t.resolve("10.1.0.7".parse().unwrap()).is_ok());
+        assert_eq!(
+            t.resolve("192.0.2.1".parse().unwrap()),
+            Err(DropReason::NoRoute)
+        );
+    }
+
+    #[test]
+    fn only_own_extra_and_group_macs_are_accepted() {
+        let mut t = tables();
+        let m = |s: &str| s.parse::<MacAddr>().unwrap();
+        let (eth0, eth1) = (Some(0), Some(1));
+        assert!(t.accepts(m("02:00:00:00:00:05"), eth0));
+        assert!(t.accepts(m("02:00:00:00:00:05"), None));
+        // eth1's MAC arriving on eth0 is another host's frame there, as in the kernel.
+        assert!(!t.accepts(m("02:00:00:00:01:fe"), eth0));
+        assert!(t.accepts(m("02:00:00:00:01:fe"), eth1));
+        assert!(!t.accepts(m("02:00:00:00:00:06"), None));
+        assert!(t.accepts(m("ff:ff:ff:ff:ff:ff"), eth0));
+        assert!(t.accepts(m("01:00:5e:00:00:12"), eth0));
+        assert!(t.accepts(m("33:33:00:00:00:01"), eth1));
+        let vmac = m("00:00:5e:00:01:33");
+        assert!(!t.accepts(vmac, eth0));
+        t.set_extra_macs(&[vmac]);
+        assert!(t.accepts(vmac, eth0) && t.accepts(vmac, eth1) && t.accepts(vmac, None));
+        assert_eq!(t.device_mac(1), Some(m("02:00:00:00:01:fe")));
+        assert_eq!(t.device_mac(7), None);
+    }
+
+    #[test]
+    fn links_parse_names_without_peers_and_skip_non_ethernet() {
+        let l = NextHops::parse_links(LINKS, "links").unwrap();
+        assert_eq!(
+            l,
+            vec![
+                ("eth0".to_string(), MacAddr([2, 0, 0, 0, 0, 5])),
+                ("eth1".to_string(), MacAddr([2, 0, 0, 0, 1, 0xfe])),
+            ]
+        );
+        let e =
+            NextHops::parse_links("2: eth0: <UP>\n    link/ether 02:zz\n", "l.txt").unwrap_err();
+        assert!(e.to_string().starts_with("l.txt:2: bad MAC"), "{e}");
     }
 
     #[test]
@@ -557,7 +780,8 @@ default via 2001:db8:1::1 dev eth1 metric 1024
                       local 2001:db8:1::2 dev eth0 table local proto kernel\n";
         let neigh = "2001:db8:1::5 dev eth1 lladdr 02:00:00:00:00:05 REACHABLE\n\
                      2001:db8:1::fe dev eth1 lladdr 02:00:00:00:00:fe REACHABLE\n";
-        let t = NextHops::new(
+        let t = NextHops::with_links(
+            &[("eth1".into(), MacAddr([2, 0, 0, 0, 1, 0xfe]))],
             NextHops::parse_routes(routes, "r").unwrap(),
             NextHops::parse_neighbours(neigh, "n").unwrap(),
         );

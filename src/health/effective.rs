@@ -60,6 +60,28 @@ impl HealthStates {
     }
 }
 
+/// Up (`true`) or down for every real server a health check watches, as the metrics
+/// export it (`fastlb_real_server_healthy`); unchecked servers are absent.
+pub type HealthView = HashMap<(ServiceKey, IpAddr, u16), bool>;
+
+/// The [`HealthView`] of `configured` given `states`: a server not heard of yet is up
+/// unless its check starts it down, as in [`effective_config`].
+pub fn health_view(configured: &Config, states: &HealthStates) -> HealthView {
+    let mut view = HealthView::new();
+    for svc in &configured.services {
+        for r in &svc.reals {
+            let Some(check) = configured.health.check_for(&svc.key, r.addr, r.port) else {
+                continue;
+            };
+            let up = states
+                .status(&svc.key, r.addr, r.port)
+                .map_or(!check.start_down, |st| st.up);
+            view.insert((svc.key, r.addr, r.port), up);
+        }
+    }
+    view
+}
+
 /// The configuration the workers should run, given the configured one and what health
 /// checks say:
 ///

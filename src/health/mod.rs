@@ -25,7 +25,7 @@ mod poll;
 mod uring;
 
 pub use checker::{BackendChoice, BackendKind};
-pub use effective::{effective_config, HealthStates, ServerStatus};
+pub use effective::{effective_config, health_view, HealthStates, HealthView, ServerStatus};
 pub use monitor::{HealthCounters, HealthMonitor, MonitorOptions, TransitionCount};
 
 use std::net::IpAddr;

@@ -13,13 +13,16 @@
 //! kernel inserts each new real server at the head. Every "first in list" tie-break and
 //! every bucket fill of the hashing schedulers follows that list. See `docs/decisions.md`.
 
+pub mod bgp;
 pub mod config;
 mod dest;
 pub mod health;
 pub mod pair;
+mod sync;
 pub mod table;
 
 pub use dest::{DestCounters, DestId, DestRegistry};
+pub use sync::{BadSyncSetting, DaemonConfig, SyncRole, SyncSettings};
 pub use table::{Dest, ServiceEntry, ServiceId, ServiceTable};
 
 use std::fmt;
@@ -481,10 +484,23 @@ pub struct Config {
     pub tunnel_source_v6: Option<std::net::Ipv6Addr>,
     /// Connection table capacity (entries); 0 means the default.
     pub conn_capacity: usize,
+    /// Unicast MACs besides the interfaces' own that frames may be addressed to for the
+    /// director to act on them (keepalived's VRRP virtual MACs with `use_vmac`); frames to
+    /// any other host's MAC are left to the kernel, which drops them.
+    pub accept_macs: Vec<crate::forward::nexthop::MacAddr>,
     /// Order of every service's real-server list as the schedulers see it.
     pub dest_order: DestOrder,
+    /// `sloppy_tcp`: a TCP packet other than a SYN (and not a RST) of a flow with no
+    /// connection is scheduled like a SYN, and its connection starts in the state the
+    /// packet implies (an ACK: ESTABLISHED). For directors behind ECMP, where a flow can
+    /// move to a director that never saw its SYN. Off by default, as the kernel's sysctl.
+    pub sloppy_tcp: bool,
+    /// `[bgp]`: announce the VIPs to a router through BIRD (none: no announcements).
+    pub bgp: Option<bgp::BgpSettings>,
     /// Health checks and sorry servers, by service key (see [`health`]).
     pub health: health::HealthSettings,
     /// The director pair: the VRRP instance followed and the sync daemon (see [`pair`]).
     pub pair: pair::PairConfig,
+    /// When a sync master sends connections (the `sync_*` sysctls).
+    pub sync: SyncSettings,
 }

@@ -49,6 +49,8 @@ pub struct ServiceTable {
     pub services: Vec<ServiceEntry>,
     /// Classifier rules for fwmark services, first match wins.
     pub classifiers: Vec<ClassifierRule>,
+    /// `[director] sloppy_tcp`: any TCP packet but a RST may open a connection.
+    pub sloppy_tcp: bool,
     by_tuple: HashMap<(Protocol, IpAddr, u16), ServiceId>,
     by_mark: HashMap<(u32, bool), ServiceId>,
     vips: std::collections::HashSet<IpAddr>,
@@ -67,6 +69,7 @@ impl ServiceTable {
         let mut table = ServiceTable {
             generation,
             classifiers: config.classifiers.clone(),
+            sloppy_tcp: config.sloppy_tcp,
             live_dests: vec![false; ids.capacity],
             ..ServiceTable::default()
         };

@@ -34,7 +34,8 @@ drop_reasons! {
     Unsupported => "unsupported",
     /// No service and no connection matched (the XDP filter normally keeps these out).
     NotService => "not_service",
-    /// TCP without SYN that matched no connection (sloppy_tcp off).
+    /// TCP that matched no connection and may not open one: a RST, or without
+    /// `sloppy_tcp` anything but a SYN.
     NoConnection => "no_connection",
     /// The scheduler found no available real server.
     NoDestination => "no_destination",
@@ -54,6 +55,9 @@ drop_reasons! {
     IcmpNoConnection => "icmp_no_connection",
     /// The frame would not fit the buffer or the MTU.
     TooBig => "too_big",
+    /// Addressed to another host's MAC (the kernel's `PACKET_OTHERHOST`): a switch
+    /// flooded it, and only the host it was sent to may act on it.
+    OtherHost => "other_host",
     /// The director is the standby of a pair: it forwards nothing (see
     /// `docs/decisions.md`, "The standby forwards nothing").
     Standby => "standby",

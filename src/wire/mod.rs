@@ -77,22 +77,26 @@ impl fmt::Display for WireError {
 
 impl std::error::Error for WireError {}
 
+/// Big-endian field access by byte range, shared by every wire format fastlb reads.
 #[inline]
-fn read_u16(b: &[u8], f: Field) -> u16 {
+pub(crate) fn read_u16(b: &[u8], f: Field) -> u16 {
     u16::from_be_bytes([b[f.start], b[f.start + 1]])
 }
 
+/// Big-endian field access by byte range, shared by every wire format fastlb reads.
 #[inline]
-fn read_u32(b: &[u8], f: Field) -> u32 {
+pub(crate) fn read_u32(b: &[u8], f: Field) -> u32 {
     u32::from_be_bytes([b[f.start], b[f.start + 1], b[f.start + 2], b[f.start + 3]])
 }
 
+/// Big-endian field access by byte range, shared by every wire format fastlb reads.
 #[inline]
-fn write_u16(b: &mut [u8], f: Field, v: u16) {
+pub(crate) fn write_u16(b: &mut [u8], f: Field, v: u16) {
     b[f].copy_from_slice(&v.to_be_bytes());
 }
 
+/// Big-endian field access by byte range, shared by every wire format fastlb reads.
 #[inline]
-fn write_u32(b: &mut [u8], f: Field, v: u32) {
+pub(crate) fn write_u32(b: &mut [u8], f: Field, v: u32) {
     b[f].copy_from_slice(&v.to_be_bytes());
 }

@@ -8,6 +8,7 @@
 #      request is answered, by rs2 only. The detection time is measured and printed.
 #   2. start it again: rs1 is back within interval + timeout (+ margin) and gets traffic.
 #   3. stop both: the sorry server enters the table and answers; start both: it leaves.
+#   The metrics' fastlb_real_server_healthy follows 1 and 2.
 #   4. the script returns 5 instead of 3: rs2's weight goes from 1 to 3 and the balance
 #      from 3:1 to 1:1.
 source "$(dirname "$0")/lib.sh"
@@ -55,6 +56,12 @@ lab_up "$MODE-health" "$MODE" --config "$CONFIG"
 in_table() { [[ $(real_field tcp 80 "$1" weight) != absent ]]; }
 not_in_table() { ! in_table "$1"; }
 has_weight() { [[ $(real_field tcp 80 "$1" weight) == "$2" ]]; }
+# healthy RS: the director's fastlb_real_server_healthy for RS:80 (absent: "absent").
+healthy() {
+    local k="fastlb_real_server_healthy{service=\"TCP $VIP:80\",real=\"$1:80\"} " v
+    v=$(dx curl -s 127.0.0.1:9108/metrics | grep -F "$k" | awk '{ print $NF }')
+    echo "${v:-absent}"
+}
 
 T=$(curl_tally 40); echo "$T"
 [[ $(count "served by rs1" "$T") -ge 30 && $(count "served by rs2" "$T") -ge 1 ]] || fail "no 3:1 balance at start"
@@ -71,6 +78,9 @@ grep "$RS1:80 is gone" "$FLB_LAB_STATE/director.log" | tail -1
 T=$(curl_tally 40); echo "$T"
 [[ $(count "served by rs2" "$T") == 40 ]] || fail "after rs1 went, not every request was answered by rs2"
 pass "rs1 out after $GONE ms; 40/40 answered by rs2"
+[[ $(healthy "$RS1") == 0 && $(healthy "$RS2") == 1 ]] \
+    || fail "metrics: rs1 healthy $(healthy "$RS1"), rs2 $(healthy "$RS2"); want 0 and 1"
+pass "metrics: fastlb_real_server_healthy 0 for rs1, 1 for rs2"
 
 # 2. rs1 comes back.
 T0=$(now_ms)
@@ -82,6 +92,7 @@ log "rs1 detected up after $BACK ms (bound 2000 ms + 2000 ms margin)"
 T=$(curl_tally 40); echo "$T"
 (( $(count "served by rs1" "$T") >= 30 && $(answered_sum "$T") == 40 )) || fail "rs1 gets no traffic again"
 pass "rs1 back after $BACK ms and serving"
+[[ $(healthy "$RS1") == 1 ]] || fail "metrics: rs1 healthy $(healthy "$RS1") once back"
 
 # 3. Everything down: the sorry server.
 T0=$(now_ms)

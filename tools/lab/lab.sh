@@ -52,6 +52,7 @@
 # Nothing is tuned for fastlb: default offloads, no neighbour entries made in advance.
 #
 # Usage:
+#   tools/lab/lab.sh up --mode ecmp    three directors behind a BGP router: tools/lab/ecmp.sh
 #   tools/lab/lab.sh up [--mode dr|nat|tun|dr-flat|ha|ha-nat] [--config FILE] [--quiet]
 #                        install missing Debian packages (tools/packages.sh), build fastlb,
 #                        build the lab, start the servers and the director; unless
@@ -246,6 +247,7 @@ up() {
     FASTLB_PACKAGES_WHO=lab ensure_packages build lab || die "missing Debian packages"
     [[ -z $FASTLB ]] || fastlb_bin
     down quiet
+    trap up_failed EXIT
     compile_bpf
     plan "$mode"
     echo "$mode" > "$STATE/mode"
@@ -367,11 +369,13 @@ up() {
         echo "== fastlb ctl -L -n --stats"
         ctl -L -n --stats
     fi
+    trap - EXIT
 }
 
 fastlb_bin() {
     # Build the default binary on first use: `lab.sh up` alone must run fastlb.
     if [[ $FASTLB == "$FASTLB_DEFAULT" && ! -x $FASTLB_DEFAULT ]]; then
+        FASTLB_PACKAGES_WHO=lab need_cargo || exit 1
         echo "lab: building $FASTLB_DEFAULT" >&2
         (cd "$ROOT" && cargo build --release --bin fastlb) >&2 || die "cargo build failed"
     fi
@@ -515,8 +519,18 @@ down() {
         ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
     done
     for ns in $ALL_NS; do ip netns del "$ns" 2>/dev/null || true; done
+    [[ ${1:-} == keep-state ]] && return
     rm -rf "$STATE"
     [[ ${1:-} == quiet ]] || echo "lab down"
+}
+
+# EXIT trap of `up`: a failed `up` removes the namespaces and processes it made, and keeps
+# the state directory (logs) for the reader; the next `up` or `down` removes that too.
+up_failed() {
+    local rc=$?
+    [[ $rc == 0 ]] && return
+    echo "lab: up failed: removing the partial lab (its logs stay in $STATE)" >&2
+    down keep-state
 }
 
 status() {
@@ -571,6 +585,12 @@ reload() {
 
 [[ $(id -u) == 0 ]] || die "needs root"
 source "$ROOT/tools/packages.sh"
+# Mode ecmp (three directors behind a BGP router) is its own script: tools/lab/ecmp.sh.
+if [[ ${1:-} == up && " $* " == *" --mode ecmp "* ]]; then
+    FASTLB_PACKAGES_WHO=lab ensure_packages build lab || die "missing Debian packages"
+    [[ -z $FASTLB ]] || fastlb_bin
+    exec "$ROOT/tools/lab/ecmp.sh" up dr
+fi
 cmd=${1:-}
 shift || true
 case $cmd in

@@ -51,6 +51,8 @@ pub fn usage(prog: &str) -> String {
         "-L|l [virtual-service] [options]",
         "-Z [virtual-service]",
         "--set tcp tcpfin udp",
+        "--start-daemon {master|backup} [daemon-options]",
+        "--stop-daemon {master|backup}",
         "-h",
     ] {
         text.push_str(&format!("  {prog} {line}\n"));
@@ -58,7 +60,8 @@ pub fn usage(prog: &str) -> String {
     text.push_str(USAGE_BODY);
     text.push_str(&format!(
         "\nThis {prog} is fastlb: each command goes to the running fastlb over its ctl socket\n\
-         (--socket PATH, else ${SOCKET_ENV}, else {DEFAULT_SOCKET}). See docs/ctl.md.\n"
+         (--socket PATH, else ${SOCKET_ENV}, else {DEFAULT_SOCKET}). See docs/ctl.md.\n\
+         fastlb's own: --drain, --undrain, --announced [--json] (BGP; docs/bgp.md).\n"
     ));
     text
 }
@@ -79,6 +82,8 @@ Either long or short options are allowed.
   --list            -L|-l     list the table
   --zero            -Z        zero counters in a service or all services
   --set tcp tcpfin udp        set connection timeout values
+  --start-daemon              start connection sync daemon
+  --stop-daemon               stop connection sync daemon
   --help            -h        display this help message
   --version         -v        display the version
 
@@ -102,6 +107,7 @@ Options:
   --l-threshold  -y lthreshold        lower threshold of connections
   --connection   -c                   output of current IPVS connections
   --timeout                           output of timeout (tcp tcpfin udp)
+  --daemon                            output of daemon information
   --stats                             output of statistics information
   --rate                              output of rate information
   --exact                             expand numbers (display exact values)
@@ -113,6 +119,14 @@ Options:
   --numeric      -n                   numeric output of addresses and ports
   --sched-flags  -b flags             scheduler flags (comma-separated)
   --json                              -L and -c as JSON (fastlb's own)
+
+Daemon Options:
+  --syncid sid                        syncid for connection sync (default=0)
+  --sync-maxlen length                Max sync message length (default=1472)
+  --mcast-interface interface         multicast interface for connection sync
+  --mcast-group address               IPv4/IPv6 group (default=224.0.0.81)
+  --mcast-port port                   UDP port (default=8848)
+  --mcast-ttl ttl                     Multicast TTL (default=1)
 ";
 
 /// Takes every `--socket PATH`, `--socket=PATH`, `--ctl-socket PATH` and `--ctl-socket=PATH`
@@ -219,6 +233,12 @@ fn local_parse(args: &[String]) -> Option<Result<IpvsCommand, IpvsError>> {
         .map(String::as_str)
         .filter(|a| *a != "--json")
         .collect();
+    // fastlb's own verbs are the server's to answer (super::bgp_verb).
+    if let [verb] = args[..] {
+        if super::BGP_VERBS.contains(&verb) {
+            return None;
+        }
+    }
     (!args.is_empty()).then(|| parse(&args))
 }
 

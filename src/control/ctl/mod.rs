@@ -107,6 +107,11 @@ pub fn execute(director: &mut Director, args: &[String], stdin: Option<&str>) ->
         .map(String::as_str)
         .filter(|a| *a != "--json")
         .collect();
+    if let [verb] = args[..] {
+        if let Some(r) = bgp_verb(director, verb, json) {
+            return r;
+        }
+    }
     let cmd = if args.is_empty() {
         IpvsCommand::List(Default::default())
     } else {
@@ -120,7 +125,19 @@ pub fn execute(director: &mut Director, args: &[String], stdin: Option<&str>) ->
     }
     match cmd {
         IpvsCommand::List(o) => {
-            if o.connections {
+            if o.daemon {
+                let d = director.sync_daemons();
+                Response::ok(if json {
+                    let v = serde_json::json!({
+                        "master": d.master,
+                        "backup": d.backup,
+                        "counters": director.sync_counters(),
+                    });
+                    v.to_string() + "\n"
+                } else {
+                    d.listing()
+                })
+            } else if o.connections {
                 let conns = director.connections();
                 Response::ok(if json {
                     listing::list_connections_json(&conns)
@@ -164,6 +181,16 @@ pub fn execute(director: &mut Director, args: &[String], stdin: Option<&str>) ->
         // The client answers these itself; a bare socket client gets the same text.
         IpvsCommand::Help => Response::ok(usage("fastlb ctl")),
         IpvsCommand::Version => Response::ok(version_line("fastlb ctl")),
+        IpvsCommand::StartDaemon { role, config } => {
+            match director.start_sync_daemon(role, &config) {
+                Ok(()) => Response::ok(String::new()),
+                Err(e) => Response::fail(EXIT_TABLE, e),
+            }
+        }
+        IpvsCommand::StopDaemon(role) => match director.stop_sync_daemon(role) {
+            Ok(()) => Response::ok(String::new()),
+            Err(e) => Response::fail(EXIT_TABLE, e),
+        },
         IpvsCommand::Zero(key) => {
             // apply() only checks that the service exists.
             let mut config = director.config().clone();
@@ -196,6 +223,48 @@ pub fn execute(director: &mut Director, args: &[String], stdin: Option<&str>) ->
     }
 }
 
+/// fastlb's own verbs, each alone on the command line (with `--json` at most).
+pub(crate) const BGP_VERBS: [&str; 3] = ["--drain", "--undrain", "--announced"];
+
+/// fastlb's own verbs beside ipvsadm's: `--drain`, `--undrain` and `--announced` (what the
+/// director announces by BGP, and whether it is drained). `None` for any other argument.
+fn bgp_verb(director: &mut Director, verb: &str, json: bool) -> Option<Response> {
+    match verb {
+        "--drain" => director.drain(true),
+        "--undrain" => director.drain(false),
+        "--announced" => {}
+        _ => return None,
+    }
+    // What the next reconcile step will announce, so the answer does not wait for it.
+    let table = director.table();
+    let settings = director.config().bgp.as_ref();
+    let vips: Vec<String> = settings
+        .map(|s| {
+            let health = &director.config().health;
+            crate::ha::bgp::announcements(&table, health, s, director.drained())
+        })
+        .unwrap_or_default()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let drained = director.drained();
+    Some(Response::ok(if json {
+        serde_json::json!({ "bgp": settings.is_some(), "drained": drained, "announced": vips })
+            .to_string()
+            + "\n"
+    } else {
+        let mut t = format!("drained: {}\n", if drained { "yes" } else { "no" });
+        if settings.is_none() {
+            t.push_str("announced: nothing (no [bgp] in the configuration)\n");
+        } else if vips.is_empty() {
+            t.push_str("announced: nothing\n");
+        } else {
+            t += &format!("announced: {}\n", vips.join(" "));
+        }
+        t
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -224,6 +293,35 @@ mod tests {
     fn run(s: &mut Director, line: &str) -> Response {
         let args: Vec<String> = line.split_whitespace().map(String::from).collect();
         execute(s, &args, None)
+    }
+
+    #[test]
+    fn drain_and_undrain_say_what_is_announced() {
+        let (mut s, _) = state();
+        let r = run(&mut s, "--announced");
+        assert_eq!(r.code, 0);
+        assert!(r.stdout.contains("no [bgp]"), "{}", r.stdout);
+        let text = "[bgp]\nlocal_as = 65001\nneighbor = \"10.9.9.1\"\nneighbor_as = 65000\n\n\
+            [[service]]\nprotocol = \"tcp\"\naddress = \"10.0.0.1\"\nport = 80\n\
+            [[service.real]]\naddress = \"10.1.0.1\"\n";
+        let config = crate::service::config::parse(text, Path::new("t.toml")).unwrap();
+        s.configure(config).unwrap();
+        assert_eq!(
+            run(&mut s, "--announced").stdout,
+            "drained: no\nannounced: 10.0.0.1\n"
+        );
+        assert_eq!(
+            run(&mut s, "--drain").stdout,
+            "drained: yes\nannounced: nothing\n"
+        );
+        assert!(s.drained());
+        let r = run(&mut s, "--undrain --json");
+        assert_eq!(
+            r.stdout,
+            "{\"announced\":[\"10.0.0.1\"],\"bgp\":true,\"drained\":false}\n"
+        );
+        // Not a verb to combine with others.
+        assert_eq!(run(&mut s, "--drain -L").code, 2);
     }
 
     #[test]

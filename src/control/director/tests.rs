@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::*;
+use crate::forward::nexthop::MacAddr;
 use crate::service::config::ipvsadm::parse_rules;
 use crate::service::health::{CheckKind, HealthConfig, ServiceHealth, SorryServer};
 use crate::service::pair::{PairConfig, SyncDaemonSettings, VrrpInstance};
@@ -12,6 +13,8 @@ use crate::service::{ForwardMethod, Protocol};
 
 /// A director, one worker's feed and counters, and the connection table it shares.
 struct Rig {
+    /// What the first reconcile step pushed.
+    first: Push,
     director: Director,
     feed: WorkerFeed,
     worker: Arc<WorkerStats>,
@@ -35,6 +38,7 @@ fn rig_with(config: Config, registry_capacity: usize, nexthops: NextHops) -> Rig
     let first = director.reconcile();
     assert!(first.pair.is_some(), "the first step reports the pair");
     Rig {
+        first,
         director,
         feed,
         worker,
@@ -280,7 +284,14 @@ fn kernel_tables(neigh: &str) -> NextHops {
     )
     .unwrap();
     let neigh = NextHops::parse_neighbours(neigh, "neigh").unwrap();
-    NextHops::with_devices(&["eth0".into(), "eth1".into()], routes, neigh)
+    NextHops::with_links(
+        &[
+            ("eth0".into(), MacAddr([2, 0, 0, 0, 0, 0x10])),
+            ("eth1".into(), MacAddr([2, 0, 0, 0, 1, 0xfe])),
+        ],
+        routes,
+        neigh,
+    )
 }
 
 #[test]
@@ -518,4 +529,66 @@ fn a_lone_director_always_forwards() {
     assert_eq!(r.director.pair().state, VrrpState::Master);
     r.director.addresses_held(Vec::new());
     assert!(r.director.reconcile().is_empty());
+}
+
+#[test]
+fn announcements_follow_drain_and_the_available_servers() {
+    let text = "[bgp]\nlocal_as = 65001\nneighbor = \"10.9.9.1\"\nneighbor_as = 65000\n\n\
+        [[service]]\nprotocol = \"udp\"\naddress = \"10.0.0.1\"\nport = 53\nscheduler = \"rr\"\n\
+        [[service.real]]\naddress = \"10.1.0.1\"\nmethod = \"nat\"\n";
+    let config = crate::service::config::parse(text, Path::new("t.toml")).unwrap();
+    let mut r = rig(config.clone());
+    let vip: IpAddr = "10.0.0.1".parse().unwrap();
+    // The first step (the rig's) announces; a step with no change pushes nothing for BIRD.
+    let a = r.first.announce.clone().unwrap();
+    assert_eq!(a.vips, BTreeSet::from([vip]));
+    assert_eq!(a.settings, config.bgp);
+    assert!(r.director.reconcile().announce.is_none());
+    // Drained: withdrawn, the table untouched; undrained: announced again.
+    r.director.drain(true);
+    let p = r.director.reconcile();
+    assert!(p.announce.unwrap().vips.is_empty());
+    assert!(p.table.is_none());
+    r.director.drain(false);
+    assert_eq!(
+        r.director.reconcile().announce.unwrap().vips,
+        BTreeSet::from([vip])
+    );
+    // The last real server quiesced: nothing left to serve the VIP with.
+    let mut quiesced = config.clone();
+    quiesced.services[0].reals[0].weight = 0;
+    r.director.configure(quiesced).unwrap();
+    assert!(r.director.reconcile().announce.unwrap().vips.is_empty());
+    // No [bgp] any more: BIRD is to stop.
+    let mut none = config;
+    none.bgp = None;
+    r.director.configure(none).unwrap();
+    let a = r.director.reconcile().announce.unwrap();
+    assert_eq!(a.settings, None);
+}
+
+#[test]
+fn the_metrics_show_what_the_health_checks_say_of_every_checked_server() {
+    let healthy = |text: &str, last: u8| {
+        let prefix = format!(
+            "fastlb_real_server_healthy{{service=\"UDP 10.0.0.1:53\",real=\"10.1.0.{last}:53\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()).map(str::to_owned))
+    };
+    let mut r = rig(checked(true));
+    let mut metrics = r.director.metrics_source();
+    // Started down, heard nothing yet: down, though not in the table the workers run.
+    let text = metrics.render();
+    assert_eq!(healthy(&text, 1).as_deref(), Some("0"), "{text}");
+    r.director.health_changed(&[transition(1, true)]).unwrap();
+    let text = metrics.render();
+    assert_eq!(healthy(&text, 1).as_deref(), Some("1"), "{text}");
+    assert_eq!(healthy(&text, 2).as_deref(), Some("0"), "{text}");
+    // A reload that stops checking a server takes it out of the metrics.
+    let mut unchecked = checked(true);
+    unchecked.health.services.clear();
+    r.director.configure(unchecked).unwrap();
+    let text = metrics.render();
+    assert_eq!(healthy(&text, 1), None, "{text}");
 }

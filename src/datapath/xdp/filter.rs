@@ -14,6 +14,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::{Xdp, XdpFlags};
 use aya::Ebpf;
 
+use crate::forward::nexthop::MacAddr;
 use crate::service::{ClassifierRule, ForwardMethod, Protocol, ServiceKey, ServiceTable};
 
 /// The compiled filter, built by build.rs from `bpf/xdp_filter.c`. The ELF parser needs it
@@ -68,6 +69,38 @@ impl AddrKey {
             family,
         }
     }
+}
+
+/// Key of the `macs` map (`struct mac_key`): a unicast MAC interface `ifindex` takes
+/// frames for.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct MacKey {
+    ifindex: u32,
+    mac: [u8; 6],
+    pad: [u8; 2],
+}
+
+// SAFETY: repr(C), 4 + 6 + 2 bytes with no padding; every bit pattern is a valid value.
+unsafe impl aya::Pod for MacKey {}
+
+impl MacKey {
+    fn new(ifindex: u32, mac: MacAddr) -> MacKey {
+        MacKey {
+            ifindex,
+            mac: mac.0,
+            pad: [0; 2],
+        }
+    }
+}
+
+/// The own MAC address of interface `iface`, from sysfs.
+pub fn interface_mac(iface: &str) -> std::io::Result<MacAddr> {
+    let path = format!("/sys/class/net/{iface}/address");
+    let text = std::fs::read_to_string(&path)?;
+    text.trim().parse().map_err(|e: String| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{path}: {e}"))
+    })
 }
 
 /// A classifier rule as the filter holds it (`struct classifier`).
@@ -221,6 +254,14 @@ pub enum FilterError {
         /// What the kernel said.
         reason: String,
     },
+    /// An interface's own MAC address could not be read.
+    #[error("reading the MAC address of {iface}: {reason}")]
+    Mac {
+        /// The interface.
+        iface: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A socket's queue or interface has no XSKMAP slot.
     #[error("no XSKMAP slot for ifindex {ifindex} queue {queue}")]
     NoSlot {
@@ -256,6 +297,8 @@ pub struct Attached {
     pub name: String,
     /// Its index.
     pub ifindex: u32,
+    /// Its own MAC address, as read when attaching.
+    pub mac: MacAddr,
     /// The mode the kernel accepted.
     pub mode: XdpMode,
     /// First XSKMAP slot of its queues.
@@ -279,6 +322,7 @@ pub struct XdpFilter {
     services: HashMap<MapData, AddrKey, u32>,
     reals: HashMap<MapData, AddrKey, u32>,
     locals: HashMap<MapData, AddrKey, u32>,
+    macs: HashMap<MapData, MacKey, u32>,
     classifiers: Array<MapData, RawClassifier>,
     standby: Array<MapData, u32>,
     xsks: XskMap<MapData>,
@@ -301,8 +345,10 @@ impl std::fmt::Debug for XdpFilter {
 pub struct FilterCounters {
     /// Packets redirected towards an AF_XDP socket.
     pub redirected: u64,
-    /// Packets passed to the kernel.
+    /// Packets passed to the kernel (including `other_host`).
     pub passed: u64,
+    /// Of those, frames for another host's MAC: the kernel drops them (PACKET_OTHERHOST).
+    pub other_host: u64,
     /// Service packets dropped because this director is a pair's standby.
     pub standby_dropped: u64,
 }
@@ -335,6 +381,7 @@ impl XdpFilter {
         let services = take("services")?;
         let reals = take("reals")?;
         let locals = take("locals")?;
+        let macs = take("macs")?;
         let classifiers = take("classifiers")?;
         let standby = take("standby")?;
         let xsks = take("xsks")?;
@@ -345,6 +392,7 @@ impl XdpFilter {
             services: HashMap::try_from(services).map_err(conv)?,
             reals: HashMap::try_from(reals).map_err(conv)?,
             locals: HashMap::try_from(locals).map_err(conv)?,
+            macs: HashMap::try_from(macs).map_err(conv)?,
             classifiers: Array::try_from(classifiers).map_err(conv)?,
             standby: Array::try_from(standby).map_err(conv)?,
             xsks: XskMap::try_from(xsks).map_err(conv)?,
@@ -385,6 +433,38 @@ impl XdpFilter {
         Ok(())
     }
 
+    /// Makes the MACs each attached interface takes frames for equal to its own (`own[i]`
+    /// for the i-th attached interface; `None` keeps the one read when attaching) and
+    /// `extra` (the configuration's `accept_macs`). Frames to any other unicast MAC pass
+    /// to the kernel, which drops them.
+    pub fn set_accepted_macs(
+        &mut self,
+        own: &[Option<MacAddr>],
+        extra: &[MacAddr],
+    ) -> Result<(), FilterError> {
+        let mut want = HashSet::new();
+        for (i, a) in self.attached.iter().enumerate() {
+            let mac = own.get(i).copied().flatten().unwrap_or(a.mac);
+            want.insert(MacKey::new(a.ifindex, mac));
+            for m in extra {
+                want.insert(MacKey::new(a.ifindex, *m));
+            }
+        }
+        let have: HashSet<MacKey> = self
+            .macs
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("macs"))?;
+        // New entries first: a changing MAC is never without either for a moment.
+        for k in want.difference(&have) {
+            self.macs.insert(*k, 1, 0).map_err(map_err("macs"))?;
+        }
+        for k in have.difference(&want) {
+            self.macs.remove(k).map_err(map_err("macs"))?;
+        }
+        Ok(())
+    }
+
     /// Attaches the filter to `iface`. In [`XdpMode::Auto`] native mode is tried first and
     /// generic mode when the driver refuses.
     pub fn attach(&mut self, iface: &str, mode: XdpMode) -> Result<&Attached, FilterError> {
@@ -392,7 +472,15 @@ impl XdpFilter {
             return Err(FilterError::TooManyInterfaces);
         }
         let ifindex = ifindex(iface).ok_or_else(|| FilterError::NoInterface(iface.into()))?;
+        let mac = interface_mac(iface).map_err(|e| FilterError::Mac {
+            iface: iface.into(),
+            reason: e.to_string(),
+        })?;
         let slot_base = self.attached.len() as u32 * SLOTS_PER_IFACE;
+        // The interface's own MAC: without it the program would take no frame of it.
+        self.macs
+            .insert(MacKey::new(ifindex, mac), 1, 0)
+            .map_err(map_err("macs"))?;
         // The slot entry goes in before the program sees traffic; without a socket at the
         // slot the program passes, so the order is harmless either way.
         self.slots
@@ -419,6 +507,7 @@ impl XdpFilter {
                     self.attached.push(Attached {
                         name: iface.to_string(),
                         ifindex,
+                        mac,
                         mode: *m,
                         slot_base,
                     });
@@ -435,6 +524,7 @@ impl XdpFilter {
             }
         }
         let _ = self.slots.remove(&ifindex);
+        let _ = self.macs.remove(&MacKey::new(ifindex, mac));
         Err(FilterError::Attach {
             iface: iface.to_string(),
             mode: tries.last().expect("non-empty").0,
@@ -507,9 +597,10 @@ impl XdpFilter {
         };
         Ok(FilterCounters {
             redirected: sum(0)?,
-            // CNT_PASS and CNT_PARSE_PASS.
-            passed: sum(1)? + sum(2)?,
-            standby_dropped: sum(3)?,
+            // CNT_PASS, CNT_PARSE_PASS and CNT_OTHERHOST.
+            passed: sum(1)? + sum(2)? + sum(3)?,
+            other_host: sum(3)?,
+            standby_dropped: sum(4)?,
         })
     }
 }
@@ -572,6 +663,9 @@ mod tests {
     fn keys_are_laid_out_as_the_c_struct() {
         assert_eq!(std::mem::size_of::<AddrKey>(), 20);
         assert_eq!(std::mem::size_of::<RawClassifier>(), 40);
+        assert_eq!(std::mem::size_of::<MacKey>(), 12);
+        let m = MacKey::new(7, MacAddr([0, 0, 0x5e, 0, 1, 0x33]));
+        assert_eq!((m.ifindex, m.mac[5], m.pad), (7, 0x33, [0, 0]));
         let k = AddrKey::new("10.0.0.1".parse().unwrap(), 80, 6);
         assert_eq!(&k.addr[..5], &[10, 0, 0, 1, 0]);
         assert_eq!(k.port, [0, 80]);

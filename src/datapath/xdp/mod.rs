@@ -27,7 +27,7 @@ mod worker;
 mod xsk;
 
 pub use filter::{
-    ifindex, Attached, FilterCounters, FilterError, SyncReport, XdpFilter, XdpMode,
+    ifindex, interface_mac, Attached, FilterCounters, FilterError, SyncReport, XdpFilter, XdpMode,
     MAX_CLASSIFIERS, MAX_IFACES, SLOTS_PER_IFACE,
 };
 pub use forwarders::{parse_mac, Bounce, FixedMac};

@@ -136,6 +136,9 @@ pub(crate) struct Worker<P> {
     /// Port index of each `--iface` (index of the interface list), for frames whose
     /// processor chose their egress interface; `None` where this queue has no socket.
     iface_ports: Vec<Option<usize>>,
+    /// The `--iface` index of each port (the inverse of `iface_ports`): what
+    /// [`Frame::set_ingress`] records for a frame received on it.
+    port_ifaces: Vec<Option<u16>>,
     /// Tx descriptors queued per port in this pass, waiting for a kick.
     queued: Vec<u32>,
 }
@@ -158,8 +161,10 @@ impl<P: PacketProcessor> Worker<P> {
             .collect();
         let queued = vec![0; ports.len()];
         let iface_ports = (0..ports.len()).map(Some).collect();
+        let port_ifaces = (0..ports.len()).map(|p| u16::try_from(p).ok()).collect();
         Worker {
             iface_ports,
+            port_ifaces,
             ports,
             umem,
             free,
@@ -175,6 +180,12 @@ impl<P: PacketProcessor> Worker<P> {
     /// Maps interface-list indexes (what [`Frame::set_egress`] names) to this worker's ports;
     /// by default interface i is port i.
     pub(crate) fn with_iface_ports(mut self, iface_ports: Vec<Option<usize>>) -> Worker<P> {
+        self.port_ifaces = vec![None; self.ports.len()];
+        for (iface, port) in iface_ports.iter().enumerate() {
+            if let Some(slot) = port.and_then(|p| self.port_ifaces.get_mut(p)) {
+                *slot = u16::try_from(iface).ok();
+            }
+        }
         self.iface_ports = iface_ports;
         self
     }
@@ -267,6 +278,9 @@ impl<P: PacketProcessor> Worker<P> {
             return;
         }
         let mut frame = Frame::new(buf, head, d.len as usize);
+        if let Some(iface) = self.port_ifaces.get(ingress).copied().flatten() {
+            frame.set_ingress(iface);
+        }
         match self.processor.process(now, &mut frame) {
             Verdict::Transmit => {
                 let out = Desc {

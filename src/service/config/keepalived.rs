@@ -28,6 +28,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::error::{validate, ConfigError, Fault};
+use crate::forward::nexthop::MacAddr;
 use crate::service::health::{
     CheckKind, HealthConfig, HttpCheck, ScriptCheck, ServiceHealth, SorryServer, StatusRange,
 };
@@ -396,6 +397,38 @@ fn health_config(kind: CheckKind, t: &Tuning, misc_timeout: Option<Duration>) ->
     c
 }
 
+/// A `vrrp_instance` with `use_vmac`: keepalived answers for the VIPs from the VRRP virtual
+/// MAC (00:00:5e:00:01:VRID for IPv4, 00:00:5e:00:02:VRID for IPv6, RFC 5798), so frames
+/// to the VIP arrive addressed to it: both go into [`Config::accept_macs`]. Without
+/// `use_vmac` the interface's own MAC is used and nothing is added.
+fn vrrp_vmacs(node: &Node, path: &Path, config: &mut Config) -> Result<(), ConfigError> {
+    let children = node.block.as_deref().unwrap_or(&[]);
+    if !children.iter().any(|c| c.key() == "use_vmac") {
+        return Ok(());
+    }
+    let Some(id) = children.iter().find(|c| c.key() == "virtual_router_id") else {
+        return Err(err(
+            path,
+            node,
+            "",
+            "`use_vmac` without `virtual_router_id`",
+        ));
+    };
+    let vrid = id
+        .args()
+        .first()
+        .and_then(|a| a.parse::<u8>().ok())
+        .filter(|v| *v > 0)
+        .ok_or_else(|| err(path, id, "", "`virtual_router_id` must be 1..255"))?;
+    for family in [1, 2] {
+        let mac = MacAddr([0, 0, 0x5e, 0, family, vrid]);
+        if !config.accept_macs.contains(&mac) {
+            config.accept_macs.push(mac);
+        }
+    }
+    Ok(())
+}
+
 /// Reads the `virtual_server` blocks of a keepalived.conf. `path` names the file in errors.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let nodes = tree(text, path)?;
@@ -406,6 +439,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let mut instances = Vec::new();
     for node in &nodes {
         let k = node.key();
+        if k == "vrrp_instance" {
+            vrrp_vmacs(node, path, &mut config)?;
+        }
         let skip = k == "linkbeat_interfaces"
             || (k.starts_with("vrrp_") && k != "vrrp_instance")
             || k.starts_with("static_")
@@ -1172,6 +1208,31 @@ virtual_server 10.0.0.1 80 {
             .unwrap_err();
         assert!(e.message.contains("connect_port"), "{e}");
         assert_eq!(e.line, 3);
+    }
+
+    #[test]
+    fn use_vmac_accepts_the_vrrp_virtual_macs() {
+        let vs =
+            "virtual_server 192.0.2.100 80 {\n lb_kind DR\n real_server 10.0.0.11 80 {\n }\n}\n";
+        let plain = format!(
+            "vrrp_instance V {{\n interface eth0\n virtual_router_id 51\n \
+             virtual_ipaddress {{\n  192.0.2.100\n }}\n}}\n{vs}"
+        );
+        assert!(p(&plain).unwrap().accept_macs.is_empty());
+        let vmac = plain.replace("interface eth0", "interface eth0\n use_vmac");
+        let macs: Vec<String> = p(&vmac)
+            .unwrap()
+            .accept_macs
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(macs, ["00:00:5e:00:01:33", "00:00:5e:00:02:33"]);
+        let e = p(&vmac.replace("virtual_router_id 51", "virtual_router_id 0")).unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (4, Some("virtual_router_id")),
+            "{e}"
+        );
     }
 
     #[test]

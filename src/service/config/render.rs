@@ -37,6 +37,39 @@ fn quoted(s: &str) -> String {
     out
 }
 
+/// `[bgp]`, every key written.
+fn bgp(o: &mut String, b: &crate::service::bgp::BgpSettings) {
+    let _ = writeln!(
+        o,
+        "[bgp]\nlocal_as = {}\nneighbor = \"{}\"\nneighbor_as = {}",
+        b.local_as, b.neighbor, b.neighbor_as
+    );
+    if let Some(a) = b.source {
+        let _ = writeln!(o, "source = \"{a}\"");
+    }
+    if let Some(a) = b.router_id {
+        let _ = writeln!(o, "router_id = \"{a}\"");
+    }
+    if let Some(a) = b.next_hop {
+        let _ = writeln!(o, "next_hop = \"{a}\"");
+    }
+    let vips: Vec<String> = b.vips.iter().map(|v| format!("\"{v}\"")).collect();
+    let _ = writeln!(
+        o,
+        "hold_time = {}\nbfd = {}\nbfd_interval_ms = {}\nbfd_multiplier = {}\nvips = [{}]\n\
+         shutdown_grace_ms = {}\nbird = {}\nbirdc = {}\nstate_dir = {}\n",
+        b.hold_time,
+        b.bfd,
+        b.bfd_interval_ms,
+        b.bfd_multiplier,
+        vips.join(", "),
+        b.shutdown_grace_ms,
+        quoted(&b.bird.to_string_lossy()),
+        quoted(&b.birdc.to_string_lossy()),
+        quoted(&b.state_dir.to_string_lossy()),
+    );
+}
+
 /// Seconds as TOML: an integer when whole.
 fn secs(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
@@ -50,14 +83,22 @@ fn secs(d: Duration) -> String {
 pub fn to_toml(config: &Config) -> String {
     let mut out = String::new();
     let o = &mut out;
+    let sync = config.sync;
+    let default_sync = crate::service::SyncSettings::default();
     if config.conn_capacity != 0
         || config.tunnel_source_v4.is_some()
         || config.tunnel_source_v6.is_some()
+        || sync != default_sync
         || config.dest_order != DestOrder::default()
+        || config.sloppy_tcp
+        || !config.accept_macs.is_empty()
     {
         o.push_str("[director]\n");
         if config.dest_order != DestOrder::default() {
             let _ = writeln!(o, "dest_order = \"{}\"", config.dest_order.name());
+        }
+        if config.sloppy_tcp {
+            o.push_str("sloppy_tcp = true\n");
         }
         if config.conn_capacity != 0 {
             let _ = writeln!(o, "conn_capacity = {}", config.conn_capacity);
@@ -68,7 +109,37 @@ pub fn to_toml(config: &Config) -> String {
         if let Some(a) = config.tunnel_source_v6 {
             let _ = writeln!(o, "tunnel_source_v6 = \"{a}\"");
         }
+        if sync.sync_threshold != default_sync.sync_threshold {
+            let [t, p] = sync.sync_threshold;
+            let _ = writeln!(o, "sync_threshold = [{t}, {p}]");
+        }
+        if sync.sync_refresh_period != default_sync.sync_refresh_period {
+            let _ = writeln!(o, "sync_refresh_period = {}", sync.sync_refresh_period);
+        }
+        if sync.sync_retries != default_sync.sync_retries {
+            let _ = writeln!(o, "sync_retries = {}", sync.sync_retries);
+        }
+        if sync.sync_persist_mode != default_sync.sync_persist_mode {
+            let _ = writeln!(o, "sync_persist_mode = {}", sync.sync_persist_mode);
+        }
+        if sync.sync_qlen_max != default_sync.sync_qlen_max {
+            let _ = writeln!(o, "sync_qlen_max = {}", sync.sync_qlen_max);
+        }
+        if sync.sync_sock_size != default_sync.sync_sock_size {
+            let _ = writeln!(o, "sync_sock_size = {}", sync.sync_sock_size);
+        }
+        if !config.accept_macs.is_empty() {
+            let list: Vec<String> = config
+                .accept_macs
+                .iter()
+                .map(|m| format!("\"{m}\""))
+                .collect();
+            let _ = writeln!(o, "accept_macs = [{}]", list.join(", "));
+        }
         o.push('\n');
+    }
+    if let Some(b) = &config.bgp {
+        bgp(o, b);
     }
     if config.timeouts != TimeoutSettings::default() {
         let t = config.timeouts;

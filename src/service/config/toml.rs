@@ -7,13 +7,15 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::error::{validate, ConfigError, Fault};
+use crate::forward::nexthop::MacAddr;
+use crate::service::bgp::BgpSettings;
 use crate::service::health::{
     CheckKind, HealthConfig, HttpCheck, ScriptCheck, ServiceHealth, SorryServer, StatusRange,
 };
@@ -28,6 +30,7 @@ use crate::service::{
 #[serde(deny_unknown_fields)]
 struct RawFile {
     director: Option<Spanned<RawDirector>>,
+    bgp: Option<Spanned<RawBgp>>,
     timeouts: Option<Spanned<RawTimeouts>>,
     pair: Option<Spanned<RawPair>>,
     #[serde(default)]
@@ -42,7 +45,36 @@ struct RawDirector {
     conn_capacity: Option<usize>,
     tunnel_source_v4: Option<Ipv4Addr>,
     tunnel_source_v6: Option<Ipv6Addr>,
+    sync_threshold: Option<[u32; 2]>,
+    sync_refresh_period: Option<u32>,
+    sync_retries: Option<u8>,
+    sync_persist_mode: Option<::toml::Value>,
+    sync_qlen_max: Option<u32>,
+    sync_sock_size: Option<u32>,
     dest_order: Option<DestOrder>,
+    accept_macs: Option<Vec<String>>,
+    sloppy_tcp: Option<bool>,
+    sloppy_udp: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBgp {
+    local_as: u32,
+    neighbor: IpAddr,
+    neighbor_as: u32,
+    source: Option<IpAddr>,
+    router_id: Option<Ipv4Addr>,
+    next_hop: Option<IpAddr>,
+    hold_time: Option<u16>,
+    bfd: Option<bool>,
+    bfd_interval_ms: Option<u32>,
+    bfd_multiplier: Option<u8>,
+    vips: Option<Vec<IpAddr>>,
+    shutdown_grace_ms: Option<u32>,
+    bird: Option<PathBuf>,
+    birdc: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
 }
 
 /// `[pair]`: the VRRP instance to follow, as keepalived.conf's `vrrp_instance` says it.
@@ -290,10 +322,64 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         config.tunnel_source_v4 = d.tunnel_source_v4;
         config.tunnel_source_v6 = d.tunnel_source_v6;
         config.dest_order = d.dest_order.unwrap_or_default();
+        config.sloppy_tcp = d.sloppy_tcp.unwrap_or(false);
+        if d.sloppy_udp == Some(false) {
+            // The kernel has no sloppy_udp sysctl: udp_conn_schedule schedules every UDP
+            // packet that finds no connection, and so does fastlb (docs/decisions.md).
+            return Err(lines
+                .field(
+                    &span,
+                    "sloppy_udp",
+                    "cannot be false: every UDP packet without a connection is scheduled \
+                     (as the kernel, which has no such switch); write true or leave it out",
+                )
+                .with_context("director"));
+        }
         if config.tunnel_source_v4.is_some_and(|a| a.is_unspecified()) {
             return Err(lines
                 .field(&span, "tunnel_source_v4", "must be a unicast address")
                 .with_context("director"));
+        }
+        let k = config.sync;
+        let persist_mode = match d.sync_persist_mode {
+            None => k.sync_persist_mode,
+            // The sysctl takes 0 or 1; a TOML boolean reads better.
+            Some(::toml::Value::Boolean(b)) => b,
+            Some(::toml::Value::Integer(n @ (0 | 1))) => n == 1,
+            Some(_) => {
+                return Err(lines
+                    .field(&span, "sync_persist_mode", "must be true, false, 0 or 1")
+                    .with_context("director"))
+            }
+        };
+        config.sync = crate::service::SyncSettings {
+            sync_threshold: d.sync_threshold.unwrap_or(k.sync_threshold),
+            sync_refresh_period: d.sync_refresh_period.unwrap_or(k.sync_refresh_period),
+            sync_retries: d.sync_retries.unwrap_or(k.sync_retries),
+            sync_persist_mode: persist_mode,
+            sync_qlen_max: d.sync_qlen_max.unwrap_or(k.sync_qlen_max),
+            sync_sock_size: d.sync_sock_size.unwrap_or(k.sync_sock_size),
+        };
+        if let Err(e) = config.sync.validate() {
+            return Err(lines
+                .field(&span, e.field, e.message)
+                .with_context("director"));
+        }
+        for m in d.accept_macs.iter().flatten() {
+            let bad = |why: String| {
+                lines
+                    .field(&span, "accept_macs", why)
+                    .with_context("director")
+            };
+            let mac: MacAddr = m.parse().map_err(bad)?;
+            if mac.is_group() {
+                return Err(bad(format!(
+                    "'{m}' is a group address (broadcast and multicast frames are always taken)"
+                )));
+            }
+            if !config.accept_macs.contains(&mac) {
+                config.accept_macs.push(mac);
+            }
         }
     }
     if let Some(p) = raw.pair {
@@ -346,6 +432,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         spans.reals.push(real_spans);
     }
 
+    if let Some(b) = raw.bgp {
+        let span = b.span();
+        config.bgp = Some(
+            convert_bgp(b.into_inner(), &config)
+                .map_err(|(field, m)| lines.field(&span, field, m).with_context("bgp"))?,
+        );
+    }
+
     validate(&config).map_err(|inv| {
         let span = match inv.at {
             Fault::Service(i) => spans.services.get(i),
@@ -390,6 +484,112 @@ fn convert_pair(p: RawPair) -> Result<PairConfig, (&'static str, String)> {
 
 /// The instance's name in logs when `[pair]` gives none.
 const DEFAULT_PAIR_INSTANCE: &str = "pair";
+
+/// `[bgp]`, checked against the services; errors name the key at fault.
+fn convert_bgp(b: RawBgp, config: &Config) -> Result<BgpSettings, (&'static str, String)> {
+    let mut s = BgpSettings::new(b.local_as, b.neighbor, b.neighbor_as);
+    let asn = |field, n: u32| {
+        if n == 0 || n == u32::MAX {
+            Err((field, "an AS number from 1 to 4294967294".to_string()))
+        } else {
+            Ok(())
+        }
+    };
+    asn("local_as", b.local_as)?;
+    asn("neighbor_as", b.neighbor_as)?;
+    let unicast = |field, a: IpAddr| {
+        if a.is_unspecified() || a.is_multicast() {
+            Err((field, "must be a unicast address".to_string()))
+        } else {
+            Ok(())
+        }
+    };
+    unicast("neighbor", b.neighbor)?;
+    let family = |field, a: IpAddr| {
+        if a.is_ipv4() == b.neighbor.is_ipv4() {
+            Ok(())
+        } else {
+            Err((
+                field,
+                "must be of the neighbor's address family".to_string(),
+            ))
+        }
+    };
+    for (field, a) in [("source", b.source), ("next_hop", b.next_hop)] {
+        if let Some(a) = a {
+            unicast(field, a)?;
+            family(field, a)?;
+        }
+    }
+    s.source = b.source;
+    s.router_id = b.router_id;
+    s.next_hop = b.next_hop;
+    if let Some(h) = b.hold_time {
+        if h == 1 || h == 2 {
+            return Err((
+                "hold_time",
+                "0 (no keepalives) or 3 seconds and more".into(),
+            ));
+        }
+        s.hold_time = h;
+    }
+    s.bfd = b.bfd.unwrap_or(s.bfd);
+    if let Some(ms) = b.bfd_interval_ms {
+        if !(10..=60_000).contains(&ms) {
+            return Err(("bfd_interval_ms", "milliseconds, from 10 to 60000".into()));
+        }
+        s.bfd_interval_ms = ms;
+    }
+    if let Some(m) = b.bfd_multiplier {
+        if m == 0 {
+            return Err(("bfd_multiplier", "at least 1".into()));
+        }
+        s.bfd_multiplier = m;
+    }
+    let service_vips: Vec<IpAddr> = config
+        .services
+        .iter()
+        .filter_map(|svc| match svc.key {
+            ServiceKey::Tuple { addr, .. } => Some(addr),
+            ServiceKey::Fwmark { .. } => None,
+        })
+        .collect();
+    for &v in b.vips.iter().flatten() {
+        if !service_vips.contains(&v) {
+            return Err((
+                "vips",
+                format!("{v} is not the address of any protocol/address/port service"),
+            ));
+        }
+    }
+    s.vips = b.vips.unwrap_or_default();
+    let announced = if s.vips.is_empty() {
+        &service_vips
+    } else {
+        &s.vips
+    };
+    if let Some(v) = announced
+        .iter()
+        .find(|v| v.is_ipv4() != b.neighbor.is_ipv4())
+    {
+        return Err((
+            if s.vips.is_empty() {
+                "neighbor"
+            } else {
+                "vips"
+            },
+            format!("{v} cannot be announced to a neighbor of the other address family"),
+        ));
+    }
+    s.shutdown_grace_ms = b.shutdown_grace_ms.unwrap_or(s.shutdown_grace_ms);
+    if s.shutdown_grace_ms > 600_000 {
+        return Err(("shutdown_grace_ms", "milliseconds, at most 600000".into()));
+    }
+    s.bird = b.bird.unwrap_or(s.bird);
+    s.birdc = b.birdc.unwrap_or(s.birdc);
+    s.state_dir = b.state_dir.unwrap_or(s.state_dir);
+    Ok(s)
+}
 
 fn convert_service(
     s: RawService,
@@ -784,6 +984,33 @@ address = "10.0.2.1"
         assert_eq!(fw.reals[0].weight, 1);
     }
 
+    #[test]
+    fn sync_settings_are_named_after_the_sysctls() {
+        let c = p(
+            "[director]\nsync_threshold = [1, 10]\nsync_refresh_period = 30\n\
+            sync_retries = 2\nsync_persist_mode = 1\nsync_qlen_max = 128\n",
+        )
+        .unwrap();
+        assert_eq!(c.sync.sync_threshold, [1, 10]);
+        assert_eq!(
+            (
+                c.sync.sync_refresh_period,
+                c.sync.sync_retries,
+                c.sync.sync_qlen_max
+            ),
+            (30, 2, 128)
+        );
+        assert!(c.sync.sync_persist_mode);
+        assert_eq!(p("").unwrap().sync, crate::service::SyncSettings::default());
+        let e = p("[director]\nconn_capacity = 10\nsync_threshold = [50, 50]\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.to_string().contains("sync_threshold"), "{e}");
+        let e = p("[director]\nsync_retries = 7\n").unwrap_err();
+        assert!(e.to_string().contains("sync_retries"), "{e}");
+        let e = p("[director]\nsync_persist_mode = 2\n").unwrap_err();
+        assert!(e.to_string().contains("sync_persist_mode"), "{e}");
+    }
+
     fn line_of_text(text: &str, needle: &str) -> usize {
         line_of(text, text.find(needle).unwrap())
     }
@@ -822,6 +1049,85 @@ address = "10.0.2.1"
         assert_eq!(e.field.as_deref(), Some("scheduler"));
     }
 
+    const BGP: &str = "[bgp]\nlocal_as = 65001\nneighbor = \"10.1.0.1\"\nneighbor_as = 65000\n\
+        bfd_interval_ms = 50\nvips = [\"192.0.2.10\"]\n\n[[service]]\nprotocol = \"tcp\"\n\
+        address = \"192.0.2.10\"\nport = 80\n[[service.real]]\naddress = \"10.0.1.1\"\n";
+
+    #[test]
+    fn bgp_settings_and_defaults() {
+        let c = p(BGP).unwrap();
+        let b = c.bgp.as_ref().unwrap();
+        assert_eq!((b.local_as, b.neighbor_as), (65001, 65000));
+        assert_eq!(b.bfd_interval_ms, 50);
+        assert!(b.bfd);
+        assert_eq!((b.hold_time, b.bfd_multiplier), (9, 3));
+        assert_eq!(b.vips, ["192.0.2.10".parse::<IpAddr>().unwrap()]);
+        // What `fastlb import` writes reads back the same.
+        let again = p(&crate::service::config::render::to_toml(&c)).unwrap();
+        assert_eq!(again, c);
+        assert_eq!(p("").unwrap().bgp, None);
+    }
+
+    #[test]
+    fn bad_bgp_settings_are_refused_with_their_line() {
+        for (from, to, line, what) in [
+            ("local_as = 65001", "local_as = 0", 2, "local_as"),
+            (
+                "vips = [\"192.0.2.10\"]",
+                "vips = [\"192.0.2.11\"]",
+                6,
+                "not the address",
+            ),
+            (
+                "bfd_interval_ms = 50",
+                "bfd_interval_ms = 5",
+                5,
+                "bfd_interval_ms",
+            ),
+            ("bfd_interval_ms = 50", "hold_time = 2", 5, "hold_time"),
+            (
+                "bfd_interval_ms = 50",
+                "next_hop = \"2001:db8::1\"",
+                5,
+                "family",
+            ),
+            (
+                "neighbor = \"10.1.0.1\"",
+                "neighbor = \"2001:db8::1\"",
+                6,
+                "other address family",
+            ),
+            (
+                "bfd_interval_ms = 50",
+                "bfd_interval = 50",
+                5,
+                "unknown field",
+            ),
+        ] {
+            let text = BGP.replace(from, to);
+            let e = p(&text).unwrap_err();
+            assert_eq!(e.line, line, "{to}: {e}");
+            assert!(e.to_string().contains(what), "{to}: {e}");
+        }
+        // A missing required key.
+        let e = p(&BGP.replace("neighbor_as = 65000\n", "")).unwrap_err();
+        assert!(e.to_string().contains("neighbor_as"), "{e}");
+    }
+
+    #[test]
+    fn sloppy_settings() {
+        assert!(!p("").unwrap().sloppy_tcp);
+        let c = p("[director]\nsloppy_tcp = true\nsloppy_udp = true\n").unwrap();
+        assert!(c.sloppy_tcp);
+        assert!(crate::service::config::render::to_toml(&c).contains("sloppy_tcp = true"));
+        // UDP is always sloppy, as in the kernel: false cannot be honoured.
+        let e = p("[director]\nsloppy_tcp = true\nsloppy_udp = false\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.to_string().contains("sloppy_udp"), "{e}");
+        let e = p("[director]\nsloppy_tcp = 1\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+    }
+
     #[test]
     fn serde_errors_carry_a_line() {
         let text = EXAMPLE.replace("port = 8080", "port = \"eighty\"");
@@ -829,6 +1135,18 @@ address = "10.0.2.1"
         assert_eq!(e.line, line_of_text(&text, "port = \"eighty\""));
         let e = p("[[service]]\nprotocol = \"sctp\"\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
+        let c = p("[director]\naccept_macs = [\"00:00:5e:00:01:33\", \"00:00:5E:00:02:33\"]\n")
+            .unwrap();
+        assert_eq!(c.accept_macs.len(), 2);
+        assert_eq!(c.accept_macs[1].to_string(), "00:00:5e:00:02:33");
+        let e =
+            p("[director]\nconn_capacity = 3\naccept_macs = [\"00:00:5e:00:01\"]\n").unwrap_err();
+        assert!(
+            e.to_string().contains(":3:") && e.to_string().contains("bad MAC"),
+            "{e}"
+        );
+        let e = p("[director]\naccept_macs = [\"01:00:5e:00:00:01\"]\n").unwrap_err();
+        assert!(e.to_string().contains("group address"), "{e}");
         let e = p("[director]\nconn_capacity = = 3\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
         let e = p("[director]\nconn_capacity = 3\ndest_order = \"newest\"\n").unwrap_err();

@@ -6,9 +6,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::{
     usage, IpvsCommand, IpvsError, ListOptions, ServiceSpec, IPVSADM_DEFAULT_PERSISTENCE_SECS,
 };
+use crate::ha::sync::daemon::DEFAULT_INTERFACE;
 use crate::service::config::error::{MAX_TIMEOUT_SECS, MAX_WEIGHT};
 use crate::service::{
-    ForwardMethod, Persistence, Protocol, RealServer, SchedFlags, SchedulerKind, ServiceKey,
+    DaemonConfig, ForwardMethod, Persistence, Protocol, RealServer, SchedFlags, SchedulerKind,
+    ServiceKey, SyncRole,
 };
 
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
@@ -27,6 +29,8 @@ enum Cmd {
     Zero,
     Help,
     Version,
+    StartDaemon,
+    StopDaemon,
 }
 
 impl Cmd {
@@ -47,6 +51,8 @@ impl Cmd {
             Cmd::Zero => "zero",
             Cmd::Help => "help",
             Cmd::Version => "version",
+            Cmd::StartDaemon => "start-daemon",
+            Cmd::StopDaemon => "stop-daemon",
         }
     }
 
@@ -61,6 +67,8 @@ impl Cmd {
             Cmd::DelDest => b"xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxx",
             Cmd::Save => b" xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
             Cmd::Zero => b"xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            Cmd::StartDaemon => b"xxxxxxxxxxx xxxxxxx xxxx    xxxxxx",
+            Cmd::StopDaemon => b"xxxxxxxxxxx xxxxxxx xxxxxxxxxxxxxx",
             Cmd::Flush | Cmd::Timeout | Cmd::Restore | Cmd::Help | Cmd::Version => {
                 b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
             }
@@ -118,6 +126,7 @@ const O_FORWARD: usize = 7;
 const O_WEIGHT: usize = 8;
 const O_UTHRESHOLD: usize = 9;
 const O_LTHRESHOLD: usize = 10;
+const O_MCAST: usize = 11;
 const O_TIMEOUT: usize = 12;
 const O_DAEMON: usize = 13;
 const O_STATS: usize = 14;
@@ -125,8 +134,13 @@ const O_RATE: usize = 15;
 const O_THRESHOLDS: usize = 16;
 const O_PERSISTENTCONN: usize = 17;
 const O_NOSORT: usize = 18;
+const O_SYNCID: usize = 19;
 const O_EXACT: usize = 20;
 const O_SCHED_FLAGS: usize = 23;
+const O_MCAST_GROUP: usize = 24;
+const O_MCAST_PORT: usize = 25;
+const O_MCAST_TTL: usize = 26;
+const O_SYNC_MAXLEN: usize = 27;
 const O_TUN_INFO: usize = 28;
 const O_TUN_TYPE: usize = 29;
 const O_TUN_PORT: usize = 30;
@@ -335,6 +349,7 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<IpvsCommand, IpvsError> {
     let (items, positional) = tokenize(args)?;
     let mut items = items.into_iter();
     let first = items.next().ok_or_else(|| usage("no command given"))?;
+    let mut role = None;
     let cmd = match (first.short, first.long) {
         ('A', _) => Cmd::Add,
         ('E', _) => Cmd::Edit,
@@ -351,10 +366,19 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<IpvsCommand, IpvsError> {
         ('v', _) => Cmd::Version,
         (_, "set") => Cmd::Timeout,
         (_, "start-daemon" | "stop-daemon") => {
-            return Err(usage(format!(
-                "{}: the connection sync daemon is not supported by fastlb",
-                first.spelled
-            )))
+            let start = first.long == "start-daemon";
+            role = Some(match first.value.as_deref() {
+                Some("master") => SyncRole::Master,
+                Some("backup") => SyncRole::Backup,
+                // ipvsadm's two messages, as they are.
+                _ if start => return Err(usage("illegal start-daemon parameter specified")),
+                _ => return Err(usage("illegal start_daemon specified")),
+            });
+            if start {
+                Cmd::StartDaemon
+            } else {
+                Cmd::StopDaemon
+            }
         }
         _ => {
             return Err(usage(format!(
@@ -414,13 +438,12 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<IpvsCommand, IpvsError> {
                     it.value.unwrap_or_default()
                 )))
             }
-            (_, "mcast-interface" | "syncid" | "mcast-group" | "mcast-port" | "mcast-ttl")
-            | (_, "sync-maxlen") => {
-                return Err(usage(format!(
-                    "{}: the connection sync daemon is not supported by fastlb",
-                    it.spelled
-                )))
-            }
+            (_, "mcast-interface") => O_MCAST,
+            (_, "syncid") => O_SYNCID,
+            (_, "mcast-group") => O_MCAST_GROUP,
+            (_, "mcast-port") => O_MCAST_PORT,
+            (_, "mcast-ttl") => O_MCAST_TTL,
+            (_, "sync-maxlen") => O_SYNC_MAXLEN,
             _ => return Err(usage(format!("invalid option `{}'", it.spelled))),
         };
         let bit = 1u64 << opt;
@@ -519,15 +542,10 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<IpvsCommand, IpvsError> {
         }
         Cmd::Flush => IpvsCommand::Clear,
         Cmd::List => {
-            if options & (1 << O_DAEMON) != 0 {
-                return Err(usage(
-                    "--daemon: the connection sync daemon is not supported by fastlb",
-                ));
-            }
             let has = |o: usize| options & (1 << o) != 0;
-            if (has(O_CONNECTION) || has(O_TIMEOUT))
+            if (has(O_CONNECTION) || has(O_TIMEOUT) || has(O_DAEMON))
                 && (has(O_STATS) || has(O_RATE) || has(O_THRESHOLDS))
-                || has(O_TIMEOUT) && has(O_PERSISTENTCONN)
+                || (has(O_TIMEOUT) || has(O_DAEMON)) && has(O_PERSISTENTCONN)
             {
                 return Err(usage("options conflicts in the list command"));
             }
@@ -536,6 +554,7 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<IpvsCommand, IpvsError> {
                 numeric: has(O_NUMERIC),
                 connections: has(O_CONNECTION),
                 timeout: has(O_TIMEOUT),
+                daemon: has(O_DAEMON),
                 stats: has(O_STATS),
                 rate: has(O_RATE),
                 thresholds: has(O_THRESHOLDS),
@@ -552,6 +571,18 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<IpvsCommand, IpvsError> {
         Cmd::Zero => IpvsCommand::Zero(key),
         Cmd::Help => IpvsCommand::Help,
         Cmd::Version => IpvsCommand::Version,
+        Cmd::StartDaemon => {
+            let mut config = p.daemon;
+            if config.mcast_ifn.is_empty() {
+                // ipvsadm's DEF_MCAST_IFN.
+                config.mcast_ifn = DEFAULT_INTERFACE.to_string();
+            }
+            IpvsCommand::StartDaemon {
+                role: role.expect("set with the command"),
+                config,
+            }
+        }
+        Cmd::StopDaemon => IpvsCommand::StopDaemon(role.expect("set with the command")),
         Cmd::Timeout => unreachable!("handled above"),
     })
 }
@@ -572,6 +603,7 @@ struct OptionValues {
     upper: Option<u32>,
     lower: Option<u32>,
     sched_flags: Option<String>,
+    daemon: DaemonConfig,
 }
 
 impl OptionValues {
@@ -631,6 +663,50 @@ impl OptionValues {
                 );
             }
             O_SCHED_FLAGS => self.sched_flags = Some(v.to_string()),
+            O_MCAST => {
+                // ipvsadm copies at most IP_VS_IFNAME_MAXLEN - 1 bytes; fastlb refuses
+                // a longer name rather than cut it.
+                if v.is_empty() || v.len() > 15 {
+                    return Err(usage(format!(
+                        "illegal mcast-interface `{v}' specified (1 to 15 characters)"
+                    )));
+                }
+                self.daemon.mcast_ifn = v.to_string();
+            }
+            O_SYNCID => {
+                self.daemon.syncid =
+                    number(v, 0, 255).ok_or_else(|| usage("illegal syncid specified"))? as u8;
+            }
+            O_MCAST_GROUP => {
+                let group = if v.contains(':') {
+                    v.parse::<std::net::Ipv6Addr>()
+                        .ok()
+                        .filter(|a| a.is_multicast())
+                        .map(IpAddr::V6)
+                        .ok_or_else(|| usage(format!("invalid IPv6 mcast-group `{v}'")))?
+                } else {
+                    v.parse::<Ipv4Addr>()
+                        .ok()
+                        .filter(|a| a.is_multicast())
+                        .map(IpAddr::V4)
+                        .ok_or_else(|| usage(format!("invalid IPv4 mcast-group `{v}'")))?
+                };
+                self.daemon.mcast_group = Some(group);
+            }
+            O_MCAST_PORT => {
+                self.daemon.mcast_port = number(v, 1, 65_535)
+                    .ok_or_else(|| usage("illegal mcast-port specified"))?
+                    as u16;
+            }
+            O_MCAST_TTL => {
+                self.daemon.mcast_ttl =
+                    number(v, 1, 255).ok_or_else(|| usage("illegal mcast-ttl specified"))? as u8;
+            }
+            O_SYNC_MAXLEN => {
+                self.daemon.sync_maxlen = number(v, 1, 65_535 - 20 - 8)
+                    .ok_or_else(|| usage("illegal sync-maxlen specified"))?
+                    as u16;
+            }
             O_TUN_TYPE => match v {
                 "ipip" => {}
                 "gue" | "gre" => {
@@ -828,6 +904,88 @@ mod tests {
         assert!(
             matches!(c, IpvsCommand::AddServer { server, .. } if server.method == ForwardMethod::Tunnel)
         );
+    }
+
+    #[test]
+    fn sync_daemon_commands_as_ipvsadm_parses_them() {
+        let c = cmd("--start-daemon master --mcast-interface eth1 --syncid 7 --sync-maxlen 1200 --mcast-group 239.1.2.3 --mcast-port 9000 --mcast-ttl 2").unwrap();
+        let IpvsCommand::StartDaemon { role, config } = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(role, SyncRole::Master);
+        assert_eq!(
+            config,
+            DaemonConfig {
+                mcast_ifn: "eth1".into(),
+                syncid: 7,
+                sync_maxlen: 1200,
+                mcast_group: Some("239.1.2.3".parse().unwrap()),
+                mcast_port: 9000,
+                mcast_ttl: 2,
+            }
+        );
+        // ipvsadm's default interface.
+        let c = cmd("--start-daemon backup").unwrap();
+        assert!(
+            matches!(c, IpvsCommand::StartDaemon { role: SyncRole::Backup, config } if config.mcast_ifn == "eth0")
+        );
+        assert_eq!(
+            cmd("--stop-daemon backup").unwrap(),
+            IpvsCommand::StopDaemon(SyncRole::Backup)
+        );
+        for (line, msg) in [
+            (
+                "--start-daemon primary",
+                "illegal start-daemon parameter specified",
+            ),
+            ("--stop-daemon x", "illegal start_daemon specified"),
+            (
+                "--start-daemon master --syncid 256",
+                "illegal syncid specified",
+            ),
+            (
+                "--start-daemon master --mcast-group 10.0.0.1",
+                "invalid IPv4 mcast-group `10.0.0.1'",
+            ),
+            (
+                "--start-daemon master --mcast-group 2001:db8::1",
+                "invalid IPv6 mcast-group `2001:db8::1'",
+            ),
+            (
+                "--start-daemon master --mcast-port 0",
+                "illegal mcast-port specified",
+            ),
+            (
+                "--start-daemon master --mcast-ttl 256",
+                "illegal mcast-ttl specified",
+            ),
+            (
+                "--start-daemon master --sync-maxlen 65508",
+                "illegal sync-maxlen specified",
+            ),
+            (
+                "--stop-daemon master --sync-maxlen 1000",
+                "Illegal 'sync-maxlen' option with the 'stop-daemon' command",
+            ),
+            (
+                "--start-daemon master -n",
+                "Illegal 'numeric' option with the 'start-daemon' command",
+            ),
+            (
+                "-L --daemon -c",
+                "The option 'daemon' conflicts with the 'connection' option in the 'list' command",
+            ),
+            (
+                "-L --daemon --stats",
+                "options conflicts in the list command",
+            ),
+        ] {
+            assert_eq!(cmd(line).unwrap_err().to_string(), msg, "{line}");
+        }
+        let IpvsCommand::List(o) = cmd("-L --daemon").unwrap() else {
+            panic!()
+        };
+        assert!(o.daemon);
     }
 
     #[test]

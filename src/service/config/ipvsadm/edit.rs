@@ -112,7 +112,9 @@ pub fn apply(config: &mut Config, cmd: &IpvsCommand) -> Result<(), IpvsError> {
         | IpvsCommand::Save { .. }
         | IpvsCommand::Restore
         | IpvsCommand::Help
-        | IpvsCommand::Version => return Err(IpvsError::NotAChange),
+        | IpvsCommand::Version
+        | IpvsCommand::StartDaemon { .. }
+        | IpvsCommand::StopDaemon(_) => return Err(IpvsError::NotAChange),
     }
     Ok(())
 }

@@ -16,6 +16,8 @@ pub struct ListOptions {
     pub connections: bool,
     /// `--timeout`: the protocol timeouts.
     pub timeout: bool,
+    /// `--daemon`: the sync daemons.
+    pub daemon: bool,
     /// `--stats`.
     pub stats: bool,
     /// `--rate`.

@@ -30,8 +30,10 @@
 //! - `-a`/`-e` default to `-g` and weight 1; `-e` and `-E` replace every setting, so
 //!   unspecified ones return to their defaults, exactly as ipvsadm sends them.
 //! - Addresses and ports are numeric only: fastlb resolves no host or service names.
+//! - `--start-daemon`/`--stop-daemon` and their options parse as ipvsadm parses them; a
+//!   too-long `--mcast-interface` is refused (ipvsadm cuts it to 15 characters).
 //! - Not supported, refused by name: SCTP, `-o` (one-packet scheduling), `--pe`, GUE and
-//!   GRE tunnels, the sync daemon.
+//!   GRE tunnels.
 
 mod args;
 mod edit;
@@ -46,7 +48,9 @@ pub use rules::{looks_like_rules, parse_rules, restore, save};
 use std::net::IpAddr;
 
 use super::error::Invalid;
-use crate::service::{Persistence, RealServer, SchedFlags, SchedulerKind, ServiceKey};
+use crate::service::{
+    DaemonConfig, Persistence, RealServer, SchedFlags, SchedulerKind, ServiceKey, SyncRole,
+};
 
 /// What `-p` without a value means in ipvsadm 1.31 (`IPVS_SVC_PERSISTENT_TIMEOUT`).
 pub const IPVSADM_DEFAULT_PERSISTENCE_SECS: u32 = 360;
@@ -122,6 +126,16 @@ pub enum IpvsCommand {
     Help,
     /// `-v`.
     Version,
+    /// `--start-daemon master|backup` with its daemon options (`--mcast-interface` filled
+    /// with ipvsadm's default, eth0, when not given).
+    StartDaemon {
+        /// Master or backup.
+        role: SyncRole,
+        /// The daemon options as written.
+        config: DaemonConfig,
+    },
+    /// `--stop-daemon master|backup`.
+    StopDaemon(SyncRole),
 }
 
 /// An ipvsadm command refused: by the option parser, with ipvsadm's own message, or by the

@@ -1,0 +1,391 @@
+//! What connection sync needs of the table: each entry's sync bookkeeping, a whole entry
+//! read back by handle, and installing what a sync master sent (`ip_vs_proc_conn`).
+//!
+//! The decisions (when to send, what a message means) belong to `crate::ha::sync`; this
+//! file only reads and writes entries, with the table's own concurrency rules.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+
+use super::{addr_words, method_bits};
+use super::{
+    deadline, ms, ConnId, ConnTable, Ctl, Direction, Fields, FlowKey, Meta, TemplateKey, DOOMED,
+    F_DV6, F_V6, METHOD_SHIFT,
+};
+use crate::conn::state::{TcpState, MAX_TIMEOUT_SECS};
+use crate::service::{DestId, ForwardMethod, Protocol};
+use crate::time::Instant;
+
+/// An entry's sync bookkeeping, the fields the kernel keeps in `struct ip_vs_conn` for
+/// `ip_vs_sync_conn_needed`: packets from the client (`in_pkts`), the state last sent
+/// (`old_state`) and the sync end time with its retry count (`sync_endtime`).
+///
+/// It costs 8 bytes an entry, in its own word: workers update it with plain stores, and a
+/// store through a stale handle (the entry expired and its slot was reused meanwhile) can
+/// only disturb the new entry's sync timing, never anything the table relies on.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncMark {
+    /// Packets from the client, modulo 2^24.
+    pub in_pkts: u32,
+    /// The state when the entry was last sent (`IP_VS_TCP_S_*`).
+    pub old_state: u8,
+    /// Milliseconds (modulo 2^32) at which the entry would expire when last sent, with the
+    /// retry count in its two low bits, as the kernel keeps `sync_endtime` in jiffies.
+    pub endtime: u32,
+}
+
+const PKTS_MASK: u64 = (1 << 24) - 1;
+
+impl SyncMark {
+    /// The bookkeeping of a new entry: nothing counted, end time now (as `ip_vs_conn_new`).
+    #[inline]
+    pub fn fresh(now_ms: u64) -> SyncMark {
+        SyncMark {
+            in_pkts: 0,
+            old_state: 0,
+            endtime: (now_ms as u32) & !3,
+        }
+    }
+
+    #[inline]
+    pub(super) fn pack(self) -> u64 {
+        u64::from(self.in_pkts) & PKTS_MASK
+            | u64::from(self.old_state & 0xf) << 24
+            | u64::from(self.endtime) << 32
+    }
+
+    #[inline]
+    fn unpack(w: u64) -> SyncMark {
+        SyncMark {
+            in_pkts: (w & PKTS_MASK) as u32,
+            old_state: (w >> 24) as u8 & 0xf,
+            endtime: (w >> 32) as u32,
+        }
+    }
+}
+
+/// What deciding whether to send an entry reads of it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SyncProbe {
+    /// A persistence template.
+    pub template: bool,
+    /// A TCP connection (templates: false).
+    pub tcp: bool,
+    /// Its state (`IP_VS_TCP_S_*`; 0 for UDP and templates).
+    pub state: u8,
+    /// Its current timeout, seconds (`cp->timeout`).
+    pub timeout_s: u32,
+    /// Its sync bookkeeping.
+    pub mark: SyncMark,
+    /// The template that controls it, if any.
+    pub controller: Option<ConnId>,
+}
+
+/// An entry read back whole by its handle, as a sync message describes it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Described {
+    /// IP protocol number (0 for a firewall-mark template).
+    pub protocol: u8,
+    /// A persistence template.
+    pub template: bool,
+    /// Client address (masked, for a template).
+    pub client: IpAddr,
+    /// Client port (0 for a template).
+    pub cport: u16,
+    /// Virtual address (a firewall-mark template: the mark in its first 32 bits).
+    pub vaddr: IpAddr,
+    /// Virtual port.
+    pub vport: u16,
+    /// Real server address.
+    pub daddr: IpAddr,
+    /// Real server port.
+    pub dport: u16,
+    /// Forwarding method.
+    pub method: ForwardMethod,
+    /// The real server's counters.
+    pub dest: DestId,
+    /// State (`IP_VS_TCP_S_*`; 0 for UDP and templates).
+    pub state: u8,
+    /// Current timeout, seconds.
+    pub timeout_s: u32,
+}
+
+/// A connection or template to install as a sync master described it, already bound to
+/// one of this director's real servers.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Synced {
+    /// IP protocol number (6 or 17; any for a template, 0 for a firewall-mark one).
+    pub protocol: u8,
+    /// A persistence template.
+    pub template: bool,
+    /// Client address.
+    pub client: IpAddr,
+    /// Client port.
+    pub cport: u16,
+    /// Virtual address.
+    pub vaddr: IpAddr,
+    /// Virtual port.
+    pub vport: u16,
+    /// Real server address.
+    pub daddr: IpAddr,
+    /// Real server port.
+    pub dport: u16,
+    /// Forwarding method: the real server's, here (a synced connection takes its
+    /// destination's, as `ip_vs_bind_dest` does).
+    pub method: ForwardMethod,
+    /// The real server's counters.
+    pub dest: DestId,
+    /// State (`IP_VS_TCP_S_*`; 0 for UDP and templates).
+    pub state: u8,
+    /// Timeout, seconds; the timer starts from it.
+    pub timeout_s: u32,
+    /// The message's `IP_VS_CONN_F_INACTIVE`.
+    pub inactive: bool,
+    /// What `in_pkts` starts at (the kernel sets `sync_threshold`).
+    pub in_pkts: u32,
+}
+
+/// What [`ConnTable::install`] did.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Installed {
+    /// A new entry.
+    Created,
+    /// An existing entry took the state and timeout.
+    Updated,
+    /// An entry of the same client and service pointed elsewhere; it was ended and a new
+    /// one created.
+    Replaced,
+    /// The message describes a connection that was already replaced (an inactive entry for
+    /// another real server): nothing changed.
+    Ignored,
+    /// Addresses of mixed families, or a protocol the table does not hold.
+    Unusable,
+    /// No room.
+    TableFull,
+}
+
+/// Whether an entry in `state` counts as active at its real server.
+#[inline]
+fn counts_active(meta: Meta, state: u8) -> bool {
+    meta.is_tcp() && TcpState::from_index(state).is_some_and(TcpState::is_active)
+}
+
+impl ConnTable {
+    /// The sync decision's view of entry `id`; `None` if it is gone.
+    #[inline]
+    pub fn sync_probe(&self, id: ConnId) -> Option<SyncProbe> {
+        let s = self.slots.get(id.slot as usize)?;
+        let c = Ctl(s.ctl.load(Ordering::Acquire));
+        if c.gen() != id.gen || c.state() == DOOMED {
+            return None;
+        }
+        let meta = Meta(s.meta.load(Ordering::Relaxed));
+        let template = meta.template();
+        let timeout_s = if template {
+            s.timeout_s.load(Ordering::Relaxed)
+        } else {
+            self.timeout_secs(meta, c.state())
+        };
+        let controller = if template {
+            None
+        } else {
+            ConnId::unpack(s.template.load(Ordering::Relaxed))
+        };
+        Some(SyncProbe {
+            template,
+            tcp: meta.is_tcp() && !template,
+            state: c.state(),
+            timeout_s,
+            mark: SyncMark::unpack(s.sync.load(Ordering::Relaxed)),
+            controller,
+        })
+    }
+
+    /// Stores entry `id`'s sync bookkeeping (ignored if `id` is gone).
+    #[inline]
+    pub fn set_sync_mark(&self, id: ConnId, mark: SyncMark) {
+        if let Some(s) = self.slots.get(id.slot as usize) {
+            if Ctl(s.ctl.load(Ordering::Relaxed)).gen() == id.gen {
+                s.sync.store(mark.pack(), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Entry `id` read whole, from any thread; `None` if it is gone (or being rewritten).
+    pub fn describe(&self, id: ConnId) -> Option<Described> {
+        let (ctl, raw) = self.read(id.slot)?;
+        if ctl.gen() != id.gen || ctl.state() == DOOMED {
+            return None;
+        }
+        let m = raw.meta;
+        let timeout_s = if m.template() {
+            self.slots[id.slot as usize]
+                .timeout_s
+                .load(Ordering::Relaxed)
+        } else {
+            self.timeout_secs(m, ctl.state())
+        };
+        Some(Described {
+            protocol: m.proto(),
+            template: m.template(),
+            client: raw.client(),
+            cport: m.cport(),
+            vaddr: raw.vaddr(),
+            vport: m.vport(),
+            daddr: raw.daddr(),
+            dport: m.dport(),
+            method: m.method(),
+            dest: DestId(raw.dest),
+            state: ctl.state(),
+            timeout_s,
+        })
+    }
+
+    /// Installs what a sync master sent, on `worker`'s slots, as a kernel backup does
+    /// (`ip_vs_proc_conn`):
+    ///
+    /// - a connection already here with the same real server takes the state (moving one
+    ///   count between active and inactive if that changes) and restarts its timer with the
+    ///   timeout; one with another real server is ended and replaced, unless the message
+    ///   says inactive (it is then the expiry of a connection already replaced, and
+    ///   ignored);
+    /// - a template already here takes the timeout and restarts its timer (its real server
+    ///   stays);
+    /// - anything else is created with the state and timeout given, counted as active,
+    ///   inactive or persistent at its real server.
+    ///
+    /// Either way `in_pkts` becomes `s.in_pkts` and the state the last one sent.
+    pub fn install(&self, worker: usize, now: Instant, s: &Synced) -> Installed {
+        let now_ms = ms(now);
+        let timeout_s = s.timeout_s.min(MAX_TIMEOUT_SECS);
+        if s.client.is_ipv6() != s.vaddr.is_ipv6() {
+            return Installed::Unusable;
+        }
+        let mark = |old: Option<SyncMark>| SyncMark {
+            in_pkts: s.in_pkts,
+            old_state: s.state,
+            endtime: old.map_or(SyncMark::fresh(now_ms).endtime, |m| m.endtime),
+        };
+        if s.template {
+            let key = TemplateKey {
+                protocol: s.protocol,
+                client: s.client,
+                vaddr: s.vaddr,
+                vport: s.vport,
+            };
+            if let Some(hit) = self.lookup_template(&key) {
+                let slot = &self.slots[hit.id.slot as usize];
+                slot.timeout_s.store(timeout_s, Ordering::Relaxed);
+                self.touch_template(hit.id, now);
+                let old = SyncMark::unpack(slot.sync.load(Ordering::Relaxed));
+                self.set_sync_mark(hit.id, mark(Some(old)));
+                return Installed::Updated;
+            }
+            return match self.insert_template(
+                worker, now, &key, s.daddr, s.dport, s.method, s.dest, timeout_s,
+            ) {
+                Ok(id) => {
+                    self.set_sync_mark(id, mark(None));
+                    Installed::Created
+                }
+                Err(_) => Installed::TableFull,
+            };
+        }
+        let Some(protocol) = Protocol::from_number(s.protocol) else {
+            return Installed::Unusable;
+        };
+        let key = FlowKey {
+            protocol,
+            src: s.client,
+            sport: s.cport,
+            dst: s.vaddr,
+            dport: s.vport,
+        };
+        let mut replaced = false;
+        if let Some((hit, _)) = self
+            .find(&key)
+            .filter(|(h, _)| h.dir == Direction::Original)
+        {
+            if hit.info.dport == s.dport && hit.info.daddr == s.daddr {
+                if self.resync(hit.id, now_ms, s.state, timeout_s) {
+                    let old = SyncMark::unpack(
+                        self.slots[hit.id.slot as usize]
+                            .sync
+                            .load(Ordering::Relaxed),
+                    );
+                    self.set_sync_mark(hit.id, mark(Some(old)));
+                    return Installed::Updated;
+                }
+                // It ended meanwhile: create it afresh below.
+            } else if s.inactive {
+                return Installed::Ignored;
+            } else {
+                self.expire_now(hit.id);
+                replaced = true;
+            }
+        }
+        let meta = Meta(
+            u64::from(s.cport)
+                | u64::from(s.vport) << 16
+                | u64::from(s.dport) << 32
+                | u64::from(s.protocol) << 48
+                | (if s.client.is_ipv6() { F_V6 } else { 0 }
+                    | if s.daddr.is_ipv6() { F_DV6 } else { 0 }
+                    | method_bits(s.method) << METHOD_SHIFT)
+                    << 56,
+        );
+        let fields = Fields {
+            meta,
+            caddr: addr_words(s.client),
+            vaddr: addr_words(s.vaddr),
+            daddr: addr_words(s.daddr),
+            dest: s.dest.0,
+            template: None,
+            timeout_s: 0,
+            sync: mark(None),
+        };
+        let state = if protocol == Protocol::Tcp {
+            s.state
+        } else {
+            0
+        };
+        let _guard = self.enter(worker);
+        match self.create(worker, now_ms, &fields, state, deadline(now_ms, timeout_s)) {
+            Ok(_) if replaced => Installed::Replaced,
+            Ok(_) => Installed::Created,
+            Err(_) => Installed::TableFull,
+        }
+    }
+
+    /// Sets a live connection's state and restarts its timer with `timeout_s`, moving one
+    /// count between active and inactive if that changes. False if it is gone.
+    fn resync(&self, id: ConnId, now_ms: u64, state: u8, timeout_s: u32) -> bool {
+        let s = &self.slots[id.slot as usize];
+        loop {
+            let c = Ctl(s.ctl.load(Ordering::Acquire));
+            if c.gen() != id.gen || c.state() == DOOMED {
+                return false;
+            }
+            let meta = Meta(s.meta.load(Ordering::Relaxed));
+            let state = if meta.is_tcp() { state } else { c.state() };
+            let n = Ctl::new(c.gen(), state, deadline(now_ms, timeout_s));
+            if s.ctl
+                .compare_exchange(c.0, n.0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                let (was, is) = (counts_active(meta, c.state()), counts_active(meta, state));
+                if was != is {
+                    let counters = self.registry.get(DestId(s.dest.load(Ordering::Relaxed)));
+                    let (inc, dec) = if is {
+                        (&counters.active_conns, &counters.inactive_conns)
+                    } else {
+                        (&counters.inactive_conns, &counters.active_conns)
+                    };
+                    inc.fetch_add(1, Ordering::Relaxed);
+                    dec.fetch_sub(1, Ordering::Relaxed);
+                }
+                return true;
+            }
+        }
+    }
+}
