@@ -104,7 +104,8 @@ fn unsupported_keepalived_keys_are_named_with_their_line() {
 /// The lab's director pairs (tools/lab/ha.conf, DR, and ha-nat.conf, NAT, whose instance
 /// also moves the real servers' gateway): one file for both directors' keepalived (`-i
 /// dir1`, `-i dir2`) and fastlb. fastlb follows the file's one instance by its addresses and
-/// skips the `@dir1`/`@dir2` lines; keepalived accepts it as either director.
+/// skips the `@dir1`/`@dir2` lines, reads its `@fastlb lvs_sync_daemon` (which keepalived
+/// skips); keepalived accepts it as either director.
 #[test]
 fn the_lab_pair_files_serve_keepalived_and_fastlb() {
     let cases: [(&str, &[&str]); 2] = [
@@ -117,7 +118,14 @@ fn the_lab_pair_files_serve_keepalived_and_fastlb() {
             .join("tools/lab")
             .join(file);
         let c = config::load(&path).unwrap();
-        assert_eq!(c.services.len(), 2, "{file}");
+        assert_eq!(c.services.len(), 3, "{file}");
+        // The sync daemon (an @fastlb line) follows the instance, on d0, syncid its VRID.
+        let sync = c.pair.sync_daemon.as_ref().expect("lvs_sync_daemon");
+        assert_eq!(
+            (sync.interface.as_str(), sync.instance.as_deref()),
+            ("d0", Some("VI_1")),
+            "{file}"
+        );
         let followed = c
             .pair
             .followed()

@@ -383,6 +383,11 @@ impl Plane {
     fn push(&mut self, push: Push) -> Vec<SyncRole> {
         let mut failed = Vec::new();
         if let Some(plan) = &push.sync {
+            for (role, e) in &plan.refused {
+                log(format_args!(
+                    "{role} sync daemon (lvs_sync_daemon) not started: {e}"
+                ));
+            }
             for (role, e) in self.sync.apply(&plan.daemons, plan.sock_size) {
                 log(format_args!("{role} sync daemon not started: {e}"));
                 failed.push(role);

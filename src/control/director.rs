@@ -457,6 +457,7 @@ impl Director {
             self.pair = now;
             self.owed.pair = true;
         }
+        self.follow_pair_sync();
     }
 
     /// Source workers: a packet's next hop toward `addr` had no neighbour entry.

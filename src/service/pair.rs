@@ -10,6 +10,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use super::DaemonConfig;
+
 /// One `vrrp_instance` block, as far as fastlb needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VrrpInstance {
@@ -93,6 +95,21 @@ pub struct SyncDaemonSettings {
     /// otherwise); `None`: master and backup both run all the time, as keepalived's
     /// checker runs them when no instance is named.
     pub instance: Option<String>,
+}
+
+impl SyncDaemonSettings {
+    /// The daemon as `ipvsadm --start-daemon` describes it; what is not given is left to
+    /// the daemon's defaults (0 or none), as keepalived leaves it to the kernel's.
+    pub fn daemon_config(&self) -> DaemonConfig {
+        DaemonConfig {
+            mcast_ifn: self.interface.clone(),
+            syncid: self.syncid,
+            sync_maxlen: self.maxlen.unwrap_or(0),
+            mcast_group: self.group,
+            mcast_port: self.port.unwrap_or(0),
+            mcast_ttl: self.ttl.unwrap_or(0),
+        }
+    }
 }
 
 /// The sync daemons that should run in a given VRRP state, as keepalived drives the

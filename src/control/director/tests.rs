@@ -9,7 +9,7 @@ use crate::forward::nexthop::MacAddr;
 use crate::service::config::ipvsadm::parse_rules;
 use crate::service::health::{CheckKind, HealthConfig, ServiceHealth, SorryServer};
 use crate::service::pair::{PairConfig, SyncDaemonSettings, VrrpInstance};
-use crate::service::{ForwardMethod, Protocol};
+use crate::service::{ForwardMethod, Protocol, SyncRole};
 
 /// A director, one worker's feed and counters, and the connection table it shares.
 struct Rig {
@@ -591,4 +591,114 @@ fn the_metrics_show_what_the_health_checks_say_of_every_checked_server() {
     r.director.configure(unchecked).unwrap();
     let text = metrics.render();
     assert_eq!(healthy(&text, 1), None, "{text}");
+}
+
+/// The sync interface of `paired` exists; no other does.
+fn lab_interfaces(name: &str) -> Option<crate::ha::sync::daemon::Interface> {
+    (name == "eth1").then_some(crate::ha::sync::daemon::Interface {
+        index: 7,
+        mtu: 1500,
+    })
+}
+
+/// `paired` with sync attached, as the appliance runs it, after the first step.
+fn paired_with_sync(config: Config) -> Director {
+    let Rig { director, .. } = rig(config);
+    let mut d = director.with_interfaces(lab_interfaces);
+    let (shared, _hooks, _ends) =
+        crate::ha::sync::channels(1, &crate::service::SyncSettings::default());
+    d.attach_sync(
+        shared,
+        Arc::new(crate::ha::sync::counters::DaemonCounters::default()),
+    );
+    d
+}
+
+/// Which daemons a plan runs: (master, backup).
+fn roles(plan: &SyncPlan) -> (bool, bool) {
+    (plan.daemons.master.is_some(), plan.daemons.backup.is_some())
+}
+
+#[test]
+fn the_sync_daemons_follow_the_pair_as_keepalived_drives_the_kernels() {
+    let mut d = paired_with_sync(paired());
+    // BACKUP from the start (nothing held yet): the backup daemon only, on lvs_sync_daemon's
+    // interface with its id.
+    let plan = d.reconcile().sync.expect("the daemons changed");
+    assert_eq!(roles(&plan), (false, true));
+    let b = plan.daemons.backup.as_ref().unwrap();
+    assert_eq!((b.mcast_ifn.as_str(), b.ifindex, b.syncid), ("eth1", 7, 51));
+    assert!(plan.refused.is_empty());
+    assert_eq!(d.sync_daemons().listing(), plan.daemons.listing());
+
+    // MASTER: the backup stops, the master starts (ipvs_syncd_master).
+    d.addresses_held(addrs(&["10.0.9.1", "10.0.9.2"]));
+    let push = d.reconcile();
+    assert!(!push.pair.unwrap().standby());
+    assert_eq!(
+        roles(&push.sync.expect("the daemons changed")),
+        (true, false)
+    );
+    // No change of state: nothing to do.
+    d.addresses_held(addrs(&["10.0.9.2", "10.0.9.1"]));
+    assert!(d.reconcile().sync.is_none());
+
+    // ctl stops the master by hand: it stays stopped until the state changes.
+    d.stop_sync_daemon(SyncRole::Master).unwrap();
+    assert_eq!(roles(&d.reconcile().sync.unwrap()), (false, false));
+    d.addresses_held(addrs(&["10.0.9.1", "10.0.9.2"]));
+    assert!(d.reconcile().sync.is_none());
+
+    // Leaving MASTER (FAULT, or keepalived gone): the master stops, the backup starts
+    // (ipvs_syncd_backup).
+    d.addresses_held(addrs(&["10.0.9.1"]));
+    assert_eq!(roles(&d.reconcile().sync.unwrap()), (false, true));
+    d.addresses_held(addrs(&["10.0.9.1", "10.0.9.2"]));
+    assert_eq!(roles(&d.reconcile().sync.unwrap()), (true, false));
+
+    // A reload without lvs_sync_daemon: the pair stops what it started, and starts nothing.
+    let mut plain = paired();
+    plain.pair.sync_daemon = None;
+    d.configure(plain).unwrap();
+    assert_eq!(roles(&d.reconcile().sync.unwrap()), (false, false));
+    d.addresses_held(addrs(&["10.0.9.1"]));
+    assert!(d.reconcile().sync.is_none());
+}
+
+#[test]
+fn a_sync_daemon_the_pair_cannot_start_is_reported_once() {
+    let mut config = paired();
+    config.pair.sync_daemon.as_mut().unwrap().interface = "nosuch0".into();
+    let mut d = paired_with_sync(config);
+    let plan = d.reconcile().sync.expect("a refusal to report");
+    assert_eq!(roles(&plan), (false, false));
+    assert_eq!(
+        plan.refused,
+        [(
+            SyncRole::Backup,
+            crate::ha::sync::daemon::DaemonError::NoSuchDevice
+        )]
+    );
+    // Not retried on every look, only at the next change.
+    d.addresses_held(addrs(&["10.0.9.1"]));
+    assert!(d.reconcile().sync.is_none());
+    d.addresses_held(addrs(&["10.0.9.1", "10.0.9.2"]));
+    let plan = d.reconcile().sync.unwrap();
+    assert_eq!(
+        plan.refused,
+        [(
+            SyncRole::Master,
+            crate::ha::sync::daemon::DaemonError::NoSuchDevice
+        )]
+    );
+}
+
+#[test]
+fn without_an_instance_named_both_daemons_run_whatever_the_state() {
+    let mut config = paired();
+    config.pair.sync_daemon.as_mut().unwrap().instance = None;
+    let mut d = paired_with_sync(config);
+    assert_eq!(roles(&d.reconcile().sync.unwrap()), (true, true));
+    d.addresses_held(addrs(&["10.0.9.1", "10.0.9.2"]));
+    assert!(d.reconcile().sync.is_none());
 }

@@ -19,7 +19,7 @@ use crate::service::bgp::BgpSettings;
 use crate::service::health::{
     CheckKind, HealthConfig, HttpCheck, ScriptCheck, ServiceHealth, SorryServer, StatusRange,
 };
-use crate::service::pair::{PairConfig, VrrpInstance};
+use crate::service::pair::{PairConfig, SyncDaemonSettings, VrrpInstance};
 use crate::service::{
     ClassifierRule, Config, DestOrder, ForwardMethod, Persistence, Prefix, Protocol, RealServer,
     SchedFlags, SchedulerKind, ServiceKey, TimeoutSettings, VirtualService, DEFAULT_MH_TABLE_SIZE,
@@ -84,6 +84,12 @@ struct RawPair {
     instance: Option<String>,
     interface: Option<String>,
     addresses: Vec<IpAddr>,
+    sync_interface: Option<String>,
+    syncid: Option<u8>,
+    sync_maxlen: Option<u16>,
+    mcast_group: Option<IpAddr>,
+    mcast_port: Option<u16>,
+    mcast_ttl: Option<u8>,
 }
 
 #[derive(Deserialize)]
@@ -454,7 +460,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// `[pair]` as the director pair keepalived.conf's one `vrrp_instance` would give: followed,
-/// without a sync daemon (that is `fastlb ctl --start-daemon`'s, or keepalived.conf's).
+/// and with `sync_interface` the sync daemon `lvs_sync_daemon IF INSTANCE` would give (its
+/// role follows the instance's state).
 fn convert_pair(p: RawPair) -> Result<PairConfig, (&'static str, String)> {
     let Some(first) = p.addresses.first() else {
         return Err(("addresses", "must name at least one address".into()));
@@ -469,6 +476,51 @@ fn convert_pair(p: RawPair) -> Result<PairConfig, (&'static str, String)> {
     if name.is_empty() {
         return Err(("instance", "must not be empty".into()));
     }
+    let sync_daemon = match p.sync_interface {
+        Some(interface) => {
+            // IFNAMSIZ, as ipvsadm and keepalived check it.
+            if interface.is_empty() || interface.len() >= 16 {
+                return Err((
+                    "sync_interface",
+                    "must be an interface name of 1 to 15 characters".into(),
+                ));
+            }
+            if let Some(g) = p.mcast_group.filter(|g| !g.is_multicast()) {
+                return Err(("mcast_group", format!("{g} is not a multicast group")));
+            }
+            if p.mcast_port == Some(0) {
+                return Err(("mcast_port", "must be 1 to 65535".into()));
+            }
+            if p.mcast_ttl == Some(0) {
+                return Err(("mcast_ttl", "must be 1 to 255".into()));
+            }
+            Some(SyncDaemonSettings {
+                interface,
+                syncid: p.syncid.unwrap_or(0),
+                maxlen: p.sync_maxlen,
+                port: p.mcast_port,
+                ttl: p.mcast_ttl,
+                group: p.mcast_group,
+                instance: Some(name.clone()),
+            })
+        }
+        None => {
+            let given = [
+                ("syncid", p.syncid.is_some()),
+                ("sync_maxlen", p.sync_maxlen.is_some()),
+                ("mcast_group", p.mcast_group.is_some()),
+                ("mcast_port", p.mcast_port.is_some()),
+                ("mcast_ttl", p.mcast_ttl.is_some()),
+            ];
+            if let Some((field, _)) = given.into_iter().find(|(_, g)| *g) {
+                return Err((
+                    field,
+                    "is a sync daemon setting: give sync_interface too".into(),
+                ));
+            }
+            None
+        }
+    };
     Ok(PairConfig {
         instances: vec![VrrpInstance {
             name: name.clone(),
@@ -478,7 +530,7 @@ fn convert_pair(p: RawPair) -> Result<PairConfig, (&'static str, String)> {
             use_vmac: false,
         }],
         followed: Some(name),
-        sync_daemon: None,
+        sync_daemon,
     })
 }
 
@@ -1353,6 +1405,54 @@ path = "/x"
         assert_eq!(c.pair.followed.as_deref(), Some("pair"));
         // Without [pair], a lone director.
         assert_eq!(p("").unwrap().pair, PairConfig::default());
+    }
+
+    #[test]
+    fn pair_sync_interface_gives_the_daemon_that_follows_the_instance() {
+        let c = p(
+            "[pair]\ninstance = \"VI_1\"\naddresses = [\"10.80.3.100\"]\n\
+                   sync_interface = \"s0\"\nsyncid = 7\nmcast_port = 8850\n",
+        )
+        .unwrap();
+        let d = c.pair.sync_daemon.as_ref().expect("a sync daemon");
+        assert_eq!((d.interface.as_str(), d.syncid), ("s0", 7));
+        assert_eq!(d.instance.as_deref(), Some("VI_1"));
+        assert_eq!(
+            (d.port, d.ttl, d.maxlen, d.group),
+            (Some(8850), None, None, None)
+        );
+        use crate::service::pair::VrrpState;
+        let roles = c.pair.sync_roles(VrrpState::Master);
+        assert!(roles.master && !roles.backup);
+        let roles = c.pair.sync_roles(VrrpState::Backup);
+        assert!(!roles.master && roles.backup);
+        // It survives a render and a read back.
+        let again = p(&crate::service::config::render::to_toml(&c)).unwrap();
+        assert_eq!(again.pair, c.pair);
+    }
+
+    #[test]
+    fn pair_sync_errors_name_their_line() {
+        let base = "[pair]\naddresses = [\"10.0.0.1\"]\n";
+        for (extra, line, what) in [
+            ("sync_interface = \"\"\n", 3, "sync_interface"),
+            ("sync_interface = \"a-very-long-name0\"\n", 3, "1 to 15"),
+            (
+                "sync_interface = \"s0\"\nmcast_group = \"10.1.1.1\"\n",
+                4,
+                "not a multicast",
+            ),
+            ("sync_interface = \"s0\"\nmcast_port = 0\n", 4, "mcast_port"),
+            ("sync_interface = \"s0\"\nmcast_ttl = 0\n", 4, "mcast_ttl"),
+            ("sync_interface = \"s0\"\nsyncid = 256\n", 4, ""),
+            ("syncid = 3\n", 3, "give sync_interface"),
+        ] {
+            let e = p(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(":{line}:")) && e.contains(what),
+                "{extra}: {e}"
+            );
+        }
     }
 
     #[test]
