@@ -191,6 +191,14 @@ fn sync_kernel_interop() {
     scenario("sync_kernel.sh", &[]);
 }
 
+/// A mixed director pair: a kernel IPVS master in qemu and a fastlb standby whose backup
+/// sync daemon follows its `[pair]`; the master dies, the VIP moves to fastlb, and the 4
+/// long-lived connections go on through it.
+#[test]
+fn mixed_pair_kernel_master_dies() {
+    scenario("mixed_pair.sh", &[]);
+}
+
 /// A SYN reusing the ports of a closed connection (CLOSE or TIME_WAIT) is scheduled as a new
 /// connection, as IPVS does with conn_reuse_mode 1.
 #[test]
