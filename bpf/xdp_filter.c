@@ -21,6 +21,11 @@
  *
  * IPv6 extension headers other than Fragment are not walked: such packets pass.
  *
+ * Standby: while key 0 of `standby` is 1 (this director is the standby of a director pair,
+ * see fastlb's docs/decisions.md) every packet that would be redirected is dropped here
+ * instead, so neither fastlb nor the kernel's forwarding sends a client's or a real
+ * server's packet on; everything else (VRRP adverts, ARP, sync datagrams) passes as ever.
+ *
  * One optional 802.1Q / 802.1ad tag is understood.
  *
  * Only frames for this director are considered at all: a unicast destination MAC must be
@@ -88,6 +93,7 @@ enum counter {
 	CNT_PASS,
 	CNT_PARSE_PASS,
 	CNT_OTHERHOST,
+	CNT_STANDBY,
 	CNT_MAX,
 };
 
@@ -143,6 +149,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct classifier);
 } classifiers SEC(".maps");
+
+/* Key 0: 1 while this director is a pair's standby (see the top of this file). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} standby SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -363,6 +377,12 @@ int xdp_filter(struct xdp_md *ctx)
 	if (!wanted) {
 		count(CNT_PASS);
 		return XDP_PASS;
+	}
+	__u32 zero = 0;
+	__u32 *is_standby = bpf_map_lookup_elem(&standby, &zero);
+	if (is_standby && *is_standby) {
+		count(CNT_STANDBY);
+		return XDP_DROP;
 	}
 	__u32 ifindex = ctx->ingress_ifindex;
 	__u32 *base = bpf_map_lookup_elem(&iface_slots, &ifindex);

@@ -239,6 +239,14 @@ fn sync_kernel_interop() {
     scenario("sync_kernel.sh", &[]);
 }
 
+/// A mixed director pair: a kernel IPVS master in qemu and a fastlb standby whose backup
+/// sync daemon follows its `[pair]`; the master dies, the VIP moves to fastlb, and the 4
+/// long-lived connections go on through it.
+#[test]
+fn mixed_pair_kernel_master_dies() {
+    scenario("mixed_pair.sh", &[]);
+}
+
 /// A SYN reusing the ports of a closed connection (CLOSE or TIME_WAIT) is scheduled as a new
 /// connection, as IPVS does with conn_reuse_mode 1.
 #[test]
@@ -264,6 +272,22 @@ fn tun_decap_alone() {
 #[test]
 fn xdp_fwd_forwards() {
     scenario("xdp_fwd.sh", &[]);
+}
+
+/// A director pair with real keepalived and connection sync following it (lab mode ha):
+/// the standby transmits nothing and knows every connection; when the master dies, comes
+/// back and stops gracefully, the VIP moves and none of 8 long-lived connections and an
+/// iperf3 stream breaks; the gaps are measured (docs/ha.md).
+#[test]
+fn ha_failover_dr() {
+    scenario("ha_failover.sh", &["dr"]);
+}
+
+/// The same in NAT (lab mode ha-nat): the real servers' gateway is a second address of the
+/// VRRP instance, on the inside.
+#[test]
+fn ha_failover_nat() {
+    scenario("ha_failover.sh", &["nat"]);
 }
 
 /// Two directors on one bridge that floods unknown unicast: only the director a SYN is

@@ -8,6 +8,7 @@ mod support;
 
 use fastlb::service::config;
 use fastlb::service::health::{CheckKind, DnsCheck};
+use fastlb::service::pair::VrrpState::{Backup, Master};
 use fastlb::service::{ForwardMethod, SchedulerKind, ServiceKey};
 
 const SAMPLES: [&str; 5] = [
@@ -225,4 +226,69 @@ fn unsupported_keepalived_keys_are_named_with_their_line() {
         .to_string();
     assert!(e.starts_with("k.conf:3"), "{e}");
     assert!(e.contains("ops"), "{e}");
+}
+
+/// The lab's director pairs (tools/lab/ha.conf, DR, and ha-nat.conf, NAT, whose instance
+/// also moves the real servers' gateway): one file for both directors' keepalived (`-i
+/// dir1`, `-i dir2`) and fastlb. fastlb follows the file's one instance by its addresses and
+/// skips the `@dir1`/`@dir2` lines, reads its `@fastlb lvs_sync_daemon` (which keepalived
+/// skips); keepalived accepts it as either director.
+#[test]
+fn the_lab_pair_files_serve_keepalived_and_fastlb() {
+    let cases: [(&str, &[&str]); 2] = [
+        ("ha.conf", &["10.80.3.100"]),
+        ("ha-nat.conf", &["10.80.5.100", "10.80.4.1"]),
+    ];
+    let have_keepalived = support::have("keepalived", "--version");
+    for (file, addrs) in cases {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tools/lab")
+            .join(file);
+        let c = config::load(&path).unwrap();
+        assert_eq!(c.services.len(), 3, "{file}");
+        // The sync daemon (an @fastlb line) follows the instance, on d0, syncid its VRID.
+        let sync = c.pair.sync_daemon.as_ref().expect("lvs_sync_daemon");
+        assert_eq!(
+            (sync.interface.as_str(), sync.instance.as_deref()),
+            ("d0", Some("VI_1")),
+            "{file}"
+        );
+        let followed = c
+            .pair
+            .followed()
+            .expect("the file's only instance is followed");
+        assert_eq!(
+            (followed.name.as_str(), followed.interface.as_str()),
+            ("VI_1", "d0")
+        );
+        let want: Vec<std::net::IpAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
+        assert_eq!(followed.addresses, want, "{file}");
+        assert_eq!(c.pair.state(|a| want.contains(&a)), Master, "{file}");
+        assert_eq!(
+            c.pair.state(|a| a == want[0]),
+            if want.len() > 1 { Backup } else { Master }
+        );
+        assert_eq!(c.pair.state(|_| false), Backup, "{file}");
+        if !have_keepalived {
+            continue;
+        }
+        for id in ["dir1", "dir2"] {
+            let out = Command::new("keepalived")
+                .args(["--config-test", "-i", id, "-f"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "keepalived -i {id} rejects {file}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    if !have_keepalived {
+        support::skip(
+            "keepalived is not installed; fastlb's reading of the pair files is still tested",
+        );
+    }
 }

@@ -5,8 +5,8 @@
 #          toolchain for the linker and build scripts, clang and libbpf for the XDP
 #          programs (bpf/*.c), what xsk-rs's vendored libxdp needs
 #   lab    the namespace lab (tools/lab/lab.sh): iproute2, ping, ps/sysctl, python3 (the
-#          UDP responder), nginx, curl, iperf3, socat, bird2 (the ecmp mode's router and
-#          fastlb's [bgp])
+#          UDP responder), nginx, curl, iperf3, socat, keepalived (mode ha's VRRP), bird2
+#          (the ecmp mode's router and fastlb's [bgp])
 #   test   the tests on top of the lab: wrk, tshark and tcpdump (reading captures),
 #          scapy (tools/gen-fixtures.py), nftables, keepalived (its config check), tmux
 #          (fastlb top as a user sees it), prometheus (scraping the lab's director)
@@ -17,7 +17,7 @@
 # line naming the packages) and fails with the `apt-get install` line to type otherwise.
 
 FASTLB_PACKAGES_BUILD="ca-certificates gcc g++ libc6-dev clang llvm m4 make pkg-config libelf-dev zlib1g-dev libbpf-dev"
-FASTLB_PACKAGES_LAB="iproute2 iputils-ping procps python3 nginx-light curl iperf3 socat bird2"
+FASTLB_PACKAGES_LAB="iproute2 iputils-ping procps python3 nginx-light curl iperf3 socat keepalived bird2"
 FASTLB_PACKAGES_TEST="wrk tshark tcpdump python3-scapy nftables keepalived ethtool tmux prometheus"
 FASTLB_PACKAGES_KERNEL="qemu-system-x86 busybox-static ipvsadm kmod cpio"
 

@@ -32,8 +32,10 @@ use thiserror::Error;
 
 use super::ctl::CtlServer;
 use super::metrics::MetricsServer;
-use super::sources::{startup_nexthops, HealthReports, KernelNextHops, Reload, Source};
-use super::{DataPlane, Director, PublishError, Push};
+use super::sources::{
+    startup_nexthops, HealthReports, KernelNextHops, Reload, Source, VrrpAddresses,
+};
+use super::{DataPlane, Director, PairState, PublishError, Push};
 use crate::conn::ConnTable;
 use crate::datapath::pipeline::{Pipeline, PipelineSettings};
 use crate::datapath::xdp::{self, netlink, XdpError, XdpMode, XdpOptions};
@@ -198,11 +200,13 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         startup_nexthops(&opts.ifaces, &config).map_err(io("reading routes and neighbours"))?;
     nexthops.set_extra_macs(&config.accept_macs);
     let nexthops = Arc::new(nexthops);
+    let standby = Arc::new(AtomicBool::new(false));
     let plane = DataPlane {
         registry,
         conns: Arc::clone(&conns),
         workers: stats.clone(),
         nexthops: Arc::clone(&nexthops),
+        standby: Arc::clone(&standby),
     };
     let mut director = Director::new(config.clone(), plane)?;
     // The connections of the previous run, once its rules are loaded and before a worker
@@ -231,6 +235,11 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
     let (sync_shared, hooks, ends) = sync::channels(workers, &config.sync);
     let sync_counters = Arc::new(DaemonCounters::default());
     director.attach_sync(Arc::clone(&sync_shared), Arc::clone(&sync_counters));
+    // Where this director stands in its pair, before any worker runs: a standby must not
+    // forward even its first packet, and the sync daemons follow its state from the start.
+    let mut vrrp = VrrpAddresses::new();
+    vrrp.poll(xdp::monotonic_now(), &mut director);
+    let first_step = director.reconcile();
     let sync_thread = SyncThread::spawn(SyncContext {
         conns: Arc::clone(&conns),
         tables: director.attach_worker().tables,
@@ -269,6 +278,7 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         .with_updates(feed.tables)
         .with_nexthop_updates(feed.nexthops)
         .with_missing_neighbours(missing_tx.clone())
+        .with_standby(Arc::clone(&standby))
         .with_sync(
             hooks.lock().expect("not poisoned")[w]
                 .take()
@@ -279,6 +289,11 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
     let (stop, reload) = signal_flags().map_err(io("installing signal handlers"))?;
 
     let mut datapath = xdp::start(&xopts, make, Arc::clone(&stop))?;
+    // The standby drop goes in before the service maps: nothing is redirected before both.
+    datapath
+        .filter()
+        .set_standby(director.pair().standby())
+        .map_err(XdpError::from)?;
     datapath.filter().sync(&first).map_err(XdpError::from)?;
     datapath
         .filter()
@@ -304,8 +319,12 @@ pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
         opts.ctl_socket.display()
     ));
     log_next_hops(&first, &nexthops, &opts.ifaces);
+    for role in plane.push(first_step) {
+        director.sync_daemon_failed(role);
+    }
 
     let mut sources: Vec<Box<dyn Source>> = vec![
+        Box::new(vrrp),
         Box::new(ctl),
         Box::new(Reload::new(opts.config.clone(), reload)),
         Box::new(HealthReports::new(transitions)),
@@ -412,11 +431,50 @@ struct Plane {
 }
 
 impl Plane {
+    /// The pair's state changed: the XDP filter drops service traffic while BACKUP.
+    fn follow_pair(&mut self, pair: &PairState) {
+        if let Err(e) = self.datapath.filter().set_standby(pair.standby()) {
+            log(format_args!("XDP filter update failed: {e}"));
+        }
+        let Some(instance) = &pair.instance else {
+            return;
+        };
+        let what = if pair.standby() {
+            "standby: forwarding nothing"
+        } else {
+            "forwarding"
+        };
+        let daemons: Vec<&str> = [(pair.sync.master, "master"), (pair.sync.backup, "backup")]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect();
+        let sync = if daemons.is_empty() {
+            String::new()
+        } else {
+            format!("; sync daemon {}", daemons.join(" and "))
+        };
+        // What the filter dropped as the standby so far: the proof that a standby forwarded
+        // nothing that reached it (the workers count the few frames already on their way).
+        let dropped = match self.datapath.filter().counters() {
+            Ok(c) => format!(" (XDP standby drops so far: {})", c.standby_dropped),
+            Err(_) => String::new(),
+        };
+        log(format_args!(
+            "VRRP instance {instance} is {} here: {what}{sync}{dropped}",
+            pair.state
+        ));
+    }
+
     /// Applies one reconcile step. Failures are logged; the next change tries again. Returns
     /// the sync daemons whose socket would not open (they do not run).
     fn push(&mut self, push: Push) -> Vec<SyncRole> {
         let mut failed = Vec::new();
         if let Some(plan) = &push.sync {
+            for (role, e) in &plan.refused {
+                log(format_args!(
+                    "{role} sync daemon (lvs_sync_daemon) not started: {e}"
+                ));
+            }
             for (role, e) in self.sync.apply(&plan.daemons, plan.sock_size) {
                 log(format_args!("{role} sync daemon not started: {e}"));
                 failed.push(role);
@@ -447,6 +505,9 @@ impl Plane {
         }
         if let Some(config) = &push.health_checks {
             self.monitor.reconfigure(config);
+        }
+        if let Some(pair) = &push.pair {
+            self.follow_pair(pair);
         }
         if let Some(a) = &push.announce {
             match (&a.settings, &mut self.bird) {

@@ -8,11 +8,12 @@
 //!  SIGHUP reload ────────> configure           the staged snapshot ├─> connection table:
 //!  health monitor ───────> health_changed      next hops           │   protocol timeouts
 //!  kernel tables ────────> nexthops_read,      counters, rates     ├─> XDP filter: service maps,
-//!                          neighbour_missing        │              │   local addresses
-//!  clock ────────────────> tick                     │              ├─> health monitor: what to check
-//!  ctl --drain ──────────> drain                    │              ├─> BIRD: the VIPs to announce
-//!  ctl (sync verbs) ─────> start_sync_daemon,       │              ├─> kernel: neighbours to resolve
-//!                          stop_sync_daemon         └─ reconcile ──┴─> sync thread: daemons' sockets
+//!                          neighbour_missing   the pair's state     │   local addresses, standby
+//!  VRRP addresses ───────> addresses_held           │              ├─> health monitor: what to check
+//!  clock ────────────────> tick                     │              ├─> BIRD: the VIPs to announce
+//!  ctl --drain ──────────> drain                    │              ├─> kernel: neighbours to resolve
+//!  ctl (sync verbs) ─────> start_sync_daemon,       │              ├─> sync thread: daemons' sockets
+//!                          stop_sync_daemon         └─ reconcile ──┴─> workers: standby flag
 //! ```
 //!
 //! Every source changes the director only through its methods, and nothing else writes the
@@ -29,9 +30,18 @@
 //!
 //! The workers always run `effective_config(configured, health states)`: the configured
 //! table less the real servers health checks took out, as [`effective_config`] says.
+//!
+//! **The director pair.** When the configuration follows a keepalived VRRP instance
+//! ([`PairConfig`](crate::service::pair::PairConfig)), the director is MASTER while the
+//! system holds every address of the instance and BACKUP otherwise
+//! ([`Director::addresses_held`]); it starts as BACKUP until the first look. As BACKUP it is
+//! the standby and forwards nothing: the reconcile step raises the workers' standby flag
+//! and asks for the XDP filter's standby drop ([`Push::pair`]); the sync daemons follow the
+//! state as keepalived drives the kernel's.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +55,7 @@ use crate::forward::nexthop::NextHops;
 use crate::ha::bgp::announcements;
 use crate::health::{effective_config, health_view, HealthStates, Transition};
 use crate::service::bgp::BgpSettings;
+use crate::service::pair::{SyncRoles, VrrpState};
 use crate::service::{Config, DestRegistry, ServiceKey, ServiceTable, TimeoutSettings};
 use crate::stats::rate::RateTable;
 use crate::stats::WorkerStats;
@@ -69,6 +80,8 @@ pub struct DataPlane {
     pub workers: Vec<Arc<WorkerStats>>,
     /// The next hops the workers start with.
     pub nexthops: Arc<NextHops>,
+    /// Raised while this director is a pair's standby: the workers drop every frame.
+    pub standby: Arc<AtomicBool>,
 }
 
 /// What one worker receives from the director after it starts: every new snapshot of the
@@ -105,6 +118,9 @@ pub struct Push {
     pub health_checks: Option<Config>,
     /// Next hops the kernel should resolve.
     pub resolve: Vec<NeighbourRequest>,
+    /// The pair's state changed (the workers' standby flag already follows it): the XDP
+    /// filter must drop service traffic while BACKUP, and the sync daemons follow.
+    pub pair: Option<PairState>,
     /// The sync daemons changed: the sync thread must run these (sockets to open or close).
     pub sync: Option<SyncPlan>,
     /// What BIRD must announce changed (the VIPs, or the `[bgp]` settings).
@@ -129,8 +145,27 @@ impl Push {
             && self.local_addresses.is_none()
             && self.health_checks.is_none()
             && self.resolve.is_empty()
+            && self.pair.is_none()
             && self.announce.is_none()
             && self.sync.is_none()
+    }
+}
+
+/// Where this director stands in its pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairState {
+    /// The followed VRRP instance, if any (none: a lone director, always MASTER).
+    pub instance: Option<String>,
+    /// MASTER forwards; BACKUP is the standby and forwards nothing.
+    pub state: VrrpState,
+    /// The sync daemons that run in this state.
+    pub sync: SyncRoles,
+}
+
+impl PairState {
+    /// Whether the director forwards nothing.
+    pub fn standby(&self) -> bool {
+        self.state == VrrpState::Backup
     }
 }
 
@@ -142,6 +177,7 @@ struct Owed {
     local_addresses: bool,
     health_checks: bool,
     resolve: Vec<NeighbourRequest>,
+    pair: bool,
     sync: bool,
 }
 
@@ -162,6 +198,10 @@ pub struct Director {
     nexthops: Arc<NextHops>,
     nexthop_feeds: Vec<Sender<Arc<NextHops>>>,
     local_addresses: Vec<IpAddr>,
+    /// The addresses the system held at the last look ([`Director::addresses_held`]).
+    held: Vec<IpAddr>,
+    pair: PairState,
+    standby: Arc<AtomicBool>,
     /// Next hops the kernel was asked to resolve (new real servers, the workers' misses)
     /// and not seen resolved yet, with when they were asked for.
     resolving: Vec<(IpAddr, Instant)>,
@@ -180,13 +220,20 @@ impl Director {
     /// A director running `config` over `plane`. The first snapshot is what the workers
     /// start with ([`Director::table`]); health checks have said nothing yet, so servers
     /// whose check starts them down are not in it. Applies the configured protocol
-    /// timeouts to the connection table.
+    /// timeouts to the connection table. A director that follows a VRRP instance starts as
+    /// its standby (BACKUP) until [`Director::addresses_held`] says otherwise, with the
+    /// workers' standby flag raised at once.
     pub fn new(config: Config, plane: DataPlane) -> Result<Director, PublishError> {
         let health = HealthStates::new();
         let publisher = Publisher::new(effective_config(&config, &health), plane.registry)?;
         plane.conns.timeouts().apply(&config.timeouts);
+        let pair = pair_state(&config, &[]);
+        plane.standby.store(pair.standby(), Ordering::Relaxed);
         let health_view = Arc::new(Mutex::new(health_view(&config, &health)));
         Ok(Director {
+            held: Vec::new(),
+            pair,
+            standby: plane.standby,
             health_view,
             local_addresses: plane.nexthops.local_addresses().collect(),
             configured: config,
@@ -200,7 +247,11 @@ impl Director {
             resolving: Vec::new(),
             now: Instant::ZERO,
             next_reclaim: None,
-            owed: Owed::default(),
+            // The first step always says where the director stands.
+            owed: Owed {
+                pair: true,
+                ..Owed::default()
+            },
             drained: false,
             announced: Announce::default(),
             sync: SyncControl::default(),
@@ -283,6 +334,7 @@ impl Director {
         }
         self.configured = config;
         self.share_health();
+        self.follow_pair();
         Ok(())
     }
 
@@ -401,6 +453,29 @@ impl Director {
         self.owed.nexthops = true;
     }
 
+    /// Source VRRP addresses: the addresses the system holds now (every interface). The
+    /// pair's state follows: MASTER while every address of the followed instance is held.
+    pub fn addresses_held(&mut self, mut held: Vec<IpAddr>) {
+        held.sort_unstable();
+        held.dedup();
+        self.held = held;
+        self.follow_pair();
+    }
+
+    /// Where this director stands in its pair (as of the last step's sources).
+    pub fn pair(&self) -> &PairState {
+        &self.pair
+    }
+
+    fn follow_pair(&mut self) {
+        let now = pair_state(&self.configured, &self.held);
+        if now != self.pair {
+            self.pair = now;
+            self.owed.pair = true;
+        }
+        self.follow_pair_sync();
+    }
+
     /// Source workers: a packet's next hop toward `addr` had no neighbour entry.
     pub fn neighbour_missing(&mut self, addr: IpAddr) {
         self.ask(addr);
@@ -467,6 +542,10 @@ impl Director {
             self.conns.timeouts().apply(&self.configured.timeouts);
             self.configured.timeouts
         });
+        let pair = owed.pair.then(|| {
+            self.standby.store(self.pair.standby(), Ordering::Relaxed);
+            self.pair.clone()
+        });
         let table = self.publisher.publish();
         let settings = self.configured.bgp.clone();
         let vips = settings.as_ref().map_or_else(BTreeSet::new, |s| {
@@ -489,9 +568,20 @@ impl Director {
             local_addresses: owed.local_addresses.then(|| self.local_addresses.clone()),
             health_checks: owed.health_checks.then(|| self.configured.clone()),
             resolve: owed.resolve,
+            pair,
             announce,
             sync: owed.sync.then(|| self.sync_plan()),
         }
+    }
+}
+
+/// The pair's state under `config` with `held` (sorted) the addresses the system holds.
+fn pair_state(config: &Config, held: &[IpAddr]) -> PairState {
+    let state = config.pair.state(|a| held.binary_search(&a).is_ok());
+    PairState {
+        instance: config.pair.followed.clone(),
+        state,
+        sync: config.pair.sync_roles(state),
     }
 }
 

@@ -34,6 +34,8 @@ mod publisher;
 pub mod sources;
 pub mod top;
 
-pub use director::{Announce, DataPlane, Director, NeighbourRequest, Push, SyncPlan, WorkerFeed};
+pub use director::{
+    Announce, DataPlane, Director, NeighbourRequest, PairState, Push, SyncPlan, WorkerFeed,
+};
 pub use publisher::{PublishError, Publisher};
 pub use sources::Source;

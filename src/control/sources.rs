@@ -7,6 +7,7 @@
 //! | [`Reload`] | the configuration file, read again on SIGHUP |
 //! | [`HealthReports`] | the health monitor's transitions |
 //! | [`KernelNextHops`] | the kernel's routes and neighbours every second (every turn while the director waits for a resolution), and the next hops the workers found no neighbour for |
+//! | [`VrrpAddresses`] | the addresses the system holds, read again whenever the kernel announces a change: keepalived's VRRP instance is MASTER here while they include its addresses |
 //!
 //! A new source (connection sync, BGP) is one more implementation of [`Source`] handed to the
 //! loop: it reads its own input and calls the director's methods; the director's reconcile
@@ -153,6 +154,73 @@ impl Source for KernelNextHops {
         match kernel_nexthops(&self.ifaces) {
             Ok(t) => director.nexthops_read(t),
             Err(e) => log(format_args!("reading routes and neighbours: {e}")),
+        }
+    }
+}
+
+/// How often the addresses are read even without a notification (a lost one costs at most
+/// this long).
+const ADDRESS_REFRESH: Duration = Duration::from_secs(1);
+
+/// The addresses the system holds, for the director to follow keepalived's VRRP instance:
+/// keepalived adds the instance's `virtual_ipaddress` on becoming MASTER and removes them
+/// on leaving it, and the kernel announces each change (see `docs/decisions.md`, "Following
+/// keepalived"). Read at once when announced, and every [`ADDRESS_REFRESH`] regardless;
+/// nothing is read while the configuration follows no instance.
+pub struct VrrpAddresses {
+    watch: Option<netlink::AddressWatch>,
+    last_read: Option<Instant>,
+}
+
+impl VrrpAddresses {
+    /// Subscribes to the kernel's address notifications. Without them (the subscription
+    /// failed, which is logged) the addresses are still read every [`ADDRESS_REFRESH`].
+    pub fn new() -> VrrpAddresses {
+        let watch = match netlink::AddressWatch::new() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                log(format_args!(
+                    "address notifications unavailable ({e}): reading addresses every {} s",
+                    ADDRESS_REFRESH.as_secs()
+                ));
+                None
+            }
+        };
+        VrrpAddresses {
+            watch,
+            last_read: None,
+        }
+    }
+}
+
+impl Default for VrrpAddresses {
+    fn default() -> Self {
+        VrrpAddresses::new()
+    }
+}
+
+impl Source for VrrpAddresses {
+    fn poll(&mut self, now: Instant, director: &mut Director) {
+        let announced = match &self.watch {
+            Some(w) => w.changed().unwrap_or_else(|e| {
+                log(format_args!("reading address notifications: {e}"));
+                true
+            }),
+            None => false,
+        };
+        if director.config().pair.followed.is_none() {
+            return;
+        }
+        let due = self
+            .last_read
+            .is_none_or(|t| now.saturating_since(t) >= ADDRESS_REFRESH);
+        if !announced && !due {
+            return;
+        }
+        self.last_read = Some(now);
+        match netlink::addresses() {
+            Ok(list) => director.addresses_held(list.into_iter().map(|a| a.addr).collect()),
+            Err(e) => log(format_args!("reading addresses: {e}")),
         }
     }
 }

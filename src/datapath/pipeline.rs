@@ -16,6 +16,7 @@
 //! snapshot is installed, between batches.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -91,6 +92,10 @@ pub struct Pipeline {
     prefetch_min_live: usize,
     /// IPv4 identification for packets this worker originates (tunnel headers, ICMP).
     ip_id: u16,
+    /// Set by the control thread while this director is a pair's standby.
+    standby_flag: Option<Arc<AtomicBool>>,
+    /// `standby_flag` as read between batches: while set, every frame is dropped.
+    standby: bool,
     /// Connection sync: what to send while a master runs, what a backup received.
     sync: Option<SyncHook>,
 }
@@ -128,8 +133,18 @@ impl Pipeline {
             reclaim_due: false,
             prefetch_min_live: PREFETCH_MIN_LIVE,
             ip_id: 0,
+            standby_flag: None,
+            standby: false,
             sync: None,
         }
+    }
+
+    /// Drops every frame (as [`DropReason::Standby`]) from the batch after `flag` is set
+    /// until the batch after it is cleared: the standby of a director pair forwards nothing.
+    pub fn with_standby(mut self, flag: Arc<AtomicBool>) -> Pipeline {
+        self.standby = flag.load(Ordering::Relaxed);
+        self.standby_flag = Some(flag);
+        self
     }
 
     /// Takes part in connection sync through `hook` (see `ha::sync`).
@@ -725,7 +740,11 @@ impl PacketProcessor for Pipeline {
     #[inline]
     fn process(&mut self, now: Instant, frame: &mut Frame<'_>) -> Verdict {
         self.stats.rx.add(1);
-        let verdict = self.handle(now, frame);
+        let verdict = if self.standby {
+            Verdict::Drop(DropReason::Standby)
+        } else {
+            self.handle(now, frame)
+        };
         self.count(verdict);
         verdict
     }
@@ -736,7 +755,7 @@ impl PacketProcessor for Pipeline {
     /// the misses overlap across the batch instead of being paid one frame after another.
     /// With a small table, frame by frame.
     fn process_batch(&mut self, now: Instant, frames: &mut [Frame<'_>], verdicts: &mut [Verdict]) {
-        if self.conns.len() < self.prefetch_min_live {
+        if self.standby || self.conns.len() < self.prefetch_min_live {
             for (frame, verdict) in frames.iter_mut().zip(verdicts.iter_mut()) {
                 *verdict = self.process(now, frame);
             }
@@ -766,6 +785,9 @@ impl PacketProcessor for Pipeline {
     }
 
     fn between_batches(&mut self, now: Instant) {
+        if let Some(flag) = &self.standby_flag {
+            self.standby = flag.load(Ordering::Relaxed);
+        }
         if let Some(rx) = &self.updates {
             if let Some(newest) = rx.try_iter().last() {
                 self.install(newest);
@@ -913,6 +935,39 @@ mod tests {
         // A RST never opens a connection, sloppy or not.
         assert_eq!(segment(&mut second, 200, 50_000, false, true, true), None);
         assert_eq!(segment(&mut second, 201, 50_001, true, false, true), None);
+    }
+
+    #[test]
+    fn a_standby_drops_everything_from_the_next_batch_until_it_forwards_again() {
+        let (p, conns) = pipeline(EXPIRE_BUDGET_AUTO);
+        let flag = Arc::new(AtomicBool::new(true));
+        let mut p = p.with_standby(Arc::clone(&flag));
+        let now = Instant::from_secs(1);
+        let send = |p: &mut Pipeline, sport: u16| {
+            let mut f = Spec::udp("198.51.100.7", "192.0.2.100", sport, 53).frame();
+            let len = f.len();
+            p.process(now, &mut Frame::new(&mut f, 0, len))
+        };
+        // A standby from its first packet: nothing is scheduled, nothing forwarded.
+        assert_eq!(send(&mut p, 1000), Verdict::Drop(DropReason::Standby));
+        assert_eq!(conns.len(), 0);
+        // MASTER: the flag drops, the pipeline follows between batches.
+        flag.store(false, Ordering::Relaxed);
+        assert_eq!(send(&mut p, 1001), Verdict::Drop(DropReason::Standby));
+        p.between_batches(now);
+        assert_eq!(send(&mut p, 1001), Verdict::Transmit);
+        // Standby again: even a packet of a known connection is dropped.
+        flag.store(true, Ordering::Relaxed);
+        p.between_batches(now);
+        assert_eq!(send(&mut p, 1001), Verdict::Drop(DropReason::Standby));
+        let mut f = Spec::udp("198.51.100.7", "192.0.2.100", 1002, 53).frame();
+        let len = f.len();
+        let mut frames = [Frame::new(&mut f, 0, len)];
+        let mut verdicts = [Verdict::Pass];
+        p.process_batch(now, &mut frames, &mut verdicts);
+        assert_eq!(verdicts, [Verdict::Drop(DropReason::Standby)]);
+        assert_eq!(p.stats().drops[DropReason::Standby as usize].get(), 4);
+        assert_eq!(conns.len(), 1);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod bgp;
 pub mod config;
 mod dest;
 pub mod health;
+pub mod pair;
 mod sync;
 pub mod table;
 
@@ -498,6 +499,8 @@ pub struct Config {
     pub bgp: Option<bgp::BgpSettings>,
     /// Health checks and sorry servers, by service key (see [`health`]).
     pub health: health::HealthSettings,
+    /// The director pair: the VRRP instance followed and the sync daemon (see [`pair`]).
+    pub pair: pair::PairConfig,
     /// When a sync master sends connections (the `sync_*` sysctls).
     pub sync: SyncSettings,
     /// `[director] state_file`: where the connection table is written at exit and read

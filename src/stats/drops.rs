@@ -58,4 +58,7 @@ drop_reasons! {
     /// Addressed to another host's MAC (the kernel's `PACKET_OTHERHOST`): a switch
     /// flooded it, and only the host it was sent to may act on it.
     OtherHost => "other_host",
+    /// The director is the standby of a pair: it forwards nothing (see
+    /// `docs/decisions.md`, "The standby forwards nothing").
+    Standby => "standby",
 }

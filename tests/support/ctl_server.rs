@@ -26,6 +26,7 @@ pub fn serve(mut server: CtlServer) -> (Arc<AtomicBool>, thread::JoinHandle<Dire
             registry,
             workers: vec![Arc::new(WorkerStats::new(64))],
             nexthops: Arc::new(NextHops::default()),
+            standby: Default::default(),
         };
         let mut director = Director::new(Config::default(), plane).unwrap();
         while !flag.load(Ordering::Relaxed) {

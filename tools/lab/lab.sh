@@ -30,6 +30,22 @@
 #   flb-rs1/rs2/sorry e0 10.80.3.11/.12/.20, fd80:3::11/::12/::20 (VIPs on lo, arp_ignore=1,
 #                 arp_announce=2)
 #
+# Mode ha: a director pair (docs/ha.md). dr-flat's segment with a second director; neither
+# holds the VIP by itself: real keepalived (VRRP only, `keepalived -P`) runs on each and
+# moves 10.80.3.100 between them, and each fastlb follows it, forwarding while its director
+# holds the VIP and dropping service traffic as the standby otherwise. One file,
+# tools/lab/ha.conf, configures both keepalived processes and both fastlb directors. IPv4.
+#
+#   flb-dir  d0 10.80.3.1/24  (keepalived -i dir1, priority 150: MASTER at start)
+#   flb-dir2 d0 10.80.3.2/24  (keepalived -i dir2, priority 100)
+#   the real servers also run tools/lab/tcp_echo.py on :7 (VIP:7 is balanced too).
+#
+# Mode ha-nat: the pair in NAT. Two bridges: the client's (br0: client 10.80.5.10, the
+# directors' d0 10.80.5.1 and .2, the VIP 10.80.5.100) and the servers' (br1: the
+# directors' d1 10.80.4.2 and .3, the servers 10.80.4.11, .12, .20). The servers' default
+# gateway 10.80.4.1 is a second address of the same VRRP instance, on the MASTER's d1, so
+# their replies follow the VIP (tools/lab/ha-nat.conf).
+#
 # Every real server (and the sorry server) runs nginx on :80 and :8080 ("served by rs1"),
 # a UDP echo on :53 (tools/lab/udp_echo.py, answers "rs1 <request>"); rs1 and rs2 also run
 # an iperf3 server on :5201. tools/lab/<mode>.toml balances all of them (docs/lab.md).
@@ -39,7 +55,8 @@
 #   tools/lab/lab.sh up --mode ecmp    three directors behind a BGP router: tools/lab/ecmp.sh
 #   tools/lab/lab.sh up --mode ecmp --kernel-director
 #                                      and a kernel IPVS director (qemu) in the same group
-#   tools/lab/lab.sh up [--mode dr|nat|tun|dr-flat] [--config FILE] [--quiet] [--prometheus]
+#   tools/lab/lab.sh up [--mode dr|nat|tun|dr-flat|ha|ha-nat] [--config FILE]
+#                        [--quiet] [--prometheus]
 #                        install missing Debian packages (tools/packages.sh), build fastlb,
 #                        build the lab, start the servers and the director; unless
 #                        --quiet, send 20 requests per address family and print who
@@ -54,6 +71,12 @@
 #   tools/lab/lab.sh reload      SIGHUP the director (it rereads $FLB_LAB_STATE/fastlb.toml)
 #   tools/lab/lab.sh web NAME stop|start   stop or start nginx on rs1, rs2 or sorry
 #   tools/lab/lab.sh status      namespaces, addresses, XDP programs, processes
+#   tools/lab/lab.sh ha ACTION DIR   mode ha: on director dir1 or dir2, `kill` (kill -9 its
+#                        keepalived and fastlb, take d0 down: the director dies), `stop`
+#                        (SIGTERM both: keepalived gives the VIP up at once), `start`
+#                        (d0 up, fastlb and keepalived started again), `who` (DIR: any;
+#                        prints the director holding the VIP). `lab.sh ctl` talks to dir1,
+#                        FLB_DIR=2 lab.sh ctl to dir2.
 #   tools/lab/lab.sh down        remove everything (idempotent)
 #
 # Environment:
@@ -69,7 +92,8 @@ set -euo pipefail
 
 P=${FLB_PREFIX:-flb-}
 NS_C=${P}client NS_D=${P}dir NS_SW=${P}sw NS_R1=${P}rs1 NS_R2=${P}rs2 NS_S=${P}sorry
-ALL_NS="$NS_C $NS_D $NS_SW $NS_R1 $NS_R2 $NS_S"
+NS_D2=${P}dir2
+ALL_NS="$NS_C $NS_D $NS_D2 $NS_SW $NS_R1 $NS_R2 $NS_S"
 STATE=${FLB_LAB_STATE:-/tmp/${P}lab}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 FASTLB_DEFAULT=$ROOT/target/release/fastlb
@@ -87,7 +111,10 @@ nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 # The address plan of a mode: sets VIP, VIP6, the servers' addresses and prefixes.
 plan() {
     case $1 in
-        dr-flat)
+        ha-nat)
+            NET=10.80.4 NET6=fd80:4:: VIP=10.80.5.100 VIP6=fd80:5::100
+            DIR_ADDR=10.80.5.1 DIR_ADDR6=fd80:5::1 CLIENT=10.80.5.10 CLIENT6=fd80:5::10 ;;
+        dr-flat|ha)
             NET=10.80.3 NET6=fd80:3:: VIP=10.80.3.100 VIP6=fd80:3::100
             DIR_ADDR=10.80.3.1 DIR_ADDR6=fd80:3::1 CLIENT=10.80.3.10 CLIENT6=fd80:3::10 ;;
         *)
@@ -169,6 +196,7 @@ wait_servers() {
         die "servers in $ns did not start"
     done
     for ns in $ALL_NS; do
+        [[ -e /run/netns/$ns ]] || continue    # dir2: mode ha only
         for _ in $(seq 50); do
             [[ -z $(nsx "$ns" ip -6 addr show tentative) ]] && continue 2
             sleep 0.1
@@ -200,7 +228,7 @@ setup_servers() {
         nsx "$1" ip link set e0 up
         [[ -z $gw ]] || nsx "$1" ip route add default via "$gw"
         [[ -z $gw6 ]] || nsx "$1" ip -6 route add default via "$gw6"
-        if [[ $mode != nat ]]; then
+        if [[ $mode != nat && $mode != ha-nat ]]; then
             addr "$1" lo "$VIP/32"
             addr "$1" lo "$VIP6/128"
             nsx "$1" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
@@ -217,8 +245,11 @@ setup_servers() {
 
 up() {
     local mode=$1 config=$2 quiet=$3 prometheus=${4:-0}
-    [[ $mode =~ ^(dr|nat|tun|dr-flat)$ ]] || die "mode must be dr, nat, tun or dr-flat"
-    config=${config:-$ROOT/tools/lab/$mode.toml}
+    [[ $mode =~ ^(dr|nat|tun|dr-flat|ha|ha-nat)$ ]] \
+        || die "mode must be dr, nat, tun, dr-flat, ha or ha-nat"
+    local default=$ROOT/tools/lab/$mode.toml
+    [[ $mode == ha* ]] && default=$ROOT/tools/lab/$mode.conf
+    config=${config:-$default}
     [[ -f $config ]] || die "no config file $config"
     FASTLB_PACKAGES_WHO=lab ensure_packages build lab || die "missing Debian packages"
     [[ -z $FASTLB ]] || fastlb_bin
@@ -228,17 +259,36 @@ up() {
     plan "$mode"
     echo "$mode" > "$STATE/mode"
     cp "$config" "$STATE/fastlb.toml"
-    for ns in $ALL_NS; do ip netns add "$ns"; nsx "$ns" ip link set lo up; done
+    local namespaces=$ALL_NS
+    [[ $mode == ha* ]] || namespaces=${ALL_NS/ $NS_D2/}
+    for ns in $namespaces; do ip netns add "$ns"; nsx "$ns" ip link set lo up; done
 
     nsx "$NS_SW" ip link add br0 type bridge
     local ports="sw-d sw-r1 sw-r2 sw-s"
     ip link add e0 netns "$NS_R1" type veth peer name sw-r1 netns "$NS_SW"
     ip link add e0 netns "$NS_R2" type veth peer name sw-r2 netns "$NS_SW"
     ip link add e0 netns "$NS_S" type veth peer name sw-s netns "$NS_SW"
-    if [[ $mode == dr-flat ]]; then
+    if [[ $mode == ha-nat ]]; then
+        # The servers on their own bridge, br1; the client and the directors' d0 on br0.
+        nsx "$NS_SW" ip link add br1 type bridge
+        ip link add c0 netns "$NS_C" type veth peer name sw-c netns "$NS_SW"
+        ip link add d0 netns "$NS_D" type veth peer name sw-d netns "$NS_SW"
+        ip link add d0 netns "$NS_D2" type veth peer name sw-d2 netns "$NS_SW"
+        ip link add d1 netns "$NS_D" type veth peer name sw-e netns "$NS_SW"
+        ip link add d1 netns "$NS_D2" type veth peer name sw-e2 netns "$NS_SW"
+        for port in sw-r1 sw-r2 sw-s sw-e sw-e2; do
+            nsx "$NS_SW" ip link set "$port" master br1 up
+        done
+        nsx "$NS_SW" ip link set br1 up
+        ports="sw-c sw-d sw-d2"
+    elif [[ $mode == dr-flat || $mode == ha ]]; then
         ip link add c0 netns "$NS_C" type veth peer name sw-c netns "$NS_SW"
         ip link add d0 netns "$NS_D" type veth peer name sw-d netns "$NS_SW"
         ports+=" sw-c"
+        if [[ $mode == ha ]]; then
+            ip link add d0 netns "$NS_D2" type veth peer name sw-d2 netns "$NS_SW"
+            ports+=" sw-d2"
+        fi
     else
         ip link add c0 netns "$NS_C" type veth peer name d0 netns "$NS_D"
         ip link add d1 netns "$NS_D" type veth peer name sw-d netns "$NS_SW"
@@ -252,7 +302,19 @@ up() {
     addr "$NS_D" d0 "$DIR_ADDR/24"
     addr "$NS_D" d0 "$DIR_ADDR6/64"
     nsx "$NS_D" ip link set d0 up
-    if [[ $mode == dr-flat ]]; then
+    if [[ $mode == ha ]]; then
+        # The VIP is keepalived's to add: none here.
+        addr "$NS_D2" d0 10.80.3.2/24
+        nsx "$NS_D2" ip link set d0 up
+        setup_servers "$mode" "" ""
+    elif [[ $mode == ha-nat ]]; then
+        # The VIP and the servers' gateway 10.80.4.1 are keepalived's to add.
+        addr "$NS_D2" d0 10.80.5.2/24
+        addr "$NS_D" d1 10.80.4.2/24
+        addr "$NS_D2" d1 10.80.4.3/24
+        for l in "$NS_D2 d0" "$NS_D d1" "$NS_D2 d1"; do set -- $l; nsx "$1" ip link set "$2" up; done
+        setup_servers "$mode" 10.80.4.1 ""
+    elif [[ $mode == dr-flat ]]; then
         # The seed's director: the VIPs on its one interface, answering ARP and neighbour
         # solicitations for them; the servers answer the client directly on the segment.
         # The IPv6 VIP is deprecated (preferred_lft 0): still the director's, but never
@@ -274,21 +336,44 @@ up() {
     fi
 
     local udp_bind=0.0.0.0 udp_bind6=::
-    [[ $mode == nat ]] || udp_bind=$VIP udp_bind6=$VIP6
+    [[ $mode == nat || $mode == ha-nat ]] || udp_bind=$VIP udp_bind6=$VIP6
     start_servers "$NS_R1" rs1 "$udp_bind" "$udp_bind6"
     start_servers "$NS_R2" rs2 "$udp_bind" "$udp_bind6"
     start_servers "$NS_S" sorry "$udp_bind" "$udp_bind6"
     wait_servers
+    if [[ $mode == ha* ]]; then
+        for rs in "$NS_R1 rs1" "$NS_R2 rs2"; do
+            set -- $rs
+            nsx "$1" python3 "$ROOT/tools/lab/tcp_echo.py" 0.0.0.0 7 "$2" \
+                >"$STATE/$2/logs/tcp_echo.log" 2>&1 &
+        done
+        for ns in $NS_R1 $NS_R2; do
+            for _ in $(seq 100); do
+                [[ -n $(nsx "$ns" ss -ltnH 'sport = :7') ]] && continue 2
+                sleep 0.1
+            done
+            die "tcp_echo in $ns did not start"
+        done
+    fi
     mkdir -p "$STATE/bin"
     [[ -z $FASTLB ]] || ln -sf "$(realpath "$FASTLB")" "$STATE/bin/ipvsadm"
-    start_director "$mode"
+    if [[ $mode == ha* ]]; then
+        mv "$STATE/fastlb.toml" "$STATE/keepalived.conf"
+        ha_start dir1
+        ha_start dir2
+        ha_wait_master
+    else
+        start_director "$mode"
+    fi
     [[ $prometheus == 0 ]] || start_prometheus
     echo "lab up (mode $mode, namespaces ${P}*, state $STATE): curl from $NS_C to http://$VIP/ or http://[$VIP6]/"
     if [[ $quiet == 0 && -S $STATE/ctl.sock ]]; then
         echo "== 20 requests from $NS_C to http://$VIP/"
         test_curl 20 4
-        echo "== 20 requests from $NS_C to http://[$VIP6]/"
-        test_curl 20 6
+        if [[ $mode != ha* ]]; then
+            echo "== 20 requests from $NS_C to http://[$VIP6]/"
+            test_curl 20 6
+        fi
         echo "== fastlb ctl -L -n --stats"
         ctl -L -n --stats
     fi
@@ -366,14 +451,114 @@ promql() {
     nsx "$NS_D" curl -sfG --max-time 5 "http://$PROM_ADDR/api/v1/query" --data-urlencode "query=$1"
 }
 
+# ---- mode ha: the director pair -----------------------------------------------------------
+
+# The namespace, state directory and ctl socket of director $1 (dir1 or dir2).
+ha_dir() {
+    case $1 in
+        dir1) HA_NS=$NS_D HA_ID=dir1 HA_CTL=$STATE/ctl.sock ;;
+        dir2) HA_NS=$NS_D2 HA_ID=dir2 HA_CTL=$STATE/ctl2.sock ;;
+        *) die "director must be dir1 or dir2" ;;
+    esac
+    HA_STATE=$STATE/$HA_ID
+    mkdir -p "$HA_STATE"
+}
+
+# Starts fastlb, then keepalived (VRRP only), on director $1; fastlb starts as the standby
+# and forwards once keepalived gives its director the VIP.
+ha_start() {
+    ha_dir "$1"
+    [[ -n $FASTLB ]] || die "mode ha needs fastlb (FASTLB_CMD is empty)"
+    local cmd="$FASTLB --iface d0" dev
+    for dev in d0 d1; do
+        nsx "$HA_NS" test -e "/sys/class/net/$dev" || continue
+        nsx "$HA_NS" ip link set "$dev" up
+        if [[ $dev == d1 ]]; then cmd+=" --iface d1"; fi
+    done
+    cmd+=" --config $STATE/keepalived.conf --ctl-socket $HA_CTL"
+    cmd+=" --metrics $METRICS"
+    # shellcheck disable=SC2086
+    ip netns exec "$HA_NS" $cmd >>"$HA_STATE/fastlb.log" 2>&1 &
+    echo $! > "$HA_STATE/fastlb.pid"
+    local n=$(( $(grep -c 'serving' "$HA_STATE/fastlb.log" 2>/dev/null || true) ))
+    for _ in $(seq 100); do
+        (( $(grep -c 'serving' "$HA_STATE/fastlb.log" || true) > n )) && break
+        kill -0 "$(cat "$HA_STATE/fastlb.pid")" 2>/dev/null || { cat "$HA_STATE/fastlb.log" >&2; die "fastlb on $1 exited"; }
+        sleep 0.1
+    done
+    (( $(grep -c 'serving' "$HA_STATE/fastlb.log" || true) > n )) || die "fastlb on $1 did not start within 10 s"
+    ip netns exec "$HA_NS" keepalived -P -n -l -D -f "$STATE/keepalived.conf" -i "$HA_ID" \
+        -p "$HA_STATE/keepalived.pid" -r "$HA_STATE/vrrp.pid" >>"$HA_STATE/keepalived.log" 2>&1 &
+    echo $! > "$HA_STATE/keepalived.main.pid"
+}
+
+# Prints the director (dir1, dir2) holding the VIP, or "none".
+ha_who() {
+    local who=none d
+    for d in dir1 dir2; do
+        ha_dir "$d"
+        [[ -e /run/netns/$HA_NS ]] || continue
+        nsx "$HA_NS" ip -br addr show dev d0 2>/dev/null | grep -qw "$VIP/32" && who="$who $d"
+    done
+    who=${who#none }
+    echo "$who"
+}
+
+ha_wait_master() {
+    for _ in $(seq 150); do
+        [[ $(ha_who) == dir? ]] && return
+        sleep 0.1
+    done
+    die "no director holds the VIP after 15 s: $(ha_who)"
+}
+
+# ha ACTION DIR: see the usage at the top.
+ha() {
+    local action=$1 d=${2:-}
+    local mode; mode=$(cat "$STATE/mode" 2>/dev/null || true)
+    [[ $mode == ha* ]] || die "the lab is not up in mode ha or ha-nat"
+    plan "$mode"
+    case $action in
+        who) ha_who; return ;;
+        kill|stop|start) ha_dir "$d" ;;
+        *) die "ha kill|stop|start dir1|dir2, or ha who" ;;
+    esac
+    local sig=TERM f pid
+    [[ $action == kill ]] && sig=KILL
+    case $action in
+        kill|stop)
+            # A dying director: its link goes first, so that nothing it does while killed
+            # (keepalived's VRRP child giving the VIP up) reaches the segment.
+            if [[ $action == kill ]]; then
+                for dev in d0 d1; do
+                    nsx "$HA_NS" test -e "/sys/class/net/$dev" || continue
+                    nsx "$HA_NS" ip link set "$dev" down
+                done
+            fi
+            if [[ $action == kill ]]; then
+                pid=$(cat "$HA_STATE/vrrp.pid" 2>/dev/null) && kill -KILL "$pid" 2>/dev/null || true
+            fi
+            # keepalived first: on a clean stop it gives the VIP up (priority 0 advert) while
+            # fastlb still forwards, then fastlb, already the standby, stops.
+            for f in keepalived.main fastlb; do
+                pid=$(cat "$HA_STATE/$f.pid" 2>/dev/null) || continue
+                kill -"$sig" "$pid" 2>/dev/null || true
+                for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            done ;;
+        start) ha_start "$d" ;;
+    esac
+}
+
 down() {
-    if [[ -f $STATE/director.pid ]]; then
-        local pid; pid=$(cat "$STATE/director.pid")
+    local f pid
+    for f in "$STATE/director.pid" "$STATE"/dir?/keepalived.main.pid "$STATE"/dir?/fastlb.pid; do
+        [[ -f $f ]] || continue
+        pid=$(cat "$f")
         if kill -0 "$pid" 2>/dev/null; then
             kill -INT "$pid" 2>/dev/null || true
             for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         fi
-    fi
+    done
     for ns in $ALL_NS; do
         ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
     done
@@ -410,6 +595,12 @@ status() {
     done
     if [[ -S $STATE/ctl.sock ]]; then echo "== fastlb ctl -L -n"; ctl -L -n || true; fi
     [[ -f $STATE/director.log ]] && { echo "== director log"; tail -5 "$STATE/director.log"; }
+    if [[ $(cat "$STATE/mode" 2>/dev/null) == ha* ]]; then
+        plan "$(cat "$STATE/mode")"
+        echo "== VIP held by: $(ha_who)"
+        local f
+        for f in "$STATE"/dir?/fastlb.log; do echo "== $f"; grep VRRP "$f" | tail -3; done
+    fi
     return 0
 }
 
@@ -428,7 +619,9 @@ test_curl() {
 
 ctl() {
     [[ -n $FASTLB ]] || die "ctl needs fastlb (FASTLB_CMD is empty)"
-    FASTLB_CTL_SOCKET=$STATE/ctl.sock "$FASTLB" ctl "$@"
+    local sock=$STATE/ctl.sock
+    [[ ${FLB_DIR:-1} == 2 ]] && sock=$STATE/ctl2.sock
+    FASTLB_CTL_SOCKET=$sock "$FASTLB" ctl "$@"
 }
 
 ipvsadm_cmd() {
@@ -460,6 +653,7 @@ case $cmd in
     ipvsadm) ipvsadm_cmd "$@"; exit ;;
     promql) promql "$@"; exit ;;
     web) web "$@"; exit ;;
+    ha) ha "$@"; exit ;;
 esac
 MODE=dr CONFIG= QUIET=0 PROMETHEUS=0
 ARGS=()

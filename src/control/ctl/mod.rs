@@ -292,6 +292,7 @@ mod tests {
             registry,
             workers: vec![Arc::clone(&worker)],
             nexthops: Arc::new(NextHops::default()),
+            standby: Default::default(),
         };
         (Director::new(Config::default(), plane).unwrap(), worker)
     }

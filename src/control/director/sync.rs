@@ -33,6 +33,9 @@ pub struct SyncPlan {
     pub daemons: SyncDaemons,
     /// `sync_sock_size`: the sockets' buffer size, 0 for the system's default.
     pub sock_size: u32,
+    /// Daemons the pair's `lvs_sync_daemon` could not start, and why (the appliance logs
+    /// them; keepalived logs the kernel's refusal the same way and goes on).
+    pub refused: Vec<(SyncRole, DaemonError)>,
 }
 
 /// The director's sync state.
@@ -43,6 +46,11 @@ pub(super) struct SyncControl {
     interfaces: InterfaceLookup,
     /// `[director] sync_*` changed: the workers' rules are republished at reconcile.
     rules_owed: bool,
+    /// The daemons the pair's `lvs_sync_daemon` asked for at the last change, master then
+    /// backup ([`Director::follow_pair_sync`]).
+    pair_wanted: [Option<DaemonConfig>; 2],
+    /// What the pair could not start since the last reconcile step, for the log.
+    pair_refused: Vec<(SyncRole, DaemonError)>,
 }
 
 impl Default for SyncControl {
@@ -52,6 +60,8 @@ impl Default for SyncControl {
             daemons: SyncDaemons::default(),
             interfaces: sysfs_interface,
             rules_owed: false,
+            pair_wanted: [None, None],
+            pair_refused: Vec::new(),
         }
     }
 }
@@ -75,6 +85,50 @@ impl Director {
     pub fn attach_sync(&mut self, shared: Arc<SyncShared>, counters: Arc<DaemonCounters>) {
         shared.set_rules(&self.configured.sync);
         self.sync.plane = Some((shared, counters));
+        self.follow_pair_sync();
+    }
+
+    /// The sync daemons follow the pair's state, as keepalived drives the kernel's when
+    /// `lvs_sync_daemon` names the instance (`ipvs_syncd_master` on entering MASTER: stop
+    /// the backup daemon, start the master; `ipvs_syncd_backup` on leaving it: the
+    /// reverse). Without an instance named both run; without `lvs_sync_daemon`, the pair
+    /// starts and stops nothing and ctl alone decides. Acts on changes only (of the state,
+    /// of `lvs_sync_daemon`, or once sync is attached); a refusal is reported with the next
+    /// [`SyncPlan`] and not retried until the next change, as keepalived does.
+    pub(super) fn follow_pair_sync(&mut self) {
+        if self.sync.plane.is_none() {
+            return;
+        }
+        let want = match &self.configured.pair.sync_daemon {
+            None => [None, None],
+            Some(d) => {
+                let c = d.daemon_config();
+                let roles = self.pair.sync;
+                [roles.master.then(|| c.clone()), roles.backup.then_some(c)]
+            }
+        };
+        if want == self.sync.pair_wanted {
+            return;
+        }
+        let old = std::mem::replace(&mut self.sync.pair_wanted, want.clone());
+        let roles = [SyncRole::Master, SyncRole::Backup];
+        // The role left first, then the role taken.
+        for (i, role) in roles.into_iter().enumerate() {
+            if old[i].is_some() && old[i] != want[i] {
+                // Stopped by ctl meanwhile: nothing to stop.
+                let _ = self.stop_sync_daemon(role);
+            }
+        }
+        for (i, role) in roles.into_iter().enumerate() {
+            if let Some(c) = &want[i] {
+                if old[i].as_ref() != Some(c) {
+                    if let Err(e) = self.start_sync_daemon(role, c) {
+                        self.sync.pair_refused.push((role, e));
+                        self.owed.sync = true;
+                    }
+                }
+            }
+        }
     }
 
     /// The workers' shared sync state and the sync thread's counters, once attached.
@@ -155,10 +209,11 @@ impl Director {
 
     /// Called by `reconcile`: publishes changed rules to the workers and says what the
     /// sync thread must run.
-    pub(super) fn sync_plan(&self) -> SyncPlan {
+    pub(super) fn sync_plan(&mut self) -> SyncPlan {
         SyncPlan {
             daemons: self.sync.daemons.clone(),
             sock_size: self.configured.sync.sync_sock_size,
+            refused: std::mem::take(&mut self.sync.pair_refused),
         }
     }
 

@@ -8,10 +8,13 @@ use super::*;
 use crate::forward::nexthop::MacAddr;
 use crate::service::config::ipvsadm::parse_rules;
 use crate::service::health::{CheckKind, HealthConfig, ServiceHealth, SorryServer};
-use crate::service::{ForwardMethod, Protocol};
+use crate::service::pair::{PairConfig, SyncDaemonSettings, VrrpInstance};
+use crate::service::{ForwardMethod, Protocol, SyncRole};
 
 /// A director, one worker's feed and counters, and the connection table it shares.
 struct Rig {
+    /// What the first reconcile step pushed.
+    first: Push,
     director: Director,
     feed: WorkerFeed,
     worker: Arc<WorkerStats>,
@@ -27,10 +30,15 @@ fn rig_with(config: Config, registry_capacity: usize, nexthops: NextHops) -> Rig
         conns: Arc::clone(&conns),
         workers: vec![Arc::clone(&worker)],
         nexthops: Arc::new(nexthops),
+        standby: Arc::new(AtomicBool::new(false)),
     };
     let mut director = Director::new(config, plane).unwrap();
     let feed = director.attach_worker();
+    // The appliance's first step, before the loop: where the director stands in its pair.
+    let first = director.reconcile();
+    assert!(first.pair.is_some(), "the first step reports the pair");
     Rig {
+        first,
         director,
         feed,
         worker,
@@ -431,6 +439,98 @@ fn the_clock_drives_the_rate_estimators() {
     assert!(r.director.reconcile().is_empty());
 }
 
+/// `three_servers` on a director following VRRP instance VI_1 (10.0.9.1 and 10.0.9.2) with
+/// an `lvs_sync_daemon` tied to it.
+fn paired() -> Config {
+    let mut c = three_servers();
+    c.pair = PairConfig {
+        instances: vec![VrrpInstance {
+            name: "VI_1".into(),
+            interface: "eth0".into(),
+            vrid: 51,
+            addresses: vec!["10.0.9.1".parse().unwrap(), "10.0.9.2".parse().unwrap()],
+            use_vmac: false,
+        }],
+        followed: Some("VI_1".into()),
+        sync_daemon: Some(SyncDaemonSettings {
+            interface: "eth1".into(),
+            syncid: 51,
+            maxlen: None,
+            port: None,
+            ttl: None,
+            group: None,
+            instance: Some("VI_1".into()),
+        }),
+    };
+    c
+}
+
+fn addrs(list: &[&str]) -> Vec<IpAddr> {
+    list.iter().map(|a| a.parse().unwrap()).collect()
+}
+
+#[test]
+fn a_follower_starts_as_the_standby_and_forwards_once_it_holds_every_address() {
+    let standby = Arc::new(AtomicBool::new(false));
+    let registry = Arc::new(DestRegistry::new(16));
+    let plane = DataPlane {
+        registry: Arc::clone(&registry),
+        conns: Arc::new(ConnTable::new(64, 1, registry)),
+        workers: vec![Arc::new(WorkerStats::new(16))],
+        nexthops: Arc::new(NextHops::default()),
+        standby: Arc::clone(&standby),
+    };
+    let mut d = Director::new(paired(), plane).unwrap();
+    // Raised before any worker runs, without waiting for a step.
+    assert!(standby.load(Ordering::Relaxed));
+    d.addresses_held(addrs(&["192.0.2.1", "10.0.9.1"]));
+    let first = d.reconcile().pair.expect("the first step reports the pair");
+    assert_eq!(first.state, VrrpState::Backup);
+    assert_eq!(first.instance.as_deref(), Some("VI_1"));
+    assert!(first.standby() && first.sync.backup && !first.sync.master);
+    assert!(standby.load(Ordering::Relaxed));
+
+    // keepalived adds the second address: MASTER, the flag drops, the daemons swap.
+    d.addresses_held(addrs(&["10.0.9.2", "192.0.2.1", "10.0.9.1"]));
+    assert!(
+        standby.load(Ordering::Relaxed),
+        "nothing leaves before the step"
+    );
+    let master = d.reconcile().pair.expect("a change");
+    assert_eq!(master.state, VrrpState::Master);
+    assert!(!master.standby() && master.sync.master && !master.sync.backup);
+    assert!(!standby.load(Ordering::Relaxed));
+    // The same addresses again: nothing to push.
+    d.addresses_held(addrs(&["10.0.9.1", "10.0.9.2"]));
+    assert!(d.reconcile().is_empty());
+
+    // One address goes (keepalived leaves MASTER): standby again.
+    d.addresses_held(addrs(&["10.0.9.2"]));
+    let back = d.reconcile().pair.expect("a change");
+    assert!(back.standby() && back.sync.backup);
+    assert!(standby.load(Ordering::Relaxed));
+}
+
+#[test]
+fn a_reload_that_drops_the_instance_makes_a_lone_director_that_forwards() {
+    let mut r = rig(paired());
+    r.director.addresses_held(addrs(&["10.0.9.1"]));
+    assert!(r.director.reconcile().is_empty(), "still BACKUP");
+    r.director.configure(three_servers()).unwrap();
+    let push = r.director.reconcile();
+    let pair = push.pair.expect("the pair changed");
+    assert_eq!((pair.state, pair.instance), (VrrpState::Master, None));
+    assert_eq!(pair.sync, SyncRoles::default());
+}
+
+#[test]
+fn a_lone_director_always_forwards() {
+    let mut r = rig(three_servers());
+    assert_eq!(r.director.pair().state, VrrpState::Master);
+    r.director.addresses_held(Vec::new());
+    assert!(r.director.reconcile().is_empty());
+}
+
 #[test]
 fn announcements_follow_drain_and_the_available_servers() {
     let text = "[bgp]\nlocal_as = 65001\nneighbor = \"10.9.9.1\"\nneighbor_as = 65000\n\n\
@@ -439,8 +539,8 @@ fn announcements_follow_drain_and_the_available_servers() {
     let config = crate::service::config::parse(text, Path::new("t.toml")).unwrap();
     let mut r = rig(config.clone());
     let vip: IpAddr = "10.0.0.1".parse().unwrap();
-    // The first step announces; a step with no change pushes nothing for BIRD.
-    let a = r.director.reconcile().announce.unwrap();
+    // The first step (the rig's) announces; a step with no change pushes nothing for BIRD.
+    let a = r.first.announce.clone().unwrap();
     assert_eq!(a.vips, BTreeSet::from([vip]));
     assert_eq!(a.settings, config.bgp);
     assert!(r.director.reconcile().announce.is_none());
@@ -491,4 +591,114 @@ fn the_metrics_show_what_the_health_checks_say_of_every_checked_server() {
     r.director.configure(unchecked).unwrap();
     let text = metrics.render();
     assert_eq!(healthy(&text, 1), None, "{text}");
+}
+
+/// The sync interface of `paired` exists; no other does.
+fn lab_interfaces(name: &str) -> Option<crate::ha::sync::daemon::Interface> {
+    (name == "eth1").then_some(crate::ha::sync::daemon::Interface {
+        index: 7,
+        mtu: 1500,
+    })
+}
+
+/// `paired` with sync attached, as the appliance runs it, after the first step.
+fn paired_with_sync(config: Config) -> Director {
+    let Rig { director, .. } = rig(config);
+    let mut d = director.with_interfaces(lab_interfaces);
+    let (shared, _hooks, _ends) =
+        crate::ha::sync::channels(1, &crate::service::SyncSettings::default());
+    d.attach_sync(
+        shared,
+        Arc::new(crate::ha::sync::counters::DaemonCounters::default()),
+    );
+    d
+}
+
+/// Which daemons a plan runs: (master, backup).
+fn roles(plan: &SyncPlan) -> (bool, bool) {
+    (plan.daemons.master.is_some(), plan.daemons.backup.is_some())
+}
+
+#[test]
+fn the_sync_daemons_follow_the_pair_as_keepalived_drives_the_kernels() {
+    let mut d = paired_with_sync(paired());
+    // BACKUP from the start (nothing held yet): the backup daemon only, on lvs_sync_daemon's
+    // interface with its id.
+    let plan = d.reconcile().sync.expect("the daemons changed");
+    assert_eq!(roles(&plan), (false, true));
+    let b = plan.daemons.backup.as_ref().unwrap();
+    assert_eq!((b.mcast_ifn.as_str(), b.ifindex, b.syncid), ("eth1", 7, 51));
+    assert!(plan.refused.is_empty());
+    assert_eq!(d.sync_daemons().listing(), plan.daemons.listing());
+
+    // MASTER: the backup stops, the master starts (ipvs_syncd_master).
+    d.addresses_held(addrs(&["10.0.9.1", "10.0.9.2"]));
+    let push = d.reconcile();
+    assert!(!push.pair.unwrap().standby());
+    assert_eq!(
+        roles(&push.sync.expect("the daemons changed")),
+        (true, false)
+    );
+    // No change of state: nothing to do.
+    d.addresses_held(addrs(&["10.0.9.2", "10.0.9.1"]));
+    assert!(d.reconcile().sync.is_none());
+
+    // ctl stops the master by hand: it stays stopped until the state changes.
+    d.stop_sync_daemon(SyncRole::Master).unwrap();
+    assert_eq!(roles(&d.reconcile().sync.unwrap()), (false, false));
+    d.addresses_held(addrs(&["10.0.9.1", "10.0.9.2"]));
+    assert!(d.reconcile().sync.is_none());
+
+    // Leaving MASTER (FAULT, or keepalived gone): the master stops, the backup starts
+    // (ipvs_syncd_backup).
+    d.addresses_held(addrs(&["10.0.9.1"]));
+    assert_eq!(roles(&d.reconcile().sync.unwrap()), (false, true));
+    d.addresses_held(addrs(&["10.0.9.1", "10.0.9.2"]));
+    assert_eq!(roles(&d.reconcile().sync.unwrap()), (true, false));
+
+    // A reload without lvs_sync_daemon: the pair stops what it started, and starts nothing.
+    let mut plain = paired();
+    plain.pair.sync_daemon = None;
+    d.configure(plain).unwrap();
+    assert_eq!(roles(&d.reconcile().sync.unwrap()), (false, false));
+    d.addresses_held(addrs(&["10.0.9.1"]));
+    assert!(d.reconcile().sync.is_none());
+}
+
+#[test]
+fn a_sync_daemon_the_pair_cannot_start_is_reported_once() {
+    let mut config = paired();
+    config.pair.sync_daemon.as_mut().unwrap().interface = "nosuch0".into();
+    let mut d = paired_with_sync(config);
+    let plan = d.reconcile().sync.expect("a refusal to report");
+    assert_eq!(roles(&plan), (false, false));
+    assert_eq!(
+        plan.refused,
+        [(
+            SyncRole::Backup,
+            crate::ha::sync::daemon::DaemonError::NoSuchDevice
+        )]
+    );
+    // Not retried on every look, only at the next change.
+    d.addresses_held(addrs(&["10.0.9.1"]));
+    assert!(d.reconcile().sync.is_none());
+    d.addresses_held(addrs(&["10.0.9.1", "10.0.9.2"]));
+    let plan = d.reconcile().sync.unwrap();
+    assert_eq!(
+        plan.refused,
+        [(
+            SyncRole::Master,
+            crate::ha::sync::daemon::DaemonError::NoSuchDevice
+        )]
+    );
+}
+
+#[test]
+fn without_an_instance_named_both_daemons_run_whatever_the_state() {
+    let mut config = paired();
+    config.pair.sync_daemon.as_mut().unwrap().instance = None;
+    let mut d = paired_with_sync(config);
+    assert_eq!(roles(&d.reconcile().sync.unwrap()), (true, true));
+    d.addresses_held(addrs(&["10.0.9.1", "10.0.9.2"]));
+    assert!(d.reconcile().sync.is_none());
 }

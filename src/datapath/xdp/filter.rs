@@ -324,6 +324,7 @@ pub struct XdpFilter {
     locals: HashMap<MapData, AddrKey, u32>,
     macs: HashMap<MapData, MacKey, u32>,
     classifiers: Array<MapData, RawClassifier>,
+    standby: Array<MapData, u32>,
     xsks: XskMap<MapData>,
     slots: HashMap<MapData, u32, u32>,
     counters: PerCpuArray<MapData, u64>,
@@ -348,6 +349,8 @@ pub struct FilterCounters {
     pub passed: u64,
     /// Of those, frames for another host's MAC: the kernel drops them (PACKET_OTHERHOST).
     pub other_host: u64,
+    /// Service packets dropped because this director is a pair's standby.
+    pub standby_dropped: u64,
 }
 
 /// Interface index of `name`, if it exists.
@@ -380,6 +383,7 @@ impl XdpFilter {
         let locals = take("locals")?;
         let macs = take("macs")?;
         let classifiers = take("classifiers")?;
+        let standby = take("standby")?;
         let xsks = take("xsks")?;
         let slots = take("iface_slots")?;
         let counters = take("counters")?;
@@ -390,12 +394,21 @@ impl XdpFilter {
             locals: HashMap::try_from(locals).map_err(conv)?,
             macs: HashMap::try_from(macs).map_err(conv)?,
             classifiers: Array::try_from(classifiers).map_err(conv)?,
+            standby: Array::try_from(standby).map_err(conv)?,
             xsks: XskMap::try_from(xsks).map_err(conv)?,
             slots: HashMap::try_from(slots).map_err(conv)?,
             counters: PerCpuArray::try_from(counters).map_err(conv)?,
             attached: Vec::new(),
             ebpf,
         })
+    }
+
+    /// While `on`, the filter drops every packet it would hand to fastlb (this director is
+    /// the standby of a pair and must forward nothing); off, it redirects them again.
+    pub fn set_standby(&mut self, on: bool) -> Result<(), FilterError> {
+        self.standby
+            .set(0, u32::from(on), 0)
+            .map_err(map_err("standby"))
     }
 
     /// Makes the filter's set of the director's own addresses equal to `addrs`: packets
@@ -587,6 +600,7 @@ impl XdpFilter {
             // CNT_PASS, CNT_PARSE_PASS and CNT_OTHERHOST.
             passed: sum(1)? + sum(2)? + sum(3)?,
             other_host: sum(3)?,
+            standby_dropped: sum(4)?,
         })
     }
 }

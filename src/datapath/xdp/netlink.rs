@@ -7,6 +7,10 @@
 //! host any packet of ours: an `RTM_NEWNEIGH` with `NTF_USE`, as `ip neigh replace ADDR dev
 //! IF use`.
 //!
+//! [`addresses`] lists the addresses every interface holds, and an [`AddressWatch`] says
+//! when that list may have changed (the kernel's address notifications), so the control
+//! thread sees keepalived add or remove a VRRP address within one turn of its loop.
+//!
 //! Parsing is separate from the socket so it is tested on hand-built messages. Multipath
 //! routes (`RTA_MULTIPATH`) are not decoded: their gateway and output interface stay unset,
 //! which the caller treats as unusable.
@@ -38,6 +42,13 @@ const RTA_TABLE: u16 = 15;
 const NDA_DST: u16 = 1;
 const NDA_LLADDR: u16 = 2;
 const NTF_USE: u8 = 0x01;
+const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
+const IFADDRMSG_LEN: usize = 8;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+/// Multicast groups of address changes (`RTMGRP_IPV4_IFADDR`, `RTMGRP_IPV6_IFADDR`).
+const RTMGRP_IFADDR: u32 = 0x10 | 0x100;
 const RTMSG_LEN: usize = 12;
 const NDMSG_LEN: usize = 12;
 
@@ -224,6 +235,37 @@ pub(crate) fn parse_neigh(body: &[u8]) -> Option<NeighEntry> {
     })
 }
 
+/// One address of an interface.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct AddrEntry {
+    /// The address.
+    pub addr: IpAddr,
+    /// The interface holding it.
+    pub ifindex: u32,
+}
+
+/// Parses the body of an `RTM_NEWADDR`: the interface's own address is `IFA_LOCAL` (IPv4,
+/// where `IFA_ADDRESS` is the peer of a point-to-point link) or `IFA_ADDRESS` (IPv6).
+pub(crate) fn parse_addr(body: &[u8]) -> Option<AddrEntry> {
+    if body.len() < IFADDRMSG_LEN {
+        return None;
+    }
+    let family = body[0];
+    let ifindex = u32_at(body, 4);
+    let (mut local, mut address) = (None, None);
+    for (ty, p) in attrs(&body[IFADDRMSG_LEN..]) {
+        match ty {
+            IFA_LOCAL => local = addr(family, p),
+            IFA_ADDRESS => address = addr(family, p),
+            _ => {}
+        }
+    }
+    Some(AddrEntry {
+        addr: local.or(address)?,
+        ifindex,
+    })
+}
+
 /// What one receive buffer of a dump held.
 #[derive(Debug, PartialEq, Eq)]
 enum Chunk {
@@ -342,6 +384,93 @@ pub fn neighbours() -> io::Result<Vec<NeighEntry>> {
     let mut out = Vec::new();
     request(&req, RTM_NEWNEIGH, |b| out.extend(parse_neigh(b)))?;
     Ok(out)
+}
+
+/// Every IPv4 and IPv6 address of every interface.
+pub fn addresses() -> io::Result<Vec<AddrEntry>> {
+    let mut req = header(
+        NLMSG_HDR + IFADDRMSG_LEN,
+        RTM_GETADDR,
+        NLM_F_REQUEST | NLM_F_DUMP,
+    );
+    req.extend_from_slice(&[0u8; IFADDRMSG_LEN]); // family AF_UNSPEC: both
+    let mut out = Vec::new();
+    request(&req, RTM_NEWADDR, |b| out.extend(parse_addr(b)))?;
+    Ok(out)
+}
+
+/// The kernel's notifications of added and removed addresses, read without blocking.
+#[derive(Debug)]
+pub struct AddressWatch {
+    fd: OwnedFd,
+}
+
+impl AddressWatch {
+    /// Subscribes to the IPv4 and IPv6 address notifications of this network namespace.
+    pub fn new() -> io::Result<AddressWatch> {
+        // SAFETY: plain socket creation; owned right below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_nl is plain data; all zeroes is a valid value.
+        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        sa.nl_groups = RTMGRP_IFADDR;
+        // SAFETY: `sa` is a valid sockaddr_nl for the length passed.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(AddressWatch { fd })
+    }
+
+    /// Drains the notifications that arrived since the last call: true if there was any,
+    /// or if the kernel dropped some (the socket's buffer overflowed), so the caller reads
+    /// the addresses again.
+    pub fn changed(&self) -> io::Result<bool> {
+        let mut buf = [0u8; 8192];
+        let mut any = false;
+        loop {
+            // SAFETY: `buf` is writable for its length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n > 0 {
+                any = true;
+                continue;
+            }
+            if n == 0 {
+                return Ok(any);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) => return Ok(any),
+                Some(libc::EINTR) => continue,
+                Some(libc::ENOBUFS) => any = true,
+                _ => return Err(e),
+            }
+        }
+    }
 }
 
 /// Asks the kernel to resolve `addr` on interface `ifindex` (ARP or neighbour
@@ -508,6 +637,27 @@ mod tests {
     }
 
     #[test]
+    fn parses_addresses_preferring_the_local_one() {
+        let mut body = vec![libc::AF_INET as u8, 24, 0, 0];
+        body.extend_from_slice(&7u32.to_ne_bytes());
+        body.extend(attr(IFA_ADDRESS, &[10, 0, 0, 9]));
+        body.extend(attr(IFA_LOCAL, &[10, 0, 0, 1]));
+        assert_eq!(
+            parse_addr(&body),
+            Some(AddrEntry {
+                addr: "10.0.0.1".parse().unwrap(),
+                ifindex: 7
+            })
+        );
+        let mut v6 = vec![libc::AF_INET6 as u8, 64, 0, 0];
+        v6.extend_from_slice(&3u32.to_ne_bytes());
+        let a: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        v6.extend(attr(IFA_ADDRESS, &a.octets()));
+        assert_eq!(parse_addr(&v6).unwrap().addr, IpAddr::V6(a));
+        assert_eq!(parse_addr(&v6[..4]), None);
+    }
+
+    #[test]
     fn reads_this_hosts_local_table() {
         let r = routes().unwrap();
         assert!(
@@ -573,6 +723,28 @@ mod tests {
             // SAFETY: a namespace fd we opened; affects only this thread.
             assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
             let idx = crate::datapath::xdp::ifindex("va").unwrap();
+            // An address added in the namespace is announced and then listed.
+            let watch = AddressWatch::new().unwrap();
+            assert!(!watch.changed().unwrap(), "nothing changed yet");
+            let extra: IpAddr = "10.78.0.77".parse().unwrap();
+            let added = std::process::Command::new("ip")
+                .args(["addr", "add", "10.78.0.77/24", "dev", "va"])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(added, "ip addr add in the namespace");
+            let mut seen = false;
+            for _ in 0..50 {
+                if watch.changed().unwrap() {
+                    seen = true;
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            assert!(seen, "no notification of the new address");
+            assert!(addresses().unwrap().contains(&AddrEntry {
+                addr: extra,
+                ifindex: idx
+            }));
             let target: IpAddr = "10.78.0.2".parse().unwrap();
             resolve_neighbour(target, idx).unwrap();
             let mut found = None;

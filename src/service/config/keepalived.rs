@@ -1,8 +1,13 @@
 //! keepalived.conf: the LVS part (`virtual_server` blocks), as keepalived.conf(5) describes
 //! it.
 //!
-//! Blocks that belong to keepalived itself (`global_defs`, `vrrp_*`, `static_*`,
-//! `track_*`, `linkbeat_interfaces`) are skipped. Everything else fastlb does not do is an
+//! The director pair comes from the same file (module `vrrp`): each `vrrp_instance`'s
+//! name, interface, `virtual_router_id`, addresses and `use_vmac`, and from `global_defs`
+//! `lvs_sync_daemon` and `lvs_timeouts`. Lines may carry keepalived's conditional prefix:
+//! fastlb reads them with the configuration id [`CONFIG_ID`] (`fastlb`), so `@fastlb
+//! lvs_sync_daemon ...` is read by fastlb and skipped by keepalived (see README, "A director
+//! pair"). Other blocks that belong to keepalived itself (`vrrp_script`, `vrrp_sync_group`,
+//! `static_*`, `track_*`, `linkbeat_interfaces`) are skipped. Everything else fastlb does not do is an
 //! error naming the keyword and its line, never dropped: `include`,
 //! `virtual_server_group`, `sorry_server_inhibit`, `alpha`, `ops`, persistence engines,
 //! SCTP, GUE and GRE tunnels, and the checkers other than `TCP_CHECK`, `HTTP_GET` and
@@ -29,10 +34,13 @@ use crate::service::health::{
     CheckKind, DnsCheck, HealthConfig, HttpCheck, ScriptCheck, ServiceHealth, SorryServer,
     StatusRange, TlsCheck, UdpCheck, DNS_TYPES,
 };
+use crate::service::pair::SyncDaemonSettings;
 use crate::service::{
     Config, ForwardMethod, Persistence, Protocol, RealServer, SchedFlags, SchedulerKind,
     ServiceKey, VirtualService, DEFAULT_MH_TABLE_SIZE,
 };
+
+mod vrrp;
 
 /// keepalived's `persistence_timeout` without a value: 6 minutes.
 pub const KEEPALIVED_DEFAULT_PERSISTENCE_SECS: u32 = 360;
@@ -85,10 +93,34 @@ fn words(line: &str) -> Vec<String> {
     out
 }
 
+/// The configuration id fastlb reads keepalived.conf with: lines written `@fastlb ...` are
+/// fastlb's, lines `@OTHER ...` are not, lines `@^fastlb ...` are everyone's but fastlb's.
+pub const CONFIG_ID: &str = "fastlb";
+
+/// What is left of `line` for fastlb after keepalived's conditional prefix (`@ID` keeps the
+/// line only for config id ID, `@^ID` for every other id; `lib/parser.c`), or `None` if
+/// the line is not fastlb's. keepalived's own id is its host name (or `-i ID`), so a line
+/// `@fastlb lvs_sync_daemon ...` is fastlb's alone.
+fn conditional(line: &str) -> Option<&str> {
+    let trimmed = line.trim_start();
+    let Some(rest) = trimmed.strip_prefix('@') else {
+        return Some(line);
+    };
+    let (reverse, rest) = match rest.strip_prefix('^') {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    let end = rest.find([' ', '\t'])?;
+    ((&rest[..end] == CONFIG_ID) != reverse).then(|| rest[end..].trim_start())
+}
+
 fn tree(text: &str, path: &Path) -> Result<Vec<Node>, ConfigError> {
     let mut frames: Vec<(Option<Node>, Vec<Node>)> = vec![(None, Vec::new())];
     for (n, line) in text.lines().enumerate() {
         let n = n + 1;
+        let Some(line) = conditional(line) else {
+            continue;
+        };
         let mut pending: Vec<String> = Vec::new();
         let flush = |pending: &mut Vec<String>, frames: &mut Vec<(Option<Node>, Vec<Node>)>| {
             if !pending.is_empty() {
@@ -596,20 +628,60 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     }
     let mut service_lines = Vec::new();
     let mut real_lines: Vec<Vec<usize>> = Vec::new();
+    let mut globals = vrrp::GlobalDefs::default();
+    let mut instances = Vec::new();
     for node in &nodes {
         let k = node.key();
         if k == "vrrp_instance" {
             vrrp_vmacs(node, path, &mut config)?;
         }
-        let skip = k == "global_defs"
-            || k == "linkbeat_interfaces"
-            || k.starts_with("vrrp_")
+        let skip = k == "linkbeat_interfaces"
+            || (k.starts_with("vrrp_") && k != "vrrp_instance")
             || k.starts_with("static_")
             || k.starts_with("track_");
         if skip {
             continue;
         }
         match k {
+            "global_defs" => {
+                let g = vrrp::global_defs(node, path)?;
+                if g.sync_daemon.is_some() {
+                    if let Some((first, _, _)) = &globals.sync_daemon {
+                        return Err(err(
+                            path,
+                            node,
+                            "global_defs",
+                            format!("lvs_sync_daemon is already given on line {}", first.line),
+                        ));
+                    }
+                    globals.sync_daemon = g.sync_daemon;
+                }
+                globals.timeouts = g.timeouts.or(globals.timeouts);
+            }
+            "vrrp_instance" => {
+                let (inst, legacy) = vrrp::vrrp_instance(node, path)?;
+                if let Some((n, interface)) = legacy {
+                    if globals.sync_daemon.is_some() {
+                        return Err(err(
+                            path,
+                            n,
+                            &format!("vrrp_instance {}", inst.name),
+                            "lvs_sync_daemon is already given",
+                        ));
+                    }
+                    let settings = SyncDaemonSettings {
+                        interface,
+                        syncid: inst.vrid,
+                        maxlen: None,
+                        port: None,
+                        ttl: None,
+                        group: None,
+                        instance: Some(inst.name.clone()),
+                    };
+                    globals.sync_daemon = Some((n, settings, true));
+                }
+                instances.push((node, inst));
+            }
             "virtual_server" => {
                 for (svc, lines, health) in virtual_server(node, path, &groups)? {
                     service_lines.push(node.line);
@@ -627,6 +699,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             _ => return Err(err(path, node, "", format!("unknown keyword `{k}`"))),
         }
     }
+    if let Some(t) = globals.timeouts {
+        config.timeouts = t;
+    }
+    config.pair = vrrp::pair(path, instances, globals.sync_daemon)?;
     validate(&config).map_err(|inv| {
         let line = match inv.at {
             Fault::Service(i) => service_lines[i],
@@ -1879,7 +1955,10 @@ virtual_server group WEB {
     fn use_vmac_accepts_the_vrrp_virtual_macs() {
         let vs =
             "virtual_server 192.0.2.100 80 {\n protocol TCP\n lb_kind DR\n real_server 10.0.0.11 80 {\n }\n}\n";
-        let plain = format!("vrrp_instance V {{\n interface eth0\n virtual_router_id 51\n}}\n{vs}");
+        let plain = format!(
+            "vrrp_instance V {{\n interface eth0\n virtual_router_id 51\n \
+             virtual_ipaddress {{\n  192.0.2.100\n }}\n}}\n{vs}"
+        );
         assert!(p(&plain).unwrap().accept_macs.is_empty());
         let vmac = plain.replace("interface eth0", "interface eth0\n use_vmac");
         let macs: Vec<String> = p(&vmac)

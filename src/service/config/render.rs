@@ -153,6 +153,41 @@ pub fn to_toml(config: &Config) -> String {
             t.tcp, t.tcpfin, t.udp
         );
     }
+    if let Some(i) = config.pair.followed() {
+        // The followed instance, and a sync daemon that follows it (one that runs in both
+        // roles, keepalived's `lvs_sync_daemon` with no instance, TOML cannot say).
+        let addrs: Vec<String> = i.addresses.iter().map(|a| format!("\"{a}\"")).collect();
+        let _ = writeln!(o, "[pair]\ninstance = \"{}\"", i.name);
+        if !i.interface.is_empty() {
+            let _ = writeln!(o, "interface = \"{}\"", i.interface);
+        }
+        let _ = writeln!(o, "addresses = [{}]", addrs.join(", "));
+        if let Some(d) = config
+            .pair
+            .sync_daemon
+            .as_ref()
+            .filter(|d| d.instance.as_deref() == Some(i.name.as_str()))
+        {
+            let _ = writeln!(
+                o,
+                "sync_interface = \"{}\"\nsyncid = {}",
+                d.interface, d.syncid
+            );
+            if let Some(n) = d.maxlen {
+                let _ = writeln!(o, "sync_maxlen = {n}");
+            }
+            if let Some(g) = d.group {
+                let _ = writeln!(o, "mcast_group = \"{g}\"");
+            }
+            if let Some(n) = d.port {
+                let _ = writeln!(o, "mcast_port = {n}");
+            }
+            if let Some(n) = d.ttl {
+                let _ = writeln!(o, "mcast_ttl = {n}");
+            }
+        }
+        o.push('\n');
+    }
     for r in &config.classifiers {
         o.push_str("[[classifier]]\n");
         if let Some(p) = r.protocol {

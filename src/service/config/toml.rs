@@ -20,6 +20,7 @@ use crate::service::health::{
     parse_hex, CheckKind, DnsCheck, HealthConfig, HttpCheck, ScriptCheck, ServiceHealth,
     SorryServer, StatusRange, TlsCheck, UdpCheck, DNS_TYPES,
 };
+use crate::service::pair::{PairConfig, SyncDaemonSettings, VrrpInstance};
 use crate::service::{
     ClassifierRule, Config, DestOrder, ForwardMethod, Persistence, Prefix, Protocol, RealServer,
     SchedFlags, SchedulerKind, ServiceKey, TimeoutSettings, VirtualService, DEFAULT_MH_TABLE_SIZE,
@@ -32,6 +33,7 @@ struct RawFile {
     director: Option<Spanned<RawDirector>>,
     bgp: Option<Spanned<RawBgp>>,
     timeouts: Option<Spanned<RawTimeouts>>,
+    pair: Option<Spanned<RawPair>>,
     #[serde(default)]
     classifier: Vec<Spanned<RawClassifier>>,
     #[serde(default)]
@@ -75,6 +77,21 @@ struct RawBgp {
     bird: Option<PathBuf>,
     birdc: Option<PathBuf>,
     state_dir: Option<PathBuf>,
+}
+
+/// `[pair]`: the VRRP instance to follow, as keepalived.conf's `vrrp_instance` says it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPair {
+    instance: Option<String>,
+    interface: Option<String>,
+    addresses: Vec<IpAddr>,
+    sync_interface: Option<String>,
+    syncid: Option<u8>,
+    sync_maxlen: Option<u16>,
+    mcast_group: Option<IpAddr>,
+    mcast_port: Option<u16>,
+    mcast_ttl: Option<u8>,
 }
 
 #[derive(Deserialize)]
@@ -514,6 +531,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             }
         }
     }
+    if let Some(p) = raw.pair {
+        let span = p.span();
+        config.pair = convert_pair(p.into_inner())
+            .map_err(|(field, m)| lines.field(&span, field, m).with_context("pair"))?;
+    }
     if let Some(t) = raw.timeouts {
         spans.timeouts = Some(t.span());
         let t = t.into_inner();
@@ -579,6 +601,84 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     })?;
     Ok(config)
 }
+
+/// `[pair]` as the director pair keepalived.conf's one `vrrp_instance` would give: followed,
+/// and with `sync_interface` the sync daemon `lvs_sync_daemon IF INSTANCE` would give (its
+/// role follows the instance's state).
+fn convert_pair(p: RawPair) -> Result<PairConfig, (&'static str, String)> {
+    let Some(first) = p.addresses.first() else {
+        return Err(("addresses", "must name at least one address".into()));
+    };
+    if let Some(mixed) = p.addresses.iter().find(|a| a.is_ipv6() != first.is_ipv6()) {
+        return Err((
+            "addresses",
+            format!("{mixed}: IPv4 and IPv6 addresses in one instance"),
+        ));
+    }
+    let name = p.instance.unwrap_or_else(|| DEFAULT_PAIR_INSTANCE.into());
+    if name.is_empty() {
+        return Err(("instance", "must not be empty".into()));
+    }
+    let sync_daemon = match p.sync_interface {
+        Some(interface) => {
+            // IFNAMSIZ, as ipvsadm and keepalived check it.
+            if interface.is_empty() || interface.len() >= 16 {
+                return Err((
+                    "sync_interface",
+                    "must be an interface name of 1 to 15 characters".into(),
+                ));
+            }
+            if let Some(g) = p.mcast_group.filter(|g| !g.is_multicast()) {
+                return Err(("mcast_group", format!("{g} is not a multicast group")));
+            }
+            if p.mcast_port == Some(0) {
+                return Err(("mcast_port", "must be 1 to 65535".into()));
+            }
+            if p.mcast_ttl == Some(0) {
+                return Err(("mcast_ttl", "must be 1 to 255".into()));
+            }
+            Some(SyncDaemonSettings {
+                interface,
+                syncid: p.syncid.unwrap_or(0),
+                maxlen: p.sync_maxlen,
+                port: p.mcast_port,
+                ttl: p.mcast_ttl,
+                group: p.mcast_group,
+                instance: Some(name.clone()),
+            })
+        }
+        None => {
+            let given = [
+                ("syncid", p.syncid.is_some()),
+                ("sync_maxlen", p.sync_maxlen.is_some()),
+                ("mcast_group", p.mcast_group.is_some()),
+                ("mcast_port", p.mcast_port.is_some()),
+                ("mcast_ttl", p.mcast_ttl.is_some()),
+            ];
+            if let Some((field, _)) = given.into_iter().find(|(_, g)| *g) {
+                return Err((
+                    field,
+                    "is a sync daemon setting: give sync_interface too".into(),
+                ));
+            }
+            None
+        }
+    };
+    Ok(PairConfig {
+        instances: vec![VrrpInstance {
+            name: name.clone(),
+            interface: p.interface.unwrap_or_default(),
+            vrid: 0,
+            addresses: p.addresses,
+            use_vmac: false,
+        }],
+        followed: Some(name),
+        sync_daemon,
+    })
+}
+
+/// The instance's name in logs when `[pair]` gives none.
+const DEFAULT_PAIR_INSTANCE: &str = "pair";
 
 /// `[bgp]`, checked against the services; errors name the key at fault.
 fn convert_bgp(b: RawBgp, config: &Config) -> Result<BgpSettings, (&'static str, String)> {
@@ -1504,6 +1604,91 @@ path = "/x"
             CheckKind::Script(ScriptCheck { dynamic: true, .. })
         ));
         assert_eq!(c.health.sorry_server(&key).unwrap().port, 80);
+    }
+
+    #[test]
+    fn pair_follows_the_addresses_it_names() {
+        let c = p("[pair]\ninstance = \"VI_1\"\ninterface = \"d0\"\naddresses = [\"10.80.3.100\", \"10.80.3.101\"]\n").unwrap();
+        let i = c.pair.followed().expect("followed");
+        assert_eq!((i.name.as_str(), i.interface.as_str()), ("VI_1", "d0"));
+        assert_eq!(i.addresses.len(), 2);
+        assert!(c.pair.sync_daemon.is_none());
+        let held: IpAddr = "10.80.3.100".parse().unwrap();
+        assert_eq!(
+            c.pair.state(|a| a == held),
+            crate::service::pair::VrrpState::Backup
+        );
+        let c = p("[pair]\naddresses = [\"fd80:3::100\"]\n").unwrap();
+        assert_eq!(c.pair.followed.as_deref(), Some("pair"));
+        // Without [pair], a lone director.
+        assert_eq!(p("").unwrap().pair, PairConfig::default());
+    }
+
+    #[test]
+    fn pair_sync_interface_gives_the_daemon_that_follows_the_instance() {
+        let c = p(
+            "[pair]\ninstance = \"VI_1\"\naddresses = [\"10.80.3.100\"]\n\
+                   sync_interface = \"s0\"\nsyncid = 7\nmcast_port = 8850\n",
+        )
+        .unwrap();
+        let d = c.pair.sync_daemon.as_ref().expect("a sync daemon");
+        assert_eq!((d.interface.as_str(), d.syncid), ("s0", 7));
+        assert_eq!(d.instance.as_deref(), Some("VI_1"));
+        assert_eq!(
+            (d.port, d.ttl, d.maxlen, d.group),
+            (Some(8850), None, None, None)
+        );
+        use crate::service::pair::VrrpState;
+        let roles = c.pair.sync_roles(VrrpState::Master);
+        assert!(roles.master && !roles.backup);
+        let roles = c.pair.sync_roles(VrrpState::Backup);
+        assert!(!roles.master && roles.backup);
+        // It survives a render and a read back.
+        let again = p(&crate::service::config::render::to_toml(&c)).unwrap();
+        assert_eq!(again.pair, c.pair);
+    }
+
+    #[test]
+    fn pair_sync_errors_name_their_line() {
+        let base = "[pair]\naddresses = [\"10.0.0.1\"]\n";
+        for (extra, line, what) in [
+            ("sync_interface = \"\"\n", 3, "sync_interface"),
+            ("sync_interface = \"a-very-long-name0\"\n", 3, "1 to 15"),
+            (
+                "sync_interface = \"s0\"\nmcast_group = \"10.1.1.1\"\n",
+                4,
+                "not a multicast",
+            ),
+            ("sync_interface = \"s0\"\nmcast_port = 0\n", 4, "mcast_port"),
+            ("sync_interface = \"s0\"\nmcast_ttl = 0\n", 4, "mcast_ttl"),
+            ("sync_interface = \"s0\"\nsyncid = 256\n", 4, ""),
+            ("syncid = 3\n", 3, "give sync_interface"),
+        ] {
+            let e = p(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(":{line}:")) && e.contains(what),
+                "{extra}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn pair_errors_name_their_line() {
+        let e = p("[director]\n\n[pair]\naddresses = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(":4:") && e.contains("at least one address"),
+            "{e}"
+        );
+        let e = p("[pair]\naddresses = [\"10.0.0.1\", \"fd00::1\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":2:") && e.contains("IPv4 and IPv6"), "{e}");
+        let e = p("[pair]\naddresses = [\"10.0.0.1\"]\nvrid = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("vrid"), "{e}");
     }
 
     #[test]
