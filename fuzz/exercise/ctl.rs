@@ -29,6 +29,7 @@ fn director() -> Director {
         registry,
         workers: vec![Arc::new(WorkerStats::new(256))],
         nexthops: Arc::new(NextHops::default()),
+        standby: Default::default(),
     };
     Director::new(Config::default(), plane).expect("an empty director starts")
 }

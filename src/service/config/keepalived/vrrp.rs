@@ -410,7 +410,8 @@ mod tests {
         parse(text, Path::new("keepalived.conf"))
     }
 
-    const SERVICE: &str = "virtual_server 10.80.100.1 80 {\n  lb_algo rr\n  lb_kind DR\n  \
+    const SERVICE: &str =
+        "virtual_server 10.80.100.1 80 {\n  lb_algo rr\n  lb_kind DR\n  protocol TCP\n  \
         real_server 10.80.2.11 80 {\n  }\n}\n";
 
     /// A pair's file: one instance holding the clients' gateway and the real servers'.
@@ -575,7 +576,7 @@ mod tests {
             pair_file("")
         );
         assert!(error(&two).starts_with(
-            "keepalived.conf:28: field `vrrp_instance`: several vrrp_instance blocks (VI_2 is \
+            "keepalived.conf:29: field `vrrp_instance`: several vrrp_instance blocks (VI_2 is \
              the second) and no lvs_sync_daemon naming one"
         ));
         // Naming one of them settles it.
