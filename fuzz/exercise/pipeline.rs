@@ -173,58 +173,43 @@ fn segment(a: [u8; 5]) -> Vec<u8> {
     out
 }
 
-/// Panics unless `frame` parses and its checksums verify.
+/// Panics unless `frame` parses and its checksums verify (a tunnel's inner packet too).
 pub fn assert_valid(frame: &[u8]) {
-    let p = SlicedPacket::from_ethernet(frame).expect("a transmitted frame parses");
-    let (src, dst, v6) = match &p.net {
-        Some(NetSlice::Ipv4(ip)) => {
-            let h = ip.header().to_header();
-            assert_eq!(
-                h.header_checksum,
-                h.calc_header_checksum(),
-                "IPv4 header checksum of a transmitted frame"
-            );
-            if ip.payload().ip_number == etherparse::IpNumber::IPV4
-                || ip.payload().ip_number == etherparse::IpNumber::IPV6
-            {
-                // A tunnel: check the inner packet too.
-                return assert_valid_ip(ip.payload().payload);
-            }
-            (h.source.to_vec(), h.destination.to_vec(), false)
-        }
-        Some(NetSlice::Ipv6(ip)) => {
-            let h = ip.header().to_header();
-            if ip.payload().ip_number == etherparse::IpNumber::IPV4
-                || ip.payload().ip_number == etherparse::IpNumber::IPV6
-            {
-                return assert_valid_ip(ip.payload().payload);
-            }
-            (h.source.to_vec(), h.destination.to_vec(), true)
-        }
-        _ => return,
-    };
-    check_transport(&p, &src, &dst, v6);
+    assert_valid_net(&SlicedPacket::from_ethernet(frame).expect("a transmitted frame parses"));
 }
 
-fn assert_valid_ip(packet: &[u8]) {
-    let p = SlicedPacket::from_ip(packet).expect("an inner packet parses");
+fn assert_valid_net(p: &SlicedPacket<'_>) {
+    let is_ip = |n: etherparse::IpNumber| {
+        n == etherparse::IpNumber::IPV4 || n == etherparse::IpNumber::IPV6
+    };
     let (src, dst, v6) = match &p.net {
         Some(NetSlice::Ipv4(ip)) => {
             let h = ip.header().to_header();
             assert_eq!(
                 h.header_checksum,
                 h.calc_header_checksum(),
-                "inner IPv4 header checksum"
+                "IPv4 header checksum"
             );
+            if is_ip(ip.payload().ip_number) {
+                return assert_valid_inner(ip.payload().payload);
+            }
             (h.source.to_vec(), h.destination.to_vec(), false)
         }
         Some(NetSlice::Ipv6(ip)) => {
+            if is_ip(ip.payload().ip_number) {
+                return assert_valid_inner(ip.payload().payload);
+            }
             let h = ip.header().to_header();
             (h.source.to_vec(), h.destination.to_vec(), true)
         }
         _ => return,
     };
-    check_transport(&p, &src, &dst, v6);
+    check_transport(p, &src, &dst, v6);
+}
+
+/// A tunnel's inner packet.
+fn assert_valid_inner(packet: &[u8]) {
+    assert_valid_net(&SlicedPacket::from_ip(packet).expect("an inner packet parses"));
 }
 
 fn check_transport(p: &SlicedPacket<'_>, src: &[u8], dst: &[u8], v6: bool) {
