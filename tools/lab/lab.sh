@@ -498,6 +498,9 @@ ha_who() {
     for d in dir1 dir2; do
         ha_dir "$d"
         [[ -e /run/netns/$HA_NS ]] || continue
+        # A director whose link is down holds nothing on the segment, whatever addresses
+        # it still has (a killed keepalived had no time to remove the VIP).
+        [[ $(nsx "$HA_NS" cat /sys/class/net/d0/operstate 2>/dev/null) == down ]] && continue
         nsx "$HA_NS" ip -br addr show dev d0 2>/dev/null | grep -qw "$VIP/32" && who="$who $d"
     done
     who=${who#none }
