@@ -46,9 +46,17 @@ done
 
 # The lab's director serves its metrics here, in its namespace (tools/lab/lab.sh).
 METRICS_ADDR=127.0.0.1:9108
-# metric NAME: the value of an unlabelled family of the director's metrics.
+# metric NAME: the value of an unlabelled family of the director's metrics (asked again
+# for up to 30 s while a busy director does not answer).
 metric() {
-    dx curl -s --max-time 5 "http://$METRICS_ADDR/metrics" | awk -v n="fastlb_$1" '$1 == n {print $2}'
+    local v= deadline=$(( $(now_ms) + 30000 ))
+    while [[ -z $v ]] && (( $(now_ms) < deadline )); do
+        v=$(dx curl -s --max-time 5 "http://$METRICS_ADDR/metrics" 2>/dev/null \
+            | awk -v n="fastlb_$1" '$1 == n {print $2}') || true
+        [[ -n $v ]] || sleep 0.5
+    done
+    [[ -n $v ]] || fail "the director's metrics do not answer (fastlb_$1)" >&2
+    echo "$v"
 }
 CAPACITY=$(metric conn_table_capacity)
 EVICT0=$(metric conn_table_evictions_total)
