@@ -390,7 +390,8 @@ impl StateFile {
             return Err(StateError::Version(version));
         }
         let body_len = be_u64(buf, 40);
-        let expected = (HEADER_LEN + TRAILER_LEN) as u64 + body_len;
+        // Saturating: a body length near 2^64 is a length error, not an overflow.
+        let expected = body_len.saturating_add((HEADER_LEN + TRAILER_LEN) as u64);
         if buf.len() as u64 != expected {
             return Err(StateError::Length {
                 len: buf.len(),

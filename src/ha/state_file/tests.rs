@@ -366,6 +366,17 @@ fn more_time_left_than_any_timeout_is_refused() {
             "record (more time left than the longest timeout)"
         ))
     );
+    // Found next: a body length of 2^64 - 1 overflowed the length check.
+    let huge = recrc(bytes.clone(), |b| {
+        b[40..48].copy_from_slice(&u64::MAX.to_be_bytes())
+    });
+    assert_eq!(
+        StateFile::parse(&huge, WALL),
+        Err(StateError::Length {
+            len: huge.len(),
+            expected: u64::MAX
+        })
+    );
     let header = recrc(bytes, |b| {
         b[24..28].copy_from_slice(&(MAX_TIMEOUT_SECS + 1).to_be_bytes())
     });
