@@ -70,6 +70,7 @@ fn scenario(script: &str, args: &[&str]) {
         .args(args)
         .env("FASTLB_CMD", fastlb)
         .env("XDP_FWD", xdp_fwd)
+        .env("PKTGEN", env!("CARGO_BIN_EXE_pktgen"))
         .current_dir(root_dir())
         .output()
         .expect("running bash");
@@ -288,6 +289,15 @@ fn ha_failover_dr() {
 #[test]
 fn ha_failover_nat() {
     scenario("ha_failover.sh", &["nat"]);
+}
+
+/// A spoofed SYN flood at pktgen's full rate fills the connection table while 8 long-lived
+/// connections and an iperf3 stream run through the director: none of them breaks, and the
+/// flood reaches the table's bound (evictions counted). Stalls, throughput and the share of
+/// new connections that succeed are printed (docs/bounds.md).
+#[test]
+fn syn_flood_breaks_no_established_connection() {
+    scenario("syn_flood.sh", &[]);
 }
 
 /// Two directors on one bridge that floods unknown unicast: only the director a SYN is

@@ -12,6 +12,8 @@ mod ctl;
 mod frames;
 #[path = "../fuzz/exercise/pipeline.rs"]
 mod pipeline;
+#[path = "../fuzz/exercise/state_file.rs"]
+mod state_file;
 #[path = "../fuzz/exercise/sync.rs"]
 mod sync;
 
@@ -91,4 +93,20 @@ fn ctl_corpus() {
 #[test]
 fn sync_corpus() {
     replay("sync", true, sync::exercise);
+}
+
+#[test]
+fn state_file_corpus() {
+    let restorable = seeds("state_file")
+        .iter()
+        .filter(|(_, data)| {
+            fastlb::ha::state_file::StateFile::parse(data, state_file::NOW_MS)
+                .is_ok_and(|f| !f.records.is_empty())
+        })
+        .count();
+    assert!(
+        restorable >= 4,
+        "{restorable} seeds with entries read whole"
+    );
+    replay("state_file", true, state_file::exercise);
 }

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 secs=${FUZZ_SECONDS:-60}
-all=(parse_rewrite pipeline config_toml config_ipvsadm config_keepalived ctl sync)
+all=(parse_rewrite pipeline config_toml config_ipvsadm config_keepalived ctl sync state_file)
 if [ $# -gt 0 ]; then targets=("$@"); else targets=("${all[@]}"); fi
 for t in "${targets[@]}"; do
   [ -f "fuzz/fuzz_targets/$t.rs" ] || { echo "fuzz: no target '$t' (targets: ${all[*]})" >&2; exit 2; }

@@ -272,7 +272,8 @@ impl Director {
     /// checks' view of each checked real server.
     pub fn metrics_source(&mut self) -> MetricsSource {
         let source = MetricsSource::new(&mut self.publisher, self.workers.clone())
-            .with_health(Arc::clone(&self.health_view));
+            .with_health(Arc::clone(&self.health_view))
+            .with_conns(Arc::clone(&self.conns));
         match self.sync_plane() {
             Some((shared, counters)) => source.with_sync(shared, counters),
             None => source,

@@ -18,6 +18,8 @@
 //! | `drops_total` | counter | reason |
 //! | `worker_{rx,tx,passed}_frames_total`, `worker_batches_total` | counter | worker |
 //! | `config_generation` | gauge | |
+//! | `conn_table_entries`, `conn_table_capacity` (connections and templates live, and the bound) | gauge | |
+//! | `conn_table_evictions_total` (entries evicted to admit a new one), `conn_table_insert_failures_total` (new connections refused: nothing could be evicted) | counter | |
 //! | `sync_events_total` (connection sync: entries and datagrams sent, received, installed, and dropped by reason; the names of `fastlb ctl -L --daemon --json`) | counter | event |
 //!
 //! Service figures are sums over the service's current real servers, as everywhere in
@@ -37,6 +39,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::conn::ConnTable;
 use crate::control::Publisher;
 use crate::ha::sync::counters::DaemonCounters;
 use crate::ha::sync::SyncShared;
@@ -60,6 +63,7 @@ pub struct MetricsSource {
     workers: Vec<Arc<WorkerStats>>,
     health: Option<HealthShare>,
     sync: Option<(Arc<SyncShared>, Arc<DaemonCounters>)>,
+    conns: Option<Arc<ConnTable>>,
 }
 
 impl MetricsSource {
@@ -72,7 +76,14 @@ impl MetricsSource {
             workers,
             health: None,
             sync: None,
+            conns: None,
         }
+    }
+
+    /// Adds the connection table's size, bound and evictions (`fastlb_conn_table_*`).
+    pub fn with_conns(mut self, conns: Arc<ConnTable>) -> MetricsSource {
+        self.conns = Some(conns);
+        self
     }
 
     /// Adds the connection sync counters (`fastlb_sync_events_total`): the sync thread's
@@ -223,6 +234,9 @@ impl MetricsSource {
                     .inc_by(n);
             }
         }
+        if let Some(conns) = &self.conns {
+            table_metrics(&mut reg, conns);
+        }
         let generation = Gauge::<i64>::default();
         generation.set(self.table.generation as i64);
         reg.register(
@@ -233,6 +247,43 @@ impl MetricsSource {
         let mut out = String::new();
         prometheus_text::encode(&mut out, &reg).expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// `fastlb_conn_table_*`: what a SYN flood fills, and what it costs (docs/bounds.md).
+fn table_metrics(reg: &mut Registry, conns: &ConnTable) {
+    let stats = conns.stats();
+    for (name, help, v) in [
+        (
+            "conn_table_entries",
+            "Connections and persistence templates in the connection table",
+            conns.len(),
+        ),
+        (
+            "conn_table_capacity",
+            "Entries the connection table holds at most",
+            conns.capacity(),
+        ),
+    ] {
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        reg.register(name, help, g);
+    }
+    for (name, help, v) in [
+        (
+            "conn_table_evictions",
+            "Entries evicted from a full connection table to admit a new one",
+            stats.evictions,
+        ),
+        (
+            "conn_table_insert_failures",
+            "New connections refused: the table was full and nothing could be evicted",
+            stats.insert_failures,
+        ),
+    ] {
+        let c = Counter::<u64>::default();
+        c.inc_by(v);
+        reg.register(name, help, c);
     }
 }
 
@@ -401,5 +452,49 @@ mod tests {
             "fastlb_real_server_healthy{service=\"TCP 10.0.0.1:80\",real=\"10.1.0.2:80\"} 0"
         ));
         assert!(text.contains("fastlb_config_generation 2"));
+    }
+
+    #[test]
+    fn the_connection_table_shows_its_size_bound_and_evictions() {
+        use crate::conn::{NewConn, TcpFlags};
+        use crate::service::{ForwardMethod, Protocol};
+        use crate::time::Instant;
+        let config = parse_rules(
+            "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.1.0.1:80 -g -w 1\n",
+            std::path::Path::new("x"),
+        )
+        .unwrap();
+        let registry = Arc::new(DestRegistry::new(8));
+        let mut p = Publisher::new(config, Arc::clone(&registry)).unwrap();
+        let conns = Arc::new(ConnTable::new(8, 1, registry));
+        let id = p.table().services[0].dests[0].id;
+        // A SYN flood in miniature: 12 handshakes into 8 slots.
+        for port in 0..12u16 {
+            let new = NewConn {
+                protocol: Protocol::Tcp,
+                client: "192.0.2.7".parse().unwrap(),
+                cport: 1000 + port,
+                vaddr: "10.0.0.1".parse().unwrap(),
+                vport: 80,
+                daddr: "10.1.0.1".parse().unwrap(),
+                dport: 80,
+                method: ForwardMethod::DirectRouting,
+                dest: id,
+                flags: Some(TcpFlags::SYN),
+                template: None,
+            };
+            conns.insert(0, Instant::from_secs(1), new).unwrap();
+        }
+        let mut src = MetricsSource::new(&mut p, Vec::new()).with_conns(Arc::clone(&conns));
+        let text = src.render();
+        for line in [
+            "fastlb_conn_table_entries 8",
+            "fastlb_conn_table_capacity 8",
+            "fastlb_conn_table_evictions_total 4",
+            "fastlb_conn_table_insert_failures_total 0",
+            "# TYPE fastlb_conn_table_evictions_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
     }
 }

@@ -25,7 +25,9 @@
 //!
 //! Reading is all or nothing: [`StateFile::parse`] checks the length, the checksum, the
 //! version and every record before anything is installed, and refuses a file older than
-//! its longest timeout (nothing in it could still be alive). [`StateFile::restore`] then
+//! its longest timeout (nothing in it could still be alive), a longest timeout above the
+//! 31 days a configuration or a synced entry may have, and a record with more time left
+//! than that longest timeout. [`StateFile::restore`] then
 //! binds each entry to this run's rules as a sync backup does (`ip_vs_find_dest`); an entry
 //! whose service or real server is gone, or whose time ran out while the director was
 //! down, is skipped and counted.
@@ -42,6 +44,7 @@ use super::sync::backup::{bind, worker_for};
 use super::sync::master::entry_for;
 use super::sync::{Encoder, Message, SyncConn, Version};
 use crate::conn::{ConnTable, Installed, TcpState};
+use crate::service::config::error::MAX_TIMEOUT_SECS;
 use crate::service::{ForwardMethod, ServiceKey, ServiceTable};
 use crate::time::Instant;
 
@@ -387,7 +390,8 @@ impl StateFile {
             return Err(StateError::Version(version));
         }
         let body_len = be_u64(buf, 40);
-        let expected = (HEADER_LEN + TRAILER_LEN) as u64 + body_len;
+        // Saturating: a body length near 2^64 is a length error, not an overflow.
+        let expected = body_len.saturating_add((HEADER_LEN + TRAILER_LEN) as u64);
         if buf.len() as u64 != expected {
             return Err(StateError::Length {
                 len: buf.len(),
@@ -422,10 +426,22 @@ impl StateFile {
                 longest_s,
             });
         }
+        if longest_s > MAX_TIMEOUT_SECS {
+            return Err(StateError::Malformed(
+                "header (a longest timeout above 31 days, the most a configuration or a \
+                 synced entry takes)",
+            ));
+        }
         let mut body = &content[HEADER_LEN..];
         let mut records = Vec::with_capacity(count.min(body.len() / 44));
         while !body.is_empty() {
             let (record, rest) = parse_record(body)?;
+            // The writer counts every entry's time left into the longest timeout.
+            if record.expires_in_ms > u64::from(longest_s) * 1000 {
+                return Err(StateError::Malformed(
+                    "record (more time left than the longest timeout)",
+                ));
+            }
             records.push(record);
             body = rest;
         }

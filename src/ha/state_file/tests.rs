@@ -340,6 +340,52 @@ fn stale_and_future_files_are_refused() {
     );
 }
 
+/// `bytes` with its header field or record rewritten by `edit` and its CRC made to fit.
+fn recrc(mut bytes: Vec<u8>, edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
+    edit(&mut bytes);
+    let end = bytes.len() - 4;
+    let crc = crc32(&bytes[..end]);
+    bytes[end..].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+/// Found by the `state_file` fuzz target: a record with 273 days left installed a connection
+/// that outlived every test of expiry. A file fastlb writes counts every entry's time left
+/// into its longest timeout, and that is at most 31 days.
+#[test]
+fn more_time_left_than_any_timeout_is_refused() {
+    let (_, bytes) = written();
+    let longest = u32::from_be_bytes(bytes[24..28].try_into().unwrap());
+    let first = 48..56;
+    let long = recrc(bytes.clone(), |b| {
+        b[first].copy_from_slice(&(u64::from(longest) * 1000 + 1).to_be_bytes())
+    });
+    assert_eq!(
+        StateFile::parse(&long, WALL),
+        Err(StateError::Malformed(
+            "record (more time left than the longest timeout)"
+        ))
+    );
+    // Found next: a body length of 2^64 - 1 overflowed the length check.
+    let huge = recrc(bytes.clone(), |b| {
+        b[40..48].copy_from_slice(&u64::MAX.to_be_bytes())
+    });
+    assert_eq!(
+        StateFile::parse(&huge, WALL),
+        Err(StateError::Length {
+            len: huge.len(),
+            expected: u64::MAX
+        })
+    );
+    let header = recrc(bytes, |b| {
+        b[24..28].copy_from_slice(&(MAX_TIMEOUT_SECS + 1).to_be_bytes())
+    });
+    assert!(matches!(
+        StateFile::parse(&header, WALL),
+        Err(StateError::Malformed(m)) if m.starts_with("header")
+    ));
+}
+
 #[test]
 fn entries_without_their_server_or_their_time_are_skipped_and_counted() {
     let (_, bytes) = written();

@@ -116,6 +116,12 @@ pub fn bind(
         Version::V0 => conn.flags,
     };
     let template = raw_flags & flags::TEMPLATE != 0;
+    if template && conn.protocol == 0 && conn.fwmark != 0 && conn.fwmark != mark_in(conn.vaddr) {
+        // A firewall-mark template carries its mark as its virtual address
+        // (`ip_vs_sched_persist`), as the master encodes it; one that does not could be
+        // installed but never described again (found by the `state_file` fuzz target).
+        return None;
+    }
     let svc = find_service(table, conn)?;
     let (dest, method) = find_dest(svc, conn, raw_flags)?;
     let state = if template {
@@ -150,6 +156,15 @@ pub fn bind(
         inactive: raw_flags & flags::INACTIVE != 0,
         in_pkts: 0,
     })
+}
+
+/// The mark a firewall-mark template's virtual address holds: IPv4's address, IPv6's
+/// first 32 bits.
+fn mark_in(vaddr: IpAddr) -> u32 {
+    match vaddr {
+        IpAddr::V4(a) => u32::from(a),
+        IpAddr::V6(a) => (u128::from(a) >> 96) as u32,
+    }
 }
 
 /// `ip_vs_service_find`: the firewall-mark service of the entry's mark, else the service
