@@ -33,7 +33,7 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
 echo "fuzz: building ${#targets[@]} target(s) for $triple"
-(cd fuzz && cargo build --release --target "$triple" $(printf -- '--bin %s ' "${targets[@]}"))
+(cd fuzz && cargo build --locked --release --target "$triple" $(printf -- '--bin %s ' "${targets[@]}"))
 
 scratch=$(mktemp -d /tmp/fastlb-fuzz.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
