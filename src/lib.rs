@@ -12,11 +12,12 @@
 //! forward   NAT, DR and TUN rewrites, ICMP relay, next hops
 //! stats     per-worker counters and their readers
 //! health    the health checker, and what the workers run because of it
-//! ha        high availability: IPVS connection sync (protocol, daemons, the workers' hook)
+//! ha        high availability: IPVS connection sync (protocol, daemons, the workers' hook),
+//!           the restart state file, the VIPs announced by BGP through BIRD
 //! datapath  the per-packet pipeline and its I/O backends (pcap replay, AF_XDP)
-//! ha        past one director: the VIPs announced by BGP through BIRD
 //! control   the control plane: the director (one owner, one reconcile step), its sources
-//!           (ctl socket, reload, health reports, next hops), listings, metrics
+//!           (ctl socket, reload, health reports, next hops, VRRP addresses), listings,
+//!           metrics, the appliance around it
 //! time, log the pipeline's clock; log lines with their UTC timestamps
 //! ```
 //!

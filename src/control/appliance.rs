@@ -1,17 +1,22 @@
 //! The appliance: `fastlb --iface IF [--iface IF2] --config FILE`, the I/O shell around the
 //! [`Director`].
 //!
-//! The calling thread becomes the control thread. It builds the director and the state it
-//! shares with the workers, starts one AF_XDP worker per queue (each running a
-//! [`Pipeline`]), then turns the control loop every 20 ms:
+//! The calling thread becomes the control thread. [`run`] is start, turn, stop:
+//! `Appliance::start` builds the director and the state it shares with the workers, starts
+//! one AF_XDP worker per queue (each running a [`Pipeline`]) and the threads around them;
+//! then the control loop turns every 20 ms, each turn one `Appliance::turn`:
 //!
 //! ```text
 //!   director.tick(now)                        timers
-//!   for source in sources: source.poll(..)    ctl socket, SIGHUP reload, health reports,
-//!                                             kernel next hops (see `sources`)
+//!   for source in sources: source.poll(..)    VRRP addresses, ctl socket, SIGHUP reload,
+//!                                             health reports, kernel next hops (`sources`)
 //!   plane.push(director.reconcile())          XDP filter maps, health checks, neighbours,
-//!                                             BIRD (the VIPs announced by BGP)
+//!                                             sync daemons' sockets, BIRD (the VIPs
+//!                                             announced by BGP)
 //! ```
+//!
+//! Nothing else changes the director: the one thing a sink reports back (a sync daemon
+//! whose socket would not open) goes through its method too.
 //!
 //! Before it serves, the appliance has the kernel resolve its real servers' next hops and
 //! waits for them (up to a second), so that the first packets to them are not dropped.
@@ -50,6 +55,7 @@ use crate::log::log;
 use crate::service::config::{self, ConfigError};
 use crate::service::{DestRegistry, ServiceTable, SyncRole};
 use crate::stats::WorkerStats;
+use crate::time::Instant;
 
 /// Connection table size when the configuration sets none.
 pub const DEFAULT_CONN_CAPACITY: usize = 1 << 20;
@@ -174,209 +180,280 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ApplianceError {
     move |source| ApplianceError::Io { what, source }
 }
 
-/// Runs the appliance until SIGINT or SIGTERM.
+/// Runs the appliance until SIGINT or SIGTERM: starts it, turns the control loop every
+/// 20 ms, stops it.
 pub fn run(opts: &ApplianceOptions) -> Result<(), ApplianceError> {
-    let config = config::load(&opts.config)?;
-    let xopts = XdpOptions {
-        ifaces: opts.ifaces.clone(),
-        queues: opts.queues,
-        mode: opts.xdp_mode,
-        busy_poll: opts.busy_poll,
-        cores: opts.cores.clone(),
-        ..XdpOptions::default()
-    };
-    let workers = xdp::worker_count(&xopts).max(1);
-    let capacity = if config.conn_capacity == 0 {
-        DEFAULT_CONN_CAPACITY
-    } else {
-        config.conn_capacity
-    };
+    let mut appliance = Appliance::start(opts)?;
+    while !appliance.stop.load(Ordering::Relaxed) {
+        appliance.turn(xdp::monotonic_now());
+        std::thread::sleep(TURN);
+    }
+    appliance.stop()
+}
+
+/// A running appliance: the director, the sources that change it, and the sinks its
+/// reconcile steps go to.
+struct Appliance {
+    director: Director,
+    /// Polled in this order every turn.
+    sources: Vec<Box<dyn Source>>,
+    plane: Plane,
+    /// Raised by SIGINT and SIGTERM.
+    stop: Arc<AtomicBool>,
+    metrics: Option<MetricsServer>,
+    conns: Arc<ConnTable>,
+    /// Where the connection table is written at exit.
+    state_path: Option<PathBuf>,
+}
+
+impl Appliance {
+    /// Builds the director and the state it shares with the workers, reads back the previous
+    /// run's connections, starts the sync thread, the workers, the ctl socket and the health
+    /// checks, and applies the director's first step.
+    fn start(opts: &ApplianceOptions) -> Result<Appliance, ApplianceError> {
+        let config = config::load(&opts.config)?;
+        let xopts = XdpOptions {
+            ifaces: opts.ifaces.clone(),
+            queues: opts.queues,
+            mode: opts.xdp_mode,
+            busy_poll: opts.busy_poll,
+            cores: opts.cores.clone(),
+            ..XdpOptions::default()
+        };
+        let workers = xdp::worker_count(&xopts).max(1);
+        let capacity = if config.conn_capacity == 0 {
+            DEFAULT_CONN_CAPACITY
+        } else {
+            config.conn_capacity
+        };
+        let data = data_plane(opts, &config, workers, capacity)?;
+        let mut director = Director::new(config.clone(), data.clone())?;
+        // The connections of the previous run, once its rules are loaded and before a worker
+        // runs (so any worker's slots may take them).
+        let state_path = state_file_path(opts, &config);
+        if let Some(path) = &state_path {
+            restore_state(
+                path,
+                &data.conns,
+                &director.table(),
+                workers,
+                config.sync.threshold(),
+            );
+        }
+        let (missing_tx, missing_rx) = crossbeam_channel::bounded::<IpAddr>(1024);
+
+        // Each worker's feed from the director, handed over when the datapath builds its
+        // pipeline.
+        let feeds: Vec<_> = (0..workers)
+            .map(|_| Some(director.attach_worker()))
+            .collect();
+        let feeds = Mutex::new(feeds);
+
+        // Connection sync: each worker's hook, and the sync thread with the other ends. No
+        // daemon runs until ctl (--start-daemon) or the configuration starts one.
+        let (sync_shared, hooks, ends) = sync::channels(workers, &config.sync);
+        let sync_counters = Arc::new(DaemonCounters::default());
+        director.attach_sync(Arc::clone(&sync_shared), Arc::clone(&sync_counters));
+        // Where this director stands in its pair, before any worker runs: a standby must not
+        // forward even its first packet, and the sync daemons follow its state from the
+        // start.
+        let mut vrrp = VrrpAddresses::new();
+        vrrp.poll(xdp::monotonic_now(), &mut director);
+        let first_step = director.reconcile();
+        let sync_thread = SyncThread::spawn(SyncContext {
+            conns: Arc::clone(&data.conns),
+            tables: director.attach_worker().tables,
+            table: director.table(),
+            shared: sync_shared,
+            ends,
+            counters: sync_counters,
+        })
+        .map_err(io("starting the sync thread"))?;
+        let hooks: Mutex<Vec<Option<SyncHook>>> = Mutex::new(hooks.into_iter().map(Some).collect());
+        let metrics = match opts.metrics {
+            Some(addr) => Some(
+                MetricsServer::spawn(addr, director.metrics_source())
+                    .map_err(io("starting the metrics server"))?,
+            ),
+            None => None,
+        };
+        let settings = PipelineSettings {
+            tunnel_source_v4: config.tunnel_source_v4,
+            tunnel_source_v6: config.tunnel_source_v6,
+            ..PipelineSettings::default()
+        };
+        let first = director.table();
+        let make = |w: usize| {
+            let feed = feeds.lock().expect("not poisoned")[w]
+                .take()
+                .expect("one pipeline per worker");
+            Pipeline::new(
+                w,
+                Arc::clone(&first),
+                Arc::clone(&data.conns),
+                Arc::clone(&data.nexthops),
+                Arc::clone(&data.workers[w]),
+                settings,
+            )
+            .with_updates(feed.tables)
+            .with_nexthop_updates(feed.nexthops)
+            .with_missing_neighbours(missing_tx.clone())
+            .with_standby(Arc::clone(&data.standby))
+            .with_sync(
+                hooks.lock().expect("not poisoned")[w]
+                    .take()
+                    .expect("one pipeline per worker"),
+            )
+        };
+
+        let (stop, reload) = signal_flags().map_err(io("installing signal handlers"))?;
+
+        let mut datapath = xdp::start(&xopts, make, Arc::clone(&stop))?;
+        program_filter(&mut datapath, &director).map_err(XdpError::from)?;
+        if let Some(dir) = opts.ctl_socket.parent() {
+            std::fs::create_dir_all(dir).map_err(io("creating the ctl socket's directory"))?;
+        }
+        let ctl = CtlServer::bind(&opts.ctl_socket).map_err(io("binding the ctl socket"))?;
+        let (monitor, transitions) = HealthMonitor::start(&config, MonitorOptions::default())
+            .map_err(io("starting health checks"))?;
+        let plane = Plane {
+            datapath,
+            monitor,
+            bird: None,
+            sync: sync_thread,
+        };
+        log(format_args!(
+            "serving {} with {workers} worker(s), {} service(s), connection table {capacity}; ctl {}",
+            opts.ifaces.join(", "),
+            first.services.len(),
+            opts.ctl_socket.display()
+        ));
+        log_next_hops(&first, &data.nexthops, &opts.ifaces);
+        let sources: Vec<Box<dyn Source>> = vec![
+            Box::new(vrrp),
+            Box::new(ctl),
+            Box::new(Reload::new(opts.config.clone(), reload)),
+            Box::new(HealthReports::new(transitions)),
+            Box::new(KernelNextHops::new(
+                opts.ifaces.clone(),
+                missing_rx,
+                xdp::monotonic_now(),
+            )),
+        ];
+        let mut appliance = Appliance {
+            director,
+            sources,
+            plane,
+            stop,
+            metrics,
+            conns: data.conns,
+            state_path,
+        };
+        appliance.apply(first_step);
+        Ok(appliance)
+    }
+
+    /// One turn of the control loop: the clock, then each source, then one reconcile step.
+    fn turn(&mut self, now: Instant) {
+        self.director.tick(now);
+        for source in &mut self.sources {
+            source.poll(now, &mut self.director);
+        }
+        let step = self.director.reconcile();
+        self.apply(step);
+        self.plane.retry();
+    }
+
+    /// Pushes one reconcile step to the sinks; a sync daemon whose socket would not open
+    /// goes back to the director.
+    fn apply(&mut self, step: Push) {
+        for role in self.plane.push(step) {
+            self.director.sync_daemon_failed(role);
+        }
+    }
+
+    /// Stops in order: BGP withdrawn first (while the workers still forward what the router
+    /// sends meanwhile), then the ctl socket, the health thread, the sync thread and the
+    /// workers; then the connection table goes to the state file.
+    fn stop(self) -> Result<(), ApplianceError> {
+        let Appliance {
+            director,
+            sources,
+            plane,
+            metrics,
+            conns,
+            state_path,
+            ..
+        } = self;
+        let Plane {
+            datapath,
+            monitor,
+            bird,
+            sync,
+        } = plane;
+        if let Some(bird) = bird {
+            bird.stop();
+        }
+        log(format_args!("stopping: draining workers and detaching XDP"));
+        // The ctl socket goes first, then the health thread and the workers' channels.
+        drop(sources);
+        drop(monitor);
+        drop(sync);
+        let table = director.table();
+        drop(director);
+        let totals = datapath.join()?;
+        if let Some(path) = &state_path {
+            save_state(path, &conns, &table);
+        }
+        if let Some(m) = metrics {
+            m.stop();
+        }
+        log(format_args!(
+            "stopped: rx {} tx {} passed {}",
+            totals.rx, totals.tx, totals.passed
+        ));
+        Ok(())
+    }
+}
+
+/// The state the director shares with the workers: the real servers' counters, the
+/// connection table, each worker's counters, the next hops to start with (the kernel's,
+/// once the real servers' neighbours are resolved) and the standby flag.
+fn data_plane(
+    opts: &ApplianceOptions,
+    config: &crate::service::Config,
+    workers: usize,
+    capacity: usize,
+) -> Result<DataPlane, ApplianceError> {
     let registry = Arc::new(DestRegistry::default());
     let conns = Arc::new(ConnTable::new(capacity, workers, Arc::clone(&registry)));
     let stats: Vec<Arc<WorkerStats>> = (0..workers)
         .map(|_| Arc::new(WorkerStats::new(registry.capacity())))
         .collect();
     let mut nexthops =
-        startup_nexthops(&opts.ifaces, &config).map_err(io("reading routes and neighbours"))?;
+        startup_nexthops(&opts.ifaces, config).map_err(io("reading routes and neighbours"))?;
     nexthops.set_extra_macs(&config.accept_macs);
-    let nexthops = Arc::new(nexthops);
-    let standby = Arc::new(AtomicBool::new(false));
-    let plane = DataPlane {
+    Ok(DataPlane {
         registry,
-        conns: Arc::clone(&conns),
-        workers: stats.clone(),
-        nexthops: Arc::clone(&nexthops),
-        standby: Arc::clone(&standby),
-    };
-    let mut director = Director::new(config.clone(), plane)?;
-    // The connections of the previous run, once its rules are loaded and before a worker
-    // runs (so any worker's slots may take them).
-    let state_path = state_file_path(opts, &config);
-    if let Some(path) = &state_path {
-        restore_state(
-            path,
-            &conns,
-            &director.table(),
-            workers,
-            config.sync.threshold(),
-        );
-    }
-    let (missing_tx, missing_rx) = crossbeam_channel::bounded::<IpAddr>(1024);
-
-    // Each worker's feed from the director, handed over when the datapath builds its
-    // pipeline.
-    let feeds: Vec<_> = (0..workers)
-        .map(|_| Some(director.attach_worker()))
-        .collect();
-    let feeds = Mutex::new(feeds);
-
-    // Connection sync: each worker's hook, and the sync thread with the other ends. No
-    // daemon runs until ctl (--start-daemon) or the configuration starts one.
-    let (sync_shared, hooks, ends) = sync::channels(workers, &config.sync);
-    let sync_counters = Arc::new(DaemonCounters::default());
-    director.attach_sync(Arc::clone(&sync_shared), Arc::clone(&sync_counters));
-    // Where this director stands in its pair, before any worker runs: a standby must not
-    // forward even its first packet, and the sync daemons follow its state from the start.
-    let mut vrrp = VrrpAddresses::new();
-    vrrp.poll(xdp::monotonic_now(), &mut director);
-    let first_step = director.reconcile();
-    let sync_thread = SyncThread::spawn(SyncContext {
-        conns: Arc::clone(&conns),
-        tables: director.attach_worker().tables,
-        table: director.table(),
-        shared: sync_shared,
-        ends,
-        counters: sync_counters,
+        conns,
+        workers: stats,
+        nexthops: Arc::new(nexthops),
+        standby: Arc::new(AtomicBool::new(false)),
     })
-    .map_err(io("starting the sync thread"))?;
-    let hooks: Mutex<Vec<Option<SyncHook>>> = Mutex::new(hooks.into_iter().map(Some).collect());
-    let metrics = match opts.metrics {
-        Some(addr) => Some(
-            MetricsServer::spawn(addr, director.metrics_source())
-                .map_err(io("starting the metrics server"))?,
-        ),
-        None => None,
-    };
-    let settings = PipelineSettings {
-        tunnel_source_v4: config.tunnel_source_v4,
-        tunnel_source_v6: config.tunnel_source_v6,
-        ..PipelineSettings::default()
-    };
-    let first = director.table();
-    let make = |w: usize| {
-        let feed = feeds.lock().expect("not poisoned")[w]
-            .take()
-            .expect("one pipeline per worker");
-        Pipeline::new(
-            w,
-            Arc::clone(&first),
-            Arc::clone(&conns),
-            Arc::clone(&nexthops),
-            Arc::clone(&stats[w]),
-            settings,
-        )
-        .with_updates(feed.tables)
-        .with_nexthop_updates(feed.nexthops)
-        .with_missing_neighbours(missing_tx.clone())
-        .with_standby(Arc::clone(&standby))
-        .with_sync(
-            hooks.lock().expect("not poisoned")[w]
-                .take()
-                .expect("one pipeline per worker"),
-        )
-    };
+}
 
-    let (stop, reload) = signal_flags().map_err(io("installing signal handlers"))?;
-
-    let mut datapath = xdp::start(&xopts, make, Arc::clone(&stop))?;
-    // The standby drop goes in before the service maps: nothing is redirected before both.
+/// The XDP filter's first programming, before anything is redirected: the standby drop
+/// first, then the service maps, the director's own addresses and the MACs it takes.
+fn program_filter(
+    datapath: &mut xdp::Datapath,
+    director: &Director,
+) -> Result<(), xdp::FilterError> {
+    datapath.filter().set_standby(director.pair().standby())?;
+    datapath.filter().sync(&director.table())?;
     datapath
         .filter()
-        .set_standby(director.pair().standby())
-        .map_err(XdpError::from)?;
-    datapath.filter().sync(&first).map_err(XdpError::from)?;
-    datapath
-        .filter()
-        .set_local_addresses(director.local_addresses())
-        .map_err(XdpError::from)?;
-    sync_macs(&mut datapath, director.nexthops()).map_err(XdpError::from)?;
-    if let Some(dir) = opts.ctl_socket.parent() {
-        std::fs::create_dir_all(dir).map_err(io("creating the ctl socket's directory"))?;
-    }
-    let ctl = CtlServer::bind(&opts.ctl_socket).map_err(io("binding the ctl socket"))?;
-    let (monitor, transitions) = HealthMonitor::start(&config, MonitorOptions::default())
-        .map_err(io("starting health checks"))?;
-    let mut plane = Plane {
-        datapath,
-        monitor,
-        bird: None,
-        sync: sync_thread,
-    };
-    log(format_args!(
-        "serving {} with {workers} worker(s), {} service(s), connection table {capacity}; ctl {}",
-        opts.ifaces.join(", "),
-        first.services.len(),
-        opts.ctl_socket.display()
-    ));
-    log_next_hops(&first, &nexthops, &opts.ifaces);
-    for role in plane.push(first_step) {
-        director.sync_daemon_failed(role);
-    }
-
-    let mut sources: Vec<Box<dyn Source>> = vec![
-        Box::new(vrrp),
-        Box::new(ctl),
-        Box::new(Reload::new(opts.config.clone(), reload)),
-        Box::new(HealthReports::new(transitions)),
-        Box::new(KernelNextHops::new(
-            opts.ifaces.clone(),
-            missing_rx,
-            xdp::monotonic_now(),
-        )),
-    ];
-    while !stop.load(Ordering::Relaxed) {
-        let now = xdp::monotonic_now();
-        director.tick(now);
-        for source in &mut sources {
-            source.poll(now, &mut director);
-        }
-        for role in plane.push(director.reconcile()) {
-            director.sync_daemon_failed(role);
-        }
-        if let Some(bird) = &mut plane.bird {
-            bird.retry();
-        }
-        std::thread::sleep(TURN);
-    }
-    // Withdraw first, while the workers still forward what the router sends meanwhile.
-    if let Some(bird) = plane.bird.take() {
-        bird.stop();
-    }
-    log(format_args!("stopping: draining workers and detaching XDP"));
-    // The ctl socket goes first, then the health thread and the workers' channels.
-    drop(sources);
-    let Plane {
-        datapath,
-        monitor,
-        sync,
-        ..
-    } = plane;
-    drop(monitor);
-    drop(sync);
-    let table = director.table();
-    drop(director);
-    let totals = datapath.join()?;
-    if let Some(path) = &state_path {
-        save_state(path, &conns, &table);
-    }
-    if let Some(m) = metrics {
-        m.stop();
-    }
-    log(format_args!(
-        "stopped: rx {} tx {} passed {}",
-        totals.rx, totals.tx, totals.passed
-    ));
-    Ok(())
+        .set_local_addresses(director.local_addresses())?;
+    sync_macs(datapath, director.nexthops())
 }
 
 /// Makes the XDP filter take frames for the MACs the workers take: each interface's own
@@ -431,6 +508,13 @@ struct Plane {
 }
 
 impl Plane {
+    /// Asks BIRD again for a configuration it has not confirmed yet (every turn).
+    fn retry(&mut self) {
+        if let Some(bird) = &mut self.bird {
+            bird.retry();
+        }
+    }
+
     /// The pair's state changed: the XDP filter drops service traffic while BACKUP.
     fn follow_pair(&mut self, pair: &PairState) {
         if let Err(e) = self.datapath.filter().set_standby(pair.standby()) {

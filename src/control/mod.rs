@@ -3,9 +3,11 @@
 //! ```text
 //!   sources (sources.rs, ctl/)          Director (director.rs)         sinks
 //!   ctl socket, SIGHUP reload,  ──>  configured table, health    ──>  workers (snapshots, next
-//!   health reports, kernel           states, snapshots, next          hops), connection table,
-//!   next hops, the clock             hops, counters                   XDP filter, health thread,
-//!                                    └── reconcile() -> Push          kernel neighbours
+//!   health reports, kernel           states, snapshots, next          hops, standby flag),
+//!   next hops, VRRP addresses,       hops, the pair's state,          connection table, XDP
+//!   the clock                        sync daemons, counters           filter, health thread,
+//!                                    └── reconcile() -> Push          kernel neighbours, sync
+//!                                                                     thread, BIRD
 //! ```
 //!
 //! The [`Director`] owns every piece of state the workers run from; every source changes it
@@ -16,14 +18,14 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `director.rs` | the [`Director`]: state, the sources' methods, [`Director::reconcile`] |
+//! | `director.rs`, `director/` | the [`Director`]: state, the sources' methods, [`Director::reconcile`]; `sync.rs`: its connection-sync methods; the unit tests that drive it |
 //! | `publisher.rs` | snapshots built from configurations, handed to the workers |
-//! | `sources.rs` | the [`Source`] trait and the reload, health and next-hop sources |
+//! | `sources.rs` | the [`Source`] trait and the reload, health, next-hop and VRRP-address sources |
 //! | `ctl/` | `fastlb ctl`: the socket (a source), the client, ipvsadm commands run on the director |
 //! | `listing.rs` | `ipvsadm -L` layouts and their JSON twins |
 //! | `metrics.rs` | Prometheus metrics over HTTP |
 //! | `top/` | `fastlb top`: the live terminal view, its snapshot (`ctl --top`) and screen |
-//! | `appliance.rs` | the shell: start-up, the loop, the sinks that take a system call |
+//! | `appliance.rs` | the shell: start-up, one turn of the loop, the sinks that take a system call, shut-down |
 
 pub mod appliance;
 pub mod ctl;

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +8,9 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::conn::state::TcpFlags as F;
+use crate::conn::state::TcpState;
+use crate::service::{DestId, ForwardMethod, Protocol};
+use crate::time::Instant;
 
 const SYN: Option<F> = Some(F::SYN);
 const ACK: Option<F> = Some(F::ACK);

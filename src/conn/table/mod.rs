@@ -1,0 +1,244 @@
+//! The connection table: a preallocated slab of entries, a lock-free hash index over it,
+//! per-worker allocation and expiry. See `docs/conn-table.md` for the design.
+//!
+//! Every field of an entry is an atomic, so a racing read is never undefined behaviour; the
+//! entry's control word packs its generation, state and expiry, and every change of state
+//! (a packet, expiry, eviction, `expire_now`) is one compare-exchange on that word. The
+//! winner of a compare-exchange alone adjusts the real server's counters, so they balance
+//! exactly however workers race.
+//!
+//! One [`ConnTable`], one file per part; each file opens `impl ConnTable` for its step:
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | the table: construction, sizes, counters |
+//! | `control.rs` | the control word (generation, state, expiry) and the millisecond clock |
+//! | `meta.rs` | the meta word (ports, protocol, flags) |
+//! | `key.rs` | addresses as words, the index key |
+//! | `types.rs` | the public types: [`FlowKey`], [`ConnId`], [`Hit`], [`NewConn`], [`ConnEntry`] ... |
+//! | `slot.rs` | internals: the entry, its consistent copy, per-worker state, eviction preference |
+//! | `lookup.rs` | lookups and prefetch |
+//! | `insert.rs` | creating entries: allocation, eviction, publishing, counters |
+//! | `expire.rs` | packets, expiry, `expire_now`, the walk for `-L -c` |
+//! | `template.rs` | persistence templates (used by `persist`) |
+//! | `sync.rs` | what connection sync needs of the table |
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::index::{Index, CELLS};
+use super::state::Timeouts;
+use crate::service::DestRegistry;
+
+mod control;
+mod expire;
+mod insert;
+mod key;
+mod lookup;
+mod meta;
+mod slot;
+mod sync;
+mod template;
+#[cfg(test)]
+mod tests;
+mod types;
+
+use control::{deadline, is_expired, ms, Ctl, DOOMED, EXP_MASK, GEN_MASK};
+use insert::{input_table, Fields};
+use key::{addr_words, fold_mul, words_addr, Key, K_TEMPLATE, K_V6};
+use meta::{method_bits, Meta, F_DV6, F_TEMPLATE, F_V6, METHOD_SHIFT};
+use slot::{evict_class, Raw, Slot, Worker, EVICT_WINDOW, NO_SLOT};
+pub use sync::{Described, Installed, SyncMark, SyncPeek, SyncProbe, Synced};
+pub(crate) use template::TemplateKey;
+pub use types::{
+    ConnEntry, ConnId, ConnInfo, Direction, FlowHash, FlowKey, Hit, NewConn, TableFull, TableStats,
+};
+
+/// The shared connection table. See the module and `docs/conn-table.md`.
+pub struct ConnTable {
+    slots: Box<[Slot]>,
+    index: Index,
+    workers: Box<[Worker]>,
+    registry: Arc<DestRegistry>,
+    timeouts: Timeouts,
+    seed: [u64; 5],
+}
+
+impl fmt::Debug for ConnTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnTable")
+            .field("capacity", &self.capacity())
+            .field("workers", &self.workers.len())
+            .field("len", &self.len())
+            .field("index_buckets", &self.index.buckets())
+            .finish()
+    }
+}
+
+impl ConnTable {
+    /// Default capacity (entries, connections and templates together).
+    pub const DEFAULT_CAPACITY: usize = 1 << 20;
+
+    /// A table of `capacity` entries shared by `workers` workers, updating the counters in
+    /// `registry`. Allocates everything it will ever use: about 128 B per entry plus an
+    /// index of 64-byte buckets sized for two keys per entry at most half full.
+    ///
+    /// The hash seed is random; use [`ConnTable::with_seed`] for a fixed one.
+    ///
+    /// # Panics
+    /// If `workers` is 0, or `capacity` is below `workers` or not below 2^31.
+    pub fn new(capacity: usize, workers: usize, registry: Arc<DestRegistry>) -> ConnTable {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(capacity);
+        ConnTable::with_seed(capacity, workers, registry, h.finish())
+    }
+
+    /// As [`ConnTable::new`] with a fixed hash seed. The seed changes which index buckets
+    /// keys land in and nothing else observable, except which inserts fail when a probe
+    /// window is full (rare at the index's load).
+    ///
+    /// # Panics
+    /// As [`ConnTable::new`].
+    pub fn with_seed(
+        capacity: usize,
+        workers: usize,
+        registry: Arc<DestRegistry>,
+        seed: u64,
+    ) -> ConnTable {
+        let buckets = (capacity * 2 * 2).div_ceil(CELLS);
+        ConnTable::with_index(capacity, workers, registry, seed, buckets)
+    }
+
+    fn with_index(
+        capacity: usize,
+        workers: usize,
+        registry: Arc<DestRegistry>,
+        seed: u64,
+        buckets: usize,
+    ) -> ConnTable {
+        assert!(workers > 0, "a connection table needs a worker");
+        assert!(capacity >= workers, "fewer entries than workers");
+        assert!(capacity < 1 << 31, "capacity too large");
+        let mut s = seed;
+        let mut next = || {
+            // splitmix64: spreads one seed into independent-looking words.
+            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) | 1
+        };
+        let seed = [next(), next(), next(), next(), next()];
+        let table = ConnTable {
+            slots: (0..capacity).map(|_| Slot::default()).collect(),
+            index: Index::new(buckets),
+            workers: (0..workers).map(|_| Worker::default()).collect(),
+            registry,
+            timeouts: Timeouts::new(),
+            seed,
+        };
+        for w in 0..workers {
+            let (start, end) = table.range(w);
+            let worker = &table.workers[w];
+            worker.hand.store(start, Ordering::Relaxed);
+            worker
+                .free_head
+                .store(if start < end { start } else { NO_SLOT }, Ordering::Relaxed);
+            for i in start..end {
+                let next = if i + 1 < end { i + 1 } else { NO_SLOT };
+                table.slots[i as usize]
+                    .next_free
+                    .store(next, Ordering::Relaxed);
+            }
+        }
+        table
+    }
+
+    /// Worker `w`'s slots: `[w * C / W, (w + 1) * C / W)`.
+    #[inline]
+    fn range(&self, w: usize) -> (u32, u32) {
+        let c = self.slots.len();
+        let n = self.workers.len();
+        ((w * c / n) as u32, ((w + 1) * c / n) as u32)
+    }
+
+    #[inline]
+    fn hash(&self, k: &Key) -> u64 {
+        let s = &self.seed;
+        let h = fold_mul(k.src[0] ^ s[0], k.src[1] ^ s[1]);
+        let h = fold_mul(h ^ k.dst[0] ^ s[2], k.dst[1] ^ s[3]);
+        fold_mul(h ^ k.meta, s[4])
+    }
+
+    /// Entries the table can hold.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Live entries (connections and templates, including ones retired by
+    /// [`ConnTable::expire_now`] whose slot is not yet reclaimed).
+    pub fn len(&self) -> usize {
+        self.workers
+            .iter()
+            .map(|w| w.live.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Whether the table holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of slots worker `worker` owns (what its expiry sweep covers).
+    ///
+    /// # Panics
+    /// If `worker` is out of range.
+    pub fn worker_slots(&self, worker: usize) -> usize {
+        assert!(worker < self.workers.len(), "no worker {worker}");
+        let (start, end) = self.range(worker);
+        (end - start) as usize
+    }
+
+    /// The protocol timeouts (settable live).
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// The real server counters the table updates.
+    pub fn registry(&self) -> &DestRegistry {
+        &self.registry
+    }
+
+    /// Eviction and failure counters.
+    pub fn stats(&self) -> TableStats {
+        self.workers
+            .iter()
+            .fold(TableStats::default(), |s, w| TableStats {
+                evictions: s.evictions + w.evictions.load(Ordering::Relaxed),
+                insert_failures: s.insert_failures + w.insert_failures.load(Ordering::Relaxed),
+            })
+    }
+
+    /// In debug builds, catches two threads using one worker's slots at once.
+    #[inline]
+    fn enter(&self, worker: usize) -> WorkerGuard<'_> {
+        let w = &self.workers[worker];
+        #[cfg(debug_assertions)]
+        assert!(
+            !w.busy.swap(true, Ordering::Acquire),
+            "worker {worker} used from two threads at once"
+        );
+        WorkerGuard(w)
+    }
+}
+
+struct WorkerGuard<'a>(#[allow(dead_code)] &'a Worker);
+
+impl Drop for WorkerGuard<'_> {
+    fn drop(&mut self) {
+        #[cfg(debug_assertions)]
+        self.0.busy.store(false, Ordering::Release);
+    }
+}
