@@ -1,14 +1,34 @@
-//! Capture files: the replay backend's I/O.
+//! Capture files: the replay backend's I/O, through the `pcap-file` crate.
 //!
 //! Reads classic pcap (the libpcap format tcpdump writes: microsecond and nanosecond, either
 //! byte order) and pcapng (what Wireshark and dumpcap write by default: Section Header,
 //! Interface Description, Enhanced, Simple and the obsolete Packet Blocks, either byte
 //! order, several sections, `if_tsresol` and `if_tsoffset`; other blocks are skipped).
 //! Writes microsecond, little-endian, `LINKTYPE_ETHERNET` classic pcap, which tcpdump,
-//! tshark and Wireshark read. Why by hand and not a crate: `docs/decisions.md`.
+//! tshark and Wireshark read.
+//!
+//! The crate splits the file into records and blocks and checks their lengths; this module
+//! gives them their meaning where pcap-file 2.0 gets it wrong or leaves it to the caller
+//! (`docs/decisions.md`, "pcap and pcapng through pcap-file"): an Enhanced Packet Block's
+//! timestamp is in the interface's `if_tsresol` units, not always nanoseconds; an obsolete
+//! Packet Block's timestamp is two 32-bit halves, high first; a classic record may be cut
+//! below its original length by the snap length; a Simple Packet Block's data is cut to the
+//! interface's snap length and carries no timestamp.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Chain, Cursor, Read, Write};
+use std::time::Duration;
 
+use byteorder_slice::{BigEndian, LittleEndian};
+use pcap_file::pcap::{PcapHeader, PcapPacket};
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::blocks::{
+    Block, ENHANCED_PACKET_BLOCK, INTERFACE_DESCRIPTION_BLOCK, PACKET_BLOCK, SECTION_HEADER_BLOCK,
+    SIMPLE_PACKET_BLOCK,
+};
+use pcap_file::pcapng::PcapNgReader;
+use pcap_file::{DataLink, Endianness, TsResolution};
 use thiserror::Error;
 
 const MAGIC_MICROS: u32 = 0xa1b2_c3d4;
@@ -17,6 +37,10 @@ const MAGIC_NANOS: u32 = 0xa1b2_3c4d;
 pub const LINKTYPE_ETHERNET: u32 = 1;
 /// Largest record fastlb accepts; bigger ones are corrupt captures.
 const MAX_RECORD: u32 = 256 * 1024;
+/// The Section Header Block's byte-order magic, as written by the capturing machine.
+const NG_BYTE_ORDER: u32 = 0x1a2b_3c4d;
+/// Largest pcapng block fastlb reads: a largest record and generous options.
+const NG_MAX_BLOCK: u32 = MAX_RECORD + 64 * 1024;
 
 /// A capture that fastlb cannot read.
 #[derive(Debug, Error)]
@@ -59,24 +83,29 @@ pub struct Record {
     pub orig_len: u32,
 }
 
+/// What the crate reads from: the bytes fastlb already read to tell the formats apart, then
+/// the rest of the stream.
+type Source<R> = Chain<Cursor<Vec<u8>>, R>;
+
 /// Reads records from a capture: classic pcap or pcapng, told apart by the first four bytes.
-#[derive(Debug)]
-pub struct PcapReader<R> {
-    inner: R,
-    format: Format,
+pub struct PcapReader<R: Read> {
+    format: Format<R>,
+    /// Records returned so far, for error messages.
     index: u64,
 }
 
-#[derive(Debug)]
-enum Format {
-    Classic { swapped: bool, nanos: bool },
-    Ng(NgState),
+enum Format<R: Read> {
+    Classic {
+        reader: pcap_file::pcap::PcapReader<Source<R>>,
+        nanos: bool,
+    },
+    Ng(Box<NgState<R>>),
 }
 
-/// What a pcapng reader must remember: the section's byte order and its interfaces.
-#[derive(Debug, Default)]
-struct NgState {
-    swapped: bool,
+/// What a pcapng reader must remember besides the crate's state: the section's interfaces
+/// as fastlb reads them, where the next block starts, and the last packet's time.
+struct NgState<R: Read> {
+    reader: PcapNgReader<Source<R>>,
     interfaces: Vec<Interface>,
     /// Where the next block starts, for error messages.
     offset: u64,
@@ -87,7 +116,7 @@ struct NgState {
 /// An Interface Description Block's link type, snap length and clock.
 #[derive(Copy, Clone, Debug)]
 struct Interface {
-    linktype: u16,
+    linktype: u32,
     snaplen: u32,
     /// Timestamp units per second (`if_tsresol`; 10^6 unless said otherwise).
     units_per_sec: u64,
@@ -95,16 +124,14 @@ struct Interface {
     offset_secs: i64,
 }
 
-/// pcapng block types.
-const NG_SECTION_HEADER: u32 = 0x0a0d_0d0a;
-const NG_INTERFACE: u32 = 1;
-const NG_PACKET_OBSOLETE: u32 = 2;
-const NG_SIMPLE_PACKET: u32 = 3;
-const NG_ENHANCED_PACKET: u32 = 6;
-/// The Section Header Block's byte-order magic, as written by the capturing machine.
-const NG_BYTE_ORDER: u32 = 0x1a2b_3c4d;
-/// Largest pcapng block fastlb reads: a largest record and generous options.
-const NG_MAX_BLOCK: u32 = MAX_RECORD + 64 * 1024;
+impl<R: Read> std::fmt::Debug for PcapReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PcapReader")
+            .field("pcapng", &self.is_pcapng())
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
 
 impl<R: Read> PcapReader<R> {
     /// Reads and checks the file header: a classic pcap global header (Ethernet link type),
@@ -112,39 +139,58 @@ impl<R: Read> PcapReader<R> {
     pub fn new(mut inner: R) -> Result<PcapReader<R>, PcapError> {
         let mut magic = [0u8; 4];
         inner.read_exact(&mut magic)?;
-        let magic = u32::from_le_bytes(magic);
-        if magic == NG_SECTION_HEADER {
-            let mut r = PcapReader {
-                inner,
-                format: Format::Ng(NgState::default()),
-                index: 0,
-            };
+        let m = u32::from_le_bytes(magic);
+        if m == SECTION_HEADER_BLOCK {
+            // The block length and byte-order magic, read here to know the block's length
+            // (the crate does not say it) and to name a bad magic clearly.
             let mut len_and_bom = [0u8; 8];
-            if read_full(&mut r.inner, &mut len_and_bom)? != 8 {
-                return Err(r.bad_block("truncated section header"));
+            let section_error = |what| PcapError::BadBlock { offset: 0, what };
+            if read_full(&mut inner, &mut len_and_bom)? != 8 {
+                return Err(section_error("truncated section header"));
             }
-            r.ng_section(len_and_bom)?;
-            return Ok(r);
+            let bom = u32::from_le_bytes(len_and_bom[4..8].try_into().expect("4 bytes"));
+            let len = u32::from_le_bytes(len_and_bom[0..4].try_into().expect("4 bytes"));
+            let len = match bom {
+                NG_BYTE_ORDER => len,
+                b if b.swap_bytes() == NG_BYTE_ORDER => len.swap_bytes(),
+                _ => return Err(section_error("section header with a bad byte-order magic")),
+            };
+            let mut seen = magic.to_vec();
+            seen.extend_from_slice(&len_and_bom);
+            let reader =
+                PcapNgReader::new(Cursor::new(seen).chain(inner)).map_err(|e| ng_error(0, e))?;
+            return Ok(PcapReader {
+                format: Format::Ng(Box::new(NgState {
+                    reader,
+                    interfaces: Vec::new(),
+                    offset: u64::from(len),
+                    last_ts: 0,
+                })),
+                index: 0,
+            });
         }
-        let (swapped, nanos) = match magic {
-            MAGIC_MICROS => (false, false),
-            MAGIC_NANOS => (false, true),
-            m if m.swap_bytes() == MAGIC_MICROS => (true, false),
-            m if m.swap_bytes() == MAGIC_NANOS => (true, true),
-            m => return Err(PcapError::BadMagic(m)),
-        };
-        let mut hdr = [0u8; 20];
-        inner.read_exact(&mut hdr)?;
-        let r = PcapReader {
-            inner,
-            format: Format::Classic { swapped, nanos },
-            index: 0,
-        };
-        let linktype = r.u32(&hdr[16..20]);
+        if ![MAGIC_MICROS, MAGIC_NANOS].contains(&m)
+            && ![MAGIC_MICROS, MAGIC_NANOS].contains(&m.swap_bytes())
+        {
+            return Err(PcapError::BadMagic(m));
+        }
+        let reader = pcap_file::pcap::PcapReader::new(Cursor::new(magic.to_vec()).chain(inner))
+            .map_err(|e| match e {
+                pcap_file::PcapError::IoError(e) => PcapError::Io(e),
+                _ => PcapError::BadMagic(m),
+            })?;
+        let header = reader.header();
+        let linktype = u32::from(header.datalink);
         if linktype != LINKTYPE_ETHERNET {
             return Err(PcapError::LinkType(linktype));
         }
-        Ok(r)
+        Ok(PcapReader {
+            format: Format::Classic {
+                reader,
+                nanos: header.ts_resolution == TsResolution::NanoSecond,
+            },
+            index: 0,
+        })
     }
 
     /// Whether the capture is pcapng.
@@ -152,298 +198,213 @@ impl<R: Read> PcapReader<R> {
         matches!(self.format, Format::Ng(_))
     }
 
-    fn swapped(&self) -> bool {
-        match &self.format {
-            Format::Classic { swapped, .. } => *swapped,
-            Format::Ng(ng) => ng.swapped,
-        }
-    }
-
-    fn u32(&self, b: &[u8]) -> u32 {
-        let v = u32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
-        if self.swapped() {
-            v.swap_bytes()
-        } else {
-            v
-        }
-    }
-
-    fn u16(&self, b: &[u8]) -> u16 {
-        let v = u16::from_le_bytes(b[..2].try_into().expect("2 bytes"));
-        if self.swapped() {
-            v.swap_bytes()
-        } else {
-            v
-        }
-    }
-
     /// The next record, or `None` at the end of the capture.
     pub fn next_record(&mut self) -> Result<Option<Record>, PcapError> {
-        let nanos = match self.format {
-            Format::Classic { nanos, .. } => nanos,
-            Format::Ng(_) => return self.next_ng_record(),
+        let index = self.index;
+        let rec = match &mut self.format {
+            Format::Classic { reader, nanos } => classic_record(reader, *nanos, index)?,
+            Format::Ng(ng) => ng.next_record(index)?,
         };
-        let mut hdr = [0u8; 16];
-        match read_full(&mut self.inner, &mut hdr)? {
-            0 => return Ok(None),
-            16 => {}
-            _ => return Err(self.bad("truncated record header")),
+        if rec.is_some() {
+            self.index += 1;
         }
-        let secs = u64::from(self.u32(&hdr[0..4]));
-        let frac = u64::from(self.u32(&hdr[4..8]));
-        let incl = self.u32(&hdr[8..12]);
-        let orig_len = self.u32(&hdr[12..16]);
-        if incl > MAX_RECORD {
-            return Err(self.bad("record longer than 256 KiB"));
-        }
-        let mut data = vec![0u8; incl as usize];
-        if read_full(&mut self.inner, &mut data)? != data.len() {
-            return Err(self.bad("truncated record data"));
-        }
-        let sub = if nanos { frac / 1000 } else { frac };
-        self.index += 1;
-        Ok(Some(Record {
-            ts_micros: secs * 1_000_000 + sub,
-            data,
-            orig_len,
-        }))
+        Ok(rec)
     }
+}
 
-    fn bad(&self, what: &'static str) -> PcapError {
-        PcapError::BadRecord {
-            index: self.index,
-            what,
+/// The next classic record. The crate's own conversion (`next_packet`) refuses a record
+/// whose original length exceeds the snap length, which is every frame of a capture taken
+/// with `tcpdump -s`: the raw record is read and converted here instead.
+fn classic_record<R: Read>(
+    reader: &mut pcap_file::pcap::PcapReader<Source<R>>,
+    nanos: bool,
+    index: u64,
+) -> Result<Option<Record>, PcapError> {
+    let bad = |what| PcapError::BadRecord { index, what };
+    let raw = match reader.next_raw_packet() {
+        None => return Ok(None),
+        Some(Ok(raw)) => raw,
+        Some(Err(pcap_file::PcapError::IoError(e))) => {
+            return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
+                bad("truncated record")
+            } else {
+                PcapError::Io(e)
+            })
         }
+        Some(Err(pcap_file::PcapError::InvalidField(what))) => return Err(bad(what)),
+        Some(Err(_)) => return Err(bad("malformed record")),
+    };
+    if raw.incl_len > MAX_RECORD {
+        return Err(bad("record longer than 256 KiB"));
     }
+    let frac = u64::from(raw.ts_frac);
+    let sub = if nanos { frac / 1000 } else { frac };
+    Ok(Some(Record {
+        ts_micros: u64::from(raw.ts_sec) * 1_000_000 + sub,
+        data: raw.data.into_owned(),
+        orig_len: raw.orig_len,
+    }))
+}
 
-    fn ng(&mut self) -> &mut NgState {
-        match &mut self.format {
-            Format::Ng(ng) => ng,
-            Format::Classic { .. } => unreachable!("pcapng state of a classic capture"),
+/// A crate error while reading the pcapng block at `offset`, in fastlb's words.
+fn ng_error(offset: u64, e: pcap_file::PcapError) -> PcapError {
+    let what = match e {
+        pcap_file::PcapError::IoError(e) if e.kind() != io::ErrorKind::UnexpectedEof => {
+            return PcapError::Io(e)
         }
-    }
+        pcap_file::PcapError::IoError(_) => "truncated block",
+        pcap_file::PcapError::InvalidField(what) => match what {
+            "Block: initial_length != trailer_length" => {
+                "trailing block length differs from the leading one"
+            }
+            "Block: (initial_len % 4) != 0" => "block length not a multiple of 4",
+            "Block: initial_len < 12" => "block shorter than 12 bytes",
+            "SectionHeaderBlock: invalid magic number" => {
+                "section header with a bad byte-order magic"
+            }
+            "EnhancedPacketBlock: captured_len + padding > block length" => {
+                "captured length runs past its block"
+            }
+            other => other,
+        },
+        pcap_file::PcapError::Utf8Error(_) | pcap_file::PcapError::FromUtf8Error(_) => {
+            "an option's text is not UTF-8"
+        }
+        pcap_file::PcapError::IncompleteBuffer | pcap_file::PcapError::InvalidInterfaceId(_) => {
+            "malformed block"
+        }
+    };
+    PcapError::BadBlock { offset, what }
+}
 
-    fn bad_block(&self, what: &'static str) -> PcapError {
-        let offset = match &self.format {
-            Format::Ng(ng) => ng.offset,
-            Format::Classic { .. } => 0,
-        };
-        PcapError::BadBlock { offset, what }
-    }
-
-    /// Reads a block's body after its first `read` bytes, and checks the trailing length.
-    fn ng_body(&mut self, len: u32, read: u32) -> Result<Vec<u8>, PcapError> {
-        if len % 4 != 0 {
-            return Err(self.bad_block("block length not a multiple of 4"));
-        }
-        if len > NG_MAX_BLOCK {
-            return Err(self.bad_block("block longer than 320 KiB"));
-        }
-        let mut body = vec![0u8; (len - read) as usize];
-        if read_full(&mut self.inner, &mut body)? != body.len() {
-            return Err(self.bad_block("truncated block"));
-        }
-        let trailer = body.split_off(body.len() - 4);
-        if self.u32(&trailer) != len {
-            return Err(self.bad_block("trailing block length differs from the leading one"));
-        }
-        Ok(body)
-    }
-
-    fn next_ng_record(&mut self) -> Result<Option<Record>, PcapError> {
+impl<R: Read> NgState<R> {
+    fn next_record(&mut self, index: u64) -> Result<Option<Record>, PcapError> {
         loop {
-            let mut hdr = [0u8; 8];
-            match read_full(&mut self.inner, &mut hdr)? {
-                0 => return Ok(None),
-                8 => {}
-                _ => return Err(self.bad_block("truncated block header")),
-            }
-            let kind = u32::from_le_bytes(hdr[0..4].try_into().expect("4 bytes"));
-            if kind == NG_SECTION_HEADER {
-                // A new section: its own byte order, read from its header.
-                let mut len_and_bom = [0u8; 8];
-                len_and_bom[..4].copy_from_slice(&hdr[4..8]);
-                if read_full(&mut self.inner, &mut len_and_bom[4..])? != 4 {
-                    return Err(self.bad_block("truncated section header"));
-                }
-                self.ng_section(len_and_bom)?;
-                continue;
-            }
-            let kind = self.u32(&hdr[0..4]);
-            let len = self.u32(&hdr[4..8]);
-            if len < 12 {
-                return Err(self.bad_block("block shorter than 12 bytes"));
-            }
-            let body = self.ng_body(len, 8)?;
-            let record = match kind {
-                NG_INTERFACE => {
-                    self.ng_interface(&body)?;
-                    None
-                }
-                NG_ENHANCED_PACKET => Some(self.ng_packet(&body, false)?),
-                NG_PACKET_OBSOLETE => Some(self.ng_packet(&body, true)?),
-                NG_SIMPLE_PACKET => Some(self.ng_simple(&body)?),
-                // Name resolution, statistics, custom, decryption secrets...: not packets.
-                _ => None,
+            let offset = self.offset;
+            // The section's byte order, for the packet blocks; a Section Header Block
+            // changes it, and is not parsed here.
+            let endianness = self.reader.section().endianness;
+            let raw = match self.reader.next_raw_block() {
+                None => return Ok(None),
+                Some(Ok(raw)) => raw,
+                Some(Err(e)) => return Err(ng_error(offset, e)),
             };
-            self.ng().offset += u64::from(len);
-            if let Some(r) = record {
-                self.index += 1;
-                return Ok(Some(r));
+            if raw.initial_len > NG_MAX_BLOCK {
+                return Err(PcapError::BadBlock {
+                    offset,
+                    what: "block longer than 320 KiB",
+                });
             }
-        }
-    }
-
-    /// The rest of a Section Header Block whose type was just read; `bytes` are its length
-    /// and byte-order magic. Its byte order holds for the blocks after it, and its
-    /// interfaces start afresh.
-    fn ng_section(&mut self, bytes: [u8; 8]) -> Result<(), PcapError> {
-        let bom = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
-        let swapped = match bom {
-            NG_BYTE_ORDER => false,
-            b if b.swap_bytes() == NG_BYTE_ORDER => true,
-            _ => return Err(self.bad_block("section header with a bad byte-order magic")),
-        };
-        let ng = self.ng();
-        ng.swapped = swapped;
-        ng.interfaces.clear();
-        let len = self.u32(&bytes[0..4]);
-        // Type, length, byte order, version (4), section length (8), trailing length.
-        if len < 28 {
-            return Err(self.bad_block("section header shorter than 28 bytes"));
-        }
-        let body = self.ng_body(len, 12)?;
-        if self.u16(&body[0..2]) != 1 {
-            return Err(self.bad_block("pcapng major version is not 1"));
-        }
-        self.ng().offset += u64::from(len);
-        Ok(())
-    }
-
-    fn ng_interface(&mut self, body: &[u8]) -> Result<(), PcapError> {
-        if body.len() < 8 {
-            return Err(self.bad_block("interface description shorter than 20 bytes"));
-        }
-        let mut iface = Interface {
-            linktype: self.u16(&body[0..2]),
-            snaplen: self.u32(&body[4..8]),
-            units_per_sec: 1_000_000,
-            offset_secs: 0,
-        };
-        // Options: code (2), length (2), value padded to 4; code 0 ends them.
-        let mut opts = &body[8..];
-        while opts.len() >= 4 {
-            let code = self.u16(&opts[0..2]);
-            let len = usize::from(self.u16(&opts[2..4]));
-            let padded = len.div_ceil(4) * 4;
-            if code == 0 {
-                break;
+            self.offset += u64::from(raw.initial_len);
+            match raw.type_ {
+                SECTION_HEADER_BLOCK => {
+                    self.interfaces.clear();
+                    continue;
+                }
+                INTERFACE_DESCRIPTION_BLOCK => {
+                    let idb = self.reader.interfaces().last().expect("the crate keeps it");
+                    let iface =
+                        interface(idb).map_err(|what| PcapError::BadBlock { offset, what })?;
+                    self.interfaces.push(iface);
+                    continue;
+                }
+                ENHANCED_PACKET_BLOCK | PACKET_BLOCK | SIMPLE_PACKET_BLOCK => {}
+                _ => continue,
             }
-            if opts.len() < 4 + padded {
-                return Err(self.bad_block("interface option runs past its block"));
+            let block = match endianness {
+                Endianness::Big => raw.try_into_block::<BigEndian>(),
+                Endianness::Little => raw.try_into_block::<LittleEndian>(),
             }
-            let value = &opts[4..4 + len];
-            match (code, len) {
-                // if_tsresol: 10^-v seconds, or 2^-v with the top bit set.
-                (9, 1) => {
-                    let v = value[0];
-                    iface.units_per_sec = if v & 0x80 == 0 {
-                        10u64
-                            .checked_pow(u32::from(v))
-                            .ok_or_else(|| self.bad_block("if_tsresol beyond 10^-19 s"))?
-                    } else {
-                        1u64.checked_shl(u32::from(v & 0x7f))
-                            .ok_or_else(|| self.bad_block("if_tsresol beyond 2^-63 s"))?
+            .map_err(|e| ng_error(offset, e))?;
+            let bad = |what| PcapError::BadRecord { index, what };
+            // (interface, timestamp in its units or None, data, original length)
+            let (id, ts, data, orig_len) = match block {
+                Block::EnhancedPacket(p) => {
+                    // The crate stores the raw count as nanoseconds, whatever the
+                    // interface's resolution: `as_nanos` gives it back exactly.
+                    let ts = u64::try_from(p.timestamp.as_nanos()).expect("from a u64");
+                    (p.interface_id, Some(ts), p.data, p.original_len)
+                }
+                Block::Packet(p) => {
+                    // High half first in either byte order; the crate reads one 64-bit
+                    // number, which in a little-endian file swaps the halves.
+                    let ts = match endianness {
+                        Endianness::Big => p.timestamp,
+                        Endianness::Little => p.timestamp.rotate_left(32),
                     };
+                    (u32::from(p.interface_id), Some(ts), p.data, p.original_len)
                 }
-                // if_tsoffset: seconds, a signed 64-bit number.
-                (14, 8) => {
-                    let raw = u64::from_le_bytes(value.try_into().expect("8 bytes"));
-                    iface.offset_secs = (if self.swapped() {
-                        raw.swap_bytes()
-                    } else {
-                        raw
-                    }) as i64;
-                }
-                _ => {}
+                Block::SimplePacket(p) => (0, None, p.data, p.original_len),
+                _ => unreachable!("only packet blocks are parsed"),
+            };
+            let iface = *self
+                .interfaces
+                .get(id as usize)
+                .ok_or_else(|| bad("packet of an interface not described before it"))?;
+            if iface.linktype != LINKTYPE_ETHERNET {
+                return Err(PcapError::LinkType(iface.linktype));
             }
-            opts = &opts[4 + padded..];
+            let mut caplen = data.len();
+            if ts.is_none() {
+                // A Simple Packet Block: the original length cut to the snap length; the
+                // rest of the block is padding.
+                caplen = orig_len as usize;
+                if iface.snaplen != 0 {
+                    caplen = caplen.min(iface.snaplen as usize);
+                }
+                if caplen > data.len() {
+                    return Err(bad("packet runs past its block"));
+                }
+            }
+            if caplen > MAX_RECORD as usize {
+                return Err(bad("record longer than 256 KiB"));
+            }
+            let ts_micros = match ts {
+                Some(ts) => {
+                    let micros = u128::from(ts) * 1_000_000 / u128::from(iface.units_per_sec);
+                    let shift = i128::from(iface.offset_secs) * 1_000_000;
+                    u64::try_from(micros as i128 + shift)
+                        .map_err(|_| bad("timestamp before 1970 or beyond 2^64 µs"))?
+                }
+                None => self.last_ts,
+            };
+            self.last_ts = ts_micros;
+            return Ok(Some(Record {
+                ts_micros,
+                data: data[..caplen].to_vec(),
+                orig_len,
+            }));
         }
-        self.ng().interfaces.push(iface);
-        Ok(())
     }
+}
 
-    fn ng_iface(&self, id: u32) -> Result<Interface, PcapError> {
-        let iface = match &self.format {
-            Format::Ng(ng) => ng.interfaces.get(id as usize).copied(),
-            Format::Classic { .. } => None,
+/// What fastlb needs of an Interface Description Block.
+fn interface(idb: &InterfaceDescriptionBlock<'_>) -> Result<Interface, &'static str> {
+    let mut iface = Interface {
+        linktype: u32::from(idb.linktype),
+        snaplen: idb.snaplen,
+        units_per_sec: 1_000_000,
+        offset_secs: 0,
+    };
+    for opt in &idb.options {
+        match *opt {
+            // if_tsresol: 10^-v seconds, or 2^-v with the top bit set.
+            InterfaceDescriptionOption::IfTsResol(v) => {
+                iface.units_per_sec = if v & 0x80 == 0 {
+                    10u64
+                        .checked_pow(u32::from(v))
+                        .ok_or("if_tsresol beyond 10^-19 s")?
+                } else {
+                    1u64.checked_shl(u32::from(v & 0x7f))
+                        .ok_or("if_tsresol beyond 2^-63 s")?
+                };
+            }
+            // if_tsoffset: seconds, a signed 64-bit number (the crate reads it unsigned).
+            InterfaceDescriptionOption::IfTsOffset(v) => iface.offset_secs = v as i64,
+            _ => {}
         }
-        .ok_or_else(|| self.bad("packet of an interface not described before it"))?;
-        if u32::from(iface.linktype) != LINKTYPE_ETHERNET {
-            return Err(PcapError::LinkType(u32::from(iface.linktype)));
-        }
-        Ok(iface)
     }
-
-    /// An Enhanced Packet Block, or with `obsolete` a Packet Block (16-bit interface id).
-    fn ng_packet(&mut self, body: &[u8], obsolete: bool) -> Result<Record, PcapError> {
-        if body.len() < 20 {
-            return Err(self.bad("packet block shorter than 32 bytes"));
-        }
-        let id = if obsolete {
-            u32::from(self.u16(&body[0..2]))
-        } else {
-            self.u32(&body[0..4])
-        };
-        let iface = self.ng_iface(id)?;
-        let ts = (u64::from(self.u32(&body[4..8])) << 32) | u64::from(self.u32(&body[8..12]));
-        let caplen = self.u32(&body[12..16]);
-        let orig_len = self.u32(&body[16..20]);
-        if caplen > MAX_RECORD {
-            return Err(self.bad("record longer than 256 KiB"));
-        }
-        let data = body
-            .get(20..20 + caplen as usize)
-            .ok_or_else(|| self.bad("captured length runs past its block"))?
-            .to_vec();
-        let micros = u128::from(ts) * 1_000_000 / u128::from(iface.units_per_sec);
-        let offset = i128::from(iface.offset_secs) * 1_000_000;
-        let ts_micros = u64::try_from(micros as i128 + offset)
-            .map_err(|_| self.bad("timestamp before 1970 or beyond 2^64 µs"))?;
-        self.ng().last_ts = ts_micros;
-        Ok(Record {
-            ts_micros,
-            data,
-            orig_len,
-        })
-    }
-
-    /// A Simple Packet Block: interface 0, no timestamp (the previous packet's is used),
-    /// captured length the smaller of the original length and the interface's snap length.
-    fn ng_simple(&mut self, body: &[u8]) -> Result<Record, PcapError> {
-        if body.len() < 4 {
-            return Err(self.bad("simple packet block shorter than 16 bytes"));
-        }
-        let iface = self.ng_iface(0)?;
-        let orig_len = self.u32(&body[0..4]);
-        let mut caplen = orig_len;
-        if iface.snaplen != 0 {
-            caplen = caplen.min(iface.snaplen);
-        }
-        if caplen > MAX_RECORD {
-            return Err(self.bad("record longer than 256 KiB"));
-        }
-        let data = body
-            .get(4..4 + caplen as usize)
-            .ok_or_else(|| self.bad("packet runs past its block"))?
-            .to_vec();
-        let ts_micros = self.ng().last_ts;
-        Ok(Record {
-            ts_micros,
-            data,
-            orig_len,
-        })
-    }
+    Ok(iface)
 }
 
 /// Reads until `buf` is full or the stream ends; returns how much was read.
@@ -463,39 +424,48 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// Writes a microsecond, little-endian, Ethernet pcap stream.
 #[derive(Debug)]
 pub struct PcapWriter<W: Write> {
-    inner: W,
+    inner: pcap_file::pcap::PcapWriter<W>,
+}
+
+/// A crate error while writing, as an I/O error.
+fn write_error(e: pcap_file::PcapError) -> io::Error {
+    match e {
+        pcap_file::PcapError::IoError(e) => e,
+        other => io::Error::new(io::ErrorKind::InvalidInput, other.to_string()),
+    }
 }
 
 impl<W: Write> PcapWriter<W> {
     /// Writes the global header (snaplen 262144).
-    pub fn new(mut inner: W) -> io::Result<PcapWriter<W>> {
-        let mut hdr = Vec::with_capacity(24);
-        hdr.extend_from_slice(&MAGIC_MICROS.to_le_bytes());
-        hdr.extend_from_slice(&2u16.to_le_bytes());
-        hdr.extend_from_slice(&4u16.to_le_bytes());
-        hdr.extend_from_slice(&0i32.to_le_bytes());
-        hdr.extend_from_slice(&0u32.to_le_bytes());
-        hdr.extend_from_slice(&262_144u32.to_le_bytes());
-        hdr.extend_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
-        inner.write_all(&hdr)?;
+    pub fn new(inner: W) -> io::Result<PcapWriter<W>> {
+        let header = PcapHeader {
+            version_major: 2,
+            version_minor: 4,
+            ts_correction: 0,
+            ts_accuracy: 0,
+            snaplen: 262_144,
+            datalink: DataLink::ETHERNET,
+            ts_resolution: TsResolution::MicroSecond,
+            endianness: Endianness::Little,
+        };
+        let inner = pcap_file::pcap::PcapWriter::with_header(inner, header).map_err(write_error)?;
         Ok(PcapWriter { inner })
     }
 
     /// Appends one frame with timestamp `ts_micros`.
     pub fn write(&mut self, ts_micros: u64, data: &[u8]) -> io::Result<()> {
-        let mut hdr = [0u8; 16];
-        hdr[0..4].copy_from_slice(&((ts_micros / 1_000_000) as u32).to_le_bytes());
-        hdr[4..8].copy_from_slice(&((ts_micros % 1_000_000) as u32).to_le_bytes());
-        hdr[8..12].copy_from_slice(&(data.len() as u32).to_le_bytes());
-        hdr[12..16].copy_from_slice(&(data.len() as u32).to_le_bytes());
-        self.inner.write_all(&hdr)?;
-        self.inner.write_all(data)
+        let len = u32::try_from(data.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame longer than 4 GiB"))?;
+        let packet = PcapPacket::new(Duration::from_micros(ts_micros), len, data);
+        self.inner.write_packet(&packet).map_err(write_error)?;
+        Ok(())
     }
 
     /// Flushes and returns the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
-        self.inner.flush()?;
-        Ok(self.inner)
+    pub fn finish(self) -> io::Result<W> {
+        let mut inner = self.inner.into_writer();
+        inner.flush()?;
+        Ok(inner)
     }
 }
 
@@ -536,6 +506,37 @@ mod tests {
         let mut r = PcapReader::new(&bytes[..]).unwrap();
         let rec = r.next_record().unwrap().unwrap();
         assert_eq!((rec.ts_micros, rec.data), (3_000_005, vec![9, 9]));
+    }
+
+    #[test]
+    fn classic_record_cut_by_the_snap_length() {
+        // tcpdump -s 64: the original length exceeds the snap length.
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&MAGIC_MICROS.to_le_bytes());
+        bytes.extend_from_slice(&[2, 0, 4, 0]);
+        bytes.extend_from_slice(&[0; 8]);
+        bytes.extend_from_slice(&64u32.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        for (secs, micros) in [(7u32, 9u32), (8, 0)] {
+            bytes.extend_from_slice(&secs.to_le_bytes());
+            bytes.extend_from_slice(&micros.to_le_bytes());
+            bytes.extend_from_slice(&64u32.to_le_bytes());
+            bytes.extend_from_slice(&1514u32.to_le_bytes());
+            bytes.extend_from_slice(&[5; 64]);
+        }
+        bytes.extend_from_slice(&[0; 3]);
+        let mut r = PcapReader::new(&bytes[..]).unwrap();
+        let rec = r.next_record().unwrap().unwrap();
+        assert_eq!(
+            (rec.ts_micros, rec.data.len(), rec.orig_len),
+            (7_000_009, 64, 1514)
+        );
+        assert_eq!(r.next_record().unwrap().unwrap().ts_micros, 8_000_000);
+        // The third record's header is cut short: named by its index.
+        assert_eq!(
+            r.next_record().unwrap_err().to_string(),
+            "record 2: truncated record"
+        );
     }
 
     #[test]
@@ -593,7 +594,7 @@ mod tests {
             body.extend_from_slice(&self.u16(1));
             body.extend_from_slice(&self.u16(0));
             body.extend_from_slice(&[0xff; 8]);
-            self.block(NG_SECTION_HEADER, &body)
+            self.block(SECTION_HEADER_BLOCK, &body)
         }
         /// An Ethernet interface; `tsresol` as the option's byte, if any.
         fn interface(&mut self, snaplen: u32, tsresol: Option<u8>) -> &mut Ng {
@@ -606,7 +607,7 @@ mod tests {
                 body.extend_from_slice(&[r, 0, 0, 0]);
                 body.extend_from_slice(&[0, 0, 0, 0]);
             }
-            self.block(NG_INTERFACE, &body)
+            self.block(INTERFACE_DESCRIPTION_BLOCK, &body)
         }
         fn enhanced(&mut self, iface: u32, ts: u64, data: &[u8], orig: u32) -> &mut Ng {
             let mut body = self.u32(iface).to_vec();
@@ -615,12 +616,23 @@ mod tests {
             body.extend_from_slice(&self.u32(data.len() as u32));
             body.extend_from_slice(&self.u32(orig));
             body.extend_from_slice(data);
-            self.block(NG_ENHANCED_PACKET, &body)
+            self.block(ENHANCED_PACKET_BLOCK, &body)
+        }
+        /// An obsolete Packet Block: 16-bit interface id and drop count.
+        fn obsolete(&mut self, iface: u16, ts: u64, data: &[u8]) -> &mut Ng {
+            let mut body = self.u16(iface).to_vec();
+            body.extend_from_slice(&self.u16(0));
+            body.extend_from_slice(&self.u32((ts >> 32) as u32));
+            body.extend_from_slice(&self.u32(ts as u32));
+            body.extend_from_slice(&self.u32(data.len() as u32));
+            body.extend_from_slice(&self.u32(data.len() as u32));
+            body.extend_from_slice(data);
+            self.block(PACKET_BLOCK, &body)
         }
         fn simple(&mut self, data: &[u8]) -> &mut Ng {
             let mut body = self.u32(data.len() as u32).to_vec();
             body.extend_from_slice(data);
-            self.block(NG_SIMPLE_PACKET, &body)
+            self.block(SIMPLE_PACKET_BLOCK, &body)
         }
     }
 
@@ -649,7 +661,9 @@ mod tests {
                 // A name resolution block: skipped.
                 .block(4, &[0; 8])
                 .enhanced(1, 2_000_000_123_456, &[4; 5], 60)
-                .simple(&[7, 7]);
+                .simple(&[7, 7])
+                // High half first: 2^32 µs and 5 µs.
+                .obsolete(0, (1 << 32) | 5, &[8; 3]);
             let recs = records(&ng.bytes).unwrap();
             let got: Vec<_> = recs
                 .iter()
@@ -662,6 +676,7 @@ mod tests {
                     (2_000_000_123, vec![4; 5], 60),
                     // No timestamp in a simple packet: the one before's.
                     (2_000_000_123, vec![7, 7], 2),
+                    ((1 << 32) + 5, vec![8; 3], 3),
                 ],
                 "big endian: {big}"
             );
@@ -730,7 +745,7 @@ mod tests {
         ng.bytes[48 + 20] = 200;
         assert_eq!(
             err(&ng.bytes),
-            "record 0: captured length runs past its block"
+            "pcapng block at byte 48: captured length runs past its block"
         );
         // A bad byte-order magic, a length not a multiple of 4, an absurd length.
         let mut ng = good();
@@ -745,11 +760,16 @@ mod tests {
             err(&ng.bytes),
             "pcapng block at byte 28: block length not a multiple of 4"
         );
+        // A length beyond the file is a truncated block (the crate reads up to 8 MB
+        // before it knows); a block that is there but absurdly long is refused as such.
         let mut ng = good();
         ng.bytes[28 + 7] = 0x40;
+        assert_eq!(err(&ng.bytes), "pcapng block at byte 28: truncated block");
+        let mut ng = good();
+        ng.enhanced(0, 0, &vec![0; 330 * 1024], 330 * 1024);
         assert_eq!(
             err(&ng.bytes),
-            "pcapng block at byte 28: block longer than 320 KiB"
+            "pcapng block at byte 48: block longer than 320 KiB"
         );
         // Not Ethernet.
         let mut ng = good();
