@@ -25,6 +25,8 @@
  * see fastlb's docs/decisions.md) every packet that would be redirected is dropped here
  * instead, so neither fastlb nor the kernel's forwarding sends a client's or a real
  * server's packet on; everything else (VRRP adverts, ARP, sync datagrams) passes as ever.
+ * Value 2 is a restart's hold (fastlb's src/datapath/xdp/hold.rs): the same drop, while no
+ * fastlb runs and the next start is to take the program over.
  *
  * One optional 802.1Q / 802.1ad tag is understood.
  *

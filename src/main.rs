@@ -75,6 +75,11 @@ struct RunArgs {
     /// socket's path with the extension `.state`; an empty path turns it off).
     #[arg(long, value_name = "PATH")]
     state_file: Option<PathBuf>,
+    /// After SIGTERM with a state file written, keep the XDP program attached for this many
+    /// seconds, dropping the services' traffic, until the next start takes it over (0: detach
+    /// at once, as on SIGINT).
+    #[arg(long, value_name = "SECS", default_value = "10")]
+    restart_hold: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -91,6 +96,16 @@ enum Command {
         /// The file to convert.
         #[arg(value_name = "FILE")]
         file: PathBuf,
+    },
+    /// Internal: holds a stopped run's XDP links for the next start (see --restart-hold).
+    #[command(hide = true)]
+    HoldHelper {
+        /// The state file the hold is keyed by.
+        #[arg(long, value_name = "PATH")]
+        key: PathBuf,
+        /// How long to hold.
+        #[arg(long, value_name = "SECS")]
+        seconds: u64,
     },
 }
 
@@ -199,6 +214,10 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", config::render::to_toml(&config));
             Ok(())
         }
+        Some(Command::HoldHelper { key, seconds }) => {
+            fastlb::datapath::xdp::hold::helper_main(&key, seconds)
+                .map_err(|e| anyhow::anyhow!("hold helper: {e}"))
+        }
         None => run_appliance(cli.run),
     }
 }
@@ -220,6 +239,7 @@ fn run_appliance(args: RunArgs) -> Result<()> {
         ctl_socket: args.ctl_socket,
         metrics: args.metrics,
         state_file: args.state_file,
+        restart_hold: std::time::Duration::from_secs(args.restart_hold),
     };
     appliance::run(&opts)?;
     Ok(())

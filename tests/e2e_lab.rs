@@ -223,11 +223,11 @@ fn restart_keeps_connections_dr() {
     scenario("restart.sh", &["dr"]);
 }
 
-/// NAT: not yet. While fastlb is down the director's kernel routes a real server's reply
-/// that is in flight unrewritten to the client, which resets the connection (seen: 4 of 8
-/// in one run of two); docs/ha.md says what would fix it.
+/// NAT: the stopping run leaves its XDP program holding the interfaces (dropping the
+/// services' traffic) until the next start takes it over, so no real server's reply reaches
+/// the director's kernel, which would route it on unrewritten and have the client reset;
+/// a hold nobody takes over ends and leaves the interfaces clean.
 #[test]
-#[ignore = "NAT restart: replies in flight while fastlb is down are routed unrewritten by the director's kernel and reset (docs/ha.md)"]
 fn restart_keeps_connections_nat() {
     scenario("restart.sh", &["nat"]);
 }

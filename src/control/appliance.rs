@@ -25,7 +25,10 @@
 //! director keeps serving for `shutdown_grace_ms` while the router moves the flows away,
 //! then BIRD stops; then the ctl socket is removed, the health thread stopped, the workers
 //! drained and the XDP program detached, and the connection table is written to the state
-//! file (`ha::state_file`) that the next start reads back before its workers run.
+//! file (`ha::state_file`) that the next start reads back before its workers run. On
+//! SIGTERM with a state file, the XDP program is not detached but set to hold the
+//! interfaces for the next start (`datapath::xdp::hold`): for `restart_hold`, nothing of the
+//! services reaches the kernel's stack.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -86,6 +89,9 @@ pub struct ApplianceOptions {
     /// `--state-file`: where the connection table is written at exit and read at start
     /// (wins over `[director] state_file`; an empty path turns it off).
     pub state_file: Option<PathBuf>,
+    /// `--restart-hold`: after SIGTERM with a state file written, how long the XDP program
+    /// holds the interfaces for the next start (zero: detach at once, as on SIGINT).
+    pub restart_hold: Duration,
 }
 
 /// Where the connection state goes: `--state-file`, else `[director] state_file`, else
@@ -138,19 +144,25 @@ fn restore_state(
     }
 }
 
-/// Writes the connection table once the workers have stopped.
-fn save_state(path: &Path, conns: &ConnTable, table: &ServiceTable) {
+/// Writes the connection table once the workers have stopped; whether it was written.
+fn save_state(path: &Path, conns: &ConnTable, table: &ServiceTable) -> bool {
     let t0 = std::time::Instant::now();
     match state_file::write(path, conns, table, xdp::monotonic_now()) {
-        Ok(w) => log(format_args!(
-            "state: wrote {} connection(s) and {} template(s) to {} ({} bytes, {} ms)",
-            w.conns,
-            w.templates,
-            path.display(),
-            w.bytes,
-            t0.elapsed().as_millis()
-        )),
-        Err(e) => log(format_args!("state: writing {}: {e}", path.display())),
+        Ok(w) => {
+            log(format_args!(
+                "state: wrote {} connection(s) and {} template(s) to {} ({} bytes, {} ms)",
+                w.conns,
+                w.templates,
+                path.display(),
+                w.bytes,
+                t0.elapsed().as_millis()
+            ));
+            true
+        }
+        Err(e) => {
+            log(format_args!("state: writing {}: {e}", path.display()));
+            false
+        }
     }
 }
 
@@ -200,6 +212,10 @@ struct Appliance {
     plane: Plane,
     /// Raised by SIGINT and SIGTERM.
     stop: Arc<AtomicBool>,
+    /// Raised by SIGTERM alone: a planned restart, which holds the interfaces.
+    term: Arc<AtomicBool>,
+    /// `--restart-hold`.
+    restart_hold: Duration,
     metrics: Option<MetricsServer>,
     conns: Arc<ConnTable>,
     /// Where the connection table is written at exit.
@@ -218,6 +234,8 @@ impl Appliance {
             mode: opts.xdp_mode,
             busy_poll: opts.busy_poll,
             cores: opts.cores.clone(),
+            // The interfaces a stopped run holds under this state file, if any, are taken over.
+            hold_key: state_file_path(opts, &config),
             ..XdpOptions::default()
         };
         let workers = xdp::worker_count(&xopts).max(1);
@@ -307,9 +325,20 @@ impl Appliance {
         };
 
         let (stop, reload) = signal_flags().map_err(io("installing signal handlers"))?;
+        let term = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&term))
+            .map_err(io("installing signal handlers"))?;
 
         let mut datapath = xdp::start(&xopts, make, Arc::clone(&stop))?;
         program_filter(&mut datapath, &director).map_err(XdpError::from)?;
+        // Maps and sockets ready: the program a stopped run left holding goes now.
+        let taken = datapath.filter().take_over().map_err(XdpError::from)?;
+        if !taken.is_empty() {
+            log(format_args!(
+                "hold: took {} over from the previous run's XDP program",
+                taken.join(", ")
+            ));
+        }
         if let Some(dir) = opts.ctl_socket.parent() {
             std::fs::create_dir_all(dir).map_err(io("creating the ctl socket's directory"))?;
         }
@@ -345,6 +374,8 @@ impl Appliance {
             sources,
             plane,
             stop,
+            term,
+            restart_hold: opts.restart_hold,
             metrics,
             conns: data.conns,
             state_path,
@@ -383,10 +414,12 @@ impl Appliance {
             metrics,
             conns,
             state_path,
+            term,
+            restart_hold,
             ..
         } = self;
         let Plane {
-            datapath,
+            mut datapath,
             monitor,
             bird,
             sync,
@@ -394,16 +427,53 @@ impl Appliance {
         if let Some(bird) = bird {
             bird.stop();
         }
-        log(format_args!("stopping: draining workers and detaching XDP"));
+        // A planned restart (SIGTERM with a state file): the program holds the interfaces
+        // from now on, before the sockets close, so that nothing of the services reaches
+        // the kernel.
+        let mut hold =
+            term.load(Ordering::Relaxed) && state_path.is_some() && !restart_hold.is_zero();
+        if hold {
+            if let Err(e) = datapath.filter().hold() {
+                log(format_args!("hold: {e}; detaching XDP instead"));
+                hold = false;
+            }
+        }
+        if hold {
+            log(format_args!(
+                "stopping: draining workers; XDP holds the interfaces for the next start (up to {} s)",
+                restart_hold.as_secs()
+            ));
+        } else {
+            log(format_args!("stopping: draining workers and detaching XDP"));
+        }
         // The ctl socket goes first, then the health thread and the workers' channels.
         drop(sources);
         drop(monitor);
         drop(sync);
         let table = director.table();
         drop(director);
-        let totals = datapath.join()?;
-        if let Some(path) = &state_path {
-            save_state(path, &conns, &table);
+        let (totals, links) = datapath.join_holding()?;
+        let saved = match &state_path {
+            Some(path) => save_state(path, &conns, &table),
+            None => false,
+        };
+        match &state_path {
+            Some(key) if hold && saved && !links.is_empty() => {
+                let names: Vec<String> = links
+                    .iter()
+                    .map(|l| xdp::hold::iface_name(l.ifindex))
+                    .collect();
+                match xdp::hold::hand_off(key, links, restart_hold) {
+                    Ok(pid) => log(format_args!(
+                        "hold: {} held by pid {pid} for the next start (up to {} s)",
+                        names.join(", "),
+                        restart_hold.as_secs()
+                    )),
+                    Err(e) => log(format_args!("hold: {e}; XDP detached")),
+                }
+            }
+            // Closing the links detaches the program.
+            _ => drop(links),
         }
         if let Some(m) = metrics {
             m.stop();

@@ -4,13 +4,18 @@
 #      connections to VIP:7000 (tools/lab/line_clients.py: a line every 100 ms, each echoed
 #      by the real server's tools/lab/line_echo.py) and an iperf3 stream to VIP:5201
 #      (persistent: a template and two connections) run through it;
-#   2. SIGTERM: fastlb writes its connection table to its state file and exits 0; the same
-#      binary starts again, reads it back before its workers run, and serves;
+#   2. SIGTERM: fastlb writes its connection table to its state file and exits 0, leaving
+#      its XDP program attached to hold the interfaces (it drops the services' traffic, so
+#      nothing of it reaches the director's kernel: in NAT a real server's reply would be
+#      routed on unrewritten and the client would reset); the same binary starts again,
+#      reads the table back before its workers run, takes the held program over, and serves;
 #   3. none of the 8 connections broke or moved to another real server, iperf3 finished
 #      without error and moved data after the restart; the downtime and each connection's
 #      longest gap are reported (RESTART line);
 #   4. a damaged state file is refused whole with a clear message: fastlb starts with an
-#      empty table and says so.
+#      empty table and says so;
+#   5. a hold nobody takes over ends: after --restart-hold seconds the program is detached
+#      and the interfaces are clean.
 source "$(dirname "$0")/lib.sh"
 MODE=${1:?usage: restart.sh dr|nat}
 need python3 iperf3
@@ -64,7 +69,7 @@ done
 # netns exec` execs fastlb, so $! is its pid); waits for "serving".
 start_director() {
     ip netns exec "$NS_D" "$FASTLB" --iface d0 --iface d1 --config "$CONFIG" \
-        --ctl-socket "$FLB_LAB_STATE/ctl.sock" >>"$LOG" 2>&1 &
+        --ctl-socket "$FLB_LAB_STATE/ctl.sock" "$@" >>"$LOG" 2>&1 &
     PID=$!
     E2E_CLEANUP+=("kill $PID")
     wait_for 20 served_more "$SERVED" || fail "fastlb did not start"
@@ -110,7 +115,14 @@ grep 'state: wrote' "$LOG" | tail -1
 grep -q "state: wrote [1-9][0-9]* connection(s) and [1-9][0-9]* template(s) to $STATE" "$LOG" \
     || fail "fastlb did not write its connections and the iperf3 template"
 [[ -s $STATE ]] || fail "no state file at $STATE"
+grep -q "hold: d0, d1 held by pid [0-9]* for the next start" "$LOG" || fail "fastlb did not hold its interfaces"
+HELD=$(xdp_on_director)
+(( $(grep -c . <<<"$HELD") == 2 )) || fail "XDP not on both interfaces while fastlb is down: '$HELD'"
 start_director
+grep -q "hold: took d0, d1 over from the previous run's XDP program" "$LOG" \
+    || fail "the start did not take the held XDP program over"
+wait_for 5 grep -q "hold: d0, d1 handed to the next start after [0-9]* ms" "$LOG" \
+    || fail "the hold helper did not say it handed the interfaces over"
 T2=$(now_ms)
 READ=$(grep 'state: read' "$LOG" | tail -1)
 echo "$READ"
@@ -160,10 +172,19 @@ stop_director
 python3 -c 'import sys
 p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[60] ^= 0x10
 open(p, "wb").write(b)' "$STATE"
-start_director
+start_director --restart-hold 2
 grep "state: .*refused" "$LOG" | tail -1
 grep -q "state: $STATE refused, nothing restored (checksum mismatch.*starting with an empty connection table" "$LOG" \
     || fail "a damaged state file was not refused with a clear message"
 [[ -z $(ctl -L -c -n | grep -E 'TCP|UDP' || true) ]] || fail "entries in the table after a refused state file"
 stop_director
 pass "a damaged state file is refused whole: fastlb starts with an empty table and says why"
+
+# 5. Nobody takes the hold over: it ends after --restart-hold (2 s), and the interfaces are
+# clean.
+grep -q "hold: d0, d1 held by pid [0-9]* for the next start (up to 2 s)" "$LOG" \
+    || fail "the last stop did not hold its interfaces"
+wait_for 15 grep -q "hold: no start took d0, d1 within 2 s; letting the interfaces go" "$LOG" \
+    || fail "the hold did not end"
+wait_for 5 test -z "$(xdp_on_director)" || fail "XDP left on after the hold ended: $(xdp_on_director)"
+pass "a hold nobody takes over ends after --restart-hold and leaves the interfaces clean"

@@ -3,16 +3,19 @@
 //! the control thread's [`ServiceTable`].
 //!
 //! Dropping the [`XdpFilter`] detaches the program from every interface and frees its
-//! maps (bpf links and map fds close with it; nothing is pinned).
+//! maps (bpf links and map fds close with it; nothing is pinned), unless its links were
+//! taken to hold the interfaces for the next start ([`XdpFilter::hold`], `hold.rs`).
 
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::net::IpAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::{Xdp, XdpFlags};
 use aya::Ebpf;
+
+use super::hold::{self, HeldLink};
 
 use crate::forward::nexthop::MacAddr;
 use crate::service::{ClassifierRule, ForwardMethod, Protocol, ServiceKey, ServiceTable};
@@ -328,6 +331,11 @@ pub struct XdpFilter {
     xsks: XskMap<MapData>,
     slots: HashMap<MapData, u32, u32>,
     counters: PerCpuArray<MapData, u64>,
+    /// The bpf link of each attached interface (parallel to `attached`); `None` while a
+    /// held link waits in `pending` for [`XdpFilter::take_over`].
+    links: Vec<Option<OwnedFd>>,
+    /// Links a stopped run held, by interface, until this program replaces theirs.
+    pending: Vec<HeldLink>,
     attached: Vec<Attached>,
     ebpf: Ebpf,
 }
@@ -398,9 +406,79 @@ impl XdpFilter {
             xsks: XskMap::try_from(xsks).map_err(conv)?,
             slots: HashMap::try_from(slots).map_err(conv)?,
             counters: PerCpuArray::try_from(counters).map_err(conv)?,
+            links: Vec::new(),
+            pending: Vec::new(),
             attached: Vec::new(),
             ebpf,
         })
+    }
+
+    /// Takes the links a stopped run held (`hold::take_over`): [`XdpFilter::attach`] then
+    /// leaves those interfaces to them, and [`XdpFilter::take_over`] swaps this program in.
+    pub fn adopt(&mut self, held: Vec<HeldLink>) {
+        self.pending = held;
+    }
+
+    /// Replaces the held program with this one in each adopted link, atomically; call it
+    /// once the maps and sockets are ready. Adopted links of interfaces this run does not
+    /// serve are closed (their program detaches). Returns the interfaces taken over.
+    pub fn take_over(&mut self) -> Result<Vec<String>, FilterError> {
+        let prog = self.prog_fd()?;
+        let mut taken = Vec::new();
+        for (i, a) in self.attached.iter().enumerate() {
+            if self.links[i].is_some() {
+                continue;
+            }
+            let Some(at) = self.pending.iter().position(|h| h.ifindex == a.ifindex) else {
+                continue;
+            };
+            let held = self.pending.swap_remove(at);
+            hold::link_update(&held.link, prog).map_err(|e| FilterError::Attach {
+                iface: a.name.clone(),
+                mode: a.mode,
+                reason: format!("taking over the held program: {e}"),
+            })?;
+            self.links[i] = Some(held.link);
+            taken.push(a.name.clone());
+        }
+        self.pending.clear();
+        Ok(taken)
+    }
+
+    /// Sets the filter to hold the interfaces for the next start: it drops every packet it
+    /// would hand to fastlb, whether or not a socket is bound ([`hold::HOLD`]).
+    pub fn hold(&mut self) -> Result<(), FilterError> {
+        self.standby
+            .set(0, hold::HOLD, 0)
+            .map_err(map_err("standby"))
+    }
+
+    /// Takes the links out of the filter: the program stays attached as long as they are
+    /// open, after the filter is gone.
+    pub fn take_links(&mut self) -> Vec<HeldLink> {
+        let mut out = Vec::new();
+        for (a, l) in self.attached.iter().zip(self.links.iter_mut()) {
+            if let Some(link) = l.take() {
+                out.push(HeldLink {
+                    ifindex: a.ifindex,
+                    mode: a.mode,
+                    link,
+                });
+            }
+        }
+        out
+    }
+
+    fn prog_fd(&self) -> Result<RawFd, FilterError> {
+        let prog: &Xdp = self
+            .ebpf
+            .program("xdp_filter")
+            .expect("checked at load")
+            .try_into()
+            .expect("checked at load");
+        prog.fd()
+            .map(|fd| fd.as_fd().as_raw_fd())
+            .map_err(|e| FilterError::Load(e.to_string()))
     }
 
     /// While `on`, the filter drops every packet it would hand to fastlb (this director is
@@ -486,12 +564,20 @@ impl XdpFilter {
         self.slots
             .insert(ifindex, slot_base, 0)
             .map_err(map_err("iface_slots"))?;
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut("xdp_filter")
-            .expect("checked at load")
-            .try_into()
-            .expect("checked at load");
+        // A link the previous run held for this interface keeps its program attached until
+        // take_over swaps this one in.
+        if let Some(held) = self.pending.iter().find(|h| h.ifindex == ifindex) {
+            self.attached.push(Attached {
+                name: iface.to_string(),
+                ifindex,
+                mac,
+                mode: held.mode,
+                slot_base,
+            });
+            self.links.push(None);
+            return Ok(self.attached.last().expect("just pushed"));
+        }
+        let prog = self.prog_fd()?;
         let tries: &[(XdpMode, XdpFlags)] = match mode {
             XdpMode::Auto => &[
                 (XdpMode::Native, XdpFlags::DRV_MODE),
@@ -502,8 +588,8 @@ impl XdpFilter {
         };
         let mut last = String::new();
         for (m, flags) in tries {
-            match prog.attach_to_if_index(ifindex, *flags) {
-                Ok(_) => {
+            match hold::link_create(prog, ifindex, flags.bits()) {
+                Ok(link) => {
                     self.attached.push(Attached {
                         name: iface.to_string(),
                         ifindex,
@@ -511,16 +597,10 @@ impl XdpFilter {
                         mode: *m,
                         slot_base,
                     });
+                    self.links.push(Some(link));
                     return Ok(self.attached.last().expect("just pushed"));
                 }
-                Err(e) => {
-                    last = format!(
-                        "{e}: {}",
-                        std::error::Error::source(&e)
-                            .map(|s| s.to_string())
-                            .unwrap_or_default()
-                    )
-                }
+                Err(e) => last = format!("bpf_link_create: {e}"),
             }
         }
         let _ = self.slots.remove(&ifindex);

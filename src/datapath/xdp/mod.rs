@@ -17,6 +17,7 @@
 
 mod filter;
 mod forwarders;
+pub mod hold;
 mod idle;
 mod kernel;
 pub mod netlink;
@@ -95,6 +96,9 @@ pub struct XdpOptions {
     pub cores: Vec<usize>,
     /// Where transmitted frames go.
     pub egress: Egress,
+    /// The state file a stopped run held the interfaces under (`hold`): its links are
+    /// adopted, and [`XdpFilter::take_over`] swaps the new program in. `None`: attach anew.
+    pub hold_key: Option<std::path::PathBuf>,
 }
 
 impl Default for XdpOptions {
@@ -112,6 +116,7 @@ impl Default for XdpOptions {
             need_wakeup: true,
             cores: Vec::new(),
             egress: Egress::SameInterface,
+            hold_key: None,
         }
     }
 }
@@ -174,7 +179,13 @@ impl Datapath {
 
     /// Waits for the workers to stop (after the caller set the stop flag), then detaches
     /// the filter.
-    pub fn join(mut self) -> Result<XdpCounters, XdpError> {
+    pub fn join(self) -> Result<XdpCounters, XdpError> {
+        self.join_holding().map(|(total, _links)| total)
+    }
+
+    /// As [`Datapath::join`], but the filter's links are returned instead of closed: its
+    /// program stays attached while they are open (set [`XdpFilter::hold`] first).
+    pub fn join_holding(mut self) -> Result<(XdpCounters, Vec<hold::HeldLink>), XdpError> {
         let mut panicked = None;
         for (i, h) in std::mem::take(&mut self.workers).into_iter().enumerate() {
             if h.join().is_err() {
@@ -182,10 +193,11 @@ impl Datapath {
             }
         }
         let total = self.counters();
+        let links = self.filter.take_links();
         drop(self);
         match panicked {
             Some(i) => Err(XdpError::WorkerPanicked(i)),
-            None => Ok(total),
+            None => Ok((total, links)),
         }
     }
 }
@@ -282,6 +294,14 @@ where
 {
     check_options(opts)?;
     let mut filter = XdpFilter::load()?;
+    if let Some(key) = &opts.hold_key {
+        match hold::take_over(key) {
+            Ok(held) => filter.adopt(held),
+            Err(e) => crate::log::log(format_args!(
+                "hold: asking for the interfaces a previous run held: {e}; attaching anew"
+            )),
+        }
+    }
     for iface in &opts.ifaces {
         filter.attach(iface, opts.mode)?;
     }
