@@ -1,8 +1,10 @@
 //! The per-packet pipeline and the backends that feed it.
 //!
-//! A backend (pcap replay, AF_XDP) owns buffers and clocks; it hands each received frame to
-//! a [`PacketProcessor`] as a [`Frame`] and acts on the [`Verdict`]. The processor never
-//! touches a socket.
+//! A backend (pcap replay, AF_XDP) owns buffers and clocks; it hands received frames to a
+//! [`PacketProcessor`] as [`Frame`]s and acts on each [`Verdict`]. The AF_XDP worker hands
+//! over each received batch whole ([`PacketProcessor::process_batch`], the path the
+//! pipeline benchmark measures); replay, which reads one packet at a time, and the tests use
+//! [`PacketProcessor::process`]. The processor never touches a socket.
 
 mod frame;
 pub mod pcap;

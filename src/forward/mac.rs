@@ -3,7 +3,7 @@
 
 use super::decrement_ttl;
 use crate::stats::DropReason;
-use crate::wire::ethernet::{EthernetFrame, MacAddr};
+use crate::wire::ethernet::EthernetFrame;
 use crate::wire::Parsed;
 
 /// Sets the source and destination MAC addresses. An 802.1Q tag stays as it is.
@@ -11,7 +11,7 @@ use crate::wire::Parsed;
 /// # Panics
 /// If the frame is shorter than an Ethernet header (never for a frame `parse_frame` took).
 #[inline]
-pub fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
+pub fn set_macs(frame: &mut [u8], src: [u8; 6], dst: [u8; 6]) {
     let mut eth = EthernetFrame::new_unchecked(frame);
     eth.set_src_addr(src);
     eth.set_dst_addr(dst);
@@ -23,8 +23,8 @@ pub fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
 pub fn direct_route(
     frame: &mut [u8],
     p: &Parsed,
-    src: MacAddr,
-    dst: MacAddr,
+    src: [u8; 6],
+    dst: [u8; 6],
 ) -> Result<(), DropReason> {
     decrement_ttl(frame, p)?;
     set_macs(frame, src, dst);

@@ -6,47 +6,13 @@
 //! `ip neigh show` text, so a capture replays against the same next hops the director had.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use thiserror::Error;
 
 use crate::service::Prefix;
 use crate::stats::DropReason;
-
-/// An Ethernet address.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl FromStr for MacAddr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<MacAddr, String> {
-        let mut out = [0u8; 6];
-        let mut parts = s.split(':');
-        for b in &mut out {
-            let p = parts
-                .next()
-                .ok_or_else(|| format!("bad MAC address '{s}'"))?;
-            *b = u8::from_str_radix(p, 16).map_err(|_| format!("bad MAC address '{s}'"))?;
-        }
-        if parts.next().is_some() {
-            return Err(format!("bad MAC address '{s}'"));
-        }
-        Ok(MacAddr(out))
-    }
-}
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
-    }
-}
+pub use crate::wire::ethernet::MacAddr;
 
 /// One unicast route.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,6 +7,8 @@
 //! ```
 
 use super::{read_u16, write_u16, Field, WireError};
+use std::fmt;
+use std::str::FromStr;
 
 /// EtherType values fastlb looks at.
 pub mod ethertype {
@@ -34,8 +36,39 @@ pub const HEADER_LEN: usize = 14;
 /// Length of an Ethernet header with one 802.1Q tag.
 pub const VLAN_HEADER_LEN: usize = 18;
 
-/// A MAC address.
-pub type MacAddr = [u8; 6];
+/// An Ethernet address: the one MAC address type of the crate (the header views and
+/// [`crate::wire::Parsed`] carry the raw bytes, `MacAddr.0`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl FromStr for MacAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<MacAddr, String> {
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for b in &mut out {
+            let p = parts
+                .next()
+                .ok_or_else(|| format!("bad MAC address '{s}'"))?;
+            *b = u8::from_str_radix(p, 16).map_err(|_| format!("bad MAC address '{s}'"))?;
+        }
+        if parts.next().is_some() {
+            return Err(format!("bad MAC address '{s}'"));
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
 
 /// A view of an Ethernet frame.
 #[derive(Debug, Clone, Copy)]
@@ -80,7 +113,7 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
 
     /// Destination MAC address.
     #[inline]
-    pub fn dst_addr(&self) -> MacAddr {
+    pub fn dst_addr(&self) -> [u8; 6] {
         self.buffer.as_ref()[field::DST]
             .try_into()
             .unwrap_or_default()
@@ -88,7 +121,7 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
 
     /// Source MAC address.
     #[inline]
-    pub fn src_addr(&self) -> MacAddr {
+    pub fn src_addr(&self) -> [u8; 6] {
         self.buffer.as_ref()[field::SRC]
             .try_into()
             .unwrap_or_default()
@@ -131,13 +164,13 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     /// Sets the destination MAC address.
     #[inline]
-    pub fn set_dst_addr(&mut self, a: MacAddr) {
+    pub fn set_dst_addr(&mut self, a: [u8; 6]) {
         self.buffer.as_mut()[field::DST].copy_from_slice(&a);
     }
 
     /// Sets the source MAC address.
     #[inline]
-    pub fn set_src_addr(&mut self, a: MacAddr) {
+    pub fn set_src_addr(&mut self, a: [u8; 6]) {
         self.buffer.as_mut()[field::SRC].copy_from_slice(&a);
     }
 

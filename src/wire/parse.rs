@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 
-use super::ethernet::{ethertype, EthernetFrame, MacAddr};
+use super::ethernet::{ethertype, EthernetFrame};
 use super::{icmpv4, icmpv6, ip_proto, ipv4, ipv6, tcp, udp, WireError};
 
 /// IP version of a parsed packet.
@@ -208,9 +208,9 @@ impl IcmpInfo {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Parsed {
     /// Destination MAC.
-    pub dst_mac: MacAddr,
+    pub dst_mac: [u8; 6],
     /// Source MAC.
-    pub src_mac: MacAddr,
+    pub src_mac: [u8; 6],
     /// 802.1Q tag control information, if tagged.
     pub vlan: Option<u16>,
     /// EtherType of the payload (behind the tag).

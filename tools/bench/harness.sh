@@ -22,7 +22,10 @@
 # configuration.
 #
 # Usage: tools/bench/harness.sh [--duration SECS] [--size BYTES] [--repeat N] [--only REGEX]
-# Results: bench-results/live/{results.json,summary.md,*.svg,raw/}
+#                               [--fastlb BINARY] [--out DIR]
+# Results: bench-results/live/{results.json,summary.md,*.svg,raw/}, or DIR with --out.
+# --fastlb runs another fastlb build (a baseline kept aside) in the fastlb cases, so a
+# change is compared against the build before it on the same machine in the same hour.
 set -euo pipefail
 
 if [[ $(id -u) != 0 ]]; then
@@ -45,7 +48,7 @@ echo -20 >/proc/self/autogroup 2>/dev/null || true
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=$ROOT/bench-results/live
-RAW=$OUT/raw
+FASTLB=$ROOT/target/release/fastlb
 DUR=5
 SIZE=64
 REPEAT=2
@@ -56,9 +59,12 @@ while [[ $# -gt 0 ]]; do
         --size) SIZE=$2; shift 2 ;;
         --only) ONLY=$2; shift 2 ;;
         --repeat) REPEAT=$2; shift 2 ;;
+        --fastlb) FASTLB=$(realpath "$2"); shift 2 ;;
+        --out) OUT=$(realpath -m "$2"); shift 2 ;;
         *) echo "unknown argument $1"; exit 2 ;;
     esac
 done
+RAW=$OUT/raw
 
 GEN_CPU=0
 FWD_CPU=1
@@ -100,7 +106,6 @@ log "building release binaries"
 cargo build --release --bins >/dev/null 2>"$WORK/build.err" || { cat "$WORK/build.err"; exit 1; }
 PKTGEN=$ROOT/target/release/pktgen
 XDPFWD=$ROOT/target/release/xdp-fwd
-FASTLB=$ROOT/target/release/fastlb
 # A partial run (--only) keeps the other cases' raw files, so the report covers them all.
 [[ $ONLY == . ]] && rm -rf "$RAW"
 mkdir -p "$RAW"

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   iface A queue q --\                                   /--> tx on the egress socket
-//!                      >-- worker q (pinned): UMEM q --- processor.process(now, frame)
+//!                      >-- worker q (pinned): UMEM q --- processor.process_batch(now, frames)
 //!   iface B queue q --/    sockets A/q and B/q share it   \--> free (drop / pass)
 //! ```
 //!
