@@ -12,7 +12,10 @@
 #   guest: @@OUT ID\n BASE64-OF-OUTPUT (stdout and stderr together) @@END ID EXIT-STATUS\n
 # The script runs under `sh` (after /etc/kipvs/profile) with stdin from /dev/null and a time
 # limit of TIMEOUT seconds (exit status 137 when it is killed). Base64 both ways keeps the
-# tty's line discipline out of the way, whatever the bytes.
+# tty's line discipline out of the way, whatever the bytes. A request whose ID is the one
+# just served is not run again: its answer is sent again (the host resends a request that
+# got no answer, not knowing whether the request or the answer was lost). Empty lines are
+# skipped (the host starts each request with one, ending any partial line left over).
 
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin
 /bin/busybox mkdir -p /proc /sys /dev /tmp /run /var/run /var/lib /root
@@ -50,12 +53,19 @@ serve() {
     stty -F /dev/ttyS1 raw -echo
     exec </dev/ttyS1 >/dev/ttyS1 2>&1
     echo "@@READY"
+    last=
     while read -r id limit payload; do
         [ -n "$id" ] || continue
-        echo "$payload" | base64 -d >/tmp/kipvs-cmd 2>/dev/null
-        timeout -s KILL "$limit" sh -c '. /etc/kipvs/profile; . /tmp/kipvs-cmd' \
-            </dev/null >/tmp/kipvs-out 2>&1
-        rc=$?
+        if [ "$id" = "$last" ]; then
+            rc=$(cat /tmp/kipvs-rc)
+        else
+            echo "$payload" | base64 -d >/tmp/kipvs-cmd 2>/dev/null
+            timeout -s KILL "$limit" sh -c '. /etc/kipvs/profile; . /tmp/kipvs-cmd' \
+                </dev/null >/tmp/kipvs-out 2>&1
+            rc=$?
+            echo "$rc" >/tmp/kipvs-rc
+            last=$id
+        fi
         echo "@@OUT $id"
         base64 </tmp/kipvs-out
         echo "@@END $id $rc"
