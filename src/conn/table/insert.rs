@@ -172,23 +172,7 @@ impl ConnTable {
 
     /// Owner-side copy of a slot's fields (the owner is their only writer).
     pub(super) fn own_raw(&self, slot: u32) -> Raw {
-        let s = &self.slots[slot as usize];
-        Raw {
-            meta: Meta(s.meta.load(Ordering::Relaxed)),
-            caddr: [
-                s.caddr[0].load(Ordering::Relaxed),
-                s.caddr[1].load(Ordering::Relaxed),
-            ],
-            vaddr: [
-                s.vaddr[0].load(Ordering::Relaxed),
-                s.vaddr[1].load(Ordering::Relaxed),
-            ],
-            daddr: [
-                s.daddr[0].load(Ordering::Relaxed),
-                s.daddr[1].load(Ordering::Relaxed),
-            ],
-            dest: s.dest.load(Ordering::Relaxed),
-        }
+        Raw::load(&self.slots[slot as usize])
     }
 
     /// Owner only: turns live `expected` into free. True if this call did it.

@@ -18,22 +18,7 @@ impl ConnTable {
         if !c1.live() {
             return None;
         }
-        let raw = Raw {
-            meta: Meta(s.meta.load(Ordering::Relaxed)),
-            caddr: [
-                s.caddr[0].load(Ordering::Relaxed),
-                s.caddr[1].load(Ordering::Relaxed),
-            ],
-            vaddr: [
-                s.vaddr[0].load(Ordering::Relaxed),
-                s.vaddr[1].load(Ordering::Relaxed),
-            ],
-            daddr: [
-                s.daddr[0].load(Ordering::Relaxed),
-                s.daddr[1].load(Ordering::Relaxed),
-            ],
-            dest: s.dest.load(Ordering::Relaxed),
-        };
+        let raw = Raw::load(s);
         fence(Ordering::Acquire);
         let c2 = Ctl(s.ctl.load(Ordering::Relaxed));
         (c2.gen() == c1.gen()).then_some((c2, raw))

@@ -7,7 +7,7 @@ use super::{
 use crate::conn::state::TcpState;
 use crate::service::{DestId, ForwardMethod, Protocol};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// One entry. The first cache line holds what a lookup compares; the second what it copies
 /// out and what only the owner and templates use.
@@ -45,6 +45,28 @@ pub(super) struct Raw {
 }
 
 impl Raw {
+    /// The entry's immutable fields as they are in `s` now, loaded relaxed: a seqlock reader
+    /// brackets this with its generation checks, the owner (their only writer) needs none.
+    #[inline(always)]
+    pub(super) fn load(s: &Slot) -> Raw {
+        Raw {
+            meta: Meta(s.meta.load(Ordering::Relaxed)),
+            caddr: [
+                s.caddr[0].load(Ordering::Relaxed),
+                s.caddr[1].load(Ordering::Relaxed),
+            ],
+            vaddr: [
+                s.vaddr[0].load(Ordering::Relaxed),
+                s.vaddr[1].load(Ordering::Relaxed),
+            ],
+            daddr: [
+                s.daddr[0].load(Ordering::Relaxed),
+                s.daddr[1].load(Ordering::Relaxed),
+            ],
+            dest: s.dest.load(Ordering::Relaxed),
+        }
+    }
+
     #[inline]
     pub(super) fn kind(&self) -> u64 {
         let mut k = 0;
