@@ -391,16 +391,5 @@ pub fn exercise(data: &[u8]) {
         0,
         "connections left after every timeout passed"
     );
-    for i in 0..registry.capacity() {
-        let c = registry.get(fastlb::service::DestId(i as u32));
-        assert_eq!(
-            (
-                c.active(),
-                c.inactive(),
-                c.persist_conns.load(Ordering::Relaxed)
-            ),
-            (0, 0, 0),
-            "real server {i}: counters not back at zero once every connection expired"
-        );
-    }
+    crate::settle::assert_counters_at_zero(&registry, "connection");
 }

@@ -15,7 +15,6 @@
 //! at zero.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use fastlb::conn::ConnTable;
 use fastlb::control::Publisher;
 use fastlb::ha::state_file::{crc32, encode, StateFile, HEADER_LEN};
 use fastlb::service::config;
-use fastlb::service::{DestId, DestRegistry, ServiceTable};
+use fastlb::service::{DestRegistry, ServiceTable};
 use fastlb::time::Instant;
 
 /// The wall clock as the fuzzed reader sees it, milliseconds since the Unix epoch.
@@ -140,17 +139,6 @@ fn read(data: &[u8]) {
             0,
             "restored entries left after every timeout passed"
         );
-        for i in 0..r.capacity() {
-            let d = r.get(DestId(i as u32));
-            assert_eq!(
-                (
-                    d.active(),
-                    d.inactive(),
-                    d.persist_conns.load(Ordering::Relaxed)
-                ),
-                (0, 0, 0),
-                "real server {i}: counters not back at zero"
-            );
-        }
+        crate::settle::assert_counters_at_zero(r, "restored entry");
     }
 }

@@ -8,7 +8,6 @@
 //! table with real-server counters back at zero.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use fastlb::ha::sync::backup::Backup;
 use fastlb::ha::sync::counters::DaemonCounters;
 use fastlb::ha::sync::{Encoder, Message};
 use fastlb::service::config;
-use fastlb::service::{DestId, DestRegistry};
+use fastlb::service::DestRegistry;
 use fastlb::time::Instant;
 
 const RULES: &str = "-A -t 192.0.2.100:80 -s rr\n\
@@ -123,16 +122,5 @@ pub fn exercise(data: &[u8]) {
         0,
         "synced connections left after every timeout passed"
     );
-    for i in 0..registry.capacity() {
-        let d = registry.get(DestId(i as u32));
-        assert_eq!(
-            (
-                d.active(),
-                d.inactive(),
-                d.persist_conns.load(Ordering::Relaxed)
-            ),
-            (0, 0, 0),
-            "real server {i}: counters not back at zero"
-        );
-    }
+    crate::settle::assert_counters_at_zero(&registry, "synced connection");
 }

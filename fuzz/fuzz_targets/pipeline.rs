@@ -1,6 +1,8 @@
 //! Fuzz target `pipeline`: see `fuzz/exercise/pipeline.rs`.
 #![no_main]
 
+#[path = "../exercise/settle.rs"]
+mod settle;
 #[path = "../exercise/pipeline.rs"]
 mod pipeline;
 
