@@ -122,7 +122,18 @@ pub fn bind(
         // installed but never described again (found by the `state_file` fuzz target).
         return None;
     }
+    if !(template && conn.protocol == 0) && Protocol::from_number(conn.protocol).is_none() {
+        // IPVS keeps entries only for the protocols it schedules (a firewall-mark template
+        // is IPPROTO_IP); one of another protocol, found through a firewall-mark service,
+        // could be installed but never described again (found by the `state_file` target).
+        return None;
+    }
     let svc = find_service(table, conn)?;
+    if template && conn.protocol != 0 && matches!(svc.config.key, ServiceKey::Fwmark { .. }) {
+        // A firewall-mark service's templates are IPPROTO_IP (`ip_vs_sched_persist`): a
+        // TCP or UDP template found through its mark would be described without it.
+        return None;
+    }
     let (dest, method) = find_dest(svc, conn, raw_flags)?;
     let state = if template {
         0
