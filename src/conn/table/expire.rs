@@ -127,7 +127,7 @@ impl ConnTable {
             return 0;
         }
         let now_ms = ms(now);
-        let w = &self.workers[worker];
+        let w = &self.pools[worker];
         let first = w.hand.load(Ordering::Relaxed);
         let step = |h: u32| if h + 1 == end { start } else { h + 1 };
         let mut freed = 0;

@@ -68,7 +68,7 @@ impl ConnTable {
         state: u8,
         expiry: u64,
     ) -> Result<ConnId, TableFull> {
-        let w = &self.workers[worker];
+        let w = &self.pools[worker];
         let Some(slot) = self.alloc(worker, now_ms) else {
             w.insert_failures.store(
                 w.insert_failures.load(Ordering::Relaxed) + 1,
@@ -150,7 +150,7 @@ impl ConnTable {
 
     /// Takes a free slot, or evicts one.
     pub(super) fn alloc(&self, worker: usize, now_ms: u64) -> Option<u32> {
-        let w = &self.workers[worker];
+        let w = &self.pools[worker];
         let head = w.free_head.load(Ordering::Relaxed);
         if head != NO_SLOT {
             let next = self.slots[head as usize].next_free.load(Ordering::Relaxed);
@@ -161,7 +161,7 @@ impl ConnTable {
     }
 
     pub(super) fn push_free(&self, worker: usize, slot: u32) {
-        let w = &self.workers[worker];
+        let w = &self.pools[worker];
         self.slots[slot as usize]
             .next_free
             .store(w.free_head.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -242,7 +242,7 @@ impl ConnTable {
     pub(super) fn evict(&self, worker: usize, now_ms: u64) -> Option<u32> {
         let (start, end) = self.range(worker);
         let len = (end - start) as usize;
-        let w = &self.workers[worker];
+        let w = &self.pools[worker];
         for _attempt in 0..2 {
             let hand = w.hand.load(Ordering::Relaxed);
             let mut best: Option<(u8, u32, Ctl)> = None;

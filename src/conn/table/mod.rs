@@ -48,7 +48,7 @@ use control::{deadline, is_expired, ms, Ctl, DOOMED, EXP_MASK, GEN_MASK};
 use insert::{input_table, Fields};
 use key::{addr_words, fold_mul, words_addr, Key, K_TEMPLATE, K_V6};
 use meta::{method_bits, Meta, F_DV6, F_TEMPLATE, F_V6, METHOD_SHIFT};
-use slot::{evict_class, Raw, Slot, Worker, EVICT_WINDOW, NO_SLOT};
+use slot::{evict_class, Raw, Slot, SlotPool, EVICT_WINDOW, NO_SLOT};
 pub use sync::{Described, Installed, SyncMark, SyncPeek, SyncProbe, Synced};
 pub(crate) use template::TemplateKey;
 pub use types::{
@@ -59,7 +59,7 @@ pub use types::{
 pub struct ConnTable {
     slots: Box<[Slot]>,
     index: Index,
-    workers: Box<[Worker]>,
+    pools: Box<[SlotPool]>,
     registry: Arc<DestRegistry>,
     timeouts: Timeouts,
     seed: [u64; 5],
@@ -69,7 +69,7 @@ impl fmt::Debug for ConnTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnTable")
             .field("capacity", &self.capacity())
-            .field("workers", &self.workers.len())
+            .field("workers", &self.pools.len())
             .field("len", &self.len())
             .field("index_buckets", &self.index.buckets())
             .finish()
@@ -134,17 +134,16 @@ impl ConnTable {
         let table = ConnTable {
             slots: (0..capacity).map(|_| Slot::default()).collect(),
             index: Index::new(buckets),
-            workers: (0..workers).map(|_| Worker::default()).collect(),
+            pools: (0..workers).map(|_| SlotPool::default()).collect(),
             registry,
             timeouts: Timeouts::new(),
             seed,
         };
         for w in 0..workers {
             let (start, end) = table.range(w);
-            let worker = &table.workers[w];
-            worker.hand.store(start, Ordering::Relaxed);
-            worker
-                .free_head
+            let pool = &table.pools[w];
+            pool.hand.store(start, Ordering::Relaxed);
+            pool.free_head
                 .store(if start < end { start } else { NO_SLOT }, Ordering::Relaxed);
             for i in start..end {
                 let next = if i + 1 < end { i + 1 } else { NO_SLOT };
@@ -160,7 +159,7 @@ impl ConnTable {
     #[inline]
     fn range(&self, w: usize) -> (u32, u32) {
         let c = self.slots.len();
-        let n = self.workers.len();
+        let n = self.pools.len();
         ((w * c / n) as u32, ((w + 1) * c / n) as u32)
     }
 
@@ -180,7 +179,7 @@ impl ConnTable {
     /// Live entries (connections and templates, including ones retired by
     /// [`ConnTable::expire_now`] whose slot is not yet reclaimed).
     pub fn len(&self) -> usize {
-        self.workers
+        self.pools
             .iter()
             .map(|w| w.live.load(Ordering::Relaxed))
             .sum()
@@ -196,7 +195,7 @@ impl ConnTable {
     /// # Panics
     /// If `worker` is out of range.
     pub fn worker_slots(&self, worker: usize) -> usize {
-        assert!(worker < self.workers.len(), "no worker {worker}");
+        assert!(worker < self.pools.len(), "no worker {worker}");
         let (start, end) = self.range(worker);
         (end - start) as usize
     }
@@ -213,7 +212,7 @@ impl ConnTable {
 
     /// Eviction and failure counters.
     pub fn stats(&self) -> TableStats {
-        self.workers
+        self.pools
             .iter()
             .fold(TableStats::default(), |s, w| TableStats {
                 evictions: s.evictions + w.evictions.load(Ordering::Relaxed),
@@ -223,20 +222,20 @@ impl ConnTable {
 
     /// In debug builds, catches two threads using one worker's slots at once.
     #[inline]
-    fn enter(&self, worker: usize) -> WorkerGuard<'_> {
-        let w = &self.workers[worker];
+    fn enter(&self, worker: usize) -> PoolGuard<'_> {
+        let w = &self.pools[worker];
         #[cfg(debug_assertions)]
         assert!(
             !w.busy.swap(true, Ordering::Acquire),
             "worker {worker} used from two threads at once"
         );
-        WorkerGuard(w)
+        PoolGuard(w)
     }
 }
 
-struct WorkerGuard<'a>(#[allow(dead_code)] &'a Worker);
+struct PoolGuard<'a>(#[allow(dead_code)] &'a SlotPool);
 
-impl Drop for WorkerGuard<'_> {
+impl Drop for PoolGuard<'_> {
     fn drop(&mut self) {
         #[cfg(debug_assertions)]
         self.0.busy.store(false, Ordering::Release);

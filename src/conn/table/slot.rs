@@ -163,10 +163,11 @@ impl Raw {
     }
 }
 
-/// Per-worker allocation state; only the owning worker writes it.
+/// One worker's pool of slots: its free list, eviction clock hand, live count and table
+/// counters. Only the owning worker writes it; one cache line each, so workers do not share.
 #[repr(C, align(64))]
 #[derive(Default)]
-pub(super) struct Worker {
+pub(super) struct SlotPool {
     pub(super) free_head: AtomicU32,
     pub(super) hand: AtomicU32,
     pub(super) live: AtomicUsize,
