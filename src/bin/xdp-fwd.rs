@@ -18,12 +18,15 @@ mod app {
 
     use anyhow::{bail, Context, Result};
     use clap::Parser;
-    use fastlb::datapath::xdp::{self, parse_mac, Bounce, Egress, FixedMac, XdpMode, XdpOptions};
+    use fastlb::datapath::xdp::{
+        self, parse_mac, Bounce, Counted, Egress, FixedMac, XdpMode, XdpOptions,
+    };
     use fastlb::datapath::{Frame, PacketProcessor, Verdict};
     use fastlb::service::{
         Protocol, SchedFlags, SchedulerKind, ServiceEntry, ServiceKey, ServiceTable,
         VirtualService, DEFAULT_MH_TABLE_SIZE,
     };
+    use fastlb::stats::WorkerStats;
     use fastlb::time::Instant;
 
     #[derive(Parser, Debug)]
@@ -184,11 +187,19 @@ mod app {
         };
         install_signal_handlers();
         let stop = Arc::new(AtomicBool::new(false));
+        // No real servers: only the frame counters are used.
+        let stats: Vec<Arc<WorkerStats>> = (0..xdp::worker_count(&opts))
+            .map(|_| Arc::new(WorkerStats::new(0)))
+            .collect();
         let mut dp = xdp::start(
             &opts,
-            |_| match fixed {
-                Some(f) => Fwd::Fixed(f),
-                None => Fwd::Bounce(Bounce),
+            &stats,
+            |w| {
+                let fwd = match fixed {
+                    Some(f) => Fwd::Fixed(f),
+                    None => Fwd::Bounce(Bounce),
+                };
+                Counted::new(fwd, Arc::clone(&stats[w]))
             },
             stop.clone(),
         )?;

@@ -329,7 +329,7 @@ impl Appliance {
         signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&term))
             .map_err(io("installing signal handlers"))?;
 
-        let mut datapath = xdp::start(&xopts, make, Arc::clone(&stop))?;
+        let mut datapath = xdp::start(&xopts, &data.workers, make, Arc::clone(&stop))?;
         program_filter(&mut datapath, &director).map_err(XdpError::from)?;
         // Maps and sockets ready: the program a stopped run left holding goes now.
         let taken = datapath.filter().take_over().map_err(XdpError::from)?;

@@ -1,6 +1,6 @@
 //! A received frame inside its buffer, with room to grow at the front.
 
-use crate::stats::DropReason;
+use crate::stats::{DropReason, WorkerStats};
 
 /// A frame in a buffer: `buf[head..head + len]` holds the bytes, `buf[..head]` is headroom.
 #[derive(Debug)]
@@ -125,6 +125,20 @@ pub enum Verdict {
     Pass,
     /// Drop it, counted under the reason.
     Drop(DropReason),
+}
+
+impl Verdict {
+    /// Counts a frame received and handled with this verdict: `rx`, and `tx`, `passed` or
+    /// the drop's reason. The one place a processor counts its frames.
+    #[inline]
+    pub fn count(self, stats: &WorkerStats) {
+        stats.rx.add(1);
+        match self {
+            Verdict::Transmit => stats.tx.add(1),
+            Verdict::Pass => stats.passed.add(1),
+            Verdict::Drop(reason) => stats.count_drop(reason),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -83,20 +83,36 @@ impl std::ops::AddAssign for TrafficTotals {
     }
 }
 
-/// Everything one worker counts.
+/// Everything one worker counts, the one set of worker counters every reader sums (ctl,
+/// metrics, `top`, replay reports).
+///
+/// Two writers share it, both on the worker's thread: the packet processor (the pipeline)
+/// counts each frame by its verdict (`rx`, and `tx`, `passed` or a drop) and the real
+/// servers' traffic; the AF_XDP worker around it adds what only the I/O layer sees
+/// (`batches`, `kicks`, `to_kernel`, `tx_ring_full`, and the drops it makes itself: a
+/// descriptor outside its frame as `malformed`, a frame for an interface with no socket on
+/// its queue as `no_route`). Replay has no I/O layer: those stay zero there.
 #[derive(Debug)]
 pub struct WorkerStats {
-    /// Frames received.
+    /// Frames received (handed to the processor).
     pub rx: Counter,
-    /// Frames transmitted.
+    /// Frames the processor sent out (`Verdict::Transmit`); those the tx ring had no room
+    /// for are counted again under `tx_ring_full`.
     pub tx: Counter,
     /// Frames passed to the kernel.
     pub passed: Counter,
-    /// Batches processed.
+    /// Batches processed: receive passes that got at least one frame.
     pub batches: Counter,
     /// Next hops found without a neighbour entry (the packet went to the kernel, or, for DR,
     /// was dropped as `no_neighbour`); the control thread has the kernel resolve them.
     pub unresolved: Counter,
+    /// Wakeup syscalls the AF_XDP worker made (tx `sendto`, rx `recvfrom`).
+    pub kicks: Counter,
+    /// Of the frames passed, IP packets the kernel took through its IP output (a raw
+    /// socket); the rest (not IP, or refused) are dropped.
+    pub to_kernel: Counter,
+    /// Frames to transmit dropped because the egress tx ring was full.
+    pub tx_ring_full: Counter,
     /// Drops, indexed by `DropReason as usize`.
     pub drops: [Counter; DropReason::COUNT],
     /// Per real server, indexed by [`DestId`].
@@ -112,6 +128,9 @@ impl WorkerStats {
             passed: Counter::default(),
             batches: Counter::default(),
             unresolved: Counter::default(),
+            kicks: Counter::default(),
+            to_kernel: Counter::default(),
+            tx_ring_full: Counter::default(),
             drops: std::array::from_fn(|_| Counter::default()),
             dests: (0..dest_capacity).map(|_| DestStats::default()).collect(),
         }
@@ -127,6 +146,68 @@ impl WorkerStats {
     #[inline]
     pub fn dest(&self, id: DestId) -> &DestStats {
         &self.dests[id.0 as usize]
+    }
+
+    /// A plain copy of the per-worker counters (not the real servers').
+    pub fn counters(&self) -> WorkerCounters {
+        WorkerCounters {
+            rx: self.rx.get(),
+            tx: self.tx.get(),
+            passed: self.passed.get(),
+            batches: self.batches.get(),
+            unresolved: self.unresolved.get(),
+            kicks: self.kicks.get(),
+            to_kernel: self.to_kernel.get(),
+            tx_ring_full: self.tx_ring_full.get(),
+            drops: std::array::from_fn(|i| self.drops[i].get()),
+        }
+    }
+}
+
+/// A snapshot of [`WorkerStats`] without the real servers' counters, one worker's or a sum
+/// over workers; the fields mean what they mean there.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerCounters {
+    /// Frames received.
+    pub rx: u64,
+    /// Frames sent out.
+    pub tx: u64,
+    /// Frames passed to the kernel.
+    pub passed: u64,
+    /// Batches processed.
+    pub batches: u64,
+    /// Next hops found without a neighbour entry.
+    pub unresolved: u64,
+    /// Wakeup syscalls.
+    pub kicks: u64,
+    /// Passed frames the kernel took.
+    pub to_kernel: u64,
+    /// Frames dropped on a full tx ring.
+    pub tx_ring_full: u64,
+    /// Drops by reason (index = `DropReason as usize`).
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl WorkerCounters {
+    /// Drops under `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+}
+
+impl std::ops::AddAssign for WorkerCounters {
+    fn add_assign(&mut self, o: WorkerCounters) {
+        self.rx += o.rx;
+        self.tx += o.tx;
+        self.passed += o.passed;
+        self.batches += o.batches;
+        self.unresolved += o.unresolved;
+        self.kicks += o.kicks;
+        self.to_kernel += o.to_kernel;
+        self.tx_ring_full += o.tx_ring_full;
+        for (a, b) in self.drops.iter_mut().zip(o.drops) {
+            *a += b;
+        }
     }
 }
 
@@ -185,5 +266,48 @@ mod tests {
         let d = drop_totals([&a, &b]);
         assert_eq!(d[0], ("malformed", 1));
         assert!(d[1..].iter().all(|(_, n)| *n == 0));
+    }
+
+    #[test]
+    fn counters_copy_and_sum_every_worker_counter() {
+        let a = WorkerStats::new(0);
+        let b = WorkerStats::new(0);
+        for (i, w) in [&a, &b].into_iter().enumerate() {
+            let n = i as u64 + 1;
+            for (k, c) in [
+                &w.rx,
+                &w.tx,
+                &w.passed,
+                &w.batches,
+                &w.unresolved,
+                &w.kicks,
+                &w.to_kernel,
+                &w.tx_ring_full,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                c.add(n * (k as u64 + 1));
+            }
+            w.count_drop(DropReason::NoRoute);
+        }
+        let mut sum = a.counters();
+        sum += b.counters();
+        let want = |k: u64| 3 * k;
+        assert_eq!(
+            [
+                sum.rx,
+                sum.tx,
+                sum.passed,
+                sum.batches,
+                sum.unresolved,
+                sum.kicks,
+                sum.to_kernel,
+                sum.tx_ring_full
+            ],
+            std::array::from_fn(|k| want(k as u64 + 1))
+        );
+        assert_eq!(sum.dropped(DropReason::NoRoute), 2);
+        assert_eq!(sum.drops.iter().sum::<u64>(), 2);
     }
 }

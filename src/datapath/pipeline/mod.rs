@@ -19,7 +19,7 @@
 //! - `icmp.rs`: ICMP errors about a connection, and packets that are not ours.
 //! - `expiry.rs`: the paced expiry sweep.
 //!
-//! The pipeline It owns its schedulers (so their cursors need no lock) and
+//! The pipeline owns its schedulers (so their cursors need no lock) and
 //! shares the connection table, the real-server counters and the next-hop tables with the
 //! other workers. Nothing on the per-packet path allocates, locks, makes a syscall or reads
 //! a clock; every drop is counted under a [`DropReason`]. Allocation happens only when a new
@@ -262,27 +262,15 @@ const PREFETCH_BATCH: usize = 64;
 /// the batch (~140 instructions a packet) would cost more than it saves.
 const PREFETCH_MIN_LIVE: usize = 1 << 16;
 
-impl Pipeline {
-    #[inline]
-    fn count(&self, verdict: Verdict) {
-        match verdict {
-            Verdict::Transmit => self.stats.tx.add(1),
-            Verdict::Pass => self.stats.passed.add(1),
-            Verdict::Drop(reason) => self.stats.count_drop(reason),
-        }
-    }
-}
-
 impl PacketProcessor for Pipeline {
     #[inline]
     fn process(&mut self, now: Instant, frame: &mut Frame<'_>) -> Verdict {
-        self.stats.rx.add(1);
         let verdict = if self.standby {
             Verdict::Drop(DropReason::Standby)
         } else {
             self.handle(now, frame)
         };
-        self.count(verdict);
+        verdict.count(&self.stats);
         verdict
     }
 
@@ -317,9 +305,8 @@ impl PacketProcessor for Pipeline {
                 self.conns.prefetch_entry(*h);
             }
             for ((frame, verdict), p) in frames.iter_mut().zip(verdicts.iter_mut()).zip(&parsed) {
-                self.stats.rx.add(1);
                 *verdict = self.handle_parsed(now, frame, p);
-                self.count(*verdict);
+                verdict.count(&self.stats);
             }
         }
     }

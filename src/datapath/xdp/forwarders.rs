@@ -1,8 +1,11 @@
 //! Trivial processors that prove the I/O layer and measure its ceiling: no parsing beyond
-//! the Ethernet header.
+//! the Ethernet header; and [`Counted`], which counts their frames as the pipeline counts its
+//! own.
+
+use std::sync::Arc;
 
 use crate::datapath::{Frame, PacketProcessor, Verdict};
-use crate::stats::DropReason;
+use crate::stats::{DropReason, WorkerStats};
 use crate::time::Instant;
 
 const ETH_HEADER: usize = 14;
@@ -45,6 +48,48 @@ impl PacketProcessor for FixedMac {
         d[..6].copy_from_slice(&self.dst);
         d[6..12].copy_from_slice(&self.src);
         Verdict::Transmit
+    }
+}
+
+/// A processor whose frames are counted by verdict ([`Verdict::count`]) into a worker's
+/// [`WorkerStats`]: the pipeline counts its own frames, a trivial forwarder is wrapped in this
+/// so the worker's counters read the same under either.
+#[derive(Debug)]
+pub struct Counted<P> {
+    inner: P,
+    stats: Arc<WorkerStats>,
+}
+
+impl<P> Counted<P> {
+    /// `inner`, counting into `stats`.
+    pub fn new(inner: P, stats: Arc<WorkerStats>) -> Counted<P> {
+        Counted { inner, stats }
+    }
+
+    /// The wrapped processor.
+    pub fn inner(&self) -> &P {
+        &self.inner
+    }
+}
+
+impl<P: PacketProcessor> PacketProcessor for Counted<P> {
+    #[inline]
+    fn process(&mut self, now: Instant, frame: &mut Frame<'_>) -> Verdict {
+        let verdict = self.inner.process(now, frame);
+        verdict.count(&self.stats);
+        verdict
+    }
+
+    #[inline]
+    fn process_batch(&mut self, now: Instant, frames: &mut [Frame<'_>], verdicts: &mut [Verdict]) {
+        self.inner.process_batch(now, frames, verdicts);
+        for v in verdicts.iter().take(frames.len()) {
+            v.count(&self.stats);
+        }
+    }
+
+    fn between_batches(&mut self, now: Instant) {
+        self.inner.between_batches(now);
     }
 }
 
@@ -105,6 +150,22 @@ mod tests {
             Bounce.process(Instant::ZERO, &mut f),
             Verdict::Drop(DropReason::Malformed)
         );
+    }
+
+    #[test]
+    fn counted_counts_each_frame_by_its_verdict() {
+        let stats = Arc::new(WorkerStats::new(0));
+        let mut p = Counted::new(Bounce, Arc::clone(&stats));
+        let mut good = frame_bytes();
+        let mut runt = [0u8; 10];
+        let mut frames = [Frame::new(&mut good, 256, 60), Frame::new(&mut runt, 0, 10)];
+        let mut verdicts = [Verdict::Pass; 2];
+        p.process_batch(Instant::ZERO, &mut frames, &mut verdicts);
+        let mut again = frame_bytes();
+        p.process(Instant::ZERO, &mut Frame::new(&mut again, 256, 60));
+        let c = stats.counters();
+        assert_eq!((c.rx, c.tx, c.passed), (3, 2, 0));
+        assert_eq!(c.dropped(DropReason::Malformed), 1);
     }
 
     #[test]

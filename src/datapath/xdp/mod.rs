@@ -31,8 +31,8 @@ pub use filter::{
     ifindex, interface_mac, Attached, FilterCounters, FilterError, SyncReport, XdpFilter, XdpMode,
     MAX_CLASSIFIERS, MAX_IFACES, SLOTS_PER_IFACE,
 };
-pub use forwarders::{parse_mac, Bounce, FixedMac};
-pub use worker::{WorkerStats, XdpCounters, MAX_BATCH};
+pub use forwarders::{parse_mac, Bounce, Counted, FixedMac};
+pub use worker::MAX_BATCH;
 pub use xsk::{SinkProgram, Xsk, XskConfig, XskCounters, SINK_MAX_QUEUES};
 
 use std::io;
@@ -42,6 +42,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::datapath::{PacketProcessor, HEADROOM};
+use crate::stats::{WorkerCounters, WorkerStats};
 use crate::time::Instant;
 use idle::{IdlePolicy, Next};
 use socket::{BindFlags, RingSizes};
@@ -163,29 +164,24 @@ impl Datapath {
         &mut self.filter
     }
 
-    /// Each worker's counters.
-    pub fn worker_counters(&self) -> Vec<XdpCounters> {
-        self.stats.iter().map(|s| s.snapshot()).collect()
-    }
-
     /// All workers' counters summed.
-    pub fn counters(&self) -> XdpCounters {
-        let mut total = XdpCounters::default();
+    pub fn counters(&self) -> WorkerCounters {
+        let mut total = WorkerCounters::default();
         for s in &self.stats {
-            total.add(&s.snapshot());
+            total += s.counters();
         }
         total
     }
 
     /// Waits for the workers to stop (after the caller set the stop flag), then detaches
     /// the filter.
-    pub fn join(self) -> Result<XdpCounters, XdpError> {
+    pub fn join(self) -> Result<WorkerCounters, XdpError> {
         self.join_holding().map(|(total, _links)| total)
     }
 
     /// As [`Datapath::join`], but the filter's links are returned instead of closed: its
     /// program stays attached while they are open (set [`XdpFilter::hold`] first).
-    pub fn join_holding(mut self) -> Result<(XdpCounters, Vec<hold::HeldLink>), XdpError> {
+    pub fn join_holding(mut self) -> Result<(WorkerCounters, Vec<hold::HeldLink>), XdpError> {
         let mut panicked = None;
         for (i, h) in std::mem::take(&mut self.workers).into_iter().enumerate() {
             if h.join().is_err() {
@@ -205,14 +201,15 @@ impl Datapath {
 /// Starts the datapath and runs it until `stop` is set; returns the summed counters.
 pub fn run<P, F>(
     opts: &XdpOptions,
+    stats: &[Arc<WorkerStats>],
     make_processor: F,
     stop: Arc<AtomicBool>,
-) -> Result<XdpCounters, XdpError>
+) -> Result<WorkerCounters, XdpError>
 where
     P: PacketProcessor + Send + 'static,
     F: Fn(usize) -> P,
 {
-    start(opts, make_processor, stop)?.join()
+    start(opts, stats, make_processor, stop)?.join()
 }
 
 /// How many workers [`start`] runs for `opts`: one per queue index, up to the largest
@@ -281,10 +278,13 @@ fn check_options(opts: &XdpOptions) -> Result<(), XdpError> {
 }
 
 /// Starts the datapath: loads and attaches the filter, opens the sockets, starts one pinned
-/// worker per queue index. `make_processor(i)` builds worker i's processor. The workers
-/// run until `stop` is set; then [`Datapath::join`] waits for them.
+/// worker per queue index ([`worker_count`]). `make_processor(i)` builds worker i's
+/// processor and `stats[i]` holds worker i's counters: the processor counts its frames there
+/// (the pipeline does; wrap a processor that does not in [`Counted`]), the worker adds its
+/// I/O facts. The workers run until `stop` is set; then [`Datapath::join`] waits for them.
 pub fn start<P, F>(
     opts: &XdpOptions,
+    stats: &[Arc<WorkerStats>],
     make_processor: F,
     stop: Arc<AtomicBool>,
 ) -> Result<Datapath, XdpError>
@@ -293,6 +293,13 @@ where
     F: Fn(usize) -> P,
 {
     check_options(opts)?;
+    if stats.len() < worker_count(opts) {
+        return Err(XdpError::Options(format!(
+            "{} workers but counters for {}",
+            worker_count(opts),
+            stats.len()
+        )));
+    }
     let mut filter = XdpFilter::load()?;
     if let Some(key) = &opts.hold_key {
         match hold::take_over(key) {
@@ -362,13 +369,13 @@ where
                 members.iter().position(|&m| m == out)
             })
             .collect();
-        let stats = Arc::new(WorkerStats::default());
+        let stats = Arc::clone(&stats[q as usize]);
         let worker = Worker::new(
             umem,
             ports,
             egress,
             make_processor(q as usize),
-            stats.clone(),
+            Arc::clone(&stats),
             opts.batch,
         )
         .with_iface_ports(

@@ -6,13 +6,13 @@
 //! It knows nothing of packets; the processor knows nothing of rings. [`Worker::step`] is
 //! one pass and runs the same over real sockets and over the in-memory rings of the tests.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::kernel::KernelPath;
 use super::socket::{Desc, Port};
 use super::umem::Umem;
 use crate::datapath::{Frame, PacketProcessor, Verdict};
-use crate::stats::DropReason;
+use crate::stats::{DropReason, WorkerStats};
 use crate::time::Instant;
 
 /// Largest rx batch a worker takes in one pass.
@@ -22,63 +22,6 @@ pub const MAX_BATCH: usize = 256;
 const PROCESS_CHUNK: usize = 64;
 /// Most tx kicks per socket per pass.
 const MAX_KICKS: usize = 16;
-
-/// One worker's counters. Written by that worker only (Relaxed load + store, no
-/// read-modify-write), read by anyone; readers sum them with [`XdpCounters::add`].
-#[derive(Debug, Default)]
-pub struct WorkerStats {
-    rx: AtomicU64,
-    tx: AtomicU64,
-    batches: AtomicU64,
-    kicks: AtomicU64,
-    passed: AtomicU64,
-    to_kernel: AtomicU64,
-    tx_ring_full: AtomicU64,
-    drops: [AtomicU64; DropReason::COUNT],
-}
-
-/// A plain copy of counters, one worker's or a sum.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct XdpCounters {
-    /// Frames received from the rx rings.
-    pub rx: u64,
-    /// Frames queued on tx rings.
-    pub tx: u64,
-    /// Passes that received at least one frame.
-    pub batches: u64,
-    /// Wakeup syscalls (tx `sendto`, rx `recvfrom`).
-    pub kicks: u64,
-    /// Frames the processor said belong to the kernel.
-    pub passed: u64,
-    /// Of those, IP packets the kernel took through its IP output (a raw socket); the rest
-    /// (not IP, or refused) are dropped.
-    pub to_kernel: u64,
-    /// Frames dropped because the egress tx ring was full.
-    pub tx_ring_full: u64,
-    /// Frames the processor dropped, by reason (index = `DropReason as usize`).
-    pub drops: [u64; DropReason::COUNT],
-}
-
-impl XdpCounters {
-    /// Adds `other` into `self`.
-    pub fn add(&mut self, other: &XdpCounters) {
-        self.rx += other.rx;
-        self.tx += other.tx;
-        self.batches += other.batches;
-        self.kicks += other.kicks;
-        self.passed += other.passed;
-        self.to_kernel += other.to_kernel;
-        self.tx_ring_full += other.tx_ring_full;
-        for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
-            *a += b;
-        }
-    }
-
-    /// Drops under `reason`.
-    pub fn dropped(&self, reason: DropReason) -> u64 {
-        self.drops[reason as usize]
-    }
-}
 
 /// The IP packet of an Ethernet frame (one optional 802.1Q tag), without Ethernet padding,
 /// if it carries one.
@@ -96,31 +39,6 @@ fn ip_packet(frame: &[u8]) -> Option<&[u8]> {
     ip.get(..len)
 }
 
-#[inline]
-fn bump(c: &AtomicU64, n: u64) {
-    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-}
-
-impl WorkerStats {
-    /// A copy of the counters.
-    pub fn snapshot(&self) -> XdpCounters {
-        let mut drops = [0; DropReason::COUNT];
-        for (d, a) in drops.iter_mut().zip(self.drops.iter()) {
-            *d = a.load(Ordering::Relaxed);
-        }
-        XdpCounters {
-            rx: self.rx.load(Ordering::Relaxed),
-            tx: self.tx.load(Ordering::Relaxed),
-            batches: self.batches.load(Ordering::Relaxed),
-            kicks: self.kicks.load(Ordering::Relaxed),
-            passed: self.passed.load(Ordering::Relaxed),
-            to_kernel: self.to_kernel.load(Ordering::Relaxed),
-            tx_ring_full: self.tx_ring_full.load(Ordering::Relaxed),
-            drops,
-        }
-    }
-}
-
 /// The state of one worker thread.
 #[derive(Debug)]
 pub(crate) struct Worker<P> {
@@ -130,7 +48,9 @@ pub(crate) struct Worker<P> {
     /// Frames owned by user space and not in use: the stack the fill rings draw from.
     free: Vec<u64>,
     processor: P,
-    stats: std::sync::Arc<WorkerStats>,
+    /// The worker's counters, shared with its processor: the processor counts frames by
+    /// verdict, the worker adds what only the I/O layer sees.
+    stats: Arc<WorkerStats>,
     /// Where frames the processor passes go: the kernel's IP output.
     kernel: KernelPath,
     batch: usize,
@@ -154,7 +74,7 @@ impl<P: PacketProcessor> Worker<P> {
         ports: Vec<Port>,
         egress: Vec<Option<usize>>,
         processor: P,
-        stats: std::sync::Arc<WorkerStats>,
+        stats: Arc<WorkerStats>,
         batch: usize,
     ) -> Worker<P> {
         assert_eq!(ports.len(), egress.len(), "one egress entry per port");
@@ -237,8 +157,7 @@ impl<P: PacketProcessor> Worker<P> {
             received += n;
         }
         if received > 0 {
-            bump(&self.stats.rx, received as u64);
-            bump(&self.stats.batches, 1);
+            self.stats.batches.add(1);
         }
         self.flush();
         received
@@ -288,7 +207,7 @@ impl<P: PacketProcessor> Worker<P> {
             // (each descriptor of a batch names a different frame).
             let buf = unsafe { self.umem.frame_mut(base) };
             if head + d.len as usize > buf.len() {
-                bump(&self.stats.drops[DropReason::Malformed as usize], 1);
+                self.stats.count_drop(DropReason::Malformed);
                 self.free.push(base);
                 continue;
             }
@@ -320,28 +239,24 @@ impl<P: PacketProcessor> Worker<P> {
                             self.queued[e] += 1;
                         }
                         Some(_) => {
-                            bump(&self.stats.tx_ring_full, 1);
+                            self.stats.tx_ring_full.add(1);
                             self.free.push(base);
                         }
                         None => {
-                            bump(&self.stats.drops[DropReason::NoRoute as usize], 1);
+                            self.stats.count_drop(DropReason::NoRoute);
                             self.free.push(base);
                         }
                     }
                 }
                 Verdict::Pass => {
-                    bump(&self.stats.passed, 1);
                     if let Some(ip) = ip_packet(frame.data()) {
                         if self.kernel.send(ip).is_ok() {
-                            bump(&self.stats.to_kernel, 1);
+                            self.stats.to_kernel.add(1);
                         }
                     }
                     self.free.push(base);
                 }
-                Verdict::Drop(r) => {
-                    bump(&self.stats.drops[r as usize], 1);
-                    self.free.push(base);
-                }
+                Verdict::Drop(_) => self.free.push(base),
             }
         }
     }
@@ -351,12 +266,10 @@ impl<P: PacketProcessor> Worker<P> {
     /// frames a previous kick left behind would otherwise wait for the next packet routed
     /// to that port, however long that takes.
     fn flush(&mut self) {
-        let mut tx = 0u64;
         let mut kicks = 0u64;
         for (p, q) in self.ports.iter_mut().zip(self.queued.iter_mut()) {
             if *q > 0 {
                 p.tx.commit();
-                tx += u64::from(*q);
                 *q = 0;
             }
             // In copy mode one sendto sends a bounded number of frames (32 in current
@@ -376,11 +289,8 @@ impl<P: PacketProcessor> Worker<P> {
                 left = now_left;
             }
         }
-        if tx > 0 {
-            bump(&self.stats.tx, tx);
-        }
         if kicks > 0 {
-            bump(&self.stats.kicks, kicks);
+            self.stats.kicks.add(kicks);
         }
     }
 
@@ -400,17 +310,18 @@ impl<P: PacketProcessor> Worker<P> {
             }
         }
         if kicks > 0 {
-            bump(&self.stats.kicks, kicks);
+            self.stats.kicks.add(kicks);
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::forwarders::Counted;
     use super::super::ring::mem::TestRing;
     use super::super::ring::{Consumer, Producer};
     use super::*;
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
 
     /// Plays the kernel's side of one port's rings.
     struct FakeKernel {
@@ -514,12 +425,12 @@ mod tests {
         // The fake kernel reaches frames through the worker's own UMEM.
         let mut k = FakeKernel::new(4);
         let (port, mut kend) = k.split();
-        let stats = Arc::new(WorkerStats::default());
+        let stats = Arc::new(WorkerStats::new(0));
         let mut w = Worker::new(
             Umem::heap(8, 2048),
             vec![port],
             vec![Some(0)],
-            Swap,
+            Counted::new(Swap, stats.clone()),
             stats.clone(),
             64,
         );
@@ -541,7 +452,7 @@ mod tests {
         w.step(Instant::ZERO);
         // Conservation: every frame is free or in the fill ring.
         assert_eq!(w.free_frames(), 4);
-        let s = stats.snapshot();
+        let s = stats.counters();
         assert_eq!((s.rx, s.tx, s.batches), (20, 10, 10));
         assert_eq!(s.dropped(DropReason::Malformed), 10);
         assert_eq!(s.kicks, 0, "no wakeup flag, no kick");
@@ -555,12 +466,12 @@ mod tests {
             .store(libc::XDP_RING_NEED_WAKEUP, Ordering::Relaxed);
         let (pa, mut ka) = a.split();
         let (pb, mut kb) = b.split();
-        let stats = Arc::new(WorkerStats::default());
+        let stats = Arc::new(WorkerStats::new(0));
         let mut w = Worker::new(
             Umem::heap(32, 2048),
             vec![pa, pb],
             vec![Some(1), None],
-            Swap,
+            Counted::new(Swap, stats.clone()),
             stats.clone(),
             2,
         );
@@ -575,9 +486,10 @@ mod tests {
         assert_eq!(kb.transmit(&w.umem).len(), 2);
         assert_eq!(w.step(Instant::ZERO), 1);
         assert_eq!(kb.transmit(&w.umem).len(), 1);
-        let s = stats.snapshot();
+        let s = stats.counters();
+        // The processor sent all four out; the worker dropped the one from port b.
         assert_eq!(s.dropped(DropReason::NoRoute), 1, "port b has no egress");
-        assert_eq!((s.tx, s.kicks), (3, 2));
+        assert_eq!((s.rx, s.tx, s.kicks), (4, 4, 2));
     }
 
     #[test]
@@ -586,12 +498,12 @@ mod tests {
         k.tx.flags
             .store(libc::XDP_RING_NEED_WAKEUP, Ordering::Relaxed);
         let (port, mut kend) = k.split();
-        let stats = Arc::new(WorkerStats::default());
+        let stats = Arc::new(WorkerStats::new(0));
         let mut w = Worker::new(
             Umem::heap(32, 2048),
             vec![port],
             vec![Some(0)],
-            Swap,
+            Counted::new(Swap, stats.clone()),
             stats.clone(),
             64,
         );
@@ -604,11 +516,11 @@ mod tests {
         assert!(w.tx_pending());
         assert_eq!(w.step(Instant::ZERO), 0);
         assert_eq!(w.step(Instant::ZERO), 0);
-        assert_eq!(stats.snapshot().kicks, 3);
+        assert_eq!(stats.counters().kicks, 3);
         assert_eq!(kend.transmit(&w.umem).len(), 1);
         w.step(Instant::ZERO);
         assert!(!w.tx_pending());
-        assert_eq!(stats.snapshot().kicks, 3, "nothing left, no kick");
+        assert_eq!(stats.counters().kicks, 3, "nothing left, no kick");
     }
 
     /// Swaps MACs like [`Swap`], and records the size of every batch it is handed; frame
@@ -636,12 +548,12 @@ mod tests {
     fn a_pass_hands_each_port_s_frames_to_the_processor_as_one_batch() {
         let mut k = FakeKernel::new(128);
         let (port, mut kend) = k.split();
-        let stats = Arc::new(WorkerStats::default());
+        let stats = Arc::new(WorkerStats::new(0));
         let mut w = Worker::new(
             Umem::heap(256, 2048),
             vec![port],
             vec![Some(0)],
-            Batches::default(),
+            Counted::new(Batches::default(), stats.clone()),
             stats.clone(),
             MAX_BATCH,
         );
@@ -653,7 +565,7 @@ mod tests {
         }
         assert_eq!(w.step(Instant::ZERO), 100);
         // One pass: the 100 frames in batches of at most PROCESS_CHUNK, in order.
-        assert_eq!(w.processor.0, [PROCESS_CHUNK, 100 - PROCESS_CHUNK]);
+        assert_eq!(w.processor.inner().0, [PROCESS_CHUNK, 100 - PROCESS_CHUNK]);
         let sent = kend.transmit(&w.umem);
         assert_eq!(sent.len(), 90);
         for (j, f) in sent.iter().enumerate() {
@@ -664,23 +576,23 @@ mod tests {
             }
             assert_eq!(f, &want, "frame {i} in its place");
         }
-        let s = stats.snapshot();
+        let s = stats.counters();
         assert_eq!((s.rx, s.tx, s.batches), (100, 90, 1));
         assert_eq!(s.dropped(DropReason::Malformed), 10);
         assert_eq!(w.step(Instant::ZERO), 0);
-        assert_eq!(w.processor.0.len(), 2, "no frames, no call");
+        assert_eq!(w.processor.inner().0.len(), 2, "no frames, no call");
     }
 
     #[test]
     fn full_tx_ring_drops_and_counts() {
         let mut k = FakeKernel::new(2);
         let (port, mut kend) = k.split();
-        let stats = Arc::new(WorkerStats::default());
+        let stats = Arc::new(WorkerStats::new(0));
         let mut w = Worker::new(
             Umem::heap(16, 2048),
             vec![port],
             vec![Some(0)],
-            Swap,
+            Counted::new(Swap, stats.clone()),
             stats.clone(),
             64,
         );
@@ -691,7 +603,13 @@ mod tests {
         // The kernel has not sent anything: the tx ring (2 slots) is full.
         assert!(kend.receive(&w.umem, &pkt(3, 20)));
         w.step(Instant::ZERO);
-        assert_eq!(stats.snapshot().tx_ring_full, 1);
+        let s = stats.counters();
+        assert_eq!((s.tx, s.tx_ring_full), (3, 1));
+        assert_eq!(
+            s.drops,
+            [0; DropReason::COUNT],
+            "a full ring is no drop reason"
+        );
         assert_eq!(kend.transmit(&w.umem).len(), 2);
     }
 }
