@@ -36,6 +36,19 @@ need() {
 # Monotonic milliseconds, for the measured times.
 now_ms() { local t; read -r t _ </proc/uptime; echo $(( ${t/./} * 10 )); }
 
+# stop_procs PID...: SIGINT (a fastlb stops without holding its traffic for a restart or
+# writing a state file), then waits up to 5 s for each to end, then SIGKILL. A plain `kill`
+# returns at once: a fastlb ending later would write its state file into a scratch
+# directory already removed, leaving it behind.
+stop_procs() {
+    local p i
+    for p; do kill -INT "$p" 2>/dev/null || true; done
+    for p; do
+        for ((i = 0; i < 50; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null || true
+    done
+}
+
 # Commands run on exit before the lab goes down (a scenario's own namespaces, processes).
 E2E_CLEANUP=()
 on_exit() {

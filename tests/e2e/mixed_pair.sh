@@ -27,7 +27,7 @@ VIP=10.80.9.100 FL=10.80.9.1 KR=10.80.9.2 CL=10.80.9.10 RS=10.80.9.11
 SOCK=$E2E_TMP/ctl.sock
 E2E_CLEANUP+=("$K stop $VM")
 for ns in "$NS_F" "$NS_CL" "$NS_RS" "$NS_BR"; do
-    E2E_CLEANUP+=("ip netns pids $ns | xargs -r kill" "ip netns del $ns")
+    E2E_CLEANUP+=("stop_procs \$(ip netns pids $ns)" "ip netns del $ns")
     ip netns add "$ns"
     ip -n "$ns" link set lo up
 done
@@ -75,7 +75,7 @@ method = "dr"
 EOF
 ip netns exec "$NS_F" "$FASTLB_CMD" --iface f0 --config "$E2E_TMP/fastlb.toml" --ctl-socket "$SOCK" \
     --metrics 127.0.0.1:9108 >"$E2E_TMP/fastlb.log" 2>&1 &
-E2E_CLEANUP+=("kill $!")
+E2E_CLEANUP+=("stop_procs $!")
 wait_for 20 grep -q serving "$E2E_TMP/fastlb.log" || { cat "$E2E_TMP/fastlb.log"; fail "fastlb did not start"; }
 fctl() { "$FASTLB_CMD" ctl --socket "$SOCK" "$@"; }
 tx_frames() {
