@@ -6,7 +6,8 @@
 use std::net::IpAddr;
 
 use fastlb::forward::{icmp, mac, nat, tun};
-use fastlb::wire::{parse_frame, IpVersion, Parsed};
+use fastlb::stats::DropReason;
+use fastlb::wire::{parse_frame, Frame, IpVersion, Parsed};
 
 const ROOM: usize = 256;
 
@@ -19,6 +20,17 @@ fn addrs(v: IpVersion) -> (IpAddr, IpAddr) {
 
 fn reparse(buf: &[u8], head: usize, len: usize) {
     parse_frame(&buf[head..head + len]).expect("a rewritten frame parses");
+}
+
+/// Runs a rewrite that may grow the frame at `buf[ROOM..ROOM + len]`; its bounds after.
+fn grown(
+    buf: &mut [u8],
+    len: usize,
+    f: impl FnOnce(&mut Frame<'_>) -> Result<(), DropReason>,
+) -> Result<(usize, usize), DropReason> {
+    let mut frame = Frame::new(buf, ROOM, len);
+    f(&mut frame)?;
+    Ok((frame.head(), frame.len()))
 }
 
 /// Runs parse_frame and every rewrite over `data`.
@@ -45,23 +57,18 @@ pub fn exercise(data: &[u8]) {
     in_place(&mut buf, &|f, p| icmp::nat_to_client(f, p, a, 80).is_ok());
 
     fresh(&mut buf);
-    if let Ok((h, l)) = tun::encapsulate(&mut buf, ROOM, data.len(), &p, a, b, 1) {
+    if let Ok((h, l)) = grown(&mut buf, data.len(), |f| tun::encapsulate(f, &p, a, b, 1)) {
         reparse(&buf, h, l);
     }
     let _ = tun::check_mtu(&p, 1500, 20);
     fresh(&mut buf);
-    if let Ok((h, l)) = tun::too_big_reply(&mut buf, ROOM, data.len(), &p, 1480, 1) {
+    if let Ok((h, l)) = grown(&mut buf, data.len(), |f| tun::too_big_reply(f, &p, 1480, 1)) {
         reparse(&buf, h, l);
     }
     fresh(&mut buf);
-    if let Ok((h, l)) = icmp::error_reply(
-        &mut buf,
-        ROOM,
-        data.len(),
-        &p,
-        icmp::ErrorReply::TimeExceeded,
-        1,
-    ) {
+    if let Ok((h, l)) = grown(&mut buf, data.len(), |f| {
+        icmp::error_reply(f, &p, icmp::ErrorReply::TimeExceeded, 1)
+    }) {
         reparse(&buf, h, l);
     }
 }

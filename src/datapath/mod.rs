@@ -6,15 +6,16 @@
 //! pipeline benchmark measures); replay, which reads one packet at a time, and the tests use
 //! [`PacketProcessor::process`]. The processor never touches a socket.
 
-mod frame;
 pub mod pcap;
 pub mod pipeline;
 pub mod replay;
 pub mod report;
+mod verdict;
 #[cfg(target_os = "linux")]
 pub mod xdp;
 
-pub use frame::{Frame, Verdict};
+pub use crate::wire::Frame;
+pub use verdict::Verdict;
 
 use crate::time::Instant;
 

@@ -19,12 +19,15 @@
 use std::net::IpAddr;
 
 use super::{
-    check_ttl, decrement_ttl, ip_of, malformed, octets, same_family, unsupported, update_field,
-    IPV4_CHECKSUM,
+    addr_offset, check_ttl, decrement_ttl, ip_of, malformed, octets, port_offset, same_family,
+    unsupported, update_field, IPV4_CHECKSUM,
 };
 use crate::stats::DropReason;
 use crate::wire::ethernet::EthernetFrame;
-use crate::wire::{checksum, icmpv4, icmpv6, ip_proto, ipv4, ipv6, IpInfo, IpVersion, Parsed};
+use crate::wire::{
+    checksum, icmp, icmpv4, icmpv6, ip_proto, ipv4, ipv6, tcp, udp, Frame, IpInfo, IpRepr,
+    IpVersion, Parsed,
+};
 
 /// Relays an ICMP error quoting a reply (VIP:vport -> client) to the real server.
 ///
@@ -79,13 +82,9 @@ fn relay(
     let (new, n) = octets(&addr);
     let new = &new[..n];
     let v4 = ip.version == IpVersion::V4;
-    // Outer and quoted address offsets: IPv4 src 12 / dst 16, IPv6 src 8 / dst 24.
-    let (outer_at, quoted_at) = match (v4, to_client) {
-        (true, true) => (l3 + 12, q.ip_offset + 16),
-        (true, false) => (l3 + 16, q.ip_offset + 12),
-        (false, true) => (l3 + 8, q.ip_offset + 24),
-        (false, false) => (l3 + 24, q.ip_offset + 8),
-    };
+    // To the client: the outer source and the quoted destination; else the other two.
+    let outer_at = l3 + addr_offset(ip.version, to_client);
+    let quoted_at = q.ip_offset + addr_offset(ip.version, !to_client);
 
     if v4 {
         let mut old = [0u8; 4];
@@ -101,10 +100,11 @@ fn relay(
     if v4 {
         let qh = q.ip_offset..q.ip_offset + q.ip_header_len;
         let c = checksum::ipv4_header(&frame[qh]);
-        frame[q.ip_offset + 10..q.ip_offset + 12].copy_from_slice(&c.to_be_bytes());
+        let at = q.ip_offset + IPV4_CHECKSUM;
+        frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
     }
     if q.ports.is_some() {
-        let at = q.l4_offset + if to_client { 2 } else { 0 };
+        let at = q.l4_offset + port_offset(!to_client);
         let old_port = u16::from_be_bytes([frame[at], frame[at + 1]]);
         frame[at..at + 2].copy_from_slice(&port.to_be_bytes());
         fix_quoted_l4_checksum(
@@ -117,9 +117,10 @@ fn relay(
             port,
         );
     }
-    frame[ip.l4_offset + 2..ip.l4_offset + 4].fill(0);
+    let sum_at = ip.l4_offset + icmp::field::CHECKSUM.start;
+    frame[sum_at..sum_at + 2].fill(0);
     let c = icmp_checksum(frame, l3, ip);
-    frame[ip.l4_offset + 2..ip.l4_offset + 4].copy_from_slice(&c.to_be_bytes());
+    frame[sum_at..sum_at + 2].copy_from_slice(&c.to_be_bytes());
     decrement_ttl(frame, p)
 }
 
@@ -137,8 +138,8 @@ fn fix_quoted_l4_checksum(
     new_port: u16,
 ) {
     let at = match q.protocol {
-        ip_proto::UDP => q.l4_offset + 6,
-        ip_proto::TCP => q.l4_offset + 16,
+        ip_proto::UDP => q.l4_offset + udp::CHECKSUM_OFFSET,
+        ip_proto::TCP => q.l4_offset + tcp::CHECKSUM_OFFSET,
         _ => return,
     };
     if at + 2 > end.min(frame.len()) {
@@ -193,53 +194,79 @@ pub enum ErrorReply {
     TimeExceeded,
 }
 
+/// TOS of an ICMPv4 error: internetwork control, as Linux sends errors.
+const ERROR_TOS: u8 = 0xc0;
+/// TTL / hop limit of an ICMP error.
+const ERROR_TTL: u8 = 64;
+
 /// Largest IPv4 datagram an ICMPv4 error may make (RFC 1812 4.3.2.3: 576 bytes).
 pub const IPV4_ERROR_MAX: usize = 576;
 /// Largest IPv6 packet an ICMPv6 error may make (RFC 4443 2.4(c): the minimum MTU).
 pub const IPV6_ERROR_MAX: usize = 1280;
 
-/// Turns the frame in `buf[head..head + len]` into an ICMP error answering it, in place,
-/// and returns the new `(head, len)`.
+/// Turns the frame into an ICMP error answering it, in place.
 ///
 /// The answer goes back the way the packet came: MACs swapped (the VLAN tag kept), source
 /// the address the client sent to (the VIP), destination the client, TTL / hop limit 64,
 /// IPv4 identification `ip_id`, TOS 0xc0 (internetwork control, as Linux sends errors).
 /// It quotes as much of the original IP packet as fits in 576 (IPv4) / 1280 (IPv6) bytes.
-/// The Ethernet header moves 28 (IPv4) / 48 (IPv6) bytes into the headroom; the original
-/// packet stays where it is and becomes the quote, so call this before rewriting it.
+/// The Ethernet header moves 28 (IPv4) / 48 (IPv6) bytes into the headroom
+/// ([`Frame::prepend`]); the original packet stays where it is and becomes the quote, so
+/// call this before rewriting it.
 ///
 /// Fails with [`DropReason::TooBig`] when the headroom is short, [`DropReason::Unsupported`]
 /// for a non-IP frame; the frame is then unchanged.
 pub fn error_reply(
-    buf: &mut [u8],
-    head: usize,
-    len: usize,
+    frame: &mut Frame<'_>,
     p: &Parsed,
     kind: ErrorReply,
     ip_id: u16,
-) -> Result<(usize, usize), DropReason> {
-    let frame = buf.get(head..head + len).ok_or(DropReason::Malformed)?;
-    let ip = *ip_of(frame, p)?;
+) -> Result<(), DropReason> {
+    let ip = *ip_of(frame.data(), p)?;
     let l2 = p.l2_len();
     let v4 = ip.version == IpVersion::V4;
-    let grow = if v4 {
-        ipv4::HEADER_LEN
+    let (header_len, max) = if v4 {
+        (ipv4::HEADER_LEN, IPV4_ERROR_MAX)
     } else {
-        ipv6::HEADER_LEN
-    } + icmpv4::HEADER_LEN;
-    let max = if v4 { IPV4_ERROR_MAX } else { IPV6_ERROR_MAX };
+        (ipv6::HEADER_LEN, IPV6_ERROR_MAX)
+    };
+    let grow = header_len + icmpv4::HEADER_LEN;
     let quote = ip.len.min(max - grow);
-    if head < grow {
+    let msg_len = icmpv4::HEADER_LEN + quote;
+    // From the address the client sent to (the VIP) back to the client.
+    let header = match (ip.dst, ip.src) {
+        (IpAddr::V4(vip), IpAddr::V4(client)) => IpRepr::V4(ipv4::Repr {
+            src_addr: vip,
+            dst_addr: client,
+            protocol: ip_proto::ICMP,
+            tos: ERROR_TOS,
+            ident: ip_id,
+            dont_frag: false,
+            ttl: ERROR_TTL,
+            payload_len: msg_len,
+        }),
+        (IpAddr::V6(vip), IpAddr::V6(client)) => IpRepr::V6(ipv6::Repr {
+            src_addr: vip,
+            dst_addr: client,
+            next_header: ip_proto::ICMPV6,
+            traffic_class: 0,
+            hop_limit: ERROR_TTL,
+            payload_len: msg_len,
+        }),
+        // parse_frame gives both addresses the packet's family.
+        _ => return unsupported(),
+    };
+    if frame.headroom() < grow {
         return Err(DropReason::TooBig);
     }
-    let new_head = head - grow;
-    buf.copy_within(head..head + l2, new_head);
-    let out = &mut buf[new_head..new_head + l2 + grow + quote];
+    frame.truncate(l2 + quote);
+    let grown = frame.prepend(l2, grow);
+    debug_assert!(grown, "headroom checked above");
+    let out = frame.data_mut();
     let mut eth = EthernetFrame::new_unchecked(&mut out[..]);
     eth.set_dst_addr(p.src_mac);
     eth.set_src_addr(p.dst_mac);
 
-    let msg_len = icmpv4::HEADER_LEN + quote;
     let (icmp_type, code, rest) = match (kind, v4) {
         (ErrorReply::TooBig { mtu }, true) => (
             icmpv4::msg_type::DEST_UNREACHABLE,
@@ -251,33 +278,8 @@ pub fn error_reply(
         (ErrorReply::TimeExceeded, false) => (icmpv6::msg_type::TIME_EXCEEDED, 0, 0),
     };
     let l3 = &mut out[l2..];
-    if v4 {
-        let mut h = ipv4::Packet::new_unchecked(&mut l3[..ipv4::HEADER_LEN]);
-        h.set_version_and_header_len(ipv4::HEADER_LEN);
-        h.set_tos(0xc0);
-        h.set_total_len((ipv4::HEADER_LEN + msg_len) as u16);
-        h.set_ident(ip_id);
-        h.set_unfragmented(false);
-        h.set_ttl(64);
-        h.set_protocol(ip_proto::ICMP);
-        if let (IpAddr::V4(client), IpAddr::V4(vip)) = (ip.src, ip.dst) {
-            h.set_src_addr(vip);
-            h.set_dst_addr(client);
-        }
-        h.fill_checksum();
-    } else {
-        let mut h = ipv6::Packet::new_unchecked(&mut l3[..ipv6::HEADER_LEN]);
-        h.set_version_and_traffic_class(0);
-        h.set_payload_len(msg_len as u16);
-        h.set_next_header(ip_proto::ICMPV6);
-        h.set_hop_limit(64);
-        if let (IpAddr::V6(client), IpAddr::V6(vip)) = (ip.src, ip.dst) {
-            h.set_src_addr(vip);
-            h.set_dst_addr(client);
-        }
-    }
-    let hl = grow - icmpv4::HEADER_LEN;
-    let msg = &mut l3[hl..hl + msg_len];
+    header.emit(l3);
+    let msg = &mut l3[header_len..header_len + msg_len];
     let mut m = icmpv4::Packet::new_unchecked(&mut msg[..]);
     m.set_msg_type(icmp_type);
     m.set_code(code);
@@ -288,8 +290,8 @@ pub fn error_reply(
     } else {
         checksum::l4(&ip.dst, &ip.src, ip_proto::ICMPV6, msg)
     };
-    msg[2..4].copy_from_slice(&c.to_be_bytes());
-    Ok((new_head, l2 + grow + quote))
+    msg[icmp::field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
+    Ok(())
 }
 
 #[cfg(test)]
@@ -421,7 +423,9 @@ mod tests {
         let mut buf = vec![0u8; 64];
         buf.extend_from_slice(&f);
         let p = parse_frame(&f).unwrap();
-        let (h, l) = error_reply(&mut buf, 64, f.len(), &p, kind, 7).unwrap();
+        let mut fr = Frame::new(&mut buf, 64, f.len());
+        error_reply(&mut fr, &p, kind, 7).unwrap();
+        let (h, l) = (fr.head(), fr.len());
         (buf, h, l)
     }
 
@@ -499,7 +503,11 @@ mod tests {
         let mut buf = vec![0u8; 10];
         buf.extend_from_slice(&f);
         let p = parse_frame(&f).unwrap();
-        let r = error_reply(&mut buf, 10, f.len(), &p, ErrorReply::TimeExceeded, 0);
+        let before = buf.clone();
+        let mut fr = Frame::new(&mut buf, 10, f.len());
+        let r = error_reply(&mut fr, &p, ErrorReply::TimeExceeded, 0);
         assert_eq!(r, Err(DropReason::TooBig));
+        assert_eq!((fr.head(), fr.len()), (10, f.len()));
+        assert_eq!(buf, before, "a refusal leaves the buffer alone");
     }
 }

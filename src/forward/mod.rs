@@ -15,6 +15,8 @@
 //! exceeded; [`icmp::error_reply`] can build that answer). fastlb does the same: every
 //! rewrite here decrements, or fails with [`DropReason::TtlExceeded`].
 
+#![forbid(unsafe_code)]
+
 pub mod icmp;
 pub mod mac;
 pub mod nat;
@@ -25,14 +27,39 @@ pub mod tun;
 use std::net::IpAddr;
 
 use crate::stats::DropReason;
-use crate::wire::{checksum, IpInfo, IpVersion, Parsed};
+use crate::wire::{checksum, ipv4, ipv6, tcp, udp, IpInfo, IpVersion, Parsed};
 
-/// Offset of the TTL byte in an IPv4 header (the protocol follows it).
-const IPV4_TTL: usize = 8;
+/// Offset of the TTL byte in an IPv4 header (the protocol follows it: the checksum update
+/// takes the two as one word).
+const IPV4_TTL: usize = ipv4::field::TTL;
 /// Offset of the header checksum in an IPv4 header.
-const IPV4_CHECKSUM: usize = 10;
+const IPV4_CHECKSUM: usize = ipv4::field::CHECKSUM.start;
 /// Offset of the hop limit in an IPv6 header.
-const IPV6_HOP_LIMIT: usize = 7;
+const IPV6_HOP_LIMIT: usize = ipv6::field::HOP_LIMIT;
+
+/// Offset of an address in its IP header: the source's, or the destination's.
+#[inline]
+fn addr_offset(version: IpVersion, source: bool) -> usize {
+    match (version, source) {
+        (IpVersion::V4, true) => ipv4::field::SRC.start,
+        (IpVersion::V4, false) => ipv4::field::DST.start,
+        (IpVersion::V6, true) => ipv6::field::SRC.start,
+        (IpVersion::V6, false) => ipv6::field::DST.start,
+    }
+}
+
+/// Offset of a port in a TCP or UDP header (the same in both): the source's, or the
+/// destination's.
+#[inline]
+fn port_offset(source: bool) -> usize {
+    const _: () = assert!(tcp::field::SRC_PORT.start == udp::field::SRC_PORT.start);
+    const _: () = assert!(tcp::field::DST_PORT.start == udp::field::DST_PORT.start);
+    if source {
+        tcp::field::SRC_PORT.start
+    } else {
+        tcp::field::DST_PORT.start
+    }
+}
 
 /// The IP layer of a frame a rewrite can work on: IP, and the frame as long as `p` says.
 #[inline]

@@ -8,10 +8,13 @@
 
 use std::net::IpAddr;
 
-use super::{check_ttl, ip_of, octets, read16, same_family, unsupported, update_field};
+use super::{
+    addr_offset, check_ttl, ip_of, octets, port_offset, read16, same_family, unsupported,
+    update_field,
+};
 use super::{IPV4_CHECKSUM, IPV4_TTL, IPV6_HOP_LIMIT};
 use crate::stats::DropReason;
-use crate::wire::{checksum, ip_proto, tcp, udp, IpVersion, L4Info, Parsed};
+use crate::wire::{checksum, icmp, ip_proto, tcp, udp, IpVersion, L4Info, Parsed};
 
 /// Which side of the flow a rewrite changes.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -57,19 +60,13 @@ fn rewrite(
     let l4 = ip.l4_offset;
     let (new, n) = octets(&addr);
     let new = &new[..n];
-    let at = l3
-        + match (ip.version, side) {
-            (IpVersion::V4, Side::Src) => 12,
-            (IpVersion::V4, Side::Dst) => 16,
-            (IpVersion::V6, Side::Src) => 8,
-            (IpVersion::V6, Side::Dst) => 24,
-        };
+    let at = l3 + addr_offset(ip.version, side == Side::Src);
     let mut old = [0u8; 16];
     old[..n].copy_from_slice(&frame[at..at + n]);
     let old = &old[..n];
 
     // Upper layer first: it reads nothing the IP-header update changes.
-    let port_at = l4 + if side == Side::Src { 0 } else { 2 };
+    let port_at = l4 + port_offset(side == Side::Src);
     match ip.l4 {
         L4Info::Tcp { .. } => {
             let old_port = read16(frame, port_at);
@@ -89,7 +86,9 @@ fn rewrite(
         }
         // ICMPv6 covers the pseudo-header; ICMPv4 does not.
         L4Info::Icmp(_) if ip.protocol == ip_proto::ICMPV6 => {
-            update_field(frame, l4 + 2, |c| checksum::update_bytes(c, old, new));
+            update_field(frame, l4 + icmp::field::CHECKSUM.start, |c| {
+                checksum::update_bytes(c, old, new)
+            });
         }
         _ => {}
     }

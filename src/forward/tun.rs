@@ -16,9 +16,9 @@
 
 use std::net::IpAddr;
 
-use super::{decrement_ttl, ip_of, same_family, unsupported};
+use super::{decrement_ttl, ip_of, unsupported};
 use crate::stats::DropReason;
-use crate::wire::{ip_proto, ipv4, ipv6, IpVersion, Parsed};
+use crate::wire::{ip_proto, ipv4, ipv6, Frame, IpRepr, IpVersion, Parsed};
 
 use super::icmp::{error_reply, ErrorReply};
 
@@ -32,9 +32,10 @@ const IPV4_MIN_MTU: u32 = 68;
 /// Smallest MTU of an IPv6 link.
 const IPV6_MIN_MTU: u32 = 1280;
 
-/// Encapsulates the frame in `buf[head..head + len]` in an outer IPv4 (protocol 4) or IPv6
-/// (next header 41) header from `outer_src` to `outer_dst`, and returns the new
-/// `(head, len)`. Ethernet padding is dropped; the MACs are left for the caller to set.
+/// Encapsulates the frame in an outer IPv4 (protocol 4) or IPv6 (next header 41) header
+/// from `outer_src` to `outer_dst`; the frame grows into its headroom
+/// ([`Frame::prepend`]). Ethernet padding is dropped; the MACs are left for the caller to
+/// set.
 ///
 /// Fails, leaving the frame unchanged, with [`DropReason::TooBig`] (headroom short of
 /// 20/40 bytes, or the result over 65535 bytes), [`DropReason::TtlExceeded`],
@@ -43,59 +44,47 @@ const IPV6_MIN_MTU: u32 = 1280;
 /// than `p` says).
 #[inline]
 pub fn encapsulate(
-    buf: &mut [u8],
-    head: usize,
-    len: usize,
+    frame: &mut Frame<'_>,
     p: &Parsed,
     outer_src: IpAddr,
     outer_dst: IpAddr,
     ip_id: u16,
-) -> Result<(usize, usize), DropReason> {
-    let frame = buf.get(head..head + len).ok_or(DropReason::Malformed)?;
-    let ip = *ip_of(frame, p)?;
-    if !same_family(&ip, &outer_src) || !same_family(&ip, &outer_dst) {
-        return unsupported();
-    }
-    let grow = match ip.version {
-        IpVersion::V4 => IPV4_OVERHEAD,
-        IpVersion::V6 => IPV6_OVERHEAD,
+) -> Result<(), DropReason> {
+    let ip = *ip_of(frame.data(), p)?;
+    // The inner TTL as decrement_ttl leaves it (which refuses one that would reach 0).
+    let ttl = ip.ttl.saturating_sub(1);
+    let outer = match (ip.version, outer_src, outer_dst) {
+        (IpVersion::V4, IpAddr::V4(src_addr), IpAddr::V4(dst_addr)) => IpRepr::V4(ipv4::Repr {
+            src_addr,
+            dst_addr,
+            protocol: ip_proto::IPIP,
+            tos: ip.tos,
+            ident: if ip.dont_fragment { 0 } else { ip_id },
+            dont_frag: ip.dont_fragment,
+            ttl,
+            payload_len: ip.len,
+        }),
+        (IpVersion::V6, IpAddr::V6(src_addr), IpAddr::V6(dst_addr)) => IpRepr::V6(ipv6::Repr {
+            src_addr,
+            dst_addr,
+            next_header: ip_proto::IPV6,
+            traffic_class: ip.tos,
+            hop_limit: ttl,
+            payload_len: ip.len,
+        }),
+        _ => return unsupported(),
     };
-    if head < grow || ip.len + grow > usize::from(u16::MAX) {
+    let grow = outer.header_len();
+    if frame.headroom() < grow || ip.len + grow > usize::from(u16::MAX) {
         return Err(DropReason::TooBig);
     }
-    decrement_ttl(&mut buf[head..head + len], p)?;
-    let ttl = ip.ttl - 1;
+    decrement_ttl(frame.data_mut(), p)?;
     let l2 = p.l2_len();
-    let new_head = head - grow;
-    buf.copy_within(head..head + l2, new_head);
-    let outer = &mut buf[new_head + l2..new_head + l2 + grow];
-    match (outer_src, outer_dst) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => {
-            let mut h = ipv4::Packet::new_unchecked(outer);
-            h.set_version_and_header_len(ipv4::HEADER_LEN);
-            h.set_tos(ip.tos);
-            h.set_total_len((ip.len + grow) as u16);
-            h.set_ident(if ip.dont_fragment { 0 } else { ip_id });
-            h.set_unfragmented(ip.dont_fragment);
-            h.set_ttl(ttl);
-            h.set_protocol(ip_proto::IPIP);
-            h.set_src_addr(src);
-            h.set_dst_addr(dst);
-            h.fill_checksum();
-        }
-        (IpAddr::V6(src), IpAddr::V6(dst)) => {
-            let mut h = ipv6::Packet::new_unchecked(outer);
-            h.set_version_and_traffic_class(ip.tos);
-            h.set_payload_len(ip.len as u16);
-            h.set_next_header(ip_proto::IPV6);
-            h.set_hop_limit(ttl);
-            h.set_src_addr(src);
-            h.set_dst_addr(dst);
-        }
-        // Families were checked above.
-        _ => return unsupported(),
-    }
-    Ok((new_head, l2 + grow + ip.len))
+    frame.truncate(l2 + ip.len);
+    let grown = frame.prepend(l2, grow);
+    debug_assert!(grown, "headroom checked above");
+    outer.emit(&mut frame.data_mut()[l2..l2 + grow]);
+    Ok(())
 }
 
 /// What to do with a packet against the path MTU.
@@ -152,14 +141,12 @@ pub fn check_mtu(p: &Parsed, path_mtu: u32, overhead: usize) -> MtuVerdict {
 /// VIP back to the client. See [`error_reply`] for the details and failures.
 #[inline]
 pub fn too_big_reply(
-    buf: &mut [u8],
-    head: usize,
-    len: usize,
+    frame: &mut Frame<'_>,
     p: &Parsed,
     mtu: u32,
     ip_id: u16,
-) -> Result<(usize, usize), DropReason> {
-    error_reply(buf, head, len, p, ErrorReply::TooBig { mtu }, ip_id)
+) -> Result<(), DropReason> {
+    error_reply(frame, p, ErrorReply::TooBig { mtu }, ip_id)
 }
 
 #[cfg(test)]
@@ -174,6 +161,21 @@ mod tests {
     }
 
     const ROOM: usize = 64;
+
+    /// [`encapsulate`] on the frame at `buf[head..head + len]`: its bounds afterwards.
+    fn encap(
+        buf: &mut [u8],
+        head: usize,
+        len: usize,
+        p: &Parsed,
+        src: IpAddr,
+        dst: IpAddr,
+        ip_id: u16,
+    ) -> Result<(usize, usize), DropReason> {
+        let mut f = Frame::new(buf, head, len);
+        encapsulate(&mut f, p, src, dst, ip_id)?;
+        Ok((f.head(), f.len()))
+    }
 
     fn in_buffer(f: &[u8], padding: usize) -> Vec<u8> {
         let mut buf = vec![0u8; ROOM];
@@ -191,7 +193,7 @@ mod tests {
         let f = s.frame();
         let mut buf = in_buffer(&f, 6);
         let p = parse_frame(&buf[ROOM..]).unwrap();
-        let (h, l) = encapsulate(
+        let (h, l) = encap(
             &mut buf,
             ROOM,
             f.len() + 6,
@@ -239,7 +241,7 @@ mod tests {
         let f = s.frame();
         let mut buf = in_buffer(&f, 0);
         let p = parse_frame(&f).unwrap();
-        let (h, _) = encapsulate(
+        let (h, _) = encap(
             &mut buf,
             ROOM,
             f.len(),
@@ -260,8 +262,7 @@ mod tests {
         let f = s.frame();
         let mut buf = in_buffer(&f, 0);
         let p = parse_frame(&f).unwrap();
-        let (h, l) =
-            encapsulate(&mut buf, ROOM, f.len(), &p, ip("fd00::1"), ip("fd00::5"), 9).unwrap();
+        let (h, l) = encap(&mut buf, ROOM, f.len(), &p, ip("fd00::1"), ip("fd00::5"), 9).unwrap();
         assert_eq!((h, l), (ROOM - 40, f.len() + 40));
         let out = &buf[h..h + l];
         let oi = parse_frame(out).unwrap().ip.unwrap();
@@ -283,7 +284,7 @@ mod tests {
         let p = parse_frame(&f).unwrap();
         let mut buf = in_buffer(&f, 0);
         let before = buf.clone();
-        let r = encapsulate(
+        let r = encap(
             &mut buf,
             ROOM,
             f.len() - 1,
@@ -293,11 +294,11 @@ mod tests {
             0,
         );
         assert_eq!(r, Err(DropReason::Malformed)); // frame shorter than p says
-        let r = encapsulate(&mut buf, ROOM, f.len(), &p, ip("fd00::1"), ip("fd00::5"), 0);
+        let r = encap(&mut buf, ROOM, f.len(), &p, ip("fd00::1"), ip("fd00::5"), 0);
         assert_eq!(r, Err(DropReason::Unsupported));
         let mut small = vec![0u8; 8];
         small.extend_from_slice(&f);
-        let r = encapsulate(
+        let r = encap(
             &mut small,
             8,
             f.len(),
@@ -346,7 +347,9 @@ mod tests {
         let MtuVerdict::TooBig { mtu } = check_mtu(&p, 1500, IPV4_OVERHEAD) else {
             panic!()
         };
-        let (h, l) = too_big_reply(&mut buf, ROOM, f.len(), &p, mtu, 5).unwrap();
+        let mut fr = Frame::new(&mut buf, ROOM, f.len());
+        too_big_reply(&mut fr, &p, mtu, 5).unwrap();
+        let (h, l) = (fr.head(), fr.len());
         let out = &buf[h..h + l];
         assert_checksums(out);
         let oi = parse_frame(out).unwrap().ip.unwrap();

@@ -30,6 +30,8 @@
 //! | ovf     | `ovf.rs`     | highest weight with active <= weight                         |
 //! | twos    | `twos.rs`    | lower load of two weighted random picks                      |
 
+#![forbid(unsafe_code)]
+
 mod dh;
 mod fo;
 mod hash;

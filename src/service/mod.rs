@@ -13,6 +13,8 @@
 //! kernel inserts each new real server at the head. Every "first in list" tie-break and
 //! every bucket fill of the hashing schedulers follows that list. See `docs/decisions.md`.
 
+#![forbid(unsafe_code)]
+
 pub mod bgp;
 pub mod config;
 mod dest;

@@ -14,7 +14,8 @@
 
 use super::{read_u16, read_u32, write_u16, write_u32, Field, WireError};
 
-mod field {
+/// Byte ranges of the header's fields, for rewrites elsewhere in the crate.
+pub(crate) mod field {
     use super::Field;
     pub const TYPE: usize = 0;
     pub const CODE: usize = 1;

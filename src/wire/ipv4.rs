@@ -14,7 +14,8 @@ use std::net::Ipv4Addr;
 
 use super::{checksum, read_u16, write_u16, Field, WireError};
 
-mod field {
+/// Byte ranges of the header's fields, for rewrites elsewhere in the crate.
+pub(crate) mod field {
     use super::Field;
     pub const VER_IHL: usize = 0;
     pub const TOS: usize = 1;
@@ -243,6 +244,51 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+/// An IPv4 header as fastlb builds one (tunnel outer headers, ICMP errors): no options,
+/// MF and the fragment offset clear. [`Repr::emit`] is the one place such a header is
+/// written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    /// Source address.
+    pub src_addr: Ipv4Addr,
+    /// Destination address.
+    pub dst_addr: Ipv4Addr,
+    /// Upper-layer protocol ([`super::ip_proto`]).
+    pub protocol: u8,
+    /// The DSCP/ECN byte.
+    pub tos: u8,
+    /// Identification.
+    pub ident: u16,
+    /// Don't-fragment flag.
+    pub dont_frag: bool,
+    /// Time to live.
+    pub ttl: u8,
+    /// Bytes after the header.
+    pub payload_len: usize,
+}
+
+impl Repr {
+    /// Writes the header, its checksum filled, into the first [`HEADER_LEN`] bytes of `buf`.
+    ///
+    /// # Panics
+    /// If `buf` is shorter than [`HEADER_LEN`]. A `payload_len` over 65515 is the caller's
+    /// error (the total length is truncated to 16 bits).
+    #[inline]
+    pub fn emit(&self, buf: &mut [u8]) {
+        let mut h = Packet::new_unchecked(&mut buf[..HEADER_LEN]);
+        h.set_version_and_header_len(HEADER_LEN);
+        h.set_tos(self.tos);
+        h.set_total_len((HEADER_LEN + self.payload_len) as u16);
+        h.set_ident(self.ident);
+        h.set_unfragmented(self.dont_frag);
+        h.set_ttl(self.ttl);
+        h.set_protocol(self.protocol);
+        h.set_src_addr(self.src_addr);
+        h.set_dst_addr(self.dst_addr);
+        h.fill_checksum();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +359,41 @@ mod tests {
         let p = Packet::new_checked(&b[..]).unwrap();
         assert!(p.more_frags() && p.is_fragment() && !p.dont_frag());
         assert_eq!(p.frag_offset(), 24);
+    }
+
+    #[test]
+    fn repr_writes_every_byte_of_the_header() {
+        let r = Repr {
+            src_addr: Ipv4Addr::new(10, 0, 0, 1),
+            dst_addr: Ipv4Addr::new(10, 1, 0, 5),
+            protocol: 4,
+            tos: 0xb8,
+            ident: 0x1234,
+            dont_frag: true,
+            ttl: 63,
+            payload_len: 40,
+        };
+        // Whatever the buffer held before (headroom) is overwritten.
+        for fill in [0x00, 0xff] {
+            let mut b = vec![fill; HEADER_LEN + 40];
+            r.emit(&mut b);
+            let p = Packet::new_checked(&b[..]).unwrap();
+            assert_eq!((p.header_len(), p.total_len()), (20, 60));
+            assert_eq!(
+                (p.tos(), p.ident(), p.ttl(), p.protocol()),
+                (0xb8, 0x1234, 63, 4)
+            );
+            assert!(p.dont_frag() && !p.is_fragment());
+            assert_eq!((p.src_addr(), p.dst_addr()), (r.src_addr, r.dst_addr));
+            assert!(p.verify_checksum());
+        }
+        let mut b = [0u8; HEADER_LEN];
+        Repr {
+            dont_frag: false,
+            ..r
+        }
+        .emit(&mut b);
+        assert!(!Packet::new_checked(&b[..]).is_ok_and(|p| p.dont_frag()));
     }
 
     #[test]

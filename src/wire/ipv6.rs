@@ -12,7 +12,8 @@ use std::net::Ipv6Addr;
 
 use super::{ip_proto, read_u16, read_u32, write_u16, write_u32, Field, WireError};
 
-mod field {
+/// Byte ranges of the header's fields, for rewrites elsewhere in the crate.
+pub(crate) mod field {
     use super::Field;
     pub const VER_TC_FLOW: Field = 0..4;
     pub const LENGTH: Field = 4..6;
@@ -162,6 +163,42 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+/// An IPv6 fixed header as fastlb builds one (tunnel outer headers, ICMPv6 errors): flow
+/// label 0. [`Repr::emit`] is the one place such a header is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    /// Source address.
+    pub src_addr: Ipv6Addr,
+    /// Destination address.
+    pub dst_addr: Ipv6Addr,
+    /// Next header ([`super::ip_proto`]).
+    pub next_header: u8,
+    /// Traffic class (DSCP/ECN).
+    pub traffic_class: u8,
+    /// Hop limit.
+    pub hop_limit: u8,
+    /// Bytes after the fixed header.
+    pub payload_len: usize,
+}
+
+impl Repr {
+    /// Writes the header into the first [`HEADER_LEN`] bytes of `buf`.
+    ///
+    /// # Panics
+    /// If `buf` is shorter than [`HEADER_LEN`]. A `payload_len` over 65535 is the caller's
+    /// error (it is truncated to 16 bits).
+    #[inline]
+    pub fn emit(&self, buf: &mut [u8]) {
+        let mut h = Packet::new_unchecked(&mut buf[..HEADER_LEN]);
+        h.set_version_and_traffic_class(self.traffic_class);
+        h.set_payload_len(self.payload_len as u16);
+        h.set_next_header(self.next_header);
+        h.set_hop_limit(self.hop_limit);
+        h.set_src_addr(self.src_addr);
+        h.set_dst_addr(self.dst_addr);
+    }
+}
+
 /// Where the upper-layer header of an IPv6 packet starts, past its extension headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpperLayer {
@@ -244,6 +281,30 @@ mod tests {
         b[9] = 0x01;
         b[39] = 2;
         b
+    }
+
+    #[test]
+    fn repr_writes_every_byte_of_the_header() {
+        let r = Repr {
+            src_addr: "2001:db8::1".parse().unwrap(),
+            dst_addr: "2001:db8:1::5".parse().unwrap(),
+            next_header: ip_proto::IPV6,
+            traffic_class: 0xb8,
+            hop_limit: 63,
+            payload_len: 60,
+        };
+        // Whatever the buffer held before (headroom) is overwritten.
+        for fill in [0x00, 0xff] {
+            let mut b = vec![fill; HEADER_LEN + 60];
+            r.emit(&mut b);
+            let p = Packet::new_checked(&b[..]).unwrap();
+            assert_eq!((p.traffic_class(), p.flow_label()), (0xb8, 0));
+            assert_eq!(
+                (p.payload_len(), p.next_header(), p.hop_limit()),
+                (60, 41, 63)
+            );
+            assert_eq!((p.src_addr(), p.dst_addr()), (r.src_addr, r.dst_addr));
+        }
     }
 
     #[test]

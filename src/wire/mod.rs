@@ -6,9 +6,12 @@
 //! in a single pass and returns the small `Copy` summary ([`Parsed`]) the per-packet path
 //! works from.
 
+#![forbid(unsafe_code)]
+
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+mod frame;
 pub mod icmp;
 pub mod icmpv4;
 pub mod icmpv6;
@@ -20,6 +23,7 @@ pub mod tcp;
 pub(crate) mod testkit;
 pub mod udp;
 
+pub use frame::Frame;
 pub use parse::{parse_frame, IcmpInfo, IpInfo, IpVersion, L4Info, Parsed, Quoted, TcpFlags};
 
 use core::fmt;
@@ -52,6 +56,39 @@ pub mod ip_proto {
     pub const ICMPV6: u8 = 58;
     /// IPv6 destination options.
     pub const IPV6_DEST_OPTS: u8 = 60;
+}
+
+/// An IP header to build, of either family: what tunnel encapsulation and ICMP errors
+/// write in front of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpRepr {
+    /// An IPv4 header.
+    V4(ipv4::Repr),
+    /// An IPv6 fixed header.
+    V6(ipv6::Repr),
+}
+
+impl IpRepr {
+    /// Bytes [`IpRepr::emit`] writes.
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        match self {
+            IpRepr::V4(_) => ipv4::HEADER_LEN,
+            IpRepr::V6(_) => ipv6::HEADER_LEN,
+        }
+    }
+
+    /// Writes the header into the first [`IpRepr::header_len`] bytes of `buf`.
+    ///
+    /// # Panics
+    /// If `buf` is shorter than that.
+    #[inline]
+    pub fn emit(&self, buf: &mut [u8]) {
+        match self {
+            IpRepr::V4(r) => r.emit(buf),
+            IpRepr::V6(r) => r.emit(buf),
+        }
+    }
 }
 
 /// Why bytes did not parse as the header they claim to be.

@@ -2,7 +2,8 @@
 
 use super::{read_u16, write_u16, Field, WireError};
 
-mod field {
+/// Byte ranges of the header's fields, for rewrites elsewhere in the crate.
+pub(crate) mod field {
     use super::Field;
     pub const SRC_PORT: Field = 0..2;
     pub const DST_PORT: Field = 2..4;

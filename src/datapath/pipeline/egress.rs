@@ -108,9 +108,7 @@ impl Pipeline {
                     .tunnel_source(info.daddr, &nh)
                     .ok_or(DropReason::NoRoute)?;
                 let id = self.next_ip_id();
-                let (buf, head, len) = frame.parts_mut();
-                let (head, len) = tun::encapsulate(buf, head, len, p, src, info.daddr, id)?;
-                frame.set_bounds(head, len);
+                tun::encapsulate(frame, p, src, info.daddr, id)?;
                 address(frame, &nh);
             }
         }
@@ -128,9 +126,7 @@ impl Pipeline {
         mtu: u32,
     ) -> Result<(), DropReason> {
         let id = self.next_ip_id();
-        let (buf, head, len) = frame.parts_mut();
-        let (head, len) = tun::too_big_reply(buf, head, len, p, mtu, id)?;
-        frame.set_bounds(head, len);
+        tun::too_big_reply(frame, p, mtu, id)?;
         // The answer leaves by the interface the packet came in on, from its own MAC.
         // Replay names no interface: its first (a one-armed director's only one).
         if let Some(own) = self.nexthops.device_mac(frame.ingress().unwrap_or(0)) {

@@ -1,7 +1,5 @@
 //! A received frame inside its buffer, with room to grow at the front.
 
-use crate::stats::{DropReason, WorkerStats};
-
 /// A frame in a buffer: `buf[head..head + len]` holds the bytes, `buf[..head]` is headroom.
 #[derive(Debug)]
 pub struct Frame<'a> {
@@ -96,48 +94,31 @@ impl<'a> Frame<'a> {
         self.buf.len() - self.head - self.len
     }
 
-    /// The whole buffer and the frame's position in it, for rewrites that move bytes.
-    #[inline]
-    pub fn parts_mut(&mut self) -> (&mut [u8], usize, usize) {
-        (self.buf, self.head, self.len)
-    }
-
-    /// Moves the frame's boundaries inside the buffer (after a rewrite that grew or shrank
-    /// it).
+    /// Grows the frame `n` bytes into its headroom to make room for a header after its
+    /// first `at` bytes (the link header): those move `n` bytes to the front, and bytes
+    /// `at..at + n` of the grown frame are left for the caller to write (they hold whatever
+    /// was there). The one place a frame grows at the front: tunnel encapsulation and ICMP
+    /// errors go through it.
     ///
-    /// # Panics
-    /// If the new boundaries leave the buffer.
+    /// Returns false, changing nothing, when the headroom is shorter than `n` or `at` is
+    /// past the frame's end.
     #[inline]
-    pub fn set_bounds(&mut self, head: usize, len: usize) {
-        assert!(head + len <= self.buf.len(), "frame outside its buffer");
-        self.head = head;
-        self.len = len;
-    }
-}
-
-/// What the backend does with a processed frame.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Send the (rewritten) frame out.
-    Transmit,
-    /// Not fastlb's: the kernel should have it (the XDP filter passes such frames; a
-    /// backend that already holds one counts it).
-    Pass,
-    /// Drop it, counted under the reason.
-    Drop(DropReason),
-}
-
-impl Verdict {
-    /// Counts a frame received and handled with this verdict: `rx`, and `tx`, `passed` or
-    /// the drop's reason. The one place a processor counts its frames.
-    #[inline]
-    pub fn count(self, stats: &WorkerStats) {
-        stats.rx.add(1);
-        match self {
-            Verdict::Transmit => stats.tx.add(1),
-            Verdict::Pass => stats.passed.add(1),
-            Verdict::Drop(reason) => stats.count_drop(reason),
+    pub fn prepend(&mut self, at: usize, n: usize) -> bool {
+        if n > self.head || at > self.len {
+            return false;
         }
+        let head = self.head - n;
+        self.buf.copy_within(self.head..self.head + at, head);
+        self.head = head;
+        self.len += n;
+        true
+    }
+
+    /// Shortens the frame to its first `len` bytes (nothing changes if it is not longer):
+    /// drops Ethernet padding, or cuts a packet down to what an ICMP error quotes.
+    #[inline]
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
     }
 }
 
@@ -148,10 +129,30 @@ mod tests {
     #[test]
     fn bounds_track_head_and_tail_room() {
         let mut buf = [0u8; 64];
-        let mut f = Frame::new(&mut buf, 16, 32);
+        let f = Frame::new(&mut buf, 16, 32);
         assert_eq!((f.headroom(), f.tailroom(), f.len()), (16, 16, 32));
-        f.set_bounds(0, 48);
-        assert_eq!((f.headroom(), f.tailroom()), (0, 16));
+    }
+
+    #[test]
+    fn prepend_moves_the_link_header_and_opens_a_gap() {
+        let mut buf: Vec<u8> = (0..32).collect();
+        let mut f = Frame::new(&mut buf, 8, 20);
+        assert!(!f.prepend(2, 9), "8 bytes of headroom");
+        assert!(!f.prepend(21, 4), "past the end");
+        assert_eq!((f.head(), f.len()), (8, 20));
+        assert!(f.prepend(2, 4));
+        assert_eq!((f.head(), f.len(), f.tailroom()), (4, 24, 4));
+        assert_eq!(
+            &f.data()[..2],
+            &[8, 9],
+            "the link header moved to the front"
+        );
+        let rest: Vec<u8> = (10..28).collect();
+        assert_eq!(&f.data()[6..], &rest[..], "the packet stayed where it was");
+        f.truncate(10);
+        assert_eq!(f.len(), 10);
+        f.truncate(50);
+        assert_eq!((f.len(), f.tailroom()), (10, 18));
     }
 
     #[test]
