@@ -18,7 +18,8 @@
 //!   (`_partial`: what completing them costs);
 //! - memory per connection: DR with 10 M and 20 M live connections, each in a table of
 //!   exactly that capacity, with the resident memory the table took (`bytes_per_conn` in
-//!   the JSON; about 6 GiB of memory at the peak of the 20 M case, frame pools included);
+//!   the JSON; about 6 GiB of memory at the peak of the 20 M case, frame pools included;
+//!   `FASTLB_BENCH_MEMORY_EXPIRE_BUDGET=N` sweeps N slots per ms instead of the default);
 //! - new connections: every packet a SYN of a new flow, with the table in steady state
 //!   (entries expiring between batches as fast as new ones arrive).
 //!
@@ -1014,7 +1015,16 @@ impl Bench {
         }
         eprintln!("{name}: a table of {flows} entries, filling it with {flows} connections");
         let rss_before = rss_bytes();
-        let mut d = Director::with_capacity(PipelineSettings::default(), false, flows);
+        // FASTLB_BENCH_MEMORY_EXPIRE_BUDGET=N: sweep N slots per ms instead of the default
+        // thousandth of the table (to separate the sweep's share of the time per packet).
+        let settings = PipelineSettings {
+            expire_budget: std::env::var("FASTLB_BENCH_MEMORY_EXPIRE_BUDGET")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(PipelineSettings::default().expire_budget),
+            ..PipelineSettings::default()
+        };
+        let mut d = Director::with_capacity(settings, false, flows);
         let mut clock = Clock::stepped_ns(FILL_STEP_NS);
         let mut cursor = 0;
         let syns = client_pool(Svc::DrV4, flows, Tcp::Syn, 64, Checksums::Complete);
