@@ -5,9 +5,10 @@
 # topology, at full rate and at half of xdp-fwd's best rate, and report.py here writes the
 # medians, spreads and per-run ratios. Needs root.
 #
-# Building xsk-rs compiles the vendored libxdp and libbpf C sources (the cc crate): it needs
-# clang or gcc, libelf-dev, zlib1g-dev and pkg-config (Debian: apt-get install libelf-dev
-# zlib1g-dev pkg-config). The bench is not part of the product build or of CI.
+# Building xsk-rs compiles the vendored libxdp and libbpf C sources (the cc crate) and runs
+# bindgen: it needs clang (libclang), libelf-dev, zlib1g-dev and pkg-config (Debian:
+# apt-get install clang libelf-dev zlib1g-dev pkg-config). The bench is not part of the
+# product build or of CI.
 #
 # Usage: tools/xsk-bench/run.sh [repetitions (3)] [seconds per run (5)] [out dir]
 set -euo pipefail
