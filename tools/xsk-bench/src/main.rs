@@ -231,9 +231,10 @@ impl Fwd {
             let q = p.queued.len();
             if q > 0 {
                 let room = p.tx.nb_free(q as u32).min(q as u32) as usize;
-                // SAFETY: the queued frames came off this UMEM's rx ring and no view of them
-                // is alive; libxdp's reserve takes all `room` (counted free above) or none.
                 let put = if room > 0 {
+                    // SAFETY: the queued frames came off this UMEM's rx ring and no view of
+                    // them is alive; libxdp's reserve takes all `room` (counted free above)
+                    // or none.
                     unsafe { p.tx.produce(&p.queued[..room]) }
                 } else {
                     0
