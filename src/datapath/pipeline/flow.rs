@@ -91,6 +91,15 @@ impl Pipeline {
             // (tcp_conn_schedule); UDP always may.
             return Verdict::Drop(DropReason::NoConnection);
         }
+        // drop_packet: while the table is nearly full, one new connection in the rate the
+        // control thread set is refused before it is scheduled (`ip_vs_todrop` in the
+        // protocols' conn_schedule).
+        if self
+            .drop_counter
+            .refuse(self.conns.defence().load().drop_rate)
+        {
+            return Verdict::Drop(DropReason::DefenceDropPacket);
+        }
         let hit = match self.schedule(now, sid, key, flags) {
             Ok(hit) => hit,
             Err(reason) => return Verdict::Drop(reason),
