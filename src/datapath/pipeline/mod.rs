@@ -37,6 +37,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::{Frame, PacketProcessor, Verdict};
+use crate::conn::defence::DropCounter;
 use crate::conn::ConnTable;
 use crate::forward::nexthop::{MacAddr, NextHop, NextHops};
 use crate::ha::sync::SyncHook;
@@ -111,6 +112,8 @@ pub struct Pipeline {
     standby: bool,
     /// Connection sync: what to send while a master runs, what a backup received.
     sync: Option<SyncHook>,
+    /// The `drop_packet` defence strategy's countdown (`crate::conn::defence`).
+    drop_counter: DropCounter,
 }
 
 impl Pipeline {
@@ -149,6 +152,7 @@ impl Pipeline {
             standby_flag: None,
             standby: false,
             sync: None,
+            drop_counter: DropCounter::default(),
         }
     }
 
