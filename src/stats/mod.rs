@@ -97,6 +97,10 @@ pub struct WorkerStats {
     /// Next hops found without a neighbour entry (the packet went to the kernel, or, for DR,
     /// was dropped as `no_neighbour`); the control thread has the kernel resolve them.
     pub unresolved: Counter,
+    /// IP fragments forwarded (first and later ones; see `datapath::pipeline`'s `frag`).
+    pub fragments: Counter,
+    /// Datagrams whose fragment-table entry expired before all their fragments passed.
+    pub fragment_timeouts: Counter,
     /// Drops, indexed by `DropReason as usize`.
     pub drops: [Counter; DropReason::COUNT],
     /// Per real server, indexed by [`DestId`].
@@ -112,6 +116,8 @@ impl WorkerStats {
             passed: Counter::default(),
             batches: Counter::default(),
             unresolved: Counter::default(),
+            fragments: Counter::default(),
+            fragment_timeouts: Counter::default(),
             drops: std::array::from_fn(|_| Counter::default()),
             dests: (0..dest_capacity).map(|_| DestStats::default()).collect(),
         }
