@@ -124,6 +124,7 @@ macro_rules! per_mode {
 per_mode! {
     wrr_ratio => "wrr.sh";
     wrr_ratio_v6 => "wrr.sh", "6";
+    multiqueue_two_workers => "multiqueue.sh";
     wrk_no_errors => "wrk.sh";
     iperf3_stream => "iperf.sh";
     iperf3_stream_v6 => "iperf.sh", "6";

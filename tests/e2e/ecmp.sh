@@ -18,52 +18,8 @@
 source "$(dirname "$0")/lib.sh"
 need bird birdc python3
 MODE=${1:-dr}
-[[ $(cat /proc/sys/net/ipv4/fib_multipath_hash_seed 2>/dev/null) ]] \
-    || skip "this kernel has no net.ipv4.fib_multipath_hash_seed (6.11 and later)"
-
-export FLB_PREFIX=flbt-${FLBT_TAG:+$FLBT_TAG-}ecmp-
-export FLB_LAB_STATE=/tmp/${FLB_PREFIX}e-lab
-ECMP=$E2E_ROOT/tools/lab/ecmp.sh
-E2E_TMP=$(mktemp -d "/tmp/${FLB_PREFIX}XXXXXX")
-finish() {
-    local rc=$? n
-    if [[ $rc != 0 && $rc != "$E2E_SKIPPED" ]]; then
-        for n in 1 2 3; do
-            echo "---- director $n log (last 15 lines)"
-            tail -15 "$FLB_LAB_STATE/d$n/director.log" 2>/dev/null || true
-        done
-        echo "---- router BIRD log (last 20 lines)"
-        tail -20 "$FLB_LAB_STATE/router/bird.log" 2>/dev/null || true
-    fi
-    [[ -n ${CLIENTS:-} ]] && kill "$CLIENTS" 2>/dev/null
-    "$ECMP" down >/dev/null 2>&1 || true
-    rm -rf "$E2E_TMP"
-    case $rc in
-        0) echo "RESULT: passed" ;;
-        "$E2E_SKIPPED") echo "RESULT: skipped" ;;
-        *) echo "RESULT: failed (exit $rc)" ;;
-    esac
-}
-trap finish EXIT
-
-boot_ms() { local ns; ns=$(cut -d' ' -f1 /proc/uptime); echo $(( ${ns/./} * 10 )); }
-# Milliseconds of CLOCK_BOOTTIME, finer than /proc/uptime's 10 ms.
-clock_ms() { python3 -c 'import time; print(int(time.clock_gettime(time.CLOCK_BOOTTIME) * 1000))'; }
-hops() { "$ECMP" route | wc -l; }
-# wait_hops N: polls the router's route until it has N next hops; prints the milliseconds.
-wait_hops() {
-    local want=$1 t0 t
-    t0=$(date +%s%N)
-    for _ in $(seq 2000); do
-        if [[ $(hops) == "$want" ]]; then
-            t=$(date +%s%N)
-            echo $(( (t - t0) / 1000000 ))
-            return
-        fi
-        sleep 0.005
-    done
-    return 1
-}
+source "$(dirname "$0")/ecmp_lib.sh"
+ecmp_init ecmp
 
 t0=$(now_ms)
 "$ECMP" up "$MODE"
@@ -94,9 +50,9 @@ log "(b) undrain: the router took director 1 back after $ms ms"
 sleep 3
 
 event c-seed
-before=$(ip netns exec "${FLB_PREFIX}e-rt" sysctl -n net.ipv4.fib_multipath_hash_seed)
-ip netns exec "${FLB_PREFIX}e-rt" sysctl -qw net.ipv4.fib_multipath_hash_seed=$(( RANDOM + 1 ))
-log "(c) hash seed: '$before' -> '$(ip netns exec "${FLB_PREFIX}e-rt" sysctl -n net.ipv4.fib_multipath_hash_seed)'"
+before=$(ip netns exec "$NS_RT" sysctl -n net.ipv4.fib_multipath_hash_seed)
+new_seed
+log "(c) hash seed: '$before' -> '$(ip netns exec "$NS_RT" sysctl -n net.ipv4.fib_multipath_hash_seed)'"
 sleep 3
 
 event d-kill

@@ -30,56 +30,14 @@ source "$(dirname "$0")/lib.sh"
 need bird birdc python3 qemu-system-x86_64 busybox ipvsadm
 MODE=${1:-dr}
 [[ -e /dev/net/tun ]] || skip "no /dev/net/tun (the VM's NIC is a tap)"
-[[ $(cat /proc/sys/net/ipv4/fib_multipath_hash_seed 2>/dev/null) ]] \
-    || skip "this kernel has no net.ipv4.fib_multipath_hash_seed (6.11 and later)"
-
-export FLB_PREFIX=flbt-${FLBT_TAG:+$FLBT_TAG-}kecmp-
-export FLB_LAB_STATE=/tmp/${FLB_PREFIX}e-lab
+source "$(dirname "$0")/ecmp_lib.sh"
 # The VM goes with this script whatever happens (kipvs's supervisor watches this pid).
 export FLB_KIPVS_OWNER=$$
-ECMP=$E2E_ROOT/tools/lab/ecmp.sh
-NS_RT=${FLB_PREFIX}e-rt
-E2E_TMP=$(mktemp -d "/tmp/${FLB_PREFIX}XXXXXX")
-finish() {
-    local rc=$? n
-    if [[ $rc != 0 && $rc != "$E2E_SKIPPED" ]]; then
-        for n in 1 2 3; do
-            echo "---- director $n log (last 10 lines)"
-            tail -10 "$FLB_LAB_STATE/d$n/director.log" 2>/dev/null || true
-        done
-        echo "---- router BIRD log (last 20 lines)"
-        tail -20 "$FLB_LAB_STATE/router/bird.log" 2>/dev/null || true
-        echo "---- kernel director's BIRD log (last 10 lines)"
-        "$ECMP" kernel exec tail -10 /tmp/bird.log 2>/dev/null || true
-    fi
-    [[ -n ${CLIENTS:-} ]] && kill "$CLIENTS" 2>/dev/null
-    "$ECMP" down >/dev/null 2>&1 || true
-    rm -rf "$E2E_TMP"
-    case $rc in
-        0) echo "RESULT: passed" ;;
-        "$E2E_SKIPPED") echo "RESULT: skipped" ;;
-        *) echo "RESULT: failed (exit $rc)" ;;
-    esac
+kernel_bird_log() {
+    echo "---- kernel director's BIRD log (last 10 lines)"
+    "$ECMP" kernel exec tail -10 /tmp/bird.log 2>/dev/null
 }
-trap finish EXIT
-
-clock_ms() { python3 -c 'import time; print(int(time.clock_gettime(time.CLOCK_BOOTTIME) * 1000))'; }
-hops() { "$ECMP" route | wc -l; }
-# wait_hops N: polls the router's route until it has N next hops; prints the milliseconds.
-wait_hops() {
-    local want=$1 t0 t
-    t0=$(date +%s%N)
-    for _ in $(seq 2000); do
-        if [[ $(hops) == "$want" ]]; then
-            t=$(date +%s%N)
-            echo $(( (t - t0) / 1000000 ))
-            return
-        fi
-        sleep 0.005
-    done
-    return 1
-}
-new_seed() { ip netns exec "$NS_RT" sysctl -qw net.ipv4.fib_multipath_hash_seed=$(( RANDOM + 1 )); }
+ecmp_init kecmp kernel_bird_log
 # kstat FIELD: the kernel director's Conns (3) or InPkts (4) for the mh service.
 kstat() {
     "$ECMP" kernel exec ipvsadm -L -n --stats --exact \

@@ -36,6 +36,19 @@ need() {
 # Monotonic milliseconds, for the measured times.
 now_ms() { local t; read -r t _ </proc/uptime; echo $(( ${t/./} * 10 )); }
 
+# stop_procs PID...: SIGINT (a fastlb stops without holding its traffic for a restart or
+# writing a state file), then waits up to 5 s for each to end, then SIGKILL. A plain `kill`
+# returns at once: a fastlb ending later would write its state file into a scratch
+# directory already removed, leaving it behind.
+stop_procs() {
+    local p i
+    for p; do kill -INT "$p" 2>/dev/null || true; done
+    for p; do
+        for ((i = 0; i < 50; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null || true
+    done
+}
+
 # Commands run on exit before the lab goes down (a scenario's own namespaces, processes).
 E2E_CLEANUP=()
 on_exit() {
@@ -62,6 +75,59 @@ lab_init() {
     export FLB_LAB_STATE=/tmp/${FLB_PREFIX%-}
     E2E_TMP=$(mktemp -d "/tmp/${FLB_PREFIX%-}.XXXXXX")
     trap on_exit EXIT
+}
+
+# kernel_segment NAME NET TAP: the one-bridge DR segment where a fastlb director and a
+# kernel IPVS director (qemu, tools/kernel-ipvs/kipvs) meet: namespaces ${FLB_PREFIX}br (the
+# bridge), ...fl (fastlb, f0 NET.1), ...cl (client, c0 NET.10), ...rs (a DR real server,
+# r0 NET.11, holding the VIP NET.100 on lo, echoing TCP :80 with socat); sets NS_BR NS_F
+# NS_CL NS_RS VM TAP VIP FL KR CL RS K and the clean-ups. The VM (address KR = NET.2) is
+# booted by kernel_boot.
+kernel_segment() {
+    local name=$1 net=$2 ns
+    need python3 socat qemu-system-x86_64 busybox ipvsadm
+    [[ -e /dev/net/tun ]] || skip "no /dev/net/tun (the VM's NIC is a tap)"
+    K=$E2E_ROOT/tools/kernel-ipvs/kipvs
+    lab_init "$name"
+    NS_BR=${FLB_PREFIX}br NS_F=${FLB_PREFIX}fl NS_CL=${FLB_PREFIX}cl NS_RS=${FLB_PREFIX}rs
+    VM=${FLB_PREFIX}vm
+    TAP=$3${FLBT_TAG:-}0
+    VIP=$net.100 FL=$net.1 KR=$net.2 CL=$net.10 RS=$net.11
+    E2E_CLEANUP+=("$K stop $VM")
+    for ns in "$NS_F" "$NS_CL" "$NS_RS" "$NS_BR"; do
+        E2E_CLEANUP+=("stop_procs \$(ip netns pids $ns)" "ip netns del $ns")
+        ip netns add "$ns"
+        ip -n "$ns" link set lo up
+    done
+    ip -n "$NS_BR" link add br0 type bridge
+    ip -n "$NS_BR" link set br0 up
+    segment_port "$NS_F" f0 "$FL"
+    segment_port "$NS_CL" c0 "$CL"
+    segment_port "$NS_RS" r0 "$RS"
+    # The DR real server holds the VIP and does not answer ARP for it.
+    ip netns exec "$NS_RS" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+    ip -n "$NS_RS" addr add "$VIP/32" dev lo
+    ip netns exec "$NS_RS" socat TCP-LISTEN:80,fork,reuseaddr EXEC:cat >/dev/null 2>&1 &
+}
+
+# segment_port NS IF ADDR: a veth from NS (IF, ADDR/24) to kernel_segment's bridge.
+segment_port() {
+    ip -n "$NS_BR" link add "p$2" type veth peer name "$2" netns "$1"
+    ip -n "$NS_BR" link set "p$2" master br0 up
+    ip -n "$1" addr add "$3/24" dev "$2"
+    ip -n "$1" link set "$2" up
+}
+
+# kernel_boot RULES [MORE]: boots kernel_segment's VM on the bridge, loads RULES (ipvsadm -R
+# text) with the VIP on its lo and KR on eth0, then runs MORE (a shell line) in it.
+kernel_boot() {
+    log "booting the kernel director"
+    "$K" boot "$VM" --netns "$NS_BR" --nic "$TAP,bridge=br0" --owner $$ >"$E2E_TMP/boot.json" \
+        || fail "the VM did not boot"
+    printf '%s\n' "$1" >"$E2E_TMP/rules"
+    "$K" put "$VM" "$E2E_TMP/rules" /tmp/rules
+    "$K" exec "$VM" "ip link set eth0 up; ip addr add $KR/24 dev eth0; ip addr add $VIP/32 dev lo; ipvsadm -R < /tmp/rules${2:+; $2}" \
+        || fail "configuring the VM"
 }
 
 # lab_up NAME MODE [lab.sh up options]

@@ -16,44 +16,10 @@
 #      and carries every connection on: none breaks.
 # Skips (exit 77, with the reason) without qemu, busybox, ipvsadm, socat or /dev/net/tun.
 source "$(dirname "$0")/lib.sh"
-need python3 socat qemu-system-x86_64 busybox ipvsadm
-[[ -e /dev/net/tun ]] || skip "no /dev/net/tun (the VM's NIC is a tap)"
-K=$E2E_ROOT/tools/kernel-ipvs/kipvs
-lab_init kmix
-NS_BR=${FLB_PREFIX}br NS_F=${FLB_PREFIX}fl NS_CL=${FLB_PREFIX}cl NS_RS=${FLB_PREFIX}rs
-VM=${FLB_PREFIX}vm
-TAP=km${FLBT_TAG:-}0
-VIP=10.80.9.100 FL=10.80.9.1 KR=10.80.9.2 CL=10.80.9.10 RS=10.80.9.11
+kernel_segment kmix 10.80.9 km
 SOCK=$E2E_TMP/ctl.sock
-E2E_CLEANUP+=("$K stop $VM")
-for ns in "$NS_F" "$NS_CL" "$NS_RS" "$NS_BR"; do
-    E2E_CLEANUP+=("ip netns pids $ns | xargs -r kill" "ip netns del $ns")
-    ip netns add "$ns"
-    ip -n "$ns" link set lo up
-done
-ip -n "$NS_BR" link add br0 type bridge
-ip -n "$NS_BR" link set br0 up
-# port NS IF ADDR: a veth from NS (IF) to the bridge.
-port() {
-    ip -n "$NS_BR" link add "p$2" type veth peer name "$2" netns "$1"
-    ip -n "$NS_BR" link set "p$2" master br0 up
-    ip -n "$1" addr add "$3/24" dev "$2"
-    ip -n "$1" link set "$2" up
-}
-port "$NS_F" f0 "$FL"
-port "$NS_CL" c0 "$CL"
-port "$NS_RS" r0 "$RS"
-ip netns exec "$NS_RS" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
-ip -n "$NS_RS" addr add "$VIP/32" dev lo
-ip netns exec "$NS_RS" socat TCP-LISTEN:80,fork,reuseaddr EXEC:cat >/dev/null 2>&1 &
-
-log "booting the kernel director"
-"$K" boot "$VM" --netns "$NS_BR" --nic "$TAP,bridge=br0" --owner $$ >"$E2E_TMP/boot.json" \
-    || fail "the VM did not boot"
-printf -- "-A -t %s:80 -s rr\n-a -t %s:80 -r %s:80 -g -w 1\n" "$VIP" "$VIP" "$RS" >"$E2E_TMP/rules"
-"$K" put "$VM" "$E2E_TMP/rules" /tmp/rules
-"$K" exec "$VM" "ip link set eth0 up; ip addr add $KR/24 dev eth0; ip addr add $VIP/32 dev lo; ipvsadm -R < /tmp/rules; ipvsadm --start-daemon master --mcast-interface eth0 --syncid 9" \
-    || fail "configuring the VM"
+kernel_boot "-A -t $VIP:80 -s rr
+-a -t $VIP:80 -r $RS:80 -g -w 1" "ipvsadm --start-daemon master --mcast-interface eth0 --syncid 9"
 log "kernel director up, master sync daemon running"
 
 cat >"$E2E_TMP/fastlb.toml" <<EOF
@@ -75,7 +41,7 @@ method = "dr"
 EOF
 ip netns exec "$NS_F" "$FASTLB_CMD" --iface f0 --config "$E2E_TMP/fastlb.toml" --ctl-socket "$SOCK" \
     --metrics 127.0.0.1:9108 >"$E2E_TMP/fastlb.log" 2>&1 &
-E2E_CLEANUP+=("kill $!")
+E2E_CLEANUP+=("stop_procs $!")
 wait_for 20 grep -q serving "$E2E_TMP/fastlb.log" || { cat "$E2E_TMP/fastlb.log"; fail "fastlb did not start"; }
 fctl() { "$FASTLB_CMD" ctl --socket "$SOCK" "$@"; }
 tx_frames() {

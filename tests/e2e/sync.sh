@@ -42,7 +42,7 @@ lab_up "sync-$MODE" "$MODE" --config "$CONFIG"
 
 NS_B=${FLB_PREFIX}bak
 BAK_SOCK=$E2E_TMP/bak.sock
-E2E_CLEANUP+=("ip netns pids $NS_B | xargs -r kill" "sleep 0.5" "ip netns del $NS_B")
+E2E_CLEANUP+=("stop_procs \$(ip netns pids $NS_B)" "ip netns del $NS_B")
 ip netns add "$NS_B"
 # The sync link: created inside the namespaces, so nothing of it is ever in the root one.
 dx ip link add sym type veth peer name syb netns "$NS_B"

@@ -14,56 +14,20 @@
 #      shows fastlb's connections and template.
 # Skips (exit 77, with the reason) without qemu, busybox, ipvsadm, socat or /dev/net/tun.
 source "$(dirname "$0")/lib.sh"
-need python3 socat qemu-system-x86_64 busybox ipvsadm
-[[ -e /dev/net/tun ]] || skip "no /dev/net/tun (the VM's NIC is a tap)"
-K=$E2E_ROOT/tools/kernel-ipvs/kipvs
-lab_init ksync
-NS_BR=${FLB_PREFIX}br NS_F=${FLB_PREFIX}fl NS_CL=${FLB_PREFIX}cl NS_RS=${FLB_PREFIX}rs
-VM=${FLB_PREFIX}vm
-TAP=ks${FLBT_TAG:-}0
-VIP=10.80.8.100 FL=10.80.8.1 KR=10.80.8.2 CL=10.80.8.10 RS=10.80.8.11
+kernel_segment ksync 10.80.8 ks
 SOCK=$E2E_TMP/ctl.sock
-E2E_CLEANUP+=("$K stop $VM")
-for ns in "$NS_F" "$NS_CL" "$NS_RS" "$NS_BR"; do
-    E2E_CLEANUP+=("ip netns pids $ns | xargs -r kill" "ip netns del $ns")
-    ip netns add "$ns"
-    ip -n "$ns" link set lo up
-done
-ip -n "$NS_BR" link add br0 type bridge
-ip -n "$NS_BR" link set br0 up
-# port NS IF ADDR: a veth from NS (IF) to the bridge.
-port() {
-    ip -n "$NS_BR" link add "p$2" type veth peer name "$2" netns "$1"
-    ip -n "$NS_BR" link set "p$2" master br0 up
-    ip -n "$1" addr add "$3/24" dev "$2"
-    ip -n "$1" link set "$2" up
-}
-port "$NS_F" f0 "$FL"
-port "$NS_CL" c0 "$CL"
-port "$NS_RS" r0 "$RS"
-# The DR real server holds the VIP and does not answer ARP for it.
-ip netns exec "$NS_RS" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
-ip -n "$NS_RS" addr add "$VIP/32" dev lo
-ip netns exec "$NS_RS" socat TCP-LISTEN:80,fork,reuseaddr EXEC:cat >/dev/null 2>&1 &
 ip netns exec "$NS_RS" socat -u UDP-RECV:53 OPEN:/dev/null >/dev/null 2>&1 &
 
 RULES="-A -t $VIP:80 -s rr -p 300
 -a -t $VIP:80 -r $RS:80 -g -w 1
 -A -u $VIP:53 -s rr
 -a -u $VIP:53 -r $RS:53 -g -w 1"
-echo "$RULES" >"$E2E_TMP/rules"
-
-log "booting the kernel director"
-"$K" boot "$VM" --netns "$NS_BR" --nic "$TAP,bridge=br0" --owner $$ >"$E2E_TMP/boot.json" \
-    || fail "the VM did not boot"
-"$K" put "$VM" "$E2E_TMP/rules" /tmp/rules
-"$K" exec "$VM" "ip link set eth0 up; ip addr add $KR/24 dev eth0; ip addr add $VIP/32 dev lo; ipvsadm -R < /tmp/rules" \
-    || fail "configuring the VM"
+kernel_boot "$RULES"
 log "kernel director up"
 
 ip netns exec "$NS_F" "$FASTLB_CMD" --iface f0 --config "$E2E_TMP/rules" --ctl-socket "$SOCK" >"$E2E_TMP/fastlb.log" 2>&1 &
 FPID=$!
-E2E_CLEANUP+=("kill $FPID")
+E2E_CLEANUP+=("stop_procs $FPID")
 wait_for 20 grep -q serving "$E2E_TMP/fastlb.log" || { cat "$E2E_TMP/fastlb.log"; fail "fastlb did not start"; }
 fctl() { "$FASTLB_CMD" ctl --socket "$SOCK" "$@"; }
 kx() { "$K" exec "$VM" "$@"; }

@@ -53,10 +53,13 @@ serve() {
     stty -F /dev/ttyS1 raw -echo
     exec </dev/ttyS1 >/dev/ttyS1 2>&1
     echo "@@READY"
-    last=
     while read -r id limit payload; do
         [ -n "$id" ] || continue
+        # The ID served last lives in a file, not a variable: it must survive the channel
+        # being reopened, or a request whose answer was lost would run twice.
+        last=$(cat /tmp/kipvs-last 2>/dev/null)
         if [ "$id" = "$last" ]; then
+            echo "kipvs: request $id again: its kept answer sent again" >/dev/console
             rc=$(cat /tmp/kipvs-rc)
         else
             echo "$payload" | base64 -d >/tmp/kipvs-cmd 2>/dev/null
@@ -64,7 +67,7 @@ serve() {
                 </dev/null >/tmp/kipvs-out 2>&1
             rc=$?
             echo "$rc" >/tmp/kipvs-rc
-            last=$id
+            echo "$id" >/tmp/kipvs-last
         fi
         echo "@@OUT $id"
         base64 </tmp/kipvs-out
@@ -74,6 +77,6 @@ serve() {
 
 while true; do
     serve
-    echo "kipvs: command channel closed; reopening"
+    echo "kipvs: command channel closed; reopening" >/dev/console
     sleep 1
 done

@@ -56,14 +56,16 @@
 #   tools/lab/lab.sh up --mode ecmp --kernel-director
 #                                      and a kernel IPVS director (qemu) in the same group
 #   tools/lab/lab.sh up [--mode dr|nat|tun|dr-flat|ha|ha-nat] [--config FILE]
-#                        [--quiet] [--prometheus]
+#                        [--quiet] [--prometheus] [--queues N]
 #                        install missing Debian packages (tools/packages.sh), build fastlb,
 #                        build the lab, start the servers and the director; unless
 #                        --quiet, send 20 requests per address family and print who
 #                        answered and the director's counters. --prometheus: also a real
 #                        Prometheus (Debian's) in the director namespace, on
 #                        127.0.0.1:9090 there, scraping fastlb's metrics every second,
-#                        its data in $FLB_LAB_STATE/prometheus (removed by `down`)
+#                        its data in $FLB_LAB_STATE/prometheus (removed by `down`).
+#                        --queues N (modes dr, nat, tun): the director's veths get N
+#                        queues each end, fastlb one pinned worker per queue
 #   tools/lab/lab.sh promql EXPR   an instant query to the lab's Prometheus: its JSON answer
 #   tools/lab/lab.sh test [N] [4|6]   N curls from the client to the VIP, shows who answered
 #   tools/lab/lab.sh ctl ARGS    fastlb ctl (ipvsadm language) against the lab's director
@@ -290,8 +292,13 @@ up() {
             ports+=" sw-d2"
         fi
     else
-        ip link add c0 netns "$NS_C" type veth peer name d0 netns "$NS_D"
-        ip link add d1 netns "$NS_D" type veth peer name sw-d netns "$NS_SW"
+        # --queues N: the director's links (both ends) get N queues, so fastlb opens N
+        # AF_XDP sockets and runs N workers; a veth delivers a frame on the receive queue
+        # of the sender's transmit queue, which the sender picks by flow hash (RSS's role).
+        local q=()
+        [[ $QUEUES == 1 ]] || q=(numtxqueues "$QUEUES" numrxqueues "$QUEUES")
+        ip link add c0 netns "$NS_C" "${q[@]}" type veth peer name d0 netns "$NS_D" "${q[@]}"
+        ip link add d1 netns "$NS_D" "${q[@]}" type veth peer name sw-d netns "$NS_SW" "${q[@]}"
     fi
     for port in $ports; do nsx "$NS_SW" ip link set "$port" master br0 up; done
     nsx "$NS_SW" ip link set br0 up
@@ -658,7 +665,7 @@ case $cmd in
     web) web "$@"; exit ;;
     ha) ha "$@"; exit ;;
 esac
-MODE=dr CONFIG= QUIET=0 PROMETHEUS=0
+MODE=dr CONFIG= QUIET=0 PROMETHEUS=0 QUEUES=1
 ARGS=()
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -666,6 +673,8 @@ while [[ $# -gt 0 ]]; do
         --config) CONFIG=$(realpath "$2"); shift 2 ;;
         --quiet) QUIET=1; shift ;;
         --prometheus) PROMETHEUS=1; shift ;;
+        --queues) QUEUES=$2; shift 2
+            [[ $QUEUES =~ ^[1-9][0-9]?$ ]] || die "--queues takes 1-99" ;;
         *) ARGS+=("$1"); shift ;;
     esac
 done
@@ -675,5 +684,5 @@ case $cmd in
     status) status ;;
     test) test_curl "${ARGS[@]}" ;;
     reload) reload ;;
-    *) sed -n '2,65p' "$0"; exit 2 ;;
+    *) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 2 ;;
 esac
