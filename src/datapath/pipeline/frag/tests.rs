@@ -19,6 +19,8 @@ const CONFIG: &str = "[director]\nconn_capacity = 1000\n\n\
     [[service.real]]\naddress = \"10.0.0.12\"\nport = 53\nweight = 1\nmethod = \"dr\"\n\
     [[service]]\nprotocol = \"udp\"\naddress = \"192.0.2.101\"\nport = 53\nscheduler = \"rr\"\n\
     [[service.real]]\naddress = \"10.0.0.13\"\nport = 5353\nweight = 1\nmethod = \"nat\"\n\
+    [[service]]\nprotocol = \"udp\"\naddress = \"192.0.2.102\"\nport = 53\nscheduler = \"rr\"\n\
+    [[service.real]]\naddress = \"10.0.0.12\"\nport = 53\nweight = 1\nmethod = \"tun\"\n\
     [[service]]\nprotocol = \"tcp\"\naddress = \"192.0.2.101\"\nport = 80\nscheduler = \"rr\"\n\
     [[service.real]]\naddress = \"10.0.0.13\"\nport = 8080\nweight = 1\nmethod = \"nat\"\n";
 
@@ -186,6 +188,30 @@ fn nat_rewrites_every_fragment_and_the_checksum_once() {
     assert_eq!(udp[8..], whole[ETH + 20 + 8..]);
     // The input's checksum verified too (the test builds what it checks).
     assert_reassembles_v4(&frags);
+}
+
+#[test]
+fn tun_encapsulates_fragments_that_fit_and_drops_those_that_do_not() {
+    let (mut p, _) = pipeline();
+    // 600-byte fragments leave room for the 20-byte outer header.
+    let whole = datagram("198.51.100.7", "192.0.2.102", 4000, 1500);
+    for f in fragments(&whole, 600, 21) {
+        let (v, out) = run(&mut p, T, &f);
+        assert_eq!(v, Verdict::Transmit);
+        let outer = parse_frame(&out).unwrap().ip.unwrap();
+        assert_eq!(outer.protocol, ip_proto::IPIP);
+        assert_eq!(outer.dst, "10.0.0.12".parse::<IpAddr>().unwrap());
+        // The inner fragment carries the client's bytes (its TTL decremented).
+        assert_eq!(out[ETH + 20 + 20..], f[ETH + 20..]);
+    }
+    // A full-size fragment has no room for the outer header and no DF: the kernel would
+    // fragment the outer packet; fastlb drops it (too_big).
+    let f = fragments(
+        &datagram("198.51.100.7", "192.0.2.102", 4001, 4000),
+        1480,
+        22,
+    );
+    assert_eq!(run(&mut p, T, &f[0]).0, Verdict::Drop(DropReason::TooBig));
 }
 
 #[test]
