@@ -16,6 +16,10 @@
 //!   1 M live connections in a table of the default capacity (DRAM-bound); and with 1 k
 //!   flows whose checksums are partial, as a sender on the same host leaves them
 //!   (`_partial`: what completing them costs);
+//! - memory per connection: DR with 10 M and 20 M live connections, each in a table of
+//!   exactly that capacity, with the resident memory the table took (`bytes_per_conn` in
+//!   the JSON; about 6 GiB of memory at the peak of the 20 M case, frame pools included;
+//!   `FASTLB_BENCH_MEMORY_EXPIRE_BUDGET=N` sweeps N slots per ms instead of the default);
 //! - new connections: every packet a SYN of a new flow, with the table in steady state
 //!   (entries expiring between batches as fast as new ones arrive).
 //!
@@ -56,6 +60,14 @@ const BUF_SIZE: usize = HEADROOM + 2048;
 const FLOWS_SMALL: usize = 1_000;
 /// Live connections of the large cases.
 const FLOWS_LARGE: usize = 1_000_000;
+/// Live connections of the memory cases (`est_dr_v4_10m`, `est_dr_v4_20m`), each in a
+/// table of exactly that capacity.
+const FLOWS_MEMORY: [(usize, &str); 2] = [(10_000_000, "10m"), (20_000_000, "20m")];
+/// Virtual time per packet while the memory cases fill their tables (untimed): 20 M SYNs
+/// take 2 s of the connections' 60 s SYN_RECV timeout however slowly the machine runs.
+const FILL_STEP_NS: u64 = 100;
+/// The memory target of issue 12: 10 M connections per GiB.
+const TARGET_BYTES_PER_CONN: f64 = 107.0;
 /// Distinct SYNs cycled through by the new-connection cases: a flow comes back only long
 /// after its previous connection expired, so every SYN creates a connection.
 const NEW_FLOWS: usize = 2_000_000;
@@ -126,8 +138,8 @@ fn real_mac(i: usize) -> [u8; 6] {
 
 /// The configuration every director of the benchmark runs: one service per case family,
 /// each with [`REALS`] real servers, as a user would write it.
-fn config_text() -> String {
-    let mut t = String::from("[director]\nconn_capacity = 1048576\n");
+fn config_text(capacity: usize) -> String {
+    let mut t = format!("[director]\nconn_capacity = {capacity}\n");
     let services: [(Svc, &str, &str, &str, u16); 6] = [
         (Svc::DrV4, "rr", "dr", "", 80),
         (Svc::NatV4, "rr", "nat", "", 8080),
@@ -205,7 +217,13 @@ fn worker_tally(w: &Worker<'_>) -> Tally {
 
 impl Director {
     fn with_sync(settings: PipelineSettings, sync: bool) -> Director {
-        let config = config::parse(&config_text(), Path::new("bench.toml")).expect("bench config");
+        Director::with_capacity(settings, sync, ConnTable::DEFAULT_CAPACITY)
+    }
+
+    /// As [`Director::with_sync`], with a table of `capacity` entries.
+    fn with_capacity(settings: PipelineSettings, sync: bool, capacity: usize) -> Director {
+        let config =
+            config::parse(&config_text(capacity), Path::new("bench.toml")).expect("bench config");
         let registry = Arc::new(DestRegistry::default());
         let publisher = Publisher::new(config.clone(), Arc::clone(&registry)).expect("publish");
         let conns = Arc::new(ConnTable::new(
@@ -272,8 +290,9 @@ impl std::ops::Sub for Tally {
 /// The pipeline's clock as the benchmark drives it.
 #[derive(Copy, Clone, Debug)]
 enum Clock {
-    /// Wall time since `start`, read once per batch as the AF_XDP worker does.
-    Real { start: WallClock },
+    /// Wall time since `start` after `base` microseconds, read once per batch as the
+    /// AF_XDP worker does.
+    Real { start: WallClock, base: u64 },
     /// Virtual time advancing by `step` nanoseconds per packet, so the new-connection
     /// cases see a whole SYN_RECV lifetime pass in a second of benchmark, and callgrind
     /// runs (`FASTLB_BENCH_VCLOCK_NS`) see the same clock however slowly they execute.
@@ -295,6 +314,7 @@ impl Clock {
             Some(step_ns) => Clock::stepped_ns(step_ns),
             None => Clock::Real {
                 start: WallClock::now(),
+                base: EPOCH_MICROS,
             },
         }
     }
@@ -306,11 +326,23 @@ impl Clock {
         }
     }
 
+    /// Wall time from now on, continuing from where this clock stands.
+    fn then_real(self) -> Clock {
+        let base = match self {
+            Clock::Real { start, base } => base + start.elapsed().as_micros() as u64,
+            Clock::Stepped { now_ns, .. } => now_ns / 1000,
+        };
+        Clock::Real {
+            start: WallClock::now(),
+            base,
+        }
+    }
+
     #[inline]
     fn at(&mut self, wall: WallClock, packets: usize) -> Instant {
         match self {
-            Clock::Real { start } => {
-                Instant::from_micros(EPOCH_MICROS + wall.duration_since(*start).as_micros() as u64)
+            Clock::Real { start, base } => {
+                Instant::from_micros(*base + wall.duration_since(*start).as_micros() as u64)
             }
             Clock::Stepped { now_ns, step_ns } => {
                 *now_ns += *step_ns * packets as u64;
@@ -605,6 +637,36 @@ struct Measured {
     runs_ns: Vec<f64>,
     packets: u64,
     check: Tally,
+    /// Memory cases: what the process kept resident for the table.
+    memory: Option<Memory>,
+}
+
+/// Resident memory of a memory case: the process's resident set just before its director
+/// was built and after the table held every connection (frame pools not counted).
+#[derive(Copy, Clone, Debug)]
+struct Memory {
+    capacity: usize,
+    live: usize,
+    rss_before: u64,
+    rss_filled: u64,
+    /// [`ConnTable::footprint`]: what the table allocated.
+    table_bytes: usize,
+}
+
+impl Memory {
+    fn bytes_per_conn(&self) -> f64 {
+        (self.rss_filled.saturating_sub(self.rss_before)) as f64 / self.live as f64
+    }
+}
+
+/// The process's resident set in bytes (`VmRSS` of /proc/self/status).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 impl Measured {
@@ -706,6 +768,7 @@ impl Bench {
             runs_ns,
             packets: total,
             check,
+            memory: None,
         };
         eprintln!(
             "  {name:<22} median {:>6.2} Mpps {:>7.1} ns/pkt",
@@ -797,6 +860,7 @@ impl Bench {
             runs_ns,
             packets: SYNC_CONNS as u64 * self.s.runs as u64,
             check: Tally::default(),
+            memory: None,
         };
         eprintln!(
             "  {name:<22} median {:>7.1} ns/connection ({:.2} M connections/s)",
@@ -937,6 +1001,89 @@ impl Bench {
         }
         let t = d.tally();
         assert_eq!(t.rx, t.tx, "{name}: dropped or passed frames: {t:?}");
+    }
+
+    /// Memory per connection: a table of exactly `flows` entries filled with `flows` live
+    /// DR connections (SYNs, then a pass of ACKs makes them ESTABLISHED, both untimed on a
+    /// virtual clock of [`FILL_STEP_NS`] a packet), the process's resident set read before
+    /// the director was built and once the table is full (the SYN frames freed), then ACKs
+    /// timed on the wall clock as in the other established cases.
+    fn memory(&mut self, flows: usize, label: &str) {
+        let name = format!("est_dr_v4_{label}");
+        if !self.wants(&name) {
+            return;
+        }
+        eprintln!("{name}: a table of {flows} entries, filling it with {flows} connections");
+        let rss_before = rss_bytes();
+        // FASTLB_BENCH_MEMORY_EXPIRE_BUDGET=N: sweep N slots per ms instead of the default
+        // thousandth of the table (to separate the sweep's share of the time per packet).
+        let settings = PipelineSettings {
+            expire_budget: std::env::var("FASTLB_BENCH_MEMORY_EXPIRE_BUDGET")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(PipelineSettings::default().expire_budget),
+            ..PipelineSettings::default()
+        };
+        let mut d = Director::with_capacity(settings, false, flows);
+        let mut clock = Clock::stepped_ns(FILL_STEP_NS);
+        let mut cursor = 0;
+        let syns = client_pool(Svc::DrV4, flows, Tcp::Syn, 64, Checksums::Complete);
+        drive(
+            &mut d.pipeline,
+            &mut clock,
+            &syns,
+            &mut cursor,
+            &mut self.bufs,
+            Duration::ZERO,
+            flows as u64,
+        );
+        drop(syns);
+        let live = d.conns.len();
+        assert_eq!(live, flows, "{name}: not every SYN created a connection");
+        let memory = Memory {
+            capacity: d.conns.capacity(),
+            live,
+            rss_before,
+            rss_filled: rss_bytes(),
+            table_bytes: d.conns.footprint(),
+        };
+        eprintln!(
+            "  {name:<22} resident {:.0} MiB more for {live} connections: {:.1} bytes each (table allocated {:.1})",
+            (memory.rss_filled - memory.rss_before) as f64 / (1 << 20) as f64,
+            memory.bytes_per_conn(),
+            memory.table_bytes as f64 / live as f64
+        );
+        let acks = client_pool(Svc::DrV4, flows, Tcp::Ack, 64, Checksums::Complete);
+        cursor = 0;
+        drive(
+            &mut d.pipeline,
+            &mut clock,
+            &acks,
+            &mut cursor,
+            &mut self.bufs,
+            Duration::ZERO,
+            flows as u64,
+        );
+        let mut clock = clock.then_real();
+        let what = format!(
+            "direct routing, IPv4: ACKs of {flows} established flows in random order, a table of {flows} entries (resident memory measured)"
+        );
+        let before = d.tally();
+        self.measure(
+            &name,
+            "memory",
+            what,
+            &mut Worker(&mut d),
+            &mut clock,
+            &acks,
+            1 << 16,
+            live,
+            worker_tally,
+        );
+        self.results.last_mut().expect("just measured").memory = Some(memory);
+        let t = d.tally() - before;
+        assert_eq!(t.rx, t.tx, "{name}: dropped or passed frames: {t:?}");
+        assert_eq!(d.conns.len(), flows, "{name}: connections lost");
     }
 
     /// Every packet a SYN of a new flow; virtual time runs at [`NEW_STEP_MICROS`] per packet
@@ -1087,6 +1234,8 @@ fn report(results: &[Measured], s: &Settings, load_start: &str) -> (Value, Strin
     let swap = ns_of("baseline_mac_swap");
     let mut cases = Vec::new();
     let mut md = String::new();
+    let mut memory_md = String::new();
+    let mut bytes_per_conn = None;
     md += "| case | what | Mpps | ns/pkt | runs (ns/pkt) | x mac-swap | x parse |\n";
     md += "|---|---|---:|---:|---|---:|---:|\n";
     for m in results {
@@ -1115,6 +1264,30 @@ fn report(results: &[Measured], s: &Settings, load_start: &str) -> (Value, Strin
             "target_mpps": target,
             "meets_target": target.map(|t| mpps >= t),
         }));
+        if let (Some(mem), Some(Value::Object(case))) = (m.memory, cases.last_mut()) {
+            let per = mem.bytes_per_conn();
+            case.insert("capacity".into(), json!(mem.capacity));
+            case.insert("rss_before_bytes".into(), json!(mem.rss_before));
+            case.insert("rss_filled_bytes".into(), json!(mem.rss_filled));
+            case.insert("table_bytes".into(), json!(mem.table_bytes));
+            case.insert(
+                "table_bytes_per_conn".into(),
+                json!(round(mem.table_bytes as f64 / mem.live as f64, 1)),
+            );
+            case.insert("bytes_per_conn".into(), json!(round(per, 1)));
+            case.insert("target_bytes_per_conn".into(), json!(TARGET_BYTES_PER_CONN));
+            memory_md += &format!(
+                "| `{}` | {} | {} | {:.0} | {:.1} | {:.1} | {} |\n",
+                m.name,
+                mem.live,
+                mem.capacity,
+                (mem.rss_filled - mem.rss_before) as f64 / (1 << 20) as f64,
+                per,
+                mem.table_bytes as f64 / mem.live as f64,
+                TARGET_BYTES_PER_CONN,
+            );
+            bytes_per_conn = Some(round(per, 1));
+        }
         let fmt_ratio = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.1}"));
         md += &format!(
             "| `{}` | {} | {:.2}{} | {:.1} | {:.1}-{:.1} | {} | {} |\n",
@@ -1145,6 +1318,8 @@ fn report(results: &[Measured], s: &Settings, load_start: &str) -> (Value, Strin
             "frames": "Ethernet + IPv4/IPv6 + TCP without payload, padded to 60 bytes (IPv6: 74)",
             "ratios": "*_ns_ratio = case ns/packet / baseline ns/packet; mac_swap_mpps_ratio = case Mpps / mac-swap Mpps",
         },
+        "bytes_per_conn": bytes_per_conn,
+        "bytes_per_conn_what": "resident memory the process gained for a table of N entries holding N live DR connections (index included), per connection, from the largest memory case; target 107 (10 M connections per GiB)",
         "cases": cases,
     });
     let mut text = String::from("# Pipeline benchmark (in process, one core)\n\n");
@@ -1162,6 +1337,12 @@ fn report(results: &[Measured], s: &Settings, load_start: &str) -> (Value, Strin
         load_end,
     );
     text += &md;
+    if !memory_md.is_empty() {
+        text += "\n## Memory per connection\n\nResident memory (VmRSS) the process gained from just before the director was built to the moment its table of exactly N entries held N live connections (frame pools freed), and what the table allocated (`ConnTable::footprint`: entries and index).\n\n";
+        text += "| case | live connections | table capacity | resident MiB | bytes/connection | table bytes/connection | target |\n";
+        text += "|---|---:|---:|---:|---:|---:|---:|\n";
+        text += &memory_md;
+    }
     (json, text)
 }
 
@@ -1202,6 +1383,10 @@ fn main() {
         for svc in [Svc::DrV4, Svc::NatV4] {
             b.established(svc, flows, label, Checksums::Complete, true);
         }
+    }
+    // Memory per connection, 10 M and 20 M live (about 2 and 4 GiB resident today).
+    for (flows, label) in FLOWS_MEMORY {
+        b.memory(flows, label);
     }
     // What completing a partial checksum costs (docs/decisions.md, "Partial checksums").
     for svc in [Svc::DrV4, Svc::NatV4, Svc::TunV4, Svc::DrV6] {

@@ -52,6 +52,11 @@ impl Index {
         self.buckets.len()
     }
 
+    /// Bytes the buckets occupy.
+    pub(super) fn bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.buckets)
+    }
+
     #[inline]
     fn cell(hash: u64, payload: u64) -> u64 {
         debug_assert!(payload != 0 && payload & !PAYLOAD_MASK == 0);

@@ -22,10 +22,13 @@
 # configuration.
 #
 # Usage: tools/bench/harness.sh [--duration SECS] [--size BYTES] [--repeat N] [--only REGEX]
-#                               [--fastlb BINARY] [--out DIR]
+#                               [--fastlb BINARY] [--out DIR] [--xsk-compare BINARY]
 # Results: bench-results/live/{results.json,summary.md,*.svg,raw/}, or DIR with --out.
 # --fastlb runs another fastlb build (a baseline kept aside) in the fastlb cases, so a
 # change is compared against the build before it on the same machine in the same hour.
+# --xsk-compare runs only the bare forwarder on fastlb's own ring layer (xdp-fwd) against
+# the same forwarder on the xsk-rs crate (BINARY, tools/xsk-bench), alternating run by run,
+# at full rate and at half of xdp-fwd's rate (tools/xsk-bench/run.sh drives it).
 set -euo pipefail
 
 if [[ $(id -u) != 0 ]]; then
@@ -53,6 +56,7 @@ DUR=5
 SIZE=64
 REPEAT=2
 ONLY=.
+XSKFWD=
 while [[ $# -gt 0 ]]; do
     case $1 in
         --duration) DUR=$2; shift 2 ;;
@@ -61,6 +65,7 @@ while [[ $# -gt 0 ]]; do
         --repeat) REPEAT=$2; shift 2 ;;
         --fastlb) FASTLB=$(realpath "$2"); shift 2 ;;
         --out) OUT=$(realpath -m "$2"); shift 2 ;;
+        --xsk-compare) XSKFWD=$(realpath "$2"); shift 2 ;;
         *) echo "unknown argument $1"; exit 2 ;;
     esac
 done
@@ -176,6 +181,13 @@ start_fwd() {
         xdp-fwd)
             ip netns exec "$D" taskset -c "$cpus" "$XDPFWD" --iface d0 --iface d1 --cross \
                 --queues "$QUEUES" $(printf -- '--core %s ' ${cpus//,/ }) --service udp:$VIP:9 --service tcp:$VIP:80 \
+                --dst-mac "$S0_MAC" >"$WORK/fwd.out" 2>"$WORK/fwd.err" &
+            FWD_PID=$!
+            ;;
+        xsk-fwd)
+            # The same forwarder and command line on xsk-rs's sockets, rings and UMEM.
+            ip netns exec "$D" taskset -c "$cpus" "$XSKFWD" --iface d0 --iface d1 --cross \
+                --queues "$QUEUES" --service udp:$VIP:9 --service tcp:$VIP:80 \
                 --dst-mac "$S0_MAC" >"$WORK/fwd.out" 2>"$WORK/fwd.err" &
             FWD_PID=$!
             ;;
@@ -387,6 +399,27 @@ EOF
 
 describe_machine
 log "fastlb probe: $("$FASTLB" --iface none --config /dev/null 2>&1 | head -1 || true)"
+
+# ---- --xsk-compare: own ring layer against xsk-rs, runs alternating -------------------------
+if [[ -n $XSKFWD ]]; then
+    setup 1
+    for r in $(seq "$REPEAT"); do
+        run_once "xdp-fwd~$r" baseline xdp-fwd $FWD_CPU "" -- --flows 1000
+        run_once "xsk-fwd~$r" baseline xsk-fwd $FWD_CPU "" -- --flows 1000
+    done
+    CEIL=$(python3 -c 'import json,sys; print(int(max(json.load(open(f))["rx_pps"] for f in sys.argv[1:])))' "$RAW"/xdp-fwd~[0-9]*.json 2>/dev/null || echo 400000)
+    HALF=$((CEIL / 2))
+    log "xdp-fwd's best $CEIL pps; half load $HALF pps"
+    for r in $(seq "$REPEAT"); do
+        run_once "half-xdp-fwd~$r" half xdp-fwd $FWD_CPU "" -- --flows 1000 --rate $HALF
+        run_once "half-xsk-fwd~$r" half xsk-fwd $FWD_CPU "" -- --flows 1000 --rate $HALF
+    done
+    teardown
+    log "writing results"
+    python3 "$ROOT/tools/bench/report.py" "$OUT" "$DUR" "$SIZE"
+    log "done: $OUT/summary.md"
+    exit 0
+fi
 
 # ---- one queue: ceiling, kernel, DPDK, fastlb with one worker, SYN rate -------------------
 setup 1

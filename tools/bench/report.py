@@ -164,7 +164,7 @@ with open(os.path.join(OUT, "results.json"), "w") as f:
     f.write("\n")
 
 # ---- plots ---------------------------------------------------------------------------------
-COLORS = {"xdp-fwd": "#555555", "kernel": "#c0392b", "dpdk": "#8e44ad", "fastlb": "#2471a3"}
+COLORS = {"xdp-fwd": "#555555", "xsk-fwd": "#27ae60", "kernel": "#c0392b", "dpdk": "#8e44ad", "fastlb": "#2471a3"}
 
 
 def esc(s):

@@ -177,6 +177,14 @@ impl ConnTable {
         self.slots.len()
     }
 
+    /// Bytes the table allocated (entries, index, per-worker state), all of it written at
+    /// construction: what it keeps resident however many entries are live.
+    pub fn footprint(&self) -> usize {
+        std::mem::size_of_val(&*self.slots)
+            + self.index.bytes()
+            + std::mem::size_of_val(&*self.workers)
+    }
+
     /// Live entries (connections and templates, including ones retired by
     /// [`ConnTable::expire_now`] whose slot is not yet reclaimed).
     pub fn len(&self) -> usize {

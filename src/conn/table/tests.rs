@@ -74,6 +74,27 @@ fn counts(tb: &ConnTable, d: u32) -> (u32, u32, u32) {
     )
 }
 
+/// What a table keeps resident per entry, as `docs/performance.md` ("Memory per
+/// connection") counts it: a 128-byte entry plus 64 bytes of index at a power-of-two
+/// capacity (room for two keys per entry in buckets at most half full, the bucket count
+/// rounded up to a power of two).
+#[test]
+fn footprint_is_entries_plus_index() {
+    assert_eq!(std::mem::size_of::<Slot>(), 128);
+    for cap in [1024, 1 << 16] {
+        let tb = table(cap, 2);
+        let workers = 2 * std::mem::size_of::<Worker>();
+        assert_eq!(tb.footprint(), cap * (128 + 64) + workers, "capacity {cap}");
+    }
+    // The bucket count is rounded up to a power of two: 1.5 Ki entries need 878 buckets
+    // and get 1 Ki (43 bytes of index per entry).
+    let tb = table(1536, 1);
+    assert_eq!(
+        tb.footprint(),
+        1536 * 128 + 1024 * 64 + std::mem::size_of::<Worker>()
+    );
+}
+
 #[test]
 fn nat_connection_is_found_from_both_sides() {
     let tb = table(64, 1);
