@@ -48,6 +48,11 @@ enum Pattern {
     Syn,
     /// `--new-pct` percent new connections (SYN), the rest established traffic.
     Mix,
+    /// Every flow a new connection of `--conn-packets` packets, sent back to back from a
+    /// source never used before in the run (TCP: a SYN, then ACKs). With the default 3, a
+    /// TCP connection reaches the packet at which a sync master with the kernel's default
+    /// `sync_threshold` (3 50) sends it.
+    Open,
 }
 
 /// What the generated frames are made of.
@@ -260,6 +265,8 @@ struct Traffic {
     /// Size of the fixed flow set.
     flows: u64,
     new_pct: u64,
+    /// Packets of each connection in the open pattern.
+    conn_packets: u64,
     /// Flows `[flows, ...)` of the space are the new connections, so they never collide
     /// with the fixed set.
     space: FlowSpace,
@@ -270,10 +277,21 @@ impl Traffic {
     /// the lane's new connections so far and is advanced when this packet opens one.
     #[inline]
     fn packet(&self, k: u64, lane: u64, lanes: u64, fresh: &mut u64) -> (u32, u16, u8) {
+        if self.pattern == Pattern::Open {
+            // The lane's connection k / n, its packet k % n.
+            let n = self.conn_packets;
+            let first = k % n == 0;
+            if first {
+                *fresh += 1;
+            }
+            let (a, p) = self.space.tuple(self.flows + k / n * lanes + lane);
+            return (a, p, if first { TCP_SYN } else { TCP_ACK });
+        }
         let new_conn = match self.pattern {
             Pattern::Established => false,
             Pattern::Syn => true,
             Pattern::Mix => k % 100 < self.new_pct,
+            Pattern::Open => unreachable!("handled above"),
         };
         if new_conn {
             let i = self.flows + *fresh * lanes + lane;
@@ -452,7 +470,7 @@ mod app {
         /// Transport.
         #[arg(long, value_enum, default_value = "udp")]
         proto: Proto,
-        /// Traffic pattern (syn and mix imply TCP).
+        /// Traffic pattern (syn and mix imply TCP; open takes --proto).
         #[arg(long, value_enum, default_value = "established")]
         pattern: Pattern,
         /// Flows in the established set.
@@ -461,6 +479,9 @@ mod app {
         /// Percent of new connections in the mix pattern.
         #[arg(long, default_value_t = 10)]
         new_pct: u64,
+        /// Packets of each connection in the open pattern.
+        #[arg(long, default_value_t = 3)]
+        conn_packets: u64,
         /// Frame size in bytes, without the FCS.
         #[arg(long, default_value_t = 64)]
         size: usize,
@@ -693,13 +714,20 @@ mod app {
         let a = Args::parse();
         let do_tx = a.mode != Mode::Rx;
         let do_rx = a.mode != Mode::Tx;
-        let proto = if a.pattern == Pattern::Established {
+        let proto = if matches!(a.pattern, Pattern::Established | Pattern::Open) {
             a.proto
         } else {
             Proto::Tcp
         };
-        if a.queues == 0 || a.batch == 0 || a.flows == 0 || a.sport_max < a.sport_min {
-            bail!("--queues, --batch, --flows must be positive and sport-min <= sport-max");
+        if a.queues == 0
+            || a.batch == 0
+            || a.flows == 0
+            || a.conn_packets == 0
+            || a.sport_max < a.sport_min
+        {
+            bail!(
+                "--queues, --batch, --flows, --conn-packets must be positive and sport-min <= sport-max"
+            );
         }
         if a.size < Spec::min_size(proto) || a.size > 2048 {
             bail!(
@@ -753,6 +781,7 @@ mod app {
                 pattern: a.pattern,
                 flows: a.flows,
                 new_pct: a.new_pct.min(100),
+                conn_packets: a.conn_packets,
                 space: FlowSpace {
                     src_base: u32::from(a.src_ip),
                     sport_min: a.sport_min,
@@ -1169,6 +1198,7 @@ mod tests {
             pattern,
             flows,
             new_pct: 25,
+            conn_packets: 3,
             space: FlowSpace {
                 src_base: u32::from(Ipv4Addr::new(10, 1, 0, 1)),
                 sport_min: 1000,
@@ -1234,6 +1264,30 @@ mod tests {
             .count();
         assert_eq!(syns, 250);
         assert_eq!(fresh, 250);
+    }
+
+    #[test]
+    fn open_pattern_sends_each_new_connection_a_syn_then_acks_back_to_back() {
+        let t = traffic(Pattern::Open, 30);
+        let fixed: std::collections::HashSet<_> = (0..30).map(|i| t.space.tuple(i)).collect();
+        let mut fresh = [0u64; 2];
+        let mut conns = std::collections::HashMap::new();
+        for k in 0..300 {
+            for lane in 0..2u64 {
+                let (a, p, flags) = t.packet(k, lane, 2, &mut fresh[lane as usize]);
+                assert!(!fixed.contains(&(a, p)));
+                let sent: &mut Vec<u8> = conns.entry((a, p)).or_default();
+                assert_eq!(
+                    sent.len() as u64,
+                    k % 3,
+                    "a connection's packets back to back"
+                );
+                sent.push(flags);
+            }
+        }
+        assert_eq!(conns.len(), 200);
+        assert!(conns.values().all(|f| f[..] == [TCP_SYN, TCP_ACK, TCP_ACK]));
+        assert_eq!(fresh, [100, 100]);
     }
 
     #[test]

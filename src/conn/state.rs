@@ -45,7 +45,7 @@ pub enum TcpState {
     LastAck = 8,
     /// Listening (ftp data connections in the kernel; unused by fastlb).
     Listen = 9,
-    /// SYN-ACK seen; only the secure_tcp tables (which fastlb does not use) enter it.
+    /// SYN-ACK seen; only the secure_tcp tables (`crate::conn::defence`) enter it.
     SynAck = 10,
 }
 
@@ -175,6 +175,7 @@ mod tables {
     const CW: TcpState = TcpState::CloseWait;
     const LA: TcpState = TcpState::LastAck;
     const LI: TcpState = TcpState::Listen;
+    const SA: TcpState = TcpState::SynAck;
 
     /// `tcp_states` of `ip_vs_proto_tcp.c` (not the secure_tcp `tcp_states_dos`): for each
     /// table, rows syn, fin, ack, rst; columns the current state in kernel order
@@ -207,19 +208,64 @@ mod tables {
             [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL],
         ],
     ];
+
+    /// `tcp_states_dos`, the tables `secure_tcp` switches to, laid out as [`NEXT`] (and
+    /// with the same ESTABLISHED for an ACK from NONE). A client's ACK no longer completes
+    /// a handshake it began (SYN_RECV stays SYN_RECV in INPUT); the real server's SYN-ACK
+    /// moves it to SYNACK, and the real server's next ACK to ESTABLISHED. In INPUT-ONLY a
+    /// SYN opens in SYNACK, which only an ACK leaves for ESTABLISHED.
+    pub(super) const NEXT_DOS: [[[TcpState; TcpState::COUNT]; 4]; 3] = [
+        // INPUT
+        [
+            [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SA],
+            [CL, CW, SS, TW, TW, TW, CL, CW, LA, LI, SA],
+            [ES, ES, SS, SR, FW, TW, CL, CW, CL, LI, SA],
+            [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL],
+        ],
+        // OUTPUT
+        [
+            [SS, ES, SS, SA, SS, SS, SS, SS, SS, LI, SA],
+            [TW, FW, SS, TW, FW, TW, CL, TW, LA, LI, TW],
+            [ES, ES, SS, ES, FW, TW, CL, CW, LA, ES, ES],
+            [CL, CL, SS, CL, CL, TW, CL, CL, CL, CL, CL],
+        ],
+        // INPUT-ONLY
+        [
+            [SA, ES, ES, SR, SA, SA, SA, SA, SA, SA, SA],
+            [CL, FW, SS, TW, FW, TW, CL, CW, LA, LI, TW],
+            [ES, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
+            [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL],
+        ],
+    ];
 }
 
 /// The state after a packet with `flags` passes through `table` in `state`, as
 /// `set_tcp_state` computes it (a packet without RST/SYN/FIN/ACK gives CLOSE).
 #[inline]
 pub fn next_state(table: StateTable, state: TcpState, flags: TcpFlags) -> TcpState {
+    next_state_secure(false, table, state, flags)
+}
+
+/// [`next_state`] through the kernel's `tcp_states_dos` when `secure` (`secure_tcp` on).
+#[inline]
+pub fn next_state_secure(
+    secure: bool,
+    table: StateTable,
+    state: TcpState,
+    flags: TcpFlags,
+) -> TcpState {
     let t = match table {
         StateTable::Input => 0,
         StateTable::Output => 1,
         StateTable::InputOnly => 2,
     };
+    let tables = if secure {
+        &tables::NEXT_DOS
+    } else {
+        &tables::NEXT
+    };
     match flag_row(flags) {
-        Some(row) => tables::NEXT[t][row][state as usize],
+        Some(row) => tables[t][row][state as usize],
         None => TcpState::Close,
     }
 }
@@ -387,6 +433,50 @@ mod tests {
         assert_eq!(next_state(Output, S::SynRecv, RST), S::Close);
         // An RST with SYN set still counts as RST.
         assert_eq!(next_state(Input, S::Established, RST | SYN), S::Close);
+    }
+
+    #[test]
+    fn secure_tcp_completes_a_handshake_only_when_it_is_seen() {
+        use StateTable::*;
+        let secure = |steps: &[(StateTable, TcpFlags)]| {
+            let mut s = TcpState::None;
+            steps
+                .iter()
+                .map(|&(t, f)| {
+                    s = next_state_secure(true, t, s, f);
+                    s
+                })
+                .collect::<Vec<_>>()
+        };
+        // NAT: the client's ACK does not establish a SYN_RECV entry; the real server's
+        // SYN-ACK moves it to SYNACK, which the client's packets keep, and the real
+        // server's next ACK establishes it.
+        assert_eq!(
+            secure(&[
+                (Input, SYN),
+                (Input, ACK),
+                (Output, SYN_ACK),
+                (Input, ACK),
+                (Output, ACK)
+            ]),
+            [
+                TcpState::SynRecv,
+                TcpState::SynRecv,
+                TcpState::SynAck,
+                TcpState::SynAck,
+                TcpState::Established
+            ]
+        );
+        // DR/TUN: a SYN opens in SYNACK; the ACK establishes it.
+        assert_eq!(
+            secure(&[(InputOnly, SYN), (InputOnly, SYN), (InputOnly, ACK)]),
+            [TcpState::SynAck, TcpState::SynAck, TcpState::Established]
+        );
+        // Off, the same NAT client ACK establishes at once.
+        assert_eq!(
+            run(&[(Input, SYN), (Input, ACK)]),
+            [TcpState::SynRecv, TcpState::Established]
+        );
     }
 
     #[test]

@@ -50,6 +50,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::listing::{self, ConnView, TableView};
 use super::metrics::{HealthShare, MetricsSource};
 use super::{PublishError, Publisher};
+use crate::conn::defence::Defence;
 use crate::conn::ConnTable;
 use crate::forward::nexthop::NextHops;
 use crate::ha::bgp::announcements;
@@ -214,6 +215,8 @@ pub struct Director {
     announced: Announce,
     /// Connection sync: the daemons and what they share with the workers.
     sync: SyncControl,
+    /// The defence strategies' modes, evaluated once a second.
+    defence: Defence,
 }
 
 impl Director {
@@ -225,6 +228,7 @@ impl Director {
     /// workers' standby flag raised at once.
     pub fn new(config: Config, plane: DataPlane) -> Result<Director, PublishError> {
         let health = HealthStates::new();
+        let config_defence = config.defence;
         let publisher = Publisher::new(effective_config(&config, &health), plane.registry)?;
         plane.conns.timeouts().apply(&config.timeouts);
         let pair = pair_state(&config, &[]);
@@ -255,6 +259,7 @@ impl Director {
             drained: false,
             announced: Announce::default(),
             sync: SyncControl::default(),
+            defence: Defence::new(config_defence),
         })
     }
 
@@ -318,6 +323,7 @@ impl Director {
         self.owed.health_checks |=
             config.services != self.configured.services || config.health != self.configured.health;
         self.owed.timeouts |= config.timeouts != self.configured.timeouts;
+        self.defence.configure(config.defence);
         self.sync_settings_changed(&config);
         let known: Vec<IpAddr> = real_addresses(&self.configured).collect();
         let new: Vec<IpAddr> = real_addresses(&config)
@@ -511,7 +517,8 @@ impl Director {
 
     /// Source clock: call every control-loop turn. Runs the rate estimators when their
     /// interval has passed and, once a second, lets the ids of removed real servers whose
-    /// connections have gone be reused.
+    /// connections have gone be reused and evaluates the defence strategies (as the
+    /// kernel's `defense_work_handler`).
     pub fn tick(&mut self, now: Instant) {
         self.now = now;
         let table = self.publisher.table();
@@ -520,10 +527,25 @@ impl Director {
             Some(due) if now < due => {}
             Some(_) => {
                 self.publisher.reclaim();
+                self.update_defence();
                 self.next_reclaim = Some(now + RECLAIM_INTERVAL);
             }
             None => self.next_reclaim = Some(now + RECLAIM_INTERVAL),
         }
+    }
+
+    /// `update_defense_level`: the strategies' modes from the table's free entries, and
+    /// the level the workers apply until the next evaluation.
+    fn update_defence(&mut self) {
+        let free = self.conns.capacity().saturating_sub(self.conns.len()) as u64;
+        let level = self.defence.update(free);
+        self.conns.defence().store(level);
+    }
+
+    /// The defence strategies' modes now (`drop_packet`, `secure_tcp`): 1 and 2 switch
+    /// into each other as the table fills and empties, as the kernel's sysctls read.
+    pub fn defence_modes(&self) -> (u8, u8) {
+        self.defence.modes()
     }
 
     /// The reconcile step: pushes what changed since the last step to the workers and the

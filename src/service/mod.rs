@@ -503,6 +503,9 @@ pub struct Config {
     pub pair: pair::PairConfig,
     /// When a sync master sends connections (the `sync_*` sysctls).
     pub sync: SyncSettings,
+    /// IPVS's defence strategies (`drop_packet`, `secure_tcp`, `amemthresh`,
+    /// `am_droprate`; see [`crate::conn::defence`]).
+    pub defence: crate::conn::defence::DefenceSettings,
     /// `[director] state_file`: where the connection table is written at exit and read
     /// back at start (`None`: the default beside the ctl socket; `--state-file` wins).
     pub state_file: Option<std::path::PathBuf>,

@@ -43,6 +43,9 @@ drop_reasons! {
     DestinationRemoved => "destination_removed",
     /// The connection table is full and nothing could be evicted.
     TableFull => "conn_table_full",
+    /// A new connection refused by the `drop_packet` defence strategy (the table was
+    /// nearly full; `crate::conn::defence`).
+    DefenceDropPacket => "defence_drop_packet",
     /// No route to the next hop.
     NoRoute => "no_route",
     /// The next hop's MAC address is not known.

@@ -5,7 +5,7 @@ use super::{
     deadline, input_table, is_expired, ms, ConnEntry, ConnId, ConnTable, Ctl, Direction, Meta,
     DOOMED, EXP_MASK,
 };
-use crate::conn::state::{next_state, StateTable, TcpFlags, TcpState, TEMPLATE_RETRY_SECS};
+use crate::conn::state::{next_state_secure, StateTable, TcpFlags, TcpState, TEMPLATE_RETRY_SECS};
 use crate::service::DestId;
 use crate::time::Instant;
 use std::sync::atomic::Ordering;
@@ -37,7 +37,8 @@ impl ConnTable {
                     Direction::Original => input_table(meta.method()),
                 };
                 let old = TcpState::from_index(c.state()).unwrap_or(TcpState::Close);
-                next_state(table, old, flags.unwrap_or(TcpFlags::NONE)) as u8
+                let secure = self.defence.secure_tcp();
+                next_state_secure(secure, table, old, flags.unwrap_or(TcpFlags::NONE)) as u8
             } else {
                 c.state()
             };

@@ -6,7 +6,7 @@ use super::{
     Meta, NewConn, Raw, SyncMark, TableFull, DOOMED, EVICT_WINDOW, F_DV6, F_V6, GEN_MASK,
     METHOD_SHIFT, NO_SLOT,
 };
-use crate::conn::state::{next_state, StateTable, TcpFlags, TcpState, TEMPLATE_RETRY_SECS};
+use crate::conn::state::{next_state_secure, StateTable, TcpFlags, TcpState, TEMPLATE_RETRY_SECS};
 use crate::service::{DestId, ForwardMethod, Protocol};
 use crate::time::Instant;
 use std::sync::atomic::{fence, Ordering};
@@ -23,7 +23,8 @@ impl ConnTable {
         let _guard = self.enter(worker);
         let now_ms = ms(now);
         let state = match (new.protocol, new.flags) {
-            (Protocol::Tcp, flags) => next_state(
+            (Protocol::Tcp, flags) => next_state_secure(
+                self.defence.secure_tcp(),
                 input_table(new.method),
                 TcpState::None,
                 flags.unwrap_or(TcpFlags::NONE),

@@ -27,6 +27,7 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::defence::DefenceWord;
 use super::index::{Index, CELLS};
 use super::state::Timeouts;
 use crate::service::DestRegistry;
@@ -62,6 +63,8 @@ pub struct ConnTable {
     workers: Box<[Worker]>,
     registry: Arc<DestRegistry>,
     timeouts: Timeouts,
+    /// The defence strategies' level, set by the control thread ([`super::defence`]).
+    defence: DefenceWord,
     seed: [u64; 5],
 }
 
@@ -137,6 +140,7 @@ impl ConnTable {
             workers: (0..workers).map(|_| Worker::default()).collect(),
             registry,
             timeouts: Timeouts::new(),
+            defence: DefenceWord::default(),
             seed,
         };
         for w in 0..workers {
@@ -212,6 +216,11 @@ impl ConnTable {
     /// The protocol timeouts (settable live).
     pub fn timeouts(&self) -> &Timeouts {
         &self.timeouts
+    }
+
+    /// The defence strategies' level the workers apply ([`super::defence`]).
+    pub fn defence(&self) -> &DefenceWord {
+        &self.defence
     }
 
     /// The real server counters the table updates.

@@ -34,7 +34,10 @@ pub struct SyncMark {
     pub endtime: u32,
 }
 
-const PKTS_MASK: u64 = (1 << 24) - 1;
+/// `in_pkts` sits in the word's top 24 bits, so that counting a packet is one add of
+/// [`PKT_ONE`] to the word as loaded (the count wraps at 2^24 and touches nothing else).
+const PKTS_SHIFT: u32 = 40;
+const PKT_ONE: u64 = 1 << PKTS_SHIFT;
 
 impl SyncMark {
     /// The bookkeeping of a new entry: nothing counted, end time now (as `ip_vs_conn_new`).
@@ -49,17 +52,17 @@ impl SyncMark {
 
     #[inline]
     pub(super) fn pack(self) -> u64 {
-        u64::from(self.in_pkts) & PKTS_MASK
-            | u64::from(self.old_state & 0xf) << 24
-            | u64::from(self.endtime) << 32
+        u64::from(self.in_pkts) << PKTS_SHIFT
+            | u64::from(self.old_state & 0xf) << 32
+            | u64::from(self.endtime)
     }
 
     #[inline]
     fn unpack(w: u64) -> SyncMark {
         SyncMark {
-            in_pkts: (w & PKTS_MASK) as u32,
-            old_state: (w >> 24) as u8 & 0xf,
-            endtime: (w >> 32) as u32,
+            in_pkts: (w >> PKTS_SHIFT) as u32,
+            old_state: (w >> 32) as u8 & 0xf,
+            endtime: w as u32,
         }
     }
 }
@@ -89,10 +92,13 @@ pub struct SyncPeek {
     pub template: bool,
     /// A TCP connection (templates: false).
     pub tcp: bool,
-    /// Its state (`IP_VS_TCP_S_*`; 0 for UDP and templates).
+    /// Its state (`IP_VS_TCP_S_*`; 0 for UDP and templates; `DOOMED` while it is being
+    /// expired, which is no state a connection is sent in).
     pub state: u8,
-    /// Its sync bookkeeping.
+    /// Its sync bookkeeping before this packet.
     pub mark: SyncMark,
+    /// Its packet count with this packet (`mark.in_pkts + 1`, modulo 2^24).
+    pub pkts: u32,
     /// A template controls it.
     pub controlled: bool,
 }
@@ -217,38 +223,39 @@ impl ConnTable {
         })
     }
 
-    /// The per-packet fast path of the sync decision: shows `decide` what [`SyncPeek`]
-    /// holds of entry `id` and stores the bookkeeping it returns, all in one look at the
-    /// slot. True if `decide` settled it (or `id` is gone); false if it returned `None`
-    /// and the full decision ([`ConnTable::sync_probe`]) is to be taken.
-    #[inline]
-    pub fn sync_count(
-        &self,
-        id: ConnId,
-        decide: impl FnOnce(&SyncPeek) -> Option<SyncMark>,
-    ) -> bool {
+    /// The per-packet fast path of the sync decision: shows `quiet` what [`SyncPeek`]
+    /// holds of entry `id` and, if it says the packet only counts, counts it: one add to
+    /// the bookkeeping word as loaded, all in one look at the slot. True if settled so (or
+    /// `id` is gone); false if the full decision ([`ConnTable::sync_probe`]) is to be
+    /// taken. An entry being expired (`DOOMED`) is shown as it is: no connection is sent in
+    /// that state, and the full decision skips it. Always inlined, as the hook that calls
+    /// it per packet is (`bench-results/sync.md`).
+    #[inline(always)]
+    pub fn sync_count(&self, id: ConnId, quiet: impl FnOnce(&SyncPeek) -> bool) -> bool {
         let Some(s) = self.slots.get(id.slot as usize) else {
             return true;
         };
         let c = Ctl(s.ctl.load(Ordering::Acquire));
-        if c.gen() != id.gen || c.state() == DOOMED {
+        if c.gen() != id.gen {
             return true;
         }
         let meta = Meta(s.meta.load(Ordering::Relaxed));
         let template = meta.template();
+        let w = s.sync.load(Ordering::Relaxed);
+        let counted = w.wrapping_add(PKT_ONE);
         let peek = SyncPeek {
             template,
             tcp: meta.is_tcp() && !template,
             state: c.state(),
-            mark: SyncMark::unpack(s.sync.load(Ordering::Relaxed)),
+            mark: SyncMark::unpack(w),
+            pkts: (counted >> PKTS_SHIFT) as u32,
             controlled: !template && s.template.load(Ordering::Relaxed) != 0,
         };
-        match decide(&peek) {
-            Some(mark) => {
-                s.sync.store(mark.pack(), Ordering::Relaxed);
-                true
-            }
-            None => false,
+        if quiet(&peek) {
+            s.sync.store(counted, Ordering::Relaxed);
+            true
+        } else {
+            false
         }
     }
 
@@ -520,5 +527,46 @@ impl ConnTable {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bookkeeping_word_round_trips_and_one_add_counts_a_packet() {
+        let m = SyncMark {
+            in_pkts: 0x12_3456,
+            old_state: 9,
+            endtime: 0xdead_beef,
+        };
+        assert_eq!(SyncMark::unpack(m.pack()), m);
+        let next = SyncMark::unpack(m.pack().wrapping_add(PKT_ONE));
+        assert_eq!(
+            next,
+            SyncMark {
+                in_pkts: m.in_pkts + 1,
+                ..m
+            }
+        );
+        // The count wraps at 2^24 and leaves the rest of the word alone.
+        let full = SyncMark {
+            in_pkts: (1 << 24) - 1,
+            ..m
+        };
+        let wrapped = SyncMark::unpack(full.pack().wrapping_add(PKT_ONE));
+        assert_eq!(wrapped, SyncMark { in_pkts: 0, ..m });
+        assert_eq!(
+            SyncMark::unpack(
+                SyncMark {
+                    in_pkts: 1 << 24,
+                    ..m
+                }
+                .pack()
+            )
+            .in_pkts,
+            0
+        );
     }
 }

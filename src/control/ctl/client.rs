@@ -239,6 +239,9 @@ fn local_parse(args: &[String]) -> Option<Result<IpvsCommand, IpvsError>> {
             return None;
         }
     }
+    if args.first() == Some(&super::SYSCTL_VERB) {
+        return None;
+    }
     (!args.is_empty()).then(|| parse(&args))
 }
 

@@ -107,6 +107,9 @@ pub fn execute(director: &mut Director, args: &[String], stdin: Option<&str>) ->
         .map(String::as_str)
         .filter(|a| *a != "--json")
         .collect();
+    if let [SYSCTL_VERB, settings @ ..] = &args[..] {
+        return sysctl(director, settings);
+    }
     if let [verb] = args[..] {
         if verb == crate::control::top::TOP_VERB {
             let snapshot = director.top_snapshot();
@@ -233,6 +236,87 @@ pub fn execute(director: &mut Director, args: &[String], stdin: Option<&str>) ->
 /// what `fastlb top` reads: always JSON ([`crate::control::top::Snapshot`]).
 pub(crate) const OWN_VERBS: [&str; 4] = ["--drain", "--undrain", "--announced", "--top"];
 
+/// `--sysctl [NAME[=VALUE]]...`: the defence strategies' settings, named as the kernel's
+/// `net.ipv4.vs.*` sysctls (the prefix may be left out), read and written as `sysctl`
+/// does. Reading `drop_packet` or `secure_tcp` gives the mode now (1 and 2 switch into
+/// each other as the table fills); no name reads them all.
+pub(crate) const SYSCTL_VERB: &str = "--sysctl";
+
+/// The sysctls `--sysctl` knows, in the order it lists them.
+const SYSCTLS: [&str; 4] = ["drop_packet", "secure_tcp", "amemthresh", "am_droprate"];
+
+fn sysctl(director: &mut Director, settings: &[&str]) -> Response {
+    let names: Vec<&str> = if settings.is_empty() {
+        SYSCTLS.to_vec()
+    } else {
+        settings.to_vec()
+    };
+    let mut out = String::new();
+    for s in names {
+        let (name, value) = match s.split_once('=') {
+            Some((n, v)) => (n.trim(), Some(v.trim())),
+            None => (s.trim(), None),
+        };
+        let key = name.strip_prefix("net.ipv4.vs.").unwrap_or(name);
+        if key == "drop_entry" {
+            return Response::fail(
+                EXIT_USAGE,
+                "--sysctl: drop_entry is not supported (docs/decisions.md, \"SYN floods\")",
+            );
+        }
+        if !SYSCTLS.contains(&key) {
+            return Response::fail(
+                EXIT_USAGE,
+                format!(
+                    "--sysctl: unknown setting '{name}' (known: {})",
+                    SYSCTLS.join(", ")
+                ),
+            );
+        }
+        if let Some(v) = value {
+            let mut config = director.config().clone();
+            let d = &mut config.defence;
+            let bad = || Response::fail(EXIT_USAGE, format!("--sysctl: {key}: bad value '{v}'"));
+            match key {
+                "drop_packet" | "secure_tcp" => {
+                    let n = match v.parse::<u8>() {
+                        Ok(n @ 0..=3) => n,
+                        _ => return bad(),
+                    };
+                    if key == "drop_packet" {
+                        d.drop_packet = n;
+                    } else {
+                        d.secure_tcp = n;
+                    }
+                }
+                _ => {
+                    let Ok(n) = v.parse::<u32>() else {
+                        return bad();
+                    };
+                    if key == "amemthresh" {
+                        d.amemthresh = n;
+                    } else {
+                        d.am_droprate = n;
+                    }
+                }
+            }
+            if let Err(e) = director.configure(config) {
+                return Response::fail(EXIT_TABLE, e);
+            }
+        }
+        let (drop_packet, secure_tcp) = director.defence_modes();
+        let d = director.config().defence;
+        let now = match key {
+            "drop_packet" => drop_packet.into(),
+            "secure_tcp" => secure_tcp.into(),
+            "amemthresh" => d.amemthresh,
+            _ => d.am_droprate,
+        };
+        out += &format!("net.ipv4.vs.{key} = {now}\n");
+    }
+    Response::ok(out)
+}
+
 /// fastlb's own verbs beside ipvsadm's: `--drain`, `--undrain` and `--announced` (what the
 /// director announces by BGP, and whether it is drained). `None` for any other argument.
 fn bgp_verb(director: &mut Director, verb: &str, json: bool) -> Option<Response> {
@@ -282,6 +366,7 @@ mod tests {
     use crate::forward::nexthop::NextHops;
     use crate::service::{Config, DestRegistry};
     use crate::stats::WorkerStats;
+    use crate::time::Instant;
 
     /// A director over an empty table, and its one worker's counters.
     fn state() -> (Director, Arc<WorkerStats>) {
@@ -300,6 +385,43 @@ mod tests {
     fn run(s: &mut Director, line: &str) -> Response {
         let args: Vec<String> = line.split_whitespace().map(String::from).collect();
         execute(s, &args, None)
+    }
+
+    #[test]
+    fn sysctl_reads_and_writes_the_defence_settings() {
+        let (mut s, _) = state();
+        assert_eq!(
+            run(&mut s, "--sysctl").stdout,
+            "net.ipv4.vs.drop_packet = 0\nnet.ipv4.vs.secure_tcp = 0\n\
+             net.ipv4.vs.amemthresh = 1024\nnet.ipv4.vs.am_droprate = 10\n"
+        );
+        let r = run(&mut s, "--sysctl net.ipv4.vs.drop_packet=1 amemthresh=1");
+        assert_eq!(
+            r.stdout,
+            "net.ipv4.vs.drop_packet = 1\nnet.ipv4.vs.amemthresh = 1\n"
+        );
+        assert_eq!(s.config().defence.drop_packet, 1);
+        assert_eq!(s.config().defence.amemthresh, 1);
+        // The table is empty: every entry free, not below 1; a threshold above its size
+        // switches drop_packet to 2 at the next evaluation, as the kernel's sysctl reads.
+        s.tick(Instant::from_secs(1));
+        s.tick(Instant::from_secs(3));
+        assert_eq!(
+            run(&mut s, "--sysctl drop_packet").stdout,
+            "net.ipv4.vs.drop_packet = 1\n"
+        );
+        run(&mut s, "--sysctl amemthresh=1000000");
+        s.tick(Instant::from_secs(5));
+        assert_eq!(
+            run(&mut s, "--sysctl drop_packet").stdout,
+            "net.ipv4.vs.drop_packet = 2\n"
+        );
+        for bad in ["secure_tcp=4", "drop_packet=x", "nonsense", "drop_entry=1"] {
+            let r = run(&mut s, &format!("--sysctl {bad}"));
+            assert_eq!(r.code, EXIT_USAGE, "{bad}");
+            assert!(!r.stderr.is_empty(), "{bad}");
+        }
+        assert_eq!(s.config().defence.secure_tcp, 0);
     }
 
     #[test]

@@ -86,6 +86,15 @@ impl Pipeline {
             // (tcp_conn_schedule); UDP always may.
             return Verdict::Drop(DropReason::NoConnection);
         }
+        // drop_packet: while the table is nearly full, one new connection in the rate the
+        // control thread set is refused before it is scheduled (`ip_vs_todrop` in the
+        // protocols' conn_schedule).
+        if self
+            .drop_counter
+            .refuse(self.conns.defence().load().drop_rate)
+        {
+            return Verdict::Drop(DropReason::DefenceDropPacket);
+        }
         let hit = match self.schedule(now, sid, key, flags) {
             Ok(hit) => hit,
             Err(reason) => return Verdict::Drop(reason),
@@ -97,7 +106,9 @@ impl Pipeline {
 
     /// A packet from the client of connection `id` went through the table: the sync hook
     /// decides whether the connection is to be sent (`ip_vs_in` calling `ip_vs_sync_conn`).
-    #[inline]
+    /// Always inlined: the hook's fast path is a few loads and an add, less than a call
+    /// and the registers it saves (`bench-results/sync.md`).
+    #[inline(always)]
     fn synced(&mut self, id: ConnId, now: Instant) {
         if let Some(s) = &mut self.sync {
             s.after_client_packet(&self.conns, id, now);

@@ -40,6 +40,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::{Frame, PacketProcessor, Verdict};
+use crate::conn::defence::DropCounter;
 use crate::conn::ConnTable;
 use crate::forward::nexthop::{MacAddr, NextHop, NextHops};
 use crate::ha::sync::SyncHook;
@@ -116,6 +117,8 @@ pub struct Pipeline {
     sync: Option<SyncHook>,
     /// Datagrams whose first fragment was forwarded, for their later fragments to follow.
     frags: frag::FragTable,
+    /// The `drop_packet` defence strategy's countdown (`crate::conn::defence`).
+    drop_counter: DropCounter,
 }
 
 impl Pipeline {
@@ -155,6 +158,7 @@ impl Pipeline {
             standby: false,
             sync: None,
             frags: frag::FragTable::new(),
+            drop_counter: DropCounter::default(),
         }
     }
 

@@ -357,3 +357,100 @@ fn a_budget_of_the_whole_table_expires_everything_on_time() {
     p.between_batches(Instant::from_micros(due));
     assert_eq!(conns.len(), 0);
 }
+
+/// Sends one TCP segment as [`segment`] does; the verdict.
+fn segment_verdict(p: &mut Pipeline, c: u8, cport: u16, syn: bool, ack: bool) -> Verdict {
+    let client = format!("198.51.100.{c}");
+    let mut spec = Spec::tcp(&client, "192.0.2.100", cport, 80);
+    spec.l4 = crate::wire::testkit::L4::Tcp {
+        sport: cport,
+        dport: 80,
+        syn,
+        ack,
+        fin: false,
+        rst: false,
+    };
+    let mut f = spec.frame();
+    let len = f.len();
+    p.process(Instant::from_secs(10), &mut Frame::new(&mut f, 0, len))
+}
+
+fn tcp_state(conns: &ConnTable, c: u8, cport: u16) -> Option<TcpState> {
+    let key = FlowKey {
+        protocol: Protocol::Tcp,
+        src: IpAddr::from([198, 51, 100, c]),
+        sport: cport,
+        dst: "192.0.2.100".parse().unwrap(),
+        dport: 80,
+    };
+    conns.lookup(&key).map(|h| h.info.state)
+}
+
+#[test]
+fn drop_packet_refuses_one_new_connection_in_the_rate_and_nothing_established() {
+    use crate::conn::defence::Level;
+    let (mut p, conns) = pipeline_of(&mh_config(false), EXPIRE_BUDGET_AUTO);
+    // An established flow, opened before the defence is on.
+    assert_eq!(
+        segment_verdict(&mut p, 1, 1000, true, false),
+        Verdict::Transmit
+    );
+    conns.defence().store(Level {
+        drop_rate: 3,
+        secure_tcp: false,
+    });
+    let verdicts: Vec<bool> = (0..9u16)
+        .map(|i| segment_verdict(&mut p, 2, 2000 + i, true, false) == Verdict::Transmit)
+        .collect();
+    assert_eq!(
+        verdicts,
+        [false, true, true, false, true, true, false, true, true],
+        "one SYN in three refused"
+    );
+    assert_eq!(
+        tcp_state(&conns, 2, 2000),
+        None,
+        "a refused SYN leaves no entry"
+    );
+    assert_eq!(
+        p.stats.drops[DropReason::DefenceDropPacket as usize].get(),
+        3
+    );
+    // Packets of existing connections are never refused.
+    for _ in 0..6 {
+        assert_eq!(
+            segment_verdict(&mut p, 1, 1000, false, true),
+            Verdict::Transmit
+        );
+    }
+    // Off again: every new connection is scheduled.
+    conns.defence().store(Level::default());
+    assert!(
+        (0..6u16).all(|i| segment_verdict(&mut p, 3, 3000 + i, true, false) == Verdict::Transmit)
+    );
+}
+
+#[test]
+fn secure_tcp_opens_direct_routing_connections_in_synack() {
+    use crate::conn::defence::Level;
+    let (mut p, conns) = pipeline_of(&mh_config(false), EXPIRE_BUDGET_AUTO);
+    // Off: a SYN opens in SYN_RECV (INPUT-ONLY), the client's ACK establishes it.
+    segment_verdict(&mut p, 1, 1000, true, false);
+    assert_eq!(tcp_state(&conns, 1, 1000), Some(TcpState::SynRecv));
+    segment_verdict(&mut p, 1, 1000, false, true);
+    assert_eq!(tcp_state(&conns, 1, 1000), Some(TcpState::Established));
+    // On: tcp_states_dos. A SYN opens in SYNACK; a repeated SYN keeps it there; the ACK
+    // establishes it. A connection established before stays so.
+    conns.defence().store(Level {
+        drop_rate: 0,
+        secure_tcp: true,
+    });
+    segment_verdict(&mut p, 2, 2000, true, false);
+    assert_eq!(tcp_state(&conns, 2, 2000), Some(TcpState::SynAck));
+    segment_verdict(&mut p, 2, 2000, true, false);
+    assert_eq!(tcp_state(&conns, 2, 2000), Some(TcpState::SynAck));
+    segment_verdict(&mut p, 2, 2000, false, true);
+    assert_eq!(tcp_state(&conns, 2, 2000), Some(TcpState::Established));
+    segment_verdict(&mut p, 1, 1000, false, true);
+    assert_eq!(tcp_state(&conns, 1, 1000), Some(TcpState::Established));
+}

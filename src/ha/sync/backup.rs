@@ -17,10 +17,11 @@ use std::net::IpAddr;
 
 use super::counters::DaemonCounters;
 use super::hook::{encode_install, INSTALL_WORDS};
+use super::master::entry_for;
 use super::message::{EntryError, Message, MessageError, Skip, SyncConn, Version};
 use super::ring::Producer;
 use super::wire::flags;
-use crate::conn::{Synced, TcpState, Timeouts};
+use crate::conn::{Described, Synced, TcpState, Timeouts};
 use crate::service::config::error::MAX_TIMEOUT_SECS;
 use crate::service::{DestId, ForwardMethod, Protocol, ServiceEntry, ServiceKey, ServiceTable};
 
@@ -116,18 +117,6 @@ pub fn bind(
         Version::V0 => conn.flags,
     };
     let template = raw_flags & flags::TEMPLATE != 0;
-    if template && conn.protocol == 0 && conn.fwmark != 0 && conn.fwmark != mark_in(conn.vaddr) {
-        // A firewall-mark template carries its mark as its virtual address
-        // (`ip_vs_sched_persist`), as the master encodes it; one that does not could be
-        // installed but never described again (found by the `state_file` fuzz target).
-        return None;
-    }
-    if !(template && conn.protocol == 0) && Protocol::from_number(conn.protocol).is_none() {
-        // IPVS keeps entries only for the protocols it schedules (a firewall-mark template
-        // is IPPROTO_IP); one of another protocol, found through a firewall-mark service,
-        // could be installed but never described again (found by the `state_file` target).
-        return None;
-    }
     let svc = find_service(table, conn)?;
     if template && conn.protocol != 0 && matches!(svc.config.key, ServiceKey::Fwmark { .. }) {
         // A firewall-mark service's templates are IPPROTO_IP (`ip_vs_sched_persist`): a
@@ -151,7 +140,7 @@ pub fn bind(
         // for 136 years. fastlb bounds it as it bounds configured timeouts.
         t => t.min(MAX_TIMEOUT_SECS),
     };
-    Some(Synced {
+    let synced = Synced {
         protocol: conn.protocol,
         template,
         client: conn.caddr,
@@ -166,16 +155,45 @@ pub fn bind(
         timeout_s,
         inactive: raw_flags & flags::INACTIVE != 0,
         in_pkts: 0,
-    })
+    };
+    described_again(&synced, table).then_some(synced)
 }
 
-/// The mark a firewall-mark template's virtual address holds: IPv4's address, IPv6's
-/// first 32 bits.
-fn mark_in(vaddr: IpAddr) -> u32 {
-    match vaddr {
-        IpAddr::V4(a) => u32::from(a),
-        IpAddr::V6(a) => (u128::from(a) >> 96) as u32,
-    }
+/// Whether the entry fastlb's master (and its state file's writer) would make of `s` binds
+/// again to the same real server. What `bind` accepts has to: an entry installed here is
+/// written to the state file at exit and sent on if this director becomes the master, and
+/// one that no longer finds its service when read back is a connection that survives one
+/// restart and is lost at the next. The master describes an entry's service by its mark
+/// alone (`described_mark`: a firewall-mark template's virtual address, or the mark the
+/// classifier rules give the entry's packets), so an entry whose mark field took it to a
+/// service its own packets do not reach is refused: a firewall-mark template whose mark is
+/// not its virtual address, an entry of a protocol IPVS does not schedule found through a
+/// mark, and a connection whose mark names a service the classifier rules do not send its
+/// packets to (all found by the `state_file` fuzz target). A kernel master sends none of
+/// these when both directors carry the same rules: it sets an entry's mark from the packet
+/// that made it (`skb->mark`) and a template's virtual address from the mark
+/// (`ip_vs_sched_persist`).
+fn described_again(s: &Synced, table: &ServiceTable) -> bool {
+    let again = entry_for(
+        &Described {
+            protocol: s.protocol,
+            template: s.template,
+            client: s.client,
+            cport: s.cport,
+            vaddr: s.vaddr,
+            vport: s.vport,
+            daddr: s.daddr,
+            dport: s.dport,
+            method: s.method,
+            dest: s.dest,
+            state: s.state,
+            timeout_s: s.timeout_s,
+        },
+        table,
+    );
+    find_service(table, &again)
+        .and_then(|svc| find_dest(svc, &again, again.flags))
+        .is_some_and(|(dest, _)| dest == s.dest)
 }
 
 /// `ip_vs_service_find`: the firewall-mark service of the entry's mark, else the service

@@ -18,6 +18,8 @@
 //! except `sync_retries` times, an eighth of the period apart. The clock is milliseconds
 //! where the kernel's is jiffies; everything else is the kernel's arithmetic.
 
+use std::num::NonZeroU32;
+
 use crate::conn::{SyncMark, SyncPeek, SyncProbe, TcpState};
 use crate::service::SyncSettings;
 
@@ -58,33 +60,29 @@ impl Default for SyncRules {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Quiet {
     threshold: u32,
-    period: u32,
+    period: NonZeroU32,
 }
 
 impl Quiet {
-    /// The common case, decided from the little [`SyncPeek`] holds: the bookkeeping to
-    /// store when the connection's packet count `pkts` makes it not due and nothing else is
-    /// to be asked (no template controls it); `None` sends the packet through
-    /// [`SyncRules::needed`]. Where this answers, it answers as [`SyncRules::needed`] does
-    /// (a property test checks).
-    #[inline]
-    pub fn settle(&self, p: &SyncPeek, pkts: u32) -> Option<SyncMark> {
+    /// The common case, decided from the little [`SyncPeek`] holds: true when the packet
+    /// (the connection's `p.pkts`th) makes it not due and nothing else is to be asked (no
+    /// template controls it), so that the packet only counts; false sends it through
+    /// [`SyncRules::needed`]. Where this says true, [`SyncRules::needed`] says "not sent"
+    /// and changes nothing but the count (a property test checks).
+    #[inline(always)]
+    pub fn settle(&self, p: &SyncPeek) -> bool {
         if p.template || p.controlled {
-            return None;
+            return false;
         }
-        let counted = SyncMark {
-            in_pkts: pkts,
-            ..p.mark
-        };
         if p.tcp {
             if p.state >= 16 || TCP_SYNC_STATES >> p.state & 1 == 0 {
-                return Some(counted);
+                return true;
             }
             if p.state != p.mark.old_state && p.state != TcpState::Established as u8 {
-                return None;
+                return false;
             }
         }
-        (pkts % self.period != self.threshold).then_some(counted)
+        p.pkts % self.period != self.threshold
     }
 }
 
@@ -104,9 +102,10 @@ impl SyncRules {
     /// modulo the period for most packets ([`Quiet::settle`]).
     #[inline]
     pub fn quiet(&self) -> Option<Quiet> {
-        (self.refresh_period_ms == 0 && self.period > 0).then_some(Quiet {
+        let period = NonZeroU32::new(self.period)?;
+        (self.refresh_period_ms == 0).then_some(Quiet {
             threshold: self.threshold,
-            period: self.period,
+            period,
         })
     }
 
@@ -295,14 +294,15 @@ mod tests {
             let rules = SyncRules { threshold, period, refresh_period_ms: refresh, retries: 1, persist_mode };
             let mark = SyncMark { in_pkts, old_state, endtime };
             let tcp = tcp && !template;
-            let peek = SyncPeek { template, tcp, state, mark, controlled };
+            let pkts = in_pkts + 1;
+            let peek = SyncPeek { template, tcp, state, mark, pkts, controlled };
             let probe = SyncProbe {
                 template, tcp, state, timeout_s: 900, mark,
                 controller: controlled.then(ConnId::dummy),
             };
-            let pkts = in_pkts + 1;
-            if let Some(fast) = rules.quiet().and_then(|q| q.settle(&peek, pkts)) {
-                proptest::prop_assert_eq!(rules.needed(&probe, pkts, now_ms), (false, fast));
+            if rules.quiet().is_some_and(|q| q.settle(&peek)) {
+                let counted = SyncMark { in_pkts: pkts, ..mark };
+                proptest::prop_assert_eq!(rules.needed(&probe, pkts, now_ms), (false, counted));
             }
         }
     }

@@ -178,11 +178,11 @@ impl SyncHook {
     /// A packet from the client of connection `id` has just been through the table (its
     /// state advanced): counts it and queues the connection, and its controlling template,
     /// if the kernel's rules say they are to be sent. Nothing while no master runs.
-    #[inline]
+    #[inline(always)]
     pub fn after_client_packet(&mut self, conns: &ConnTable, id: ConnId, now: Instant) {
         // Most packets are not due: counted in one look at the entry, and done.
         if let Some(q) = self.quiet {
-            if conns.sync_count(id, |peek| q.settle(peek, peek.mark.in_pkts.wrapping_add(1))) {
+            if conns.sync_count(id, |peek| q.settle(peek)) {
                 return;
             }
         }

@@ -63,17 +63,31 @@ pub fn entry_for(d: &Described, table: &ServiceTable) -> SyncConn {
 /// The mark a kernel entry carries (`skb->mark` of its first packet): the firewall-mark
 /// service's mark, for its connections and templates; 0 otherwise.
 fn fwmark_of(d: &Described, table: &ServiceTable) -> u32 {
-    if d.template && d.protocol == 0 {
-        // A firewall-mark template: the mark is its virtual address.
-        return match d.vaddr {
+    described_mark(d.template, d.protocol, d.vaddr, d.vport, table)
+}
+
+/// The mark the master (and the state file's writer) puts in the entry of a connection or
+/// template of `protocol` to `vaddr:vport`: a firewall-mark template's mark is its virtual
+/// address; any other entry's is the mark of the service `table` finds for its packets
+/// (through the classifier rules), or 0. The backup's `bind` checks that this leads back to
+/// the service it bound an entry to.
+pub fn described_mark(
+    template: bool,
+    protocol: u8,
+    vaddr: IpAddr,
+    vport: u16,
+    table: &ServiceTable,
+) -> u32 {
+    if template && protocol == 0 {
+        return match vaddr {
             IpAddr::V4(a) => u32::from(a),
             IpAddr::V6(a) => (u128::from(a) >> 96) as u32,
         };
     }
-    let Some(protocol) = Protocol::from_number(d.protocol) else {
+    let Some(protocol) = Protocol::from_number(protocol) else {
         return 0;
     };
-    match table.find(protocol, d.vaddr, d.vport) {
+    match table.find(protocol, vaddr, vport) {
         Some(sid) => match table.service(sid).config.key {
             ServiceKey::Fwmark { mark, .. } => mark,
             ServiceKey::Tuple { .. } => 0,

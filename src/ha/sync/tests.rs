@@ -423,3 +423,49 @@ fn the_backup_refuses_other_groups_interfaces_and_unknown_services() {
     let (n, c) = count(0, Some(3), &[1, 2]);
     assert_eq!((n, c.too_short), (0, 1));
 }
+
+#[test]
+fn the_backup_binds_only_what_its_master_would_describe_again() {
+    let d = Director::new(SyncSettings::default());
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let conn = |vaddr: &str, fwmark: u32| message::SyncConn {
+        protocol: 6,
+        flags: wire::flags::DROUTE | wire::flags::NOOUTPUT,
+        state: 1,
+        cport: 40000,
+        vport: 80,
+        dport: 80,
+        fwmark,
+        timeout: 900,
+        caddr: ip("198.51.100.7"),
+        vaddr: ip(vaddr),
+        daddr: ip("10.0.0.11"),
+    };
+    let bind = |c: &message::SyncConn| {
+        backup::bind(c, Version::V1, &d.table, d.conns.timeouts()).map(|s| s.dest)
+    };
+    // Through mark 7, to an address its classifier rule sends to mark 7: bound, and the
+    // master describes it with mark 7 again.
+    assert!(bind(&conn("192.0.2.50", 7)).is_some());
+    // Through mark 7, to an address no rule marks: the master would describe it without a
+    // mark, and nothing would find its service again.
+    assert_eq!(bind(&conn("192.0.2.51", 7)), None);
+    // An address service's connection binds; one that names mark 7 is found through the
+    // mark-7 service, but described again (no rule marks 192.0.2.10) it would find the
+    // address service: refused.
+    assert!(bind(&conn("192.0.2.10", 0)).is_some());
+    assert_eq!(bind(&conn("192.0.2.10", 7)), None);
+    // A firewall-mark template: its mark is its virtual address.
+    let template = |vaddr: &str, fwmark: u32| message::SyncConn {
+        protocol: 0,
+        flags: wire::flags::DROUTE | wire::flags::NOOUTPUT | wire::flags::TEMPLATE,
+        state: 0,
+        cport: 0,
+        vport: 0,
+        dport: 0,
+        caddr: ip("198.51.100.0"),
+        ..conn(vaddr, fwmark)
+    };
+    assert!(bind(&template("0.0.0.7", 7)).is_some());
+    assert_eq!(bind(&template("0.0.0.85", 7)), None);
+}

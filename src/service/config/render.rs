@@ -93,6 +93,7 @@ pub fn to_toml(config: &Config) -> String {
         || config.sloppy_tcp
         || !config.accept_macs.is_empty()
         || config.state_file.is_some()
+        || config.defence != crate::conn::defence::DefenceSettings::default()
     {
         o.push_str("[director]\n");
         if config.dest_order != DestOrder::default() {
@@ -131,6 +132,20 @@ pub fn to_toml(config: &Config) -> String {
         }
         if sync.sync_sock_size != default_sync.sync_sock_size {
             let _ = writeln!(o, "sync_sock_size = {}", sync.sync_sock_size);
+        }
+        let defence = config.defence;
+        let default_defence = crate::conn::defence::DefenceSettings::default();
+        if defence.drop_packet != default_defence.drop_packet {
+            let _ = writeln!(o, "drop_packet = {}", defence.drop_packet);
+        }
+        if defence.secure_tcp != default_defence.secure_tcp {
+            let _ = writeln!(o, "secure_tcp = {}", defence.secure_tcp);
+        }
+        if defence.amemthresh != default_defence.amemthresh {
+            let _ = writeln!(o, "amemthresh = {}", defence.amemthresh);
+        }
+        if defence.am_droprate != default_defence.am_droprate {
+            let _ = writeln!(o, "am_droprate = {}", defence.am_droprate);
         }
         if !config.accept_macs.is_empty() {
             let list: Vec<String> = config

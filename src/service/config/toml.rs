@@ -57,6 +57,11 @@ struct RawDirector {
     sloppy_tcp: Option<bool>,
     sloppy_udp: Option<bool>,
     state_file: Option<PathBuf>,
+    drop_packet: Option<u8>,
+    secure_tcp: Option<u8>,
+    amemthresh: Option<u32>,
+    am_droprate: Option<u32>,
+    drop_entry: Option<::toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -513,6 +518,34 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             return Err(lines
                 .field(&span, e.field, e.message)
                 .with_context("director"));
+        }
+        if d.drop_entry.is_some() {
+            return Err(lines
+                .field(
+                    &span,
+                    "drop_entry",
+                    "is not supported: the kernel's drop_entry picks entries by their \
+                     incoming packet count, which fastlb does not keep (docs/decisions.md); \
+                     a full table already evicts half-open entries first",
+                )
+                .with_context("director"));
+        }
+        let k = crate::conn::defence::DefenceSettings::default();
+        config.defence = crate::conn::defence::DefenceSettings {
+            drop_packet: d.drop_packet.unwrap_or(k.drop_packet),
+            secure_tcp: d.secure_tcp.unwrap_or(k.secure_tcp),
+            amemthresh: d.amemthresh.unwrap_or(k.amemthresh),
+            am_droprate: d.am_droprate.unwrap_or(k.am_droprate),
+        };
+        for (field, v) in [
+            ("drop_packet", config.defence.drop_packet),
+            ("secure_tcp", config.defence.secure_tcp),
+        ] {
+            if v > 3 {
+                return Err(lines
+                    .field(&span, field, "must be 0 (off), 1 (on when the table is nearly full), 2 (on now, off when it is not) or 3 (always on)")
+                    .with_context("director"));
+            }
         }
         for m in d.accept_macs.iter().flatten() {
             let bad = |why: String| {
@@ -1332,6 +1365,33 @@ address = "10.0.2.1"
         assert!(e.to_string().contains("sloppy_udp"), "{e}");
         let e = p("[director]\nsloppy_tcp = 1\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn defence_settings() {
+        use crate::conn::defence::DefenceSettings;
+        assert_eq!(p("").unwrap().defence, DefenceSettings::default());
+        let c =
+            p("[director]\ndrop_packet = 1\nsecure_tcp = 3\namemthresh = 5000\nam_droprate = 4\n")
+                .unwrap();
+        assert_eq!(
+            c.defence,
+            DefenceSettings {
+                drop_packet: 1,
+                secure_tcp: 3,
+                amemthresh: 5000,
+                am_droprate: 4,
+            }
+        );
+        let text = crate::service::config::render::to_toml(&c);
+        assert_eq!(p(&text).unwrap().defence, c.defence, "{text}");
+        let e = p("[director]\nsloppy_tcp = true\nsecure_tcp = 4\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.to_string().contains("secure_tcp"), "{e}");
+        // drop_entry is named as not supported, not taken silently.
+        let e = p("[director]\ndrop_entry = 1\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.to_string().contains("not supported"), "{e}");
     }
 
     #[test]
