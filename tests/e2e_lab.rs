@@ -138,6 +138,30 @@ per_mode! {
     kernel_selftest_v6 => "ipvs_selftest.sh", "6";
 }
 
+/// UDP datagrams of 4000 bytes through the director with the kernel's default MTU 1500: the
+/// client sends each in three fragments and every datagram arrives whole at a real server
+/// (its length and SHA-256 answered back); the director's fragment counters moved
+/// (tests/e2e/frag.sh). DR and NAT; TUN would need the outer packet fragmented, which fastlb
+/// does not do (docs/decisions.md, "Fragments").
+mod udp_fragments {
+    #[test]
+    fn dr() {
+        super::scenario("frag.sh", &["dr"]);
+    }
+    #[test]
+    fn nat() {
+        super::scenario("frag.sh", &["nat"]);
+    }
+    #[test]
+    fn dr_v6() {
+        super::scenario("frag.sh", &["dr", "6"]);
+    }
+    #[test]
+    fn nat_v6() {
+        super::scenario("frag.sh", &["nat", "6"]);
+    }
+}
+
 /// Three directors behind a router's ECMP, announced by BGP through BIRD: 200 long-lived mh
 /// connections survive a drain, an undrain, a new hash seed and a killed director; rr beside
 /// them breaks (tools/lab/ecmp.sh, docs/bgp.md).

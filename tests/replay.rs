@@ -217,6 +217,20 @@ fn describe(s: &mut String, net: Option<&NetSlice>, transport: Option<&Transport
         return describe(s, inner.net.as_ref(), inner.transport.as_ref());
     }
     write!(s, " {src}>{dst} ttl{ttl}").unwrap();
+    if let Some((offset, more)) = fragment_of(net) {
+        // etherparse leaves a fragment's transport unparsed: the ports are in the first.
+        write!(s, " frag{offset}{}", if more { "+" } else { "" }).unwrap();
+        let name = match proto {
+            IpNumber::TCP => "tcp",
+            IpNumber::UDP => "udp",
+            _ => return,
+        };
+        if offset == 0 && payload.len() >= 4 {
+            let port = |o: usize| u16::from_be_bytes([payload[o], payload[o + 1]]);
+            write!(s, " {name} {}>{}", port(0), port(2)).unwrap();
+        }
+        return;
+    }
     match transport {
         Some(TransportSlice::Tcp(t)) => {
             let f: String = [
@@ -251,6 +265,24 @@ fn describe(s: &mut String, net: Option<&NetSlice>, transport: Option<&Transport
         }
         _ => {}
     }
+}
+
+/// A fragment's byte offset and more-fragments flag (IPv6: a Fragment header first).
+fn fragment_of(net: &NetSlice) -> Option<(usize, bool)> {
+    let raw = match net {
+        NetSlice::Ipv4(ip) if ip.payload().fragmented => ip.header().slice()[6..8].to_vec(),
+        NetSlice::Ipv6(ip) if ip.payload().fragmented => {
+            let ext = ip.extensions();
+            (ext.first_header() == Some(IpNumber::IPV6_FRAGMENTATION_HEADER))
+                .then(|| ext.slice()[2..4].to_vec())?
+        }
+        _ => return None,
+    };
+    let word = u16::from_be_bytes([raw[0], raw[1]]);
+    Some(match net {
+        NetSlice::Ipv4(_) => (usize::from(word & 0x1fff) * 8, word & 0x2000 != 0),
+        NetSlice::Ipv6(_) => (usize::from(word & 0xfff8), word & 1 != 0),
+    })
 }
 
 /// The quoted packet of an ICMP error, as far as it is there: `[src:port>dst:port]`.

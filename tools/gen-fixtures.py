@@ -21,7 +21,8 @@ from socket import AF_INET, AF_INET6, inet_pton
 from decimal import Decimal
 
 from scapy.all import (ARP, DNS, DNSQR, ICMP, IP, IPv6, TCP, UDP, Dot1Q, Ether, ICMPv6DestUnreach,
-                       ICMPv6PacketTooBig, IPv6ExtHdrFragment, Raw, wrpcap, conf)
+                       ICMPv6PacketTooBig, IPv6ExtHdrFragment, Raw, wrpcap, conf, fragment,
+                       fragment6)
 
 conf.verb = 0
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pcap-fixtures")
@@ -618,9 +619,9 @@ it is.""")
     cap.add(Ether(src=ROUTER, dst=DIRECTOR, type=0x88b5) / Raw(b"\x00" * 46))  # local experimental type
     cap.add(Ether(src=ROUTER, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc="192.0.2.254", pdst="192.0.2.1"))
     cap.add(from_client("198.51.100.120", "192.0.2.1", ICMP(type=8) / Raw(b"ping")))  # echo to director
-    cap.add(from_client("198.51.100.120", VIP4, tcp(58001, 80, "S") / Raw(b"f" * 64), flags="MF"))
+    cap.add(from_client("198.51.100.120", VIP4, Raw(b"f" * 64), frag=1, proto=6))  # a later fragment
     cap.add(Ether(src=ROUTER, dst=DIRECTOR) / IPv6(src="2001:db8:ff::9", dst=VIP6)
-            / IPv6ExtHdrFragment(offset=0, m=1, id=7) / tcp(58002, 80, "S"))
+            / IPv6ExtHdrFragment(offset=8, m=0, id=7, nh=6) / Raw(b"g" * 16))
     cap.add(from_client("198.51.100.120", VIP4, tcp(58003, 80, "A", 5, 5)))  # no connection
     cap.add(from_client("198.51.100.120", VIP4, tcp(58004, 80, "S"), ttl=1))
     cap.add(good)
@@ -629,10 +630,45 @@ it is.""")
 Frames the director must not forward, each dropped and counted, and foreign frames passed to
 the kernel: IPv4 truncated, IHL 3, wrong header checksum, total length beyond the frame, TCP
 header cut short (malformed); an unknown ethertype, ARP and a ping to the director (passed);
-an IPv4 first fragment and an IPv6 fragment (fragment); an ACK matching no connection
+an IPv4 TCP fragment at offset 8 (fragment: RFC 1858) and an IPv6 later fragment whose first
+never came (fragment_no_first); an ACK matching no connection
 (no_connection); a SYN with TTL 1 on a NAT service (ttl_exceeded). The last, valid SYN is
 forwarded: bad input loses nothing else.""")
 
+
+    # ---- IP fragments ------------------------------------------------------------------
+    for fam, c, vip, vipn, rs in (("v4", "198.51.100.160", VIP4, VIP4B, RS4),
+                                  ("v6", "2001:db8:ff::160", VIP6, "2001:db8::101", RS6)):
+        def frags(dst, sport, ident, size=3000):
+            data = bytes((i * 7 + 3) % 256 for i in range(size))
+            if fam == "v4":
+                pkt = IP(src=c, dst=dst, id=ident) / UDP(sport=sport, dport=7) / Raw(data)
+                out = fragment(pkt, fragsize=1480)
+            else:
+                pkt = (IPv6(src=c, dst=dst) / IPv6ExtHdrFragment(id=ident)
+                       / UDP(sport=sport, dport=7) / Raw(data))
+                out = fragment6(pkt, 1500)
+            return [Ether(src=ROUTER, dst=DIRECTOR) / f for f in out]
+        a, b, r, lost, n = (frags(vip, 56000, 100), frags(vip, 56001, 101), frags(vip, 56002, 102),
+                            frags(vip, 56003, 103), frags(vipn, 56004, 104))
+        assert len(a) == 3
+        cap = Capture().at(1)
+        cap.add(a[0], b[0], a[1], b[1], b[2], a[2])   # two datagrams interleaved, in order
+        cap.add(r[1], r[0], r[2])                     # reordered: a later fragment first
+        cap.add(lost[1], lost[2])                     # the first fragment lost
+        cap.add(*n)                                   # NAT
+        cap.at(10).add(frags(vip, 56005, 105)[1])     # long after: no first fragment
+        write(f"frag-{fam}", service(vip, 7, "rr", "udp") + real(rs[1], port=7) + real(rs[2], port=7)
+              + service(vipn, 7, "rr", "udp") + real(rs[3], method="nat", port=7007), cap, f"""
+UDP datagrams of 3000 bytes in fragments (IP{fam}, MTU 1500: three fragments each), the
+later fragments following their first fragment (see docs/decisions.md, "Fragments"). DR
+(rr over .11 and .12): two datagrams interleaved go whole to .11 and .12; a datagram whose
+second fragment arrives before its first loses that fragment (fragment_no_first) and sends
+the other two to .11 (the real server's reassembly then times out, the sender's application
+retries); a datagram whose first fragment was lost sends nothing (two fragment_no_first).
+UDP port 7 (echo: tshark reads the data as data). NAT (.13:7007): every fragment's destination becomes .13, the port and the UDP checksum
+change in the first fragment only, and the reassembled datagram's checksum verifies (tshark
+reassembles it). A lone later fragment 9 s later matches nothing (fragment_no_first).""")
 
     # ---- frames for other hosts' MACs -------------------------------------------------
     cap = Capture().at(1)

@@ -16,6 +16,7 @@
 //! | `real_server_active_connections`, `..._inactive_connections`, `..._persistent_connections`, `real_server_weight`, `real_server_overloaded` | gauge | service, real |
 //! | `real_server_healthy` (1 up, 0 down; every real server a health check watches, also those the checks took out of the table) | gauge | service, real |
 //! | `drops_total` | counter | reason |
+//! | `fragments_total` (IP fragments `forwarded`; datagrams whose fragment entry `expired` before they completed) | counter | event |
 //! | `worker_{rx,tx,passed}_frames_total`, `worker_batches_total` | counter | worker |
 //! | `config_generation` | gauge | |
 //! | `conn_table_entries`, `conn_table_capacity` (connections and templates live, and the bound) | gauge | |
@@ -207,6 +208,25 @@ impl MetricsSource {
         for (reason, n) in drop_totals(self.workers.iter().map(|w| &**w)) {
             drops
                 .get_or_create(&vec![("reason", reason.to_string())])
+                .inc_by(n);
+        }
+        let fragments = counters(
+            &mut reg,
+            "fragments",
+            "IP fragments forwarded, and datagrams whose fragment entry expired incomplete",
+        );
+        for (event, n) in [
+            (
+                "forwarded",
+                self.workers.iter().map(|w| w.fragments.get()).sum(),
+            ),
+            (
+                "expired",
+                self.workers.iter().map(|w| w.fragment_timeouts.get()).sum(),
+            ),
+        ] {
+            fragments
+                .get_or_create(&vec![("event", event.to_string())])
                 .inc_by(n);
         }
         let per_worker = [

@@ -25,9 +25,13 @@ enum Side {
 
 /// DNAT for a packet from the client: destination VIP:vport becomes `rip`:`rport`.
 ///
-/// Fails (leaving the frame unchanged) with [`DropReason::TtlExceeded`],
-/// [`DropReason::Fragment`] (no ports to rewrite), or [`DropReason::Unsupported`] for a
-/// non-IP frame or an address of the other family.
+/// Fails (leaving the frame unchanged) with [`DropReason::TtlExceeded`], or
+/// [`DropReason::Unsupported`] for a non-IP frame or an address of the other family.
+///
+/// A fragment is rewritten as far as it goes: the address in every fragment; the port and
+/// the TCP/UDP checksum only in the first, which holds the header (the checksum covers the
+/// whole datagram, and an incremental update needs only what changes, so it comes out right
+/// once the real server has reassembled the datagram).
 #[inline]
 pub fn dnat(frame: &mut [u8], p: &Parsed, rip: IpAddr, rport: u16) -> Result<(), DropReason> {
     rewrite(frame, p, Side::Dst, rip, rport)
@@ -51,9 +55,6 @@ fn rewrite(
     let ip = ip_of(frame, p)?;
     if !same_family(ip, &addr) {
         return unsupported();
-    }
-    if ip.fragment {
-        return Err(DropReason::Fragment);
     }
     check_ttl(ip)?;
     let l3 = p.l3_offset;

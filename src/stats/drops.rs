@@ -50,8 +50,15 @@ drop_reasons! {
     NoRoute => "no_route",
     /// The next hop's MAC address is not known.
     NoNeighbour => "no_neighbour",
-    /// An IP fragment (fastlb does not reassemble).
+    /// An IP fragment fastlb cannot follow: of a protocol other than TCP and UDP, a first
+    /// fragment too short to hold its ports, an IPv6 fragment whose Fragment header is not
+    /// among its first extension headers, or a TCP fragment at offset 8 (RFC 1858).
     Fragment => "fragment",
+    /// A later fragment whose first fragment has not been forwarded: it came after this
+    /// one (reordered), was lost or refused, or its datagram's entry expired.
+    FragmentNoFirst => "fragment_no_first",
+    /// A first fragment found the worker's fragment table full (within its probe window).
+    FragmentTableFull => "fragment_table_full",
     /// TTL or hop limit ran out.
     TtlExceeded => "ttl_exceeded",
     /// An ICMP error that quotes no tracked connection.

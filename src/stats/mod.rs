@@ -113,6 +113,10 @@ pub struct WorkerStats {
     pub to_kernel: Counter,
     /// Frames to transmit dropped because the egress tx ring was full.
     pub tx_ring_full: Counter,
+    /// IP fragments forwarded (first and later ones; see `datapath::pipeline`'s `frag`).
+    pub fragments: Counter,
+    /// Datagrams whose fragment-table entry expired before all their fragments passed.
+    pub fragment_timeouts: Counter,
     /// Drops, indexed by `DropReason as usize`.
     pub drops: [Counter; DropReason::COUNT],
     /// Per real server, indexed by [`DestId`].
@@ -131,6 +135,8 @@ impl WorkerStats {
             kicks: Counter::default(),
             to_kernel: Counter::default(),
             tx_ring_full: Counter::default(),
+            fragments: Counter::default(),
+            fragment_timeouts: Counter::default(),
             drops: std::array::from_fn(|_| Counter::default()),
             dests: (0..dest_capacity).map(|_| DestStats::default()).collect(),
         }
@@ -159,6 +165,8 @@ impl WorkerStats {
             kicks: self.kicks.get(),
             to_kernel: self.to_kernel.get(),
             tx_ring_full: self.tx_ring_full.get(),
+            fragments: self.fragments.get(),
+            fragment_timeouts: self.fragment_timeouts.get(),
             drops: std::array::from_fn(|i| self.drops[i].get()),
         }
     }
@@ -184,6 +192,10 @@ pub struct WorkerCounters {
     pub to_kernel: u64,
     /// Frames dropped on a full tx ring.
     pub tx_ring_full: u64,
+    /// IP fragments forwarded.
+    pub fragments: u64,
+    /// Fragment-table entries expired before their datagram was whole.
+    pub fragment_timeouts: u64,
     /// Drops by reason (index = `DropReason as usize`).
     pub drops: [u64; DropReason::COUNT],
 }
@@ -205,6 +217,8 @@ impl std::ops::AddAssign for WorkerCounters {
         self.kicks += o.kicks;
         self.to_kernel += o.to_kernel;
         self.tx_ring_full += o.tx_ring_full;
+        self.fragments += o.fragments;
+        self.fragment_timeouts += o.fragment_timeouts;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
             *a += b;
         }
@@ -283,6 +297,8 @@ mod tests {
                 &w.kicks,
                 &w.to_kernel,
                 &w.tx_ring_full,
+                &w.fragments,
+                &w.fragment_timeouts,
             ]
             .into_iter()
             .enumerate()
@@ -303,7 +319,9 @@ mod tests {
                 sum.unresolved,
                 sum.kicks,
                 sum.to_kernel,
-                sum.tx_ring_full
+                sum.tx_ring_full,
+                sum.fragments,
+                sum.fragment_timeouts
             ],
             std::array::from_fn(|k| want(k as u64 + 1))
         );

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """DNS-style UDP responder for the namespace lab: answers each datagram with
-"NAME <datagram>", so the client sees which real server answered.
+"NAME <datagram>", so the client sees which real server answered. A datagram of more than
+1024 bytes (tests/e2e/frag.sh: it arrived in fragments) is answered "NAME LENGTH SHA256"
+instead, so the answer is small and the client can tell whether it arrived whole.
 
 Usage: udp_echo.py BIND_ADDRESS PORT NAME
 BIND_ADDRESS is IPv4 or IPv6 (an IPv6 socket serves IPv6 only).
 """
+import hashlib
 import socket
 import sys
 
@@ -17,7 +20,10 @@ def main():
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     s.bind((addr, port))
     while True:
-        data, peer = s.recvfrom(2048)
+        data, peer = s.recvfrom(65535)
+        if len(data) > 1024:
+            digest = hashlib.sha256(data).hexdigest().encode()
+            data = b"%d %s" % (len(data), digest)
         s.sendto(name + b" " + data, peer)
 
 

@@ -39,7 +39,8 @@ pub(super) fn flow_key(ip: &IpInfo) -> Option<(FlowKey, Option<TcpFlags>)> {
 impl Pipeline {
     /// A TCP or UDP packet of flow `key`: a packet of a known connection is forwarded
     /// along it; one that may open a connection to a service is scheduled; anything else
-    /// is the kernel's, or dropped.
+    /// is the kernel's, or dropped. A fragment comes here only as a first fragment, from
+    /// `frag.rs`, which records where it went for the fragments after it.
     #[inline]
     pub(super) fn flow(
         &mut self,
@@ -66,9 +67,6 @@ impl Pipeline {
                 self.conns.expire_now(hit.id);
                 self.reclaim_due = true;
             } else {
-                if ip.fragment {
-                    return Verdict::Drop(DropReason::Fragment);
-                }
                 self.conns.on_packet(hit.id, hit.dir, flags, now);
                 if hit.dir == Direction::Original {
                     self.synced(hit.id, now);
@@ -83,9 +81,6 @@ impl Pipeline {
             partial::complete(frame.data_mut(), p, ip);
             return Verdict::Pass;
         };
-        if ip.fragment {
-            return Verdict::Drop(DropReason::Fragment);
-        }
         if flags.is_some_and(|f| f.rst() || !(f.syn() || self.table.sloppy_tcp)) {
             // Only a SYN opens a TCP connection, or with sloppy_tcp any packet but a RST
             // (tcp_conn_schedule); UDP always may.

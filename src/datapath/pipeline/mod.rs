@@ -18,6 +18,8 @@
 //!   next hop, MAC addressing.
 //! - `icmp.rs`: ICMP errors about a connection, and packets that are not ours.
 //! - `expiry.rs`: the paced expiry sweep.
+//! - `frag.rs`: IP fragments of TCP and UDP: the first scheduled by its ports, the later
+//!   ones following it (a small fixed table per worker).
 //!
 //! The pipeline owns its schedulers (so their cursors need no lock) and
 //! shares the connection table, the real-server counters and the next-hop tables with the
@@ -28,6 +30,7 @@
 mod egress;
 mod expiry;
 mod flow;
+mod frag;
 mod icmp;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -45,7 +48,7 @@ use crate::sched::{self, RoundRobin, Scheduler};
 use crate::service::{ServiceId, ServiceTable};
 use crate::stats::{DropReason, WorkerStats};
 use crate::time::Instant;
-use crate::wire::{self, L4Info, Parsed, WireError};
+use crate::wire::{self, ip_proto, L4Info, Parsed, WireError};
 use flow::flow_key;
 
 /// Settings of a pipeline that do not change with the service table.
@@ -112,6 +115,8 @@ pub struct Pipeline {
     standby: bool,
     /// Connection sync: what to send while a master runs, what a backup received.
     sync: Option<SyncHook>,
+    /// Datagrams whose first fragment was forwarded, for their later fragments to follow.
+    frags: frag::FragTable,
     /// The `drop_packet` defence strategy's countdown (`crate::conn::defence`).
     drop_counter: DropCounter,
 }
@@ -152,6 +157,7 @@ impl Pipeline {
             standby_flag: None,
             standby: false,
             sync: None,
+            frags: frag::FragTable::new(),
             drop_counter: DropCounter::default(),
         }
     }
@@ -244,6 +250,9 @@ impl Pipeline {
         let Some(ip) = &p.ip else {
             return Verdict::Pass;
         };
+        if ip.fragment && matches!(ip.protocol, ip_proto::TCP | ip_proto::UDP) {
+            return self.fragment(now, frame, p, ip);
+        }
         if let Some((key, flags)) = flow_key(ip) {
             return self.flow(now, frame, p, ip, &key, flags);
         }

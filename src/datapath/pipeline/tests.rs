@@ -15,19 +15,24 @@ fn pipeline(expire_budget: usize) -> (Pipeline, Arc<ConnTable>) {
     pipeline_of(CONFIG, expire_budget)
 }
 
-fn pipeline_of(text: &str, expire_budget: usize) -> (Pipeline, Arc<ConnTable>) {
+pub(super) fn pipeline_of(text: &str, expire_budget: usize) -> (Pipeline, Arc<ConnTable>) {
     let config = config::parse(text, Path::new("t.toml")).unwrap();
     let registry = Arc::new(DestRegistry::default());
     let publisher = Publisher::new(config.clone(), Arc::clone(&registry)).unwrap();
     let conns = Arc::new(ConnTable::with_seed(1000, 1, Arc::clone(&registry), 7));
     let routes = NextHops::parse_routes(
-        "10.0.0.0/24 dev eth0 proto kernel scope link src 10.0.0.1\n",
+        "10.0.0.0/24 dev eth0 proto kernel scope link src 10.0.0.1\n\
+         2001:db8:1::/64 dev eth0 proto kernel metric 256 pref medium\n",
         "t",
     )
     .unwrap();
-    // 10.0.0.11-13 at 02:00:00:00:01:11-13.
+    // 10.0.0.11-13 and 2001:db8:1::11-13 at 02:00:00:00:01:11-13.
     let neigh: Vec<_> = (11..=13u8)
-        .map(|n| (IpAddr::from([10, 0, 0, n]), MacAddr([2, 0, 0, 0, 1, n + 6])))
+        .flat_map(|n| {
+            let mac = MacAddr([2, 0, 0, 0, 1, n + 6]);
+            let v6 = IpAddr::from([0x2001, 0xdb8, 1, 0, 0, 0, 0, u16::from(n) + 6]);
+            [(IpAddr::from([10, 0, 0, n]), mac), (v6, mac)]
+        })
         .collect();
     let links = [("eth0".to_string(), MacAddr(testkit::DIRECTOR_MAC))];
     let stats = Arc::new(WorkerStats::new(registry.capacity()));
