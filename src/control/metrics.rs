@@ -17,7 +17,7 @@
 //! | `real_server_healthy` (1 up, 0 down; every real server a health check watches, also those the checks took out of the table) | gauge | service, real |
 //! | `drops_total` | counter | reason |
 //! | `fragments_total` (IP fragments `forwarded`; datagrams whose fragment entry `expired` before they completed) | counter | event |
-//! | `worker_{rx,tx,passed}_frames_total`, `worker_batches_total` | counter | worker |
+//! | `worker_{rx,tx,passed}_frames_total`, `worker_batches_total`, `worker_kicks_total` (wakeup syscalls), `worker_to_kernel_frames_total` (passed frames the kernel's IP output took), `worker_tx_ring_full_frames_total` (dropped on a full tx ring), `worker_to_kernel_limited_frames_total` (passed frames not handed to the kernel: the worker's budget of 50 000/s for that path was spent) | counter | worker |
 //! | `config_generation` | gauge | |
 //! | `conn_table_entries`, `conn_table_capacity` (connections and templates live, and the bound) | gauge | |
 //! | `conn_table_evictions_total` (entries evicted to admit a new one), `conn_table_insert_failures_total` (new connections refused: nothing could be evicted) | counter | |
@@ -234,11 +234,34 @@ impl MetricsSource {
             ("worker_tx_frames", "Frames transmitted"),
             ("worker_passed_frames", "Frames passed to the kernel"),
             ("worker_batches", "Batches processed"),
+            ("worker_kicks", "Wakeup syscalls (tx sendto, rx recvfrom)"),
+            (
+                "worker_to_kernel_frames",
+                "Passed frames the kernel took through its IP output",
+            ),
+            (
+                "worker_tx_ring_full_frames",
+                "Frames to transmit dropped on a full tx ring",
+            ),
+            (
+                "worker_to_kernel_limited_frames",
+                "Passed frames not handed to the kernel: the worker's budget for that path was spent",
+            ),
         ]
         .map(|(n, h)| counters(&mut reg, n, h));
         for (i, w) in self.workers.iter().enumerate() {
             let labels: Labels = vec![("worker", i.to_string())];
-            for (f, c) in per_worker.iter().zip([&w.rx, &w.tx, &w.passed, &w.batches]) {
+            let each = [
+                &w.rx,
+                &w.tx,
+                &w.passed,
+                &w.batches,
+                &w.kicks,
+                &w.to_kernel,
+                &w.tx_ring_full,
+                &w.to_kernel_limited,
+            ];
+            for (f, c) in per_worker.iter().zip(each) {
                 f.get_or_create(&labels).inc_by(c.get());
             }
         }
@@ -429,6 +452,8 @@ mod tests {
         workers[1].dest(id).in_bytes.add(500);
         workers[1].count_drop(DropReason::NoRoute);
         workers[1].rx.add(9);
+        workers[0].to_kernel.add(3);
+        workers[1].tx_ring_full.add(2);
         p.registry()
             .get(id)
             .inactive_conns
@@ -442,6 +467,9 @@ mod tests {
             "fastlb_drops_total{reason=\"no_route\"} 1",
             "fastlb_drops_total{reason=\"malformed\"} 0",
             "fastlb_worker_rx_frames_total{worker=\"1\"} 9",
+            "fastlb_worker_to_kernel_frames_total{worker=\"0\"} 3",
+            "fastlb_worker_tx_ring_full_frames_total{worker=\"1\"} 2",
+            "fastlb_worker_kicks_total{worker=\"0\"} 0",
             "fastlb_config_generation 1",
             "# TYPE fastlb_service_connections_total counter",
         ] {

@@ -113,6 +113,9 @@ pub struct WorkerStats {
     pub to_kernel: Counter,
     /// Frames to transmit dropped because the egress tx ring was full.
     pub tx_ring_full: Counter,
+    /// Frames passed that were not handed to the kernel: the worker's budget for that
+    /// path (a syscall each) was spent (`datapath::xdp`'s `PassBudget`).
+    pub to_kernel_limited: Counter,
     /// IP fragments forwarded (first and later ones; see `datapath::pipeline`'s `frag`).
     pub fragments: Counter,
     /// Datagrams whose fragment-table entry expired before all their fragments passed.
@@ -135,6 +138,7 @@ impl WorkerStats {
             kicks: Counter::default(),
             to_kernel: Counter::default(),
             tx_ring_full: Counter::default(),
+            to_kernel_limited: Counter::default(),
             fragments: Counter::default(),
             fragment_timeouts: Counter::default(),
             drops: std::array::from_fn(|_| Counter::default()),
@@ -165,6 +169,7 @@ impl WorkerStats {
             kicks: self.kicks.get(),
             to_kernel: self.to_kernel.get(),
             tx_ring_full: self.tx_ring_full.get(),
+            to_kernel_limited: self.to_kernel_limited.get(),
             fragments: self.fragments.get(),
             fragment_timeouts: self.fragment_timeouts.get(),
             drops: std::array::from_fn(|i| self.drops[i].get()),
@@ -192,6 +197,8 @@ pub struct WorkerCounters {
     pub to_kernel: u64,
     /// Frames dropped on a full tx ring.
     pub tx_ring_full: u64,
+    /// Passed frames not handed over: the kernel path's budget was spent.
+    pub to_kernel_limited: u64,
     /// IP fragments forwarded.
     pub fragments: u64,
     /// Fragment-table entries expired before their datagram was whole.
@@ -217,6 +224,7 @@ impl std::ops::AddAssign for WorkerCounters {
         self.kicks += o.kicks;
         self.to_kernel += o.to_kernel;
         self.tx_ring_full += o.tx_ring_full;
+        self.to_kernel_limited += o.to_kernel_limited;
         self.fragments += o.fragments;
         self.fragment_timeouts += o.fragment_timeouts;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
@@ -297,6 +305,7 @@ mod tests {
                 &w.kicks,
                 &w.to_kernel,
                 &w.tx_ring_full,
+                &w.to_kernel_limited,
                 &w.fragments,
                 &w.fragment_timeouts,
             ]
@@ -320,6 +329,7 @@ mod tests {
                 sum.kicks,
                 sum.to_kernel,
                 sum.tx_ring_full,
+                sum.to_kernel_limited,
                 sum.fragments,
                 sum.fragment_timeouts
             ],

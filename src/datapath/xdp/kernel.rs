@@ -13,6 +13,53 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use crate::time::Instant;
+
+/// Packets a worker may hand to the kernel per millisecond, on average (50 000 a second:
+/// a `sendto` costs a few microseconds, so this is at most a fifth or so of a core).
+pub(crate) const PASS_PER_MS: u32 = 50;
+/// Packets a worker may hand over at once after a quiet spell (the bucket's depth).
+pub(crate) const PASS_BURST: u32 = 1024;
+
+/// A token bucket in front of [`KernelPath::send`], one per worker: the syscall per packet
+/// of this cold path must not become the worker's whole work when something (a neighbour
+/// that does not resolve under a NAT flood, a spoofed real-server source) drives many
+/// packets down it. Refills by the worker's clock, in whole milliseconds; no syscall.
+#[derive(Debug)]
+pub(crate) struct PassBudget {
+    tokens: u32,
+    /// The clock up to which tokens were added.
+    filled: Instant,
+}
+
+impl PassBudget {
+    /// A full bucket (filled up to the clock's zero: the first `take` tops it up).
+    pub(crate) fn new() -> PassBudget {
+        PassBudget {
+            tokens: PASS_BURST,
+            filled: Instant::from_micros(0),
+        }
+    }
+
+    /// Takes a token at `now` if one is left: whether the packet may go to the kernel.
+    #[inline]
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
+        let ms = now.saturating_since(self.filled).as_millis();
+        if ms > 0 {
+            let add = u32::try_from(ms)
+                .unwrap_or(u32::MAX)
+                .saturating_mul(PASS_PER_MS);
+            self.tokens = self.tokens.saturating_add(add).min(PASS_BURST);
+            self.filled = self.filled + std::time::Duration::from_millis(ms as u64);
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
 /// Raw IPv4 and IPv6 sockets that send whole IP packets (headers included).
 #[derive(Debug)]
 pub struct KernelPath {
@@ -101,5 +148,34 @@ impl KernelPath {
         } else {
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_allows_a_burst_then_its_rate() {
+        let t0 = Instant::from_micros(1_000_000);
+        let mut b = PassBudget::new();
+        let burst = (0..PASS_BURST * 2).filter(|_| b.take(t0)).count();
+        assert_eq!(burst, PASS_BURST as usize, "a full bucket, then nothing");
+        // Half a millisecond adds nothing; a whole one adds PASS_PER_MS.
+        assert!(!b.take(t0 + std::time::Duration::from_micros(500)));
+        let t1 = t0 + std::time::Duration::from_millis(1);
+        let refill = (0..PASS_PER_MS * 2).filter(|_| b.take(t1)).count();
+        assert_eq!(refill, PASS_PER_MS as usize);
+        // Over a second at a steady offer of 100 a millisecond, about PASS_PER_MS pass.
+        let mut passed = 0;
+        for ms in 2..1002u64 {
+            let t = t0 + std::time::Duration::from_millis(ms);
+            passed += (0..100).filter(|_| b.take(t)).count();
+        }
+        assert_eq!(passed, 1000 * PASS_PER_MS as usize);
+        // A long quiet spell fills the bucket to its depth, no more.
+        let later = t0 + std::time::Duration::from_secs(3600);
+        let burst = (0..PASS_BURST * 2).filter(|_| b.take(later)).count();
+        assert_eq!(burst, PASS_BURST as usize);
     }
 }

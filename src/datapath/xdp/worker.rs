@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::kernel::KernelPath;
+use super::kernel::{KernelPath, PassBudget};
 use super::socket::{Desc, Port};
 use super::umem::Umem;
 use crate::datapath::{Frame, PacketProcessor, Verdict};
@@ -53,6 +53,8 @@ pub(crate) struct Worker<P> {
     stats: Arc<WorkerStats>,
     /// Where frames the processor passes go: the kernel's IP output.
     kernel: KernelPath,
+    /// The token bucket in front of `kernel`.
+    pass_budget: PassBudget,
     batch: usize,
     /// Port index a frame received on port i is transmitted on; `None` = no egress socket
     /// on this queue for the configured interface (counted as `no_route`).
@@ -95,6 +97,7 @@ impl<P: PacketProcessor> Worker<P> {
             processor,
             stats,
             kernel: KernelPath::open(),
+            pass_budget: PassBudget::new(),
             batch: batch.clamp(1, MAX_BATCH),
             egress,
             queued,
@@ -250,7 +253,9 @@ impl<P: PacketProcessor> Worker<P> {
                 }
                 Verdict::Pass => {
                     if let Some(ip) = ip_packet(frame.data()) {
-                        if self.kernel.send(ip).is_ok() {
+                        if !self.pass_budget.take(now) {
+                            self.stats.to_kernel_limited.add(1);
+                        } else if self.kernel.send(ip).is_ok() {
                             self.stats.to_kernel.add(1);
                         }
                     }
