@@ -130,6 +130,25 @@ kernel_boot() {
         || fail "configuring the VM"
 }
 
+# backup_segment: a namespace ${FLB_PREFIX}bak for a second (backup) fastlb, joined to the
+# lab's director by its own sync link (sym 10.80.9.1 in the director, syb 10.80.9.2 there),
+# created inside the namespaces so nothing of it is ever in the root one. Sets NS_B and
+# BAK_SOCK, the functions bx (run there) and bctl (ctl of the backup), and the clean-ups.
+backup_segment() {
+    NS_B=${FLB_PREFIX}bak
+    BAK_SOCK=$E2E_TMP/bak.sock
+    E2E_CLEANUP+=("stop_procs \$(ip netns pids $NS_B)" "ip netns del $NS_B")
+    ip netns add "$NS_B"
+    dx ip link add sym type veth peer name syb netns "$NS_B"
+    dx ip addr add 10.80.9.1/24 dev sym
+    dx ip link set sym up
+    ip -n "$NS_B" addr add 10.80.9.2/24 dev syb
+    ip -n "$NS_B" link set syb up
+    ip -n "$NS_B" link set lo up
+}
+bx() { ip netns exec "$NS_B" "$@"; }
+bctl() { "$FASTLB_CMD" ctl --socket "$BAK_SOCK" "$@"; }
+
 # lab_up NAME MODE [lab.sh up options]
 lab_up() {
     local name=$1 mode=$2; shift 2

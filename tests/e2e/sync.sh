@@ -40,19 +40,7 @@ method = "$MODE"
 TOML
 lab_up "sync-$MODE" "$MODE" --config "$CONFIG"
 
-NS_B=${FLB_PREFIX}bak
-BAK_SOCK=$E2E_TMP/bak.sock
-E2E_CLEANUP+=("stop_procs \$(ip netns pids $NS_B)" "ip netns del $NS_B")
-ip netns add "$NS_B"
-# The sync link: created inside the namespaces, so nothing of it is ever in the root one.
-dx ip link add sym type veth peer name syb netns "$NS_B"
-dx ip addr add 10.80.9.1/24 dev sym
-dx ip link set sym up
-ip -n "$NS_B" addr add 10.80.9.2/24 dev syb
-ip -n "$NS_B" link set syb up
-ip -n "$NS_B" link set lo up
-bx() { ip netns exec "$NS_B" "$@"; }
-bctl() { "$FASTLB_CMD" ctl --socket "$BAK_SOCK" "$@"; }
+backup_segment
 bx "$FASTLB_CMD" --iface syb --config "$CONFIG" --ctl-socket "$BAK_SOCK" >"$E2E_TMP/backup.log" 2>&1 &
 wait_for 20 grep -q serving "$E2E_TMP/backup.log" || { cat "$E2E_TMP/backup.log"; fail "the backup fastlb did not start"; }
 log "backup fastlb serving on syb"

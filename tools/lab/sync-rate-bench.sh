@@ -78,18 +78,7 @@ method = "dr"
 TOML
 lab_up syncrate dr --config "$CONFIG"
 
-NS_B=${FLB_PREFIX}bak
-BAK_SOCK=$E2E_TMP/bak.sock
-E2E_CLEANUP+=("stop_procs \$(ip netns pids $NS_B)" "ip netns del $NS_B")
-ip netns add "$NS_B"
-dx ip link add sym type veth peer name syb netns "$NS_B"
-dx ip addr add 10.80.9.1/24 dev sym
-dx ip link set sym up
-ip -n "$NS_B" addr add 10.80.9.2/24 dev syb
-ip -n "$NS_B" link set syb up
-ip -n "$NS_B" link set lo up
-bx() { ip netns exec "$NS_B" "$@"; }
-bctl() { "$FASTLB_CMD" ctl --socket "$BAK_SOCK" "$@"; }
+backup_segment
 # Not through bx: a backgrounded function is a subshell, and $! would be its pid.
 ip netns exec "$NS_B" "$FASTLB_CMD" --iface syb --config "$CONFIG" --ctl-socket "$BAK_SOCK" \
     --metrics 127.0.0.1:9109 >"$E2E_TMP/backup.log" 2>&1 &
