@@ -561,6 +561,22 @@ impl Bufs {
     }
 }
 
+/// Opens `flows` connections of `svc` through the pipeline itself: one SYN per flow, 64
+/// flows per client (untimed).
+fn prefill(d: &mut Director, clock: &mut Clock, svc: Svc, flows: usize, bufs: &mut Bufs) {
+    let syns = client_pool(svc, flows, Tcp::Syn, 64, Checksums::Complete);
+    let mut cursor = 0;
+    drive(
+        &mut d.pipeline,
+        clock,
+        &syns,
+        &mut cursor,
+        bufs,
+        Duration::ZERO,
+        flows as u64,
+    );
+}
+
 /// Runs batches until `min_time` of timed processing and `min_packets` packets; returns
 /// (packets, timed nanoseconds, frames transmitted).
 fn drive<P: PacketProcessor>(
@@ -933,18 +949,7 @@ impl Bench {
         eprintln!("{name}: building {flows} flows and prefilling the table");
         let mut d = Director::with_sync(PipelineSettings::default(), sync);
         let mut clock = Clock::real();
-        let syns = client_pool(svc, flows, Tcp::Syn, 64, Checksums::Complete);
-        let mut cursor = 0;
-        drive(
-            &mut d.pipeline,
-            &mut clock,
-            &syns,
-            &mut cursor,
-            &mut self.bufs,
-            Duration::ZERO,
-            flows as u64,
-        );
-        drop(syns);
+        prefill(&mut d, &mut clock, svc, flows, &mut self.bufs);
         let acks = client_pool(svc, flows, Tcp::Ack, 64, sums);
         let live = d.conns.len();
         assert!(
@@ -1026,18 +1031,7 @@ impl Bench {
         };
         let mut d = Director::with_capacity(settings, false, flows);
         let mut clock = Clock::stepped_ns(FILL_STEP_NS);
-        let mut cursor = 0;
-        let syns = client_pool(Svc::DrV4, flows, Tcp::Syn, 64, Checksums::Complete);
-        drive(
-            &mut d.pipeline,
-            &mut clock,
-            &syns,
-            &mut cursor,
-            &mut self.bufs,
-            Duration::ZERO,
-            flows as u64,
-        );
-        drop(syns);
+        prefill(&mut d, &mut clock, Svc::DrV4, flows, &mut self.bufs);
         let live = d.conns.len();
         assert_eq!(live, flows, "{name}: not every SYN created a connection");
         let memory = Memory {
@@ -1054,7 +1048,7 @@ impl Bench {
             memory.table_bytes as f64 / live as f64
         );
         let acks = client_pool(Svc::DrV4, flows, Tcp::Ack, 64, Checksums::Complete);
-        cursor = 0;
+        let mut cursor = 0;
         drive(
             &mut d.pipeline,
             &mut clock,

@@ -74,9 +74,8 @@ fn mh_config(sloppy: bool) -> String {
     t
 }
 
-/// Sends one TCP segment from client 198.51.100.`c`, port `cport`; the real server's
-/// last MAC byte, or `None` when dropped for want of a connection.
-fn segment(p: &mut Pipeline, c: u8, cport: u16, syn: bool, ack: bool, rst: bool) -> Option<u8> {
+/// A TCP segment from client 198.51.100.`c`, port `cport`, to 192.0.2.100:80.
+fn tcp_frame(c: u8, cport: u16, syn: bool, ack: bool, rst: bool) -> Vec<u8> {
     let client = format!("198.51.100.{c}");
     let mut spec = Spec::tcp(&client, "192.0.2.100", cport, 80);
     spec.l4 = crate::wire::testkit::L4::Tcp {
@@ -87,7 +86,13 @@ fn segment(p: &mut Pipeline, c: u8, cport: u16, syn: bool, ack: bool, rst: bool)
         fin: false,
         rst,
     };
-    let mut f = spec.frame();
+    spec.frame()
+}
+
+/// Sends one TCP segment from client 198.51.100.`c`, port `cport`; the real server's
+/// last MAC byte, or `None` when dropped for want of a connection.
+fn segment(p: &mut Pipeline, c: u8, cport: u16, syn: bool, ack: bool, rst: bool) -> Option<u8> {
+    let mut f = tcp_frame(c, cport, syn, ack, rst);
     let len = f.len();
     match p.process(Instant::from_secs(10), &mut Frame::new(&mut f, 0, len)) {
         Verdict::Transmit => Some(f[5]),
@@ -360,17 +365,7 @@ fn a_budget_of_the_whole_table_expires_everything_on_time() {
 
 /// Sends one TCP segment as [`segment`] does; the verdict.
 fn segment_verdict(p: &mut Pipeline, c: u8, cport: u16, syn: bool, ack: bool) -> Verdict {
-    let client = format!("198.51.100.{c}");
-    let mut spec = Spec::tcp(&client, "192.0.2.100", cport, 80);
-    spec.l4 = crate::wire::testkit::L4::Tcp {
-        sport: cport,
-        dport: 80,
-        syn,
-        ack,
-        fin: false,
-        rst: false,
-    };
-    let mut f = spec.frame();
+    let mut f = tcp_frame(c, cport, syn, ack, false);
     let len = f.len();
     p.process(Instant::from_secs(10), &mut Frame::new(&mut f, 0, len))
 }
