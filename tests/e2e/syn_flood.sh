@@ -25,7 +25,8 @@
 # "drop_entry=1,amemthresh=4096", are added to that configuration; with drop_entry set it is
 # also asserted that its walk ended some of the flood's half-open entries
 # (fastlb_conn_table_dropped_entries_total). SYNFLOOD_RATE holds the generator to that many
-# SYNs a second (pktgen --rate; default: flat out), so that runs compare at one rate.
+# SYNs a second (pktgen --rate, with 200 ms of tokens so that a generator the busy machine
+# descheduled catches up; default: flat out), so that runs compare at one rate.
 source "$(dirname "$0")/lib.sh"
 need iperf3 curl
 FLOOD_SECS=${1:-5}
@@ -121,7 +122,7 @@ FLOOD_T0=$(now_ms)
 DMAC=$(dx cat /sys/class/net/d0/address)
 touch "$MARK"
 cx "$PKTGEN" --mode tx --tx-iface c0 --dst-mac "$DMAC" --src-ip 10.99.0.1 \
-    --dst-ip "$VIP" --dport 80 --pattern syn --duration "$FLOOD_SECS" --rate "$RATE" --progress 0 \
+    --dst-ip "$VIP" --dport 80 --pattern syn --duration "$FLOOD_SECS" --rate "$RATE" --burst-ms 200 --progress 0 \
     --json "$E2E_TMP/pktgen.json" >"$E2E_TMP/pktgen.log" 2>&1 &
 GEN=$!
 E2E_CLEANUP+=("kill $GEN")
