@@ -17,5 +17,5 @@ mod table;
 pub use state::{next_state, next_state_secure, StateTable, TcpFlags, TcpState, Timeouts};
 pub use table::{
     ConnEntry, ConnId, ConnInfo, ConnTable, Described, Direction, FlowHash, FlowKey, Hit,
-    Installed, NewConn, SyncMark, SyncPeek, SyncProbe, Synced, TableFull, TableStats,
+    Installed, NewConn, SyncMark, SyncProbe, Synced, TableFull, TableStats,
 };

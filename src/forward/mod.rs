@@ -119,13 +119,13 @@ pub fn decrement_ttl(frame: &mut [u8], p: &Parsed) -> Result<(), DropReason> {
     let l3 = p.l3_offset;
     match ip.version {
         IpVersion::V4 => {
-            let at = l3 + IPV4_TTL;
-            let old = u16::from_be_bytes([frame[at], frame[at + 1]]);
-            frame[at] -= 1;
-            let new = u16::from_be_bytes([frame[at], frame[at + 1]]);
-            update_field(frame, l3 + IPV4_CHECKSUM, |c| {
-                checksum::update16(c, old, new)
-            });
+            // One bounds check for the header; the checksum update needs neither the old
+            // nor the new TTL word (`checksum::update_ttl_decrement`).
+            let Some(h) = frame.get_mut(l3..l3 + IPV4_CHECKSUM + 2) else {
+                return malformed();
+            };
+            h[IPV4_TTL] -= 1;
+            update_field(h, IPV4_CHECKSUM, checksum::update_ttl_decrement);
         }
         IpVersion::V6 => frame[l3 + IPV6_HOP_LIMIT] -= 1,
     }

@@ -9,8 +9,8 @@
 use std::net::IpAddr;
 
 use super::{
-    addr_offset, check_ttl, ip_of, octets, port_offset, read16, same_family, unsupported,
-    update_field,
+    addr_offset, check_ttl, ip_of, malformed, octets, port_offset, read16, same_family,
+    unsupported, update_field,
 };
 use super::{IPV4_CHECKSUM, IPV4_TTL, IPV6_HOP_LIMIT};
 use crate::stats::DropReason;
@@ -96,12 +96,13 @@ fn rewrite(
 
     match ip.version {
         IpVersion::V4 => {
-            let ttl_at = l3 + IPV4_TTL;
-            let old_word = read16(frame, ttl_at);
-            frame[ttl_at] -= 1;
-            let new_word = read16(frame, ttl_at);
-            update_field(frame, l3 + IPV4_CHECKSUM, |c| {
-                checksum::update16(checksum::update_bytes(c, old, new), old_word, new_word)
+            // As `decrement_ttl`: one bounds check, a TTL update without its words.
+            let Some(h) = frame.get_mut(l3..l3 + IPV4_CHECKSUM + 2) else {
+                return malformed();
+            };
+            h[IPV4_TTL] -= 1;
+            update_field(h, IPV4_CHECKSUM, |c| {
+                checksum::update_ttl_decrement(checksum::update_bytes(c, old, new))
             });
         }
         IpVersion::V6 => frame[l3 + IPV6_HOP_LIMIT] -= 1,

@@ -129,6 +129,16 @@ pub fn update16(hc: u16, old: u16, new: u16) -> u16 {
     !fold(u64::from(!hc) + u64::from(!old) + u64::from(new))
 }
 
+/// [`update16`] for an IPv4 TTL decremented by one (RFC 1624, eqn. 3): the header word
+/// holding TTL and protocol goes down by 0x0100, whatever it was, so `!old + new` is the
+/// constant 0xfeff and the update needs neither word (the same result as [`update16`] for
+/// every TTL from 1 up; a property test checks).
+#[inline]
+pub fn update_ttl_decrement(hc: u16) -> u16 {
+    let acc = u32::from(!hc) + 0xfeff;
+    !((acc & 0xffff) + (acc >> 16)) as u16
+}
+
 /// [`update16`] for an aligned 32-bit word (two 16-bit words at once).
 #[inline]
 pub fn update32(hc: u16, old: u32, new: u32) -> u16 {
@@ -263,6 +273,11 @@ mod tests {
             let old = u16::from_be_bytes([data[w], data[w + 1]]);
             data[w..w + 2].copy_from_slice(&new.to_be_bytes());
             prop_assert_eq!(update16(hc, old, new), full(&data));
+        }
+
+        #[test]
+        fn ttl_decrement_matches_update16(hc in any::<u16>(), old in 0x0100u16..=0xffff) {
+            prop_assert_eq!(update_ttl_decrement(hc), update16(hc, old, old - 0x0100));
         }
 
         #[test]

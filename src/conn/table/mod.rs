@@ -52,7 +52,7 @@ use insert::{input_table, Fields};
 use key::{addr_words, fold_mul, words_addr, Key, K_TEMPLATE, K_V6};
 use meta::{method_bits, Meta, F_DV6, F_TEMPLATE, F_V6, METHOD_SHIFT};
 use slot::{evict_class, Raw, Slot, SlotPool, EVICT_WINDOW, NO_SLOT};
-pub use sync::{Described, Installed, SyncMark, SyncPeek, SyncProbe, Synced};
+pub use sync::{Described, Installed, SyncMark, SyncProbe, Synced};
 pub(crate) use template::TemplateKey;
 pub use types::{
     ConnEntry, ConnId, ConnInfo, Direction, FlowHash, FlowKey, Hit, NewConn, TableFull, TableStats,

@@ -7,6 +7,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
+use super::control::STATE_SHIFT;
 use super::{addr_words, method_bits};
 use super::{
     deadline, ms, ConnId, ConnTable, Ctl, Direction, Fields, FlowKey, Meta, TemplateKey, DOOMED,
@@ -38,10 +39,22 @@ pub struct SyncMark {
     pub endtime: u32,
 }
 
-/// `in_pkts` sits in the word's top 24 bits, so that counting a packet is one add of
-/// [`PKT_ONE`] to the word as loaded (the count wraps at 2^24 and touches nothing else).
+/// The word's layout: `in_pkts` in the top 24 bits, so that counting a packet is one add
+/// of [`PKT_ONE`] to the word as loaded (the count wraps at 2^24 and touches nothing
+/// else); `old_state` in bits 36-39, where the control word keeps the entry's state
+/// ([`STATE_SHIFT`]), so that one exclusive-or of the two words tells whether the state
+/// is still the one last sent; [`PLAIN`] in bit 32; `sync_endtime` in the low 32 bits.
 const PKTS_SHIFT: u32 = 40;
 const PKT_ONE: u64 = 1 << PKTS_SHIFT;
+const OLD_STATE_SHIFT: u32 = STATE_SHIFT;
+const OLD_STATE_MASK: u64 = 0xf << OLD_STATE_SHIFT;
+/// Set by the full decision on an entry that is neither a template nor controlled by one
+/// (which never changes while the entry lives): with its state still the one last sent
+/// (or ESTABLISHED), such an entry's packet can only be due by its count
+/// ([`ConnTable::sync_count`]). A new entry and an installed one start without it, so
+/// their first packet takes the full decision, which sets it.
+const PLAIN: u64 = 1 << 32;
+const _: () = assert!(OLD_STATE_SHIFT + 4 <= PKTS_SHIFT && OLD_STATE_SHIFT >= 33);
 
 impl SyncMark {
     /// The bookkeeping of a new entry: nothing counted, end time now (as `ip_vs_conn_new`).
@@ -54,10 +67,11 @@ impl SyncMark {
         }
     }
 
+    /// The word, without [`PLAIN`].
     #[inline]
     pub(super) fn pack(self) -> u64 {
         u64::from(self.in_pkts) << PKTS_SHIFT
-            | u64::from(self.old_state & 0xf) << 32
+            | u64::from(self.old_state & 0xf) << OLD_STATE_SHIFT
             | u64::from(self.endtime)
     }
 
@@ -65,7 +79,7 @@ impl SyncMark {
     fn unpack(w: u64) -> SyncMark {
         SyncMark {
             in_pkts: (w >> PKTS_SHIFT) as u32,
-            old_state: (w >> 32) as u8 & 0xf,
+            old_state: (w >> OLD_STATE_SHIFT) as u8 & 0xf,
             endtime: w as u32,
         }
     }
@@ -86,25 +100,6 @@ pub struct SyncProbe {
     pub mark: SyncMark,
     /// The template that controls it, if any.
     pub controller: Option<ConnId>,
-}
-
-/// What the per-packet fast check reads of an entry: one look at its slot, none of the
-/// timeout or the controller's identity (see [`ConnTable::sync_count`]).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct SyncPeek {
-    /// A persistence template.
-    pub template: bool,
-    /// A TCP connection (templates: false).
-    pub tcp: bool,
-    /// Its state (`IP_VS_TCP_S_*`; 0 for UDP and templates; `DOOMED` while it is being
-    /// expired, which is no state a connection is sent in).
-    pub state: u8,
-    /// Its sync bookkeeping before this packet.
-    pub mark: SyncMark,
-    /// Its packet count with this packet (`mark.in_pkts + 1`, modulo 2^24).
-    pub pkts: u32,
-    /// A template controls it.
-    pub controlled: bool,
 }
 
 /// An entry read back whole by its handle, as a sync message describes it.
@@ -227,35 +222,37 @@ impl ConnTable {
         })
     }
 
-    /// The per-packet fast path of the sync decision: shows `quiet` what [`SyncPeek`]
-    /// holds of entry `id` and, if it says the packet only counts, counts it: one add to
-    /// the bookkeeping word as loaded, all in one look at the slot. True if settled so (or
-    /// `id` is gone); false if the full decision ([`ConnTable::sync_probe`]) is to be
-    /// taken. An entry being expired (`DOOMED`) is shown as it is: no connection is sent in
-    /// that state, and the full decision skips it. Always inlined, as the hook that calls
-    /// it per packet is (`bench-results/sync.md`).
+    /// The per-packet fast path of the sync decision: counts the packet (one add to the
+    /// bookkeeping word as loaded) if entry `id` is plain (no template, not controlled:
+    /// [`PLAIN`]), its state is still the one last sent or is ESTABLISHED, and `quiet`,
+    /// shown the count with this packet, says the count makes it not due. With the
+    /// kernel's rules such a packet is not sent and changes nothing else
+    /// (`crate::ha::sync::decide`, `Quiet::settle`). True if settled so; false if the full
+    /// decision ([`ConnTable::sync_probe`]) is to be taken. An entry being expired
+    /// (`DOOMED`) is in no state that was sent, so it goes to the full decision, which
+    /// skips it. Two words of the slot are read, the control word and the bookkeeping
+    /// word; always inlined, as the hook that calls it per packet is
+    /// (`bench-results/sync.md`).
+    ///
+    /// The generation is not checked again: `id` comes from the lookup of this very
+    /// packet, and `on_packet` has just checked it. A slot reused in the few instructions
+    /// since (its entry ended by another thread, the slot taken by a new connection)
+    /// would see its count one higher: the race every store of this word through a
+    /// handle has ([`SyncMark`]), made no wider.
     #[inline(always)]
-    pub fn sync_count(&self, id: ConnId, quiet: impl FnOnce(&SyncPeek) -> bool) -> bool {
+    pub fn sync_count(&self, id: ConnId, quiet: impl FnOnce(u32) -> bool) -> bool {
         let Some(s) = self.slots.get(id.slot as usize) else {
             return true;
         };
         let c = Ctl(s.ctl.load(Ordering::Acquire));
-        if c.gen() != id.gen {
-            return true;
-        }
-        let meta = Meta(s.meta.load(Ordering::Relaxed));
-        let template = meta.template();
         let w = s.sync.load(Ordering::Relaxed);
+        if w & PLAIN == 0
+            || ((w ^ c.0) & OLD_STATE_MASK != 0 && c.state() != TcpState::Established as u8)
+        {
+            return false;
+        }
         let counted = w.wrapping_add(PKT_ONE);
-        let peek = SyncPeek {
-            template,
-            tcp: meta.is_tcp() && !template,
-            state: c.state(),
-            mark: SyncMark::unpack(w),
-            pkts: (counted >> PKTS_SHIFT) as u32,
-            controlled: !template && s.template.load(Ordering::Relaxed) != 0,
-        };
-        if quiet(&peek) {
+        if quiet((counted >> PKTS_SHIFT) as u32) {
             s.sync.store(counted, Ordering::Relaxed);
             true
         } else {
@@ -285,12 +282,26 @@ impl ConnTable {
         SyncMark::unpack(self.slots[slot as usize].sync.load(Ordering::Relaxed)).in_pkts
     }
 
-    /// Stores entry `id`'s sync bookkeeping (ignored if `id` is gone).
+    /// Stores entry `id`'s sync bookkeeping (ignored if `id` is gone), as an install does:
+    /// the next packet takes the full decision.
     #[inline]
     pub fn set_sync_mark(&self, id: ConnId, mark: SyncMark) {
+        self.store_sync_mark(id, mark.pack());
+    }
+
+    /// Stores the bookkeeping the full decision left for entry `p` (read as `p` by
+    /// [`ConnTable::sync_probe`]), marking a plain entry as such for the fast path.
+    #[inline]
+    pub fn set_sync_decision(&self, id: ConnId, p: &SyncProbe, mark: SyncMark) {
+        let plain = !p.template && p.controller.is_none();
+        self.store_sync_mark(id, mark.pack() | if plain { PLAIN } else { 0 });
+    }
+
+    #[inline]
+    fn store_sync_mark(&self, id: ConnId, w: u64) {
         if let Some(s) = self.slots.get(id.slot as usize) {
             if Ctl(s.ctl.load(Ordering::Relaxed)).gen() == id.gen {
-                s.sync.store(mark.pack(), Ordering::Relaxed);
+                s.sync.store(w, Ordering::Relaxed);
             }
         }
     }

@@ -9,9 +9,10 @@
 //!  ConnTable::install                                                to a real server
 //! ```
 //!
-//! While a master runs, each packet from a client costs the worker one look at the
-//! connection's slot (state, sync bookkeeping, whether a template controls it): with the
-//! usual sysctls most packets are settled there, counted and not due
+//! While a master runs, each packet from a client costs the worker one look at two words
+//! of the connection's slot (its state, and the sync bookkeeping that says whether the
+//! state is the one last sent and whether the entry is plain, no template involved): with
+//! the usual sysctls most packets are settled there, counted and not due
 //! ([`SyncRules::quiet`]). The rest take the kernel's whole decision (`decide.rs`) and,
 //! when the connection is to be sent, one word pushed on the worker's own bounded queue (a full
 //! queue drops it and counts `queue_full`, as the kernel's `sync_qlen_max` does). The sync
@@ -182,7 +183,7 @@ impl SyncHook {
     pub fn after_client_packet(&mut self, conns: &ConnTable, id: ConnId, now: Instant) {
         // Most packets are not due: counted in one look at the entry, and done.
         if let Some(q) = self.quiet {
-            if conns.sync_count(id, |peek| q.settle(peek)) {
+            if conns.sync_count(id, |pkts| q.settle(pkts)) {
                 return;
             }
         }
@@ -206,7 +207,7 @@ impl SyncHook {
         };
         let now_ms = now.as_micros() / 1000;
         let (send, mark) = rules.needed(&p, p.mark.in_pkts.wrapping_add(1), now_ms);
-        conns.set_sync_mark(id, mark);
+        conns.set_sync_decision(id, &p, mark);
         if send {
             self.queue(id);
         }
@@ -215,7 +216,7 @@ impl SyncHook {
         if let Some(t) = p.controller {
             if let Some(tp) = conns.sync_probe(t) {
                 let (send, mark) = rules.needed(&tp, tp.mark.in_pkts.wrapping_add(1), now_ms);
-                conns.set_sync_mark(t, mark);
+                conns.set_sync_decision(t, &tp, mark);
                 if send {
                     self.queue(t);
                 }

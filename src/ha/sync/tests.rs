@@ -66,6 +66,16 @@ method = "dr"
 
 [[service]]
 protocol = "tcp"
+address = "192.0.2.40"
+port = 80
+scheduler = "rr"
+[[service.real]]
+address = "10.0.0.11"
+port = 8080
+method = "nat"
+
+[[service]]
+protocol = "tcp"
 address = "2001:db8::10"
 port = 80
 scheduler = "rr"
@@ -359,6 +369,55 @@ fn state_changes_update_the_backup_and_its_counts() {
     assert_eq!(before.1 + 1, counters.inactive());
     assert!(e.expires_in_ms <= 120_000);
     assert_eq!(backup.counters.snapshot(&backup.shared).updated, 1);
+}
+
+/// Packet by packet, a master sends what the kernel's rule sends, whichever path the
+/// worker takes (the per-packet fast path counts a packet only while the entry's state is
+/// the one last sent): a NAT real server's FIN moves the connection to FIN_WAIT between
+/// two client packets, and the client's next packet sends it (the kernel's `force`); a
+/// `sync_threshold` changed at run time applies to the whole count (the kernel divides
+/// `in_pkts` by the new period).
+#[test]
+fn sends_follow_the_kernels_rule_packet_by_packet() {
+    let mut master = Director::new(SyncSettings::default());
+    master.shared.set_master(true);
+    master.pipeline.between_batches(at(0));
+    let queued = |d: &Director| d.shared.workers()[0].queued.get();
+    let c = "198.51.100.11";
+    let mut sent_at = Vec::new();
+    for pkt in 1..=60u64 {
+        if pkt == 11 {
+            let (v, _) = master.send(at(pkt), &tcp("10.0.0.11", c, 8080, 40_020, false, true));
+            assert_eq!(v, Verdict::Transmit, "the real server's FIN");
+        }
+        let before = queued(&master);
+        let (v, _) = master.send(at(pkt), &tcp(c, "192.0.2.40", 40_020, 80, pkt == 1, false));
+        assert_eq!(v, Verdict::Transmit);
+        if queued(&master) > before {
+            sent_at.push(pkt);
+        }
+    }
+    // ESTABLISHED at the 3rd packet, FIN_WAIT at once (its state changed by a reply), then
+    // FIN_WAIT again at the 53rd (3 modulo 50).
+    assert_eq!(sent_at, [3, 11, 53]);
+
+    let mut sent_at = Vec::new();
+    for pkt in 1..=20u64 {
+        if pkt == 11 {
+            master.shared.set_rules(&SyncSettings {
+                sync_threshold: [1, 4],
+                ..SyncSettings::default()
+            });
+            master.pipeline.between_batches(at(100 + pkt));
+        }
+        let before = queued(&master);
+        master.send(at(100 + pkt), &Spec::udp(c, "192.0.2.20", 5001, 53));
+        if queued(&master) > before {
+            sent_at.push(pkt);
+        }
+    }
+    // 3 modulo 50, then 1 modulo 4 of the same count: 13 and 17.
+    assert_eq!(sent_at, [3, 13, 17]);
 }
 
 #[test]
