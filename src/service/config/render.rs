@@ -139,6 +139,9 @@ pub fn to_toml(config: &Config) -> String {
         }
         let defence = config.defence;
         let default_defence = crate::conn::defence::DefenceSettings::default();
+        if defence.drop_entry != default_defence.drop_entry {
+            let _ = writeln!(o, "drop_entry = {}", defence.drop_entry);
+        }
         if defence.drop_packet != default_defence.drop_packet {
             let _ = writeln!(o, "drop_packet = {}", defence.drop_packet);
         }
@@ -176,9 +179,9 @@ pub fn to_toml(config: &Config) -> String {
         // The followed instance, and a sync daemon that follows it (one that runs in both
         // roles, keepalived's `lvs_sync_daemon` with no instance, TOML cannot say).
         let addrs: Vec<String> = i.addresses.iter().map(|a| format!("\"{a}\"")).collect();
-        let _ = writeln!(o, "[pair]\ninstance = \"{}\"", i.name);
+        let _ = writeln!(o, "[pair]\ninstance = {}", quoted(&i.name));
         if !i.interface.is_empty() {
-            let _ = writeln!(o, "interface = \"{}\"", i.interface);
+            let _ = writeln!(o, "interface = {}", quoted(&i.interface));
         }
         let _ = writeln!(o, "addresses = [{}]", addrs.join(", "));
         if let Some(d) = config
@@ -189,8 +192,9 @@ pub fn to_toml(config: &Config) -> String {
         {
             let _ = writeln!(
                 o,
-                "sync_interface = \"{}\"\nsyncid = {}",
-                d.interface, d.syncid
+                "sync_interface = {}\nsyncid = {}",
+                quoted(&d.interface),
+                d.syncid
             );
             if let Some(n) = d.maxlen {
                 let _ = writeln!(o, "sync_maxlen = {n}");
