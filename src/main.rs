@@ -274,7 +274,12 @@ fn run_replay(args: &ReplayArgs) -> Result<()> {
     } else {
         config.conn_capacity
     };
-    let conns = Arc::new(ConnTable::new(capacity, 1, Arc::clone(&registry)));
+    let conns = Arc::new(ConnTable::configured(
+        capacity,
+        &config,
+        1,
+        Arc::clone(&registry),
+    ));
     conns.timeouts().apply(&config.timeouts);
     let mut nexthops = load_nexthops(&args.links, args.routes.as_deref(), args.neigh.as_deref())?;
     nexthops.set_extra_macs(&config.accept_macs);

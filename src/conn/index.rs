@@ -30,6 +30,9 @@ struct Bucket {
     overflow: AtomicU64,
 }
 
+// SAFETY: only atomic integers; all-zero is the empty bucket.
+unsafe impl crate::conn::mem::Zeroable for Bucket {}
+
 /// The index: maps a 64-bit hash to payloads (`dir << 32 | slot + 1`) carrying the hash's
 /// tag. It never reads the slots; the table verifies every candidate against the key.
 pub(super) struct Index {
@@ -42,7 +45,7 @@ impl Index {
     pub(super) fn new(buckets: usize) -> Index {
         let n = buckets.max(PROBE).next_power_of_two();
         Index {
-            buckets: (0..n).map(|_| Bucket::default()).collect(),
+            buckets: crate::conn::mem::zeroed_slice(n),
             mask: n - 1,
         }
     }

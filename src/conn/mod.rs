@@ -10,6 +10,7 @@
 
 pub mod defence;
 mod index;
+mod mem;
 pub mod persist;
 pub mod state;
 mod table;

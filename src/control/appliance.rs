@@ -496,7 +496,12 @@ fn data_plane(
     capacity: usize,
 ) -> Result<DataPlane, ApplianceError> {
     let registry = Arc::new(DestRegistry::default());
-    let conns = Arc::new(ConnTable::new(capacity, workers, Arc::clone(&registry)));
+    let conns = Arc::new(ConnTable::configured(
+        capacity,
+        config,
+        workers,
+        Arc::clone(&registry),
+    ));
     let stats: Vec<Arc<WorkerStats>> = (0..workers)
         .map(|_| Arc::new(WorkerStats::new(registry.capacity())))
         .collect();

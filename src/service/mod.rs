@@ -486,6 +486,9 @@ pub struct Config {
     pub tunnel_source_v6: Option<std::net::Ipv6Addr>,
     /// Connection table capacity (entries); 0 means the default.
     pub conn_capacity: usize,
+    /// How many of the table's entries may have IPv6 addresses (48 bytes each, kept
+    /// beside the 64-byte entry); `None` means a quarter of the capacity.
+    pub conn_v6_capacity: Option<usize>,
     /// Unicast MACs besides the interfaces' own that frames may be addressed to for the
     /// director to act on them (keepalived's VRRP virtual MACs with `use_vmac`); frames to
     /// any other host's MAC are left to the kernel, which drops them.

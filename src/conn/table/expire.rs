@@ -141,7 +141,9 @@ impl ConnTable {
             for _ in 0..budget.min((end - start) as usize) {
                 let slot = hand;
                 hand = step(hand);
-                if self.is_template_slot(slot) == templates && self.expire_slot(slot, now_ms) {
+                if self.is_template_slot(slot) == templates
+                    && self.expire_slot(worker, slot, now_ms)
+                {
                     self.push_free(worker, slot);
                     freed += 1;
                 }
@@ -156,7 +158,7 @@ impl ConnTable {
         Meta(self.slots[slot as usize].meta.load(Ordering::Relaxed)).template()
     }
 
-    pub(super) fn expire_slot(&self, slot: u32, now_ms: u64) -> bool {
+    pub(super) fn expire_slot(&self, worker: usize, slot: u32, now_ms: u64) -> bool {
         let s = &self.slots[slot as usize];
         loop {
             let c = Ctl(s.ctl.load(Ordering::Acquire));
@@ -179,7 +181,7 @@ impl ConnTable {
                 }
                 continue;
             }
-            if self.reclaim(slot, c, now_ms) {
+            if self.reclaim(worker, slot, c, now_ms) {
                 return true;
             }
             // Lost a race with a packet (state or timer changed) or revived a template:

@@ -2,9 +2,9 @@
 //! and indexing, settling the real server's counters, and attaching to a template.
 
 use super::{
-    addr_words, deadline, evict_class, method_bits, ms, ConnId, ConnTable, Ctl, Direction, Hit,
-    Meta, NewConn, Raw, SyncMark, TableFull, DOOMED, EVICT_WINDOW, F_DV6, F_V6, GEN_MASK,
-    METHOD_SHIFT, NO_SLOT,
+    addr_words, deadline, evict_class, is_v4_words, method_bits, ms, ConnId, ConnTable, Ctl,
+    Direction, Hit, Meta, NewConn, Raw, SyncMark, TableFull, DOOMED, EVICT_WINDOW, F_DV6, F_SIDE,
+    F_V6, GEN_MASK, METHOD_SHIFT, NO_SLOT,
 };
 use crate::conn::state::{next_state_secure, StateTable, TcpFlags, TcpState, TEMPLATE_RETRY_SECS};
 use crate::service::{DestId, ForwardMethod, Protocol};
@@ -70,25 +70,54 @@ impl ConnTable {
         expiry: u64,
     ) -> Result<ConnId, TableFull> {
         let w = &self.pools[worker];
-        let Some(slot) = self.alloc(worker, now_ms) else {
+        let fail = || {
             w.insert_failures.store(
                 w.insert_failures.load(Ordering::Relaxed) + 1,
                 Ordering::Relaxed,
             );
-            return Err(TableFull);
+            Err(TableFull)
+        };
+        let Some(slot) = self.alloc(worker, now_ms) else {
+            return fail();
+        };
+        // Addresses that are not all IPv4 go to a side entry.
+        let side = if is_v4_words(f.caddr) && is_v4_words(f.vaddr) && is_v4_words(f.daddr) {
+            None
+        } else if let Some(i) = self.alloc_side(worker) {
+            Some(i)
+        } else {
+            self.link_free(worker, slot);
+            return fail();
+        };
+        let meta = match side {
+            Some(_) => Meta(f.meta.0 | F_SIDE << 56),
+            None => f.meta,
         };
         let s = &self.slots[slot as usize];
         let gen = Ctl(s.ctl.load(Ordering::Relaxed)).gen().wrapping_add(1) & GEN_MASK;
         debug_assert!(gen & 1 == 1);
         let template = f.template.filter(|t| self.attach(*t));
-        // Seqlock writer: a reader that sees any field written below also sees the even
-        // generation stored when the slot was freed (see `read`).
+        // Seqlock writer: a reader that sees any field written below (the side entry's
+        // included) also sees the even generation stored when the slot was freed (see
+        // `read`).
         fence(Ordering::Release);
-        s.meta.store(f.meta.0, Ordering::Relaxed);
-        for i in 0..2 {
-            s.caddr[i].store(f.caddr[i], Ordering::Relaxed);
-            s.vaddr[i].store(f.vaddr[i], Ordering::Relaxed);
-            s.daddr[i].store(f.daddr[i], Ordering::Relaxed);
+        s.meta.store(meta.0, Ordering::Relaxed);
+        match side {
+            Some(i) => {
+                let e = &self.side[i as usize];
+                let words = [f.caddr, f.vaddr, f.daddr];
+                for (a, v) in e.words.iter().zip(words.iter().flatten()) {
+                    a.store(*v, Ordering::Relaxed);
+                }
+                s.caddr.store(i, Ordering::Relaxed);
+                s.vaddr.store(0, Ordering::Relaxed);
+                s.daddr.store(0, Ordering::Relaxed);
+            }
+            None => {
+                s.caddr.store(f.caddr[1] as u32, Ordering::Relaxed);
+                s.vaddr.store(f.vaddr[1] as u32, Ordering::Relaxed);
+                s.daddr.store(f.daddr[1] as u32, Ordering::Relaxed);
+            }
         }
         s.dest.store(f.dest, Ordering::Relaxed);
         s.template
@@ -122,12 +151,9 @@ impl ConnTable {
             if self.kill(slot, ctl) {
                 self.settle(slot, &raw, state);
             }
+            self.free_side(worker, slot);
             self.push_free(worker, slot);
-            w.insert_failures.store(
-                w.insert_failures.load(Ordering::Relaxed) + 1,
-                Ordering::Relaxed,
-            );
-            return Err(TableFull);
+            return fail();
         }
         Ok(ConnId { slot, gen })
     }
@@ -161,19 +187,62 @@ impl ConnTable {
         self.evict(worker, now_ms)
     }
 
+    /// Gives back the slot of an entry that was live.
     pub(super) fn push_free(&self, worker: usize, slot: u32) {
+        let w = &self.pools[worker];
+        self.link_free(worker, slot);
+        w.live
+            .store(w.live.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+    }
+
+    /// Puts a slot on the free list (`alloc` took it, or it was freed).
+    fn link_free(&self, worker: usize, slot: u32) {
         let w = &self.pools[worker];
         self.slots[slot as usize]
             .next_free
             .store(w.free_head.load(Ordering::Relaxed), Ordering::Relaxed);
         w.free_head.store(slot, Ordering::Relaxed);
-        w.live
-            .store(w.live.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+    }
+
+    /// Takes a side entry: a freed one, else one of the worker's share never used.
+    fn alloc_side(&self, worker: usize) -> Option<u32> {
+        let w = &self.pools[worker];
+        let head = w.side_free.load(Ordering::Relaxed);
+        if head != NO_SLOT {
+            let next = self.side[head as usize].words[0].load(Ordering::Relaxed);
+            w.side_free.store(next as u32, Ordering::Relaxed);
+            return Some(head);
+        }
+        let next = w.side_next.load(Ordering::Relaxed);
+        if next < self.side_range(worker).1 {
+            w.side_next.store(next + 1, Ordering::Relaxed);
+            return Some(next);
+        }
+        None
+    }
+
+    /// Owner only, once the entry in `slot` is dead (its generation even): gives back its
+    /// side entry, if it has one.
+    pub(super) fn free_side(&self, worker: usize, slot: u32) {
+        let s = &self.slots[slot as usize];
+        if Meta(s.meta.load(Ordering::Relaxed)).flags() & F_SIDE == 0 {
+            return;
+        }
+        let i = s.caddr.load(Ordering::Relaxed);
+        let w = &self.pools[worker];
+        // Seqlock: a reader of the dead entry that sees the link written below also sees
+        // the even generation (stored before this fence), so it discards what it read.
+        fence(Ordering::Release);
+        self.side[i as usize].words[0].store(
+            u64::from(w.side_free.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        w.side_free.store(i, Ordering::Relaxed);
     }
 
     /// Owner-side copy of a slot's fields (the owner is their only writer).
     pub(super) fn own_raw(&self, slot: u32) -> Raw {
-        Raw::load(&self.slots[slot as usize])
+        Raw::load(&self.slots[slot as usize], &self.side)
     }
 
     /// Owner only: turns live `expected` into free. True if this call did it.
@@ -211,8 +280,9 @@ impl ConnTable {
     }
 
     /// Owner only: ends the entry in `slot` if `ctl` is still its control word. On success
-    /// the slot is out of the index with its counters settled, but not on the free list.
-    pub(super) fn reclaim(&self, slot: u32, ctl: Ctl, now_ms: u64) -> bool {
+    /// the slot is out of the index with its counters settled and its side entry given
+    /// back, but not on the free list.
+    pub(super) fn reclaim(&self, worker: usize, slot: u32, ctl: Ctl, now_ms: u64) -> bool {
         let raw = self.own_raw(slot);
         if !self.kill(slot, ctl) {
             return false;
@@ -236,6 +306,7 @@ impl ConnTable {
             self.settle(slot, &raw, ctl.state());
         }
         self.unlink(slot, &raw);
+        self.free_side(worker, slot);
         true
     }
 
@@ -266,7 +337,7 @@ impl ConnTable {
                 i = if i + 1 == end { start } else { i + 1 };
             }
             let (_, slot, ctl) = best?;
-            if self.reclaim(slot, ctl, now_ms) {
+            if self.reclaim(worker, slot, ctl, now_ms) {
                 w.hand.store(
                     if slot + 1 == end { start } else { slot + 1 },
                     Ordering::Relaxed,

@@ -18,7 +18,7 @@ impl ConnTable {
         if !c1.live() {
             return None;
         }
-        let raw = Raw::load(s);
+        let raw = Raw::load(s, &self.side);
         fence(Ordering::Acquire);
         let c2 = Ctl(s.ctl.load(Ordering::Relaxed));
         (c2.gen() == c1.gen()).then_some((c2, raw))
@@ -59,9 +59,9 @@ impl ConnTable {
         self.index.home_candidates(hash.0, |payload| {
             let slot = (payload as u32).wrapping_sub(1) as usize;
             if let Some(s) = self.slots.get(slot) {
-                // Both cache lines of the entry: `read` takes `dest` from the second.
+                // One cache line: the whole entry (an IPv6 entry's addresses are in its
+                // side entry, which only the entry says where to find).
                 crate::conn::index::prefetch(s);
-                crate::conn::index::prefetch(&s.dest);
             }
         });
     }

@@ -7,6 +7,8 @@ use crate::service::Protocol;
 pub(super) const F_V6: u64 = 1;
 pub(super) const F_DV6: u64 = 2;
 pub(super) const F_TEMPLATE: u64 = 4;
+/// The entry's addresses are in its side entry (`slot::Side`), not in the slot.
+pub(super) const F_SIDE: u64 = 8;
 pub(super) const METHOD_SHIFT: u32 = 4;
 
 #[derive(Copy, Clone)]

@@ -50,8 +50,8 @@ mod types;
 use control::{deadline, is_expired, ms, Ctl, DOOMED, EXP_MASK, GEN_MASK};
 use insert::{input_table, Fields};
 use key::{addr_words, fold_mul, words_addr, Key, K_TEMPLATE, K_V6};
-use meta::{method_bits, Meta, F_DV6, F_TEMPLATE, F_V6, METHOD_SHIFT};
-use slot::{evict_class, Raw, Slot, SlotPool, EVICT_WINDOW, NO_SLOT};
+use meta::{method_bits, Meta, F_DV6, F_SIDE, F_TEMPLATE, F_V6, METHOD_SHIFT};
+use slot::{evict_class, is_v4_words, Raw, Side, Slot, SlotPool, EVICT_WINDOW, NO_SLOT};
 pub use sync::{Described, Installed, SyncMark, SyncProbe, Synced};
 pub(crate) use template::TemplateKey;
 pub use types::{
@@ -61,6 +61,9 @@ pub use types::{
 /// The shared connection table. See the module and `docs/conn-table.md`.
 pub struct ConnTable {
     slots: Box<[Slot]>,
+    /// The addresses of entries that keep them outside their slot (IPv6), split between
+    /// the workers as the slots are.
+    side: Box<[Side]>,
     index: Index,
     pools: Box<[SlotPool]>,
     registry: Arc<DestRegistry>,
@@ -88,18 +91,70 @@ impl ConnTable {
     pub const DEFAULT_CAPACITY: usize = 1 << 20;
 
     /// A table of `capacity` entries shared by `workers` workers, updating the counters in
-    /// `registry`. Allocates everything it will ever use: about 128 B per entry plus an
-    /// index of 64-byte buckets sized for two keys per entry at most half full.
+    /// `registry`, with room for the IPv6 addresses of [`ConnTable::default_v6_capacity`]
+    /// of them. Allocates everything it will ever use: a 64-byte entry each, an index of
+    /// 64-byte buckets sized for two keys per entry at most half full, and 48 bytes for
+    /// each IPv6 entry it may hold (resident only once used).
     ///
     /// The hash seed is random; use [`ConnTable::with_seed`] for a fixed one.
     ///
     /// # Panics
     /// If `workers` is 0, or `capacity` is below `workers` or not below 2^31.
     pub fn new(capacity: usize, workers: usize, registry: Arc<DestRegistry>) -> ConnTable {
+        ConnTable::with_v6_capacity(
+            capacity,
+            ConnTable::default_v6_capacity(capacity),
+            workers,
+            registry,
+        )
+    }
+
+    /// As [`ConnTable::new`], with room for the addresses of `v6_capacity` entries that
+    /// have an IPv6 address (connections and templates; a NAT entry mixing families counts
+    /// too). When a worker's share of those is in use, a new IPv6 entry is refused as
+    /// when the table is full ([`TableFull`], counted in [`TableStats::insert_failures`]);
+    /// IPv4 entries are not affected.
+    ///
+    /// # Panics
+    /// As [`ConnTable::new`], and if `v6_capacity` is above `capacity`.
+    pub fn with_v6_capacity(
+        capacity: usize,
+        v6_capacity: usize,
+        workers: usize,
+        registry: Arc<DestRegistry>,
+    ) -> ConnTable {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_usize(capacity);
-        ConnTable::with_seed(capacity, workers, registry, h.finish())
+        let buckets = (capacity * 2 * 2).div_ceil(CELLS);
+        ConnTable::with_index(
+            capacity,
+            v6_capacity,
+            workers,
+            registry,
+            h.finish(),
+            buckets,
+        )
+    }
+
+    /// The IPv6 entries a table of `capacity` entries has room for by default: a quarter.
+    pub fn default_v6_capacity(capacity: usize) -> usize {
+        capacity.div_ceil(4)
+    }
+
+    /// The table the configuration asks for: `capacity` entries, `conn_v6_capacity` of them
+    /// (at most `capacity`; by default a quarter) with room for IPv6 addresses.
+    pub fn configured(
+        capacity: usize,
+        config: &crate::service::Config,
+        workers: usize,
+        registry: Arc<DestRegistry>,
+    ) -> ConnTable {
+        let v6 = config
+            .conn_v6_capacity
+            .unwrap_or_else(|| ConnTable::default_v6_capacity(capacity))
+            .min(capacity);
+        ConnTable::with_v6_capacity(capacity, v6, workers, registry)
     }
 
     /// As [`ConnTable::new`] with a fixed hash seed. The seed changes which index buckets
@@ -115,11 +170,13 @@ impl ConnTable {
         seed: u64,
     ) -> ConnTable {
         let buckets = (capacity * 2 * 2).div_ceil(CELLS);
-        ConnTable::with_index(capacity, workers, registry, seed, buckets)
+        let v6 = ConnTable::default_v6_capacity(capacity);
+        ConnTable::with_index(capacity, v6, workers, registry, seed, buckets)
     }
 
     fn with_index(
         capacity: usize,
+        v6_capacity: usize,
         workers: usize,
         registry: Arc<DestRegistry>,
         seed: u64,
@@ -128,6 +185,7 @@ impl ConnTable {
         assert!(workers > 0, "a connection table needs a worker");
         assert!(capacity >= workers, "fewer entries than workers");
         assert!(capacity < 1 << 31, "capacity too large");
+        assert!(v6_capacity <= capacity, "more IPv6 entries than entries");
         let mut s = seed;
         let mut next = || {
             // splitmix64: spreads one seed into independent-looking words.
@@ -139,7 +197,8 @@ impl ConnTable {
         };
         let seed = [next(), next(), next(), next(), next()];
         let table = ConnTable {
-            slots: (0..capacity).map(|_| Slot::default()).collect(),
+            slots: crate::conn::mem::zeroed_slice(capacity),
+            side: crate::conn::mem::zeroed_slice(v6_capacity),
             index: Index::new(buckets),
             pools: (0..workers).map(|_| SlotPool::default()).collect(),
             registry,
@@ -152,6 +211,9 @@ impl ConnTable {
             let (start, end) = table.range(w);
             let pool = &table.pools[w];
             pool.hand.store(start, Ordering::Relaxed);
+            pool.side_free.store(NO_SLOT, Ordering::Relaxed);
+            pool.side_next
+                .store(table.side_range(w).0, Ordering::Relaxed);
             pool.free_head
                 .store(if start < end { start } else { NO_SLOT }, Ordering::Relaxed);
             for i in start..end {
@@ -172,6 +234,14 @@ impl ConnTable {
         ((w * c / n) as u32, ((w + 1) * c / n) as u32)
     }
 
+    /// Worker `w`'s side entries, split as its slots are.
+    #[inline]
+    fn side_range(&self, w: usize) -> (u32, u32) {
+        let c = self.side.len();
+        let n = self.pools.len();
+        ((w * c / n) as u32, ((w + 1) * c / n) as u32)
+    }
+
     #[inline]
     fn hash(&self, k: &Key) -> u64 {
         let s = &self.seed;
@@ -185,12 +255,25 @@ impl ConnTable {
         self.slots.len()
     }
 
-    /// Bytes the table allocated (entries, index, per-worker state), all of it written at
-    /// construction: what it keeps resident however many entries are live.
+    /// Bytes the table allocated: entries, index, per-worker state and the IPv6 side
+    /// entries. The entries are written at construction; the index and the side entries
+    /// become resident as they are used (a director that holds no IPv6 entry never touches
+    /// the side entries).
     pub fn footprint(&self) -> usize {
         std::mem::size_of_val(&*self.slots)
             + self.index.bytes()
             + std::mem::size_of_val(&*self.pools)
+            + self.side_bytes()
+    }
+
+    /// Bytes of the IPv6 side entries (part of [`ConnTable::footprint`]).
+    pub fn side_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.side)
+    }
+
+    /// IPv6 entries the table has room for.
+    pub fn v6_capacity(&self) -> usize {
+        self.side.len()
     }
 
     /// Live entries (connections and templates, including ones retired by

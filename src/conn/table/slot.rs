@@ -2,23 +2,33 @@
 //! allocation state and the eviction preference.
 
 use super::{
-    is_expired, words_addr, ConnInfo, Ctl, Key, Meta, DOOMED, F_DV6, F_V6, K_TEMPLATE, K_V6,
+    is_expired, words_addr, ConnInfo, Ctl, Key, Meta, DOOMED, F_DV6, F_SIDE, F_V6, K_TEMPLATE, K_V6,
 };
 use crate::conn::state::TcpState;
 use crate::service::{DestId, ForwardMethod, Protocol};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-/// One entry. The first cache line holds what a lookup compares; the second what it copies
-/// out and what only the owner and templates use.
+/// One entry: one cache line, everything a lookup reads in it. IPv4 addresses take 4 bytes
+/// each; an entry with an IPv6 address (or a NAT entry mixing families) has all three
+/// addresses in a [`Side`] entry instead, whose index the client word holds (meta flag
+/// `F_SIDE`).
 #[repr(C, align(64))]
 #[derive(Default)]
 pub(super) struct Slot {
     pub(super) ctl: AtomicU64,
     pub(super) meta: AtomicU64,
-    pub(super) caddr: [AtomicU64; 2],
-    pub(super) vaddr: [AtomicU64; 2],
-    pub(super) daddr: [AtomicU64; 2],
+    /// Connections: packed [`ConnId`] of the controlling template, 0 = none.
+    pub(super) template: AtomicU64,
+    /// Connection-sync bookkeeping ([`SyncMark`], packed): written only while a sync
+    /// master runs, read only by the sync code.
+    pub(super) sync: AtomicU64,
+    /// The client's IPv4 address, or (`F_SIDE`) the index of the entry's [`Side`] entry.
+    pub(super) caddr: AtomicU32,
+    /// The virtual IPv4 address (unused with `F_SIDE`).
+    pub(super) vaddr: AtomicU32,
+    /// The real server's IPv4 address (unused with `F_SIDE`).
+    pub(super) daddr: AtomicU32,
     pub(super) dest: AtomicU32,
     /// Next free slot of the owner's free list while free.
     pub(super) next_free: AtomicU32,
@@ -27,11 +37,33 @@ pub(super) struct Slot {
     pub(super) n_control: AtomicU32,
     /// Templates: the timeout a use refreshes the timer with, seconds.
     pub(super) timeout_s: AtomicU32,
-    /// Connections: packed [`ConnId`] of the controlling template, 0 = none.
-    pub(super) template: AtomicU64,
-    /// Connection-sync bookkeeping ([`SyncMark`], packed): written only while a sync
-    /// master runs, read only by the sync code.
-    pub(super) sync: AtomicU64,
+}
+
+// SAFETY: only atomic integers; all-zero is the free entry `Default` gives.
+unsafe impl crate::conn::mem::Zeroable for Slot {}
+
+/// The addresses of an entry that does not fit IPv4's 4 bytes each: client, virtual and
+/// real-server address as two words each (`addr_words`). While free, word 0 links the
+/// owner's free list of side entries.
+#[repr(C)]
+#[derive(Default)]
+pub(super) struct Side {
+    pub(super) words: [AtomicU64; 6],
+}
+
+// SAFETY: only atomic integers.
+unsafe impl crate::conn::mem::Zeroable for Side {}
+
+/// An IPv4 address as `addr_words` has it (IPv4-mapped IPv6).
+#[inline(always)]
+pub(super) fn v4_words(a: u32) -> [u64; 2] {
+    [0, 0xffff_u64 << 32 | u64::from(a)]
+}
+
+/// Whether `w` is an IPv4(-mapped) address, so that its low 4 bytes say all of it.
+#[inline(always)]
+pub(super) fn is_v4_words(w: [u64; 2]) -> bool {
+    w[0] == 0 && w[1] >> 32 == 0xffff
 }
 
 /// A consistent copy of an entry's immutable fields.
@@ -45,25 +77,36 @@ pub(super) struct Raw {
 }
 
 impl Raw {
-    /// The entry's immutable fields as they are in `s` now, loaded relaxed: a seqlock reader
-    /// brackets this with its generation checks, the owner (their only writer) needs none.
+    /// The entry's immutable fields as they are in `s` now (its addresses from `side` when
+    /// it keeps them there), loaded relaxed: a seqlock reader brackets this with its
+    /// generation checks, the owner (their only writer) needs none. A side index that is
+    /// out of range (only a torn read sees one) reads as zeros.
     #[inline(always)]
-    pub(super) fn load(s: &Slot) -> Raw {
+    pub(super) fn load(s: &Slot, side: &[Side]) -> Raw {
+        let meta = Meta(s.meta.load(Ordering::Relaxed));
+        let dest = s.dest.load(Ordering::Relaxed);
+        let c = s.caddr.load(Ordering::Relaxed);
+        if meta.flags() & F_SIDE == 0 {
+            return Raw {
+                meta,
+                caddr: v4_words(c),
+                vaddr: v4_words(s.vaddr.load(Ordering::Relaxed)),
+                daddr: v4_words(s.daddr.load(Ordering::Relaxed)),
+                dest,
+            };
+        }
+        let mut w = [0u64; 6];
+        if let Some(e) = side.get(c as usize) {
+            for (v, a) in w.iter_mut().zip(&e.words) {
+                *v = a.load(Ordering::Relaxed);
+            }
+        }
         Raw {
-            meta: Meta(s.meta.load(Ordering::Relaxed)),
-            caddr: [
-                s.caddr[0].load(Ordering::Relaxed),
-                s.caddr[1].load(Ordering::Relaxed),
-            ],
-            vaddr: [
-                s.vaddr[0].load(Ordering::Relaxed),
-                s.vaddr[1].load(Ordering::Relaxed),
-            ],
-            daddr: [
-                s.daddr[0].load(Ordering::Relaxed),
-                s.daddr[1].load(Ordering::Relaxed),
-            ],
-            dest: s.dest.load(Ordering::Relaxed),
+            meta,
+            caddr: [w[0], w[1]],
+            vaddr: [w[2], w[3]],
+            daddr: [w[4], w[5]],
+            dest,
         }
     }
 
@@ -173,6 +216,12 @@ pub(super) struct SlotPool {
     pub(super) live: AtomicUsize,
     pub(super) evictions: AtomicU64,
     pub(super) insert_failures: AtomicU64,
+    /// Head of the free list of side entries this worker freed.
+    pub(super) side_free: AtomicU32,
+    /// The next side entry of this worker's share never used yet (side entries are taken
+    /// from the free list first, then from here, so an IPv4-only director never touches
+    /// the side slab and it stays out of resident memory).
+    pub(super) side_next: AtomicU32,
     #[cfg(debug_assertions)]
     pub(super) busy: std::sync::atomic::AtomicBool,
 }

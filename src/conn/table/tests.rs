@@ -74,24 +74,38 @@ fn counts(tb: &ConnTable, d: u32) -> (u32, u32, u32) {
     )
 }
 
-/// What a table keeps resident per entry, as `docs/performance.md` ("Memory per
-/// connection") counts it: a 128-byte entry plus 64 bytes of index at a power-of-two
-/// capacity (room for two keys per entry in buckets at most half full, the bucket count
-/// rounded up to a power of two).
+/// What a table allocates per entry, as `docs/performance.md` ("Memory per connection")
+/// counts it: a 64-byte entry, 64 bytes of index at a power-of-two capacity (room for two
+/// keys per entry in buckets at most half full, the bucket count rounded up to a power of
+/// two), and a 48-byte side entry for a quarter of the entries (IPv6 addresses).
 #[test]
 fn footprint_is_entries_plus_index() {
-    assert_eq!(std::mem::size_of::<Slot>(), 128);
+    assert_eq!(std::mem::size_of::<Slot>(), 64);
+    assert_eq!(std::mem::align_of::<Slot>(), 64);
+    assert_eq!(std::mem::size_of::<Side>(), 48);
     for cap in [1024, 1 << 16] {
         let tb = table(cap, 2);
         let workers = 2 * std::mem::size_of::<SlotPool>();
-        assert_eq!(tb.footprint(), cap * (128 + 64) + workers, "capacity {cap}");
+        assert_eq!(tb.v6_capacity(), cap / 4);
+        assert_eq!(tb.side_bytes(), cap / 4 * 48);
+        assert_eq!(
+            tb.footprint(),
+            cap * (64 + 64) + cap / 4 * 48 + workers,
+            "capacity {cap}"
+        );
     }
     // The bucket count is rounded up to a power of two: 1.5 Ki entries need 878 buckets
     // and get 1 Ki (43 bytes of index per entry).
     let tb = table(1536, 1);
     assert_eq!(
         tb.footprint(),
-        1536 * 128 + 1024 * 64 + std::mem::size_of::<SlotPool>()
+        1536 * 64 + 1024 * 64 + 384 * 48 + std::mem::size_of::<SlotPool>()
+    );
+    // No room for IPv6 at all: nothing but the entries and the index.
+    let tb = ConnTable::with_v6_capacity(1024, 0, 1, Arc::new(DestRegistry::new(2)));
+    assert_eq!(
+        tb.footprint(),
+        1024 * (64 + 64) + std::mem::size_of::<SlotPool>()
     );
 }
 
@@ -238,6 +252,123 @@ fn ipv6_connections() {
     };
     assert!(tb.lookup(&mapped).is_none());
     assert!(tb.lookup(&fwd(&v4)).is_some());
+}
+
+/// IPv6 addresses live in side entries, a bounded number per worker: a worker whose share
+/// is in use refuses a new IPv6 entry as a full table does (counted), IPv4 goes on, and the
+/// side entries of expired or evicted entries are used again.
+#[test]
+fn ipv6_side_entries_are_bounded_and_reused() {
+    let tb = ConnTable::with_v6_capacity(8, 4, 2, Arc::new(DestRegistry::new(8)));
+    assert_eq!(tb.v6_capacity(), 4);
+    let v6 = |i: u16| NewConn {
+        vaddr: ip("2001:db8::100"),
+        daddr: ip(&format!("2001:db8:1::{i}")),
+        ..conn(
+            ForwardMethod::Masquerade,
+            &format!("2001:db8:ff::{i}"),
+            i,
+            1,
+        )
+    };
+    // A NAT entry mixing families (IPv4 client, IPv6 real server) takes one too.
+    let mixed = NewConn {
+        daddr: ip("2001:db8:1::99"),
+        ..conn(ForwardMethod::Masquerade, "1.2.3.4", 7, 2)
+    };
+    tb.insert(0, t(0), v6(1)).unwrap();
+    tb.insert(0, t(0), mixed).unwrap();
+    assert_eq!(tb.insert(0, t(0), v6(3)), Err(TableFull));
+    assert_eq!(tb.stats().insert_failures, 1);
+    assert_eq!(tb.len(), 2);
+    // IPv4 is not affected; the other worker has its own share.
+    tb.insert(0, t(0), conn(ForwardMethod::DirectRouting, "1.2.3.5", 8, 0))
+        .unwrap();
+    tb.insert(1, t(0), v6(4)).unwrap();
+    tb.insert(1, t(0), v6(5)).unwrap();
+    for i in [1, 4, 5] {
+        let n = v6(i);
+        let h = tb.lookup(&fwd(&n)).unwrap();
+        assert_eq!(
+            (h.info.client, h.info.vaddr, h.info.daddr),
+            (n.client, n.vaddr, n.daddr)
+        );
+        let r = tb.lookup(&rev(&n)).unwrap();
+        assert_eq!((r.dir, r.id), (Direction::Reply, h.id));
+    }
+    let m = tb.lookup(&fwd(&mixed)).unwrap();
+    assert_eq!((m.info.client, m.info.daddr), (mixed.client, mixed.daddr));
+    // Expired, their side entries take new addresses.
+    assert_eq!(tb.expire(0, t(1000), 8), 3);
+    assert_eq!(tb.expire(1, t(1000), 8), 2);
+    for i in 10..12 {
+        tb.insert(0, t(1000), v6(i)).unwrap();
+        let n = v6(i);
+        assert_eq!(tb.lookup(&fwd(&n)).unwrap().info.daddr, n.daddr);
+    }
+    assert!(tb.lookup(&fwd(&v6(1))).is_none());
+    assert_eq!(tb.stats().insert_failures, 1);
+    // Eviction gives the side entry back too: one worker, two slots, one side entry.
+    let tb = ConnTable::with_v6_capacity(2, 1, 1, Arc::new(DestRegistry::new(8)));
+    tb.insert(0, t(0), v6(1)).unwrap();
+    tb.insert(0, t(0), conn(ForwardMethod::DirectRouting, "1.2.3.5", 8, 0))
+        .unwrap();
+    let h = tb.insert(0, t(0), v6(2)).unwrap();
+    assert_eq!(tb.stats().evictions, 1);
+    assert!(tb.lookup(&fwd(&v6(1))).is_none());
+    assert_eq!(tb.lookup(&fwd(&v6(2))).unwrap().id, h.id);
+    assert_eq!(tb.lookup(&fwd(&v6(2))).unwrap().info.daddr, v6(2).daddr);
+}
+
+/// A reader racing the owner, which ends IPv6 entries and creates others in the same slots
+/// and side entries, never sees one entry's addresses under another's key.
+#[test]
+fn side_entries_reused_under_a_reader_are_never_read_torn() {
+    let tb = Arc::new(ConnTable::with_v6_capacity(
+        4,
+        2,
+        1,
+        Arc::new(DestRegistry::new(8)),
+    ));
+    let n = |i: u32| NewConn {
+        vaddr: ip("2001:db8::100"),
+        daddr: ip(&format!("2001:db8:1::{:x}", i % 4)),
+        ..conn(
+            ForwardMethod::Masquerade,
+            &format!("2001:db8:ff::{:x}", i % 4),
+            1,
+            1,
+        )
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (tb, stop) = (tb.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut hits = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for i in 0..4 {
+                    let c = n(i);
+                    for (k, want) in [(fwd(&c), c.daddr), (rev(&c), c.daddr)] {
+                        if let Some(h) = tb.lookup(&k) {
+                            assert_eq!((h.info.client, h.info.daddr), (c.client, want));
+                            assert_eq!(h.info.vaddr, c.vaddr);
+                            hits += 1;
+                        }
+                    }
+                }
+            }
+            hits
+        })
+    };
+    for round in 0..20_000u32 {
+        let a = tb.insert(0, t(0), n(round)).unwrap();
+        let b = tb.insert(0, t(0), n(round + 1)).unwrap();
+        tb.expire_now(a.id);
+        tb.expire_now(b.id);
+        assert_eq!(tb.expire(0, t(0), 4), 2);
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
 }
 
 #[test]
@@ -443,7 +574,7 @@ proptest! {
     /// overflow buckets and fill probe windows.
     #[test]
     fn index_matches_a_hashmap(ops in proptest::collection::vec(op(), 1..200), buckets in 1usize..4) {
-        let tb = ConnTable::with_index(24, 1, Arc::new(DestRegistry::new(2)), 3, buckets);
+        let tb = ConnTable::with_index(24, 6, 1, Arc::new(DestRegistry::new(2)), 3, buckets);
         let mut oracle: HashMap<(u8, u8), (ConnId, NewConn)> = HashMap::new();
         for op in ops {
             match op {

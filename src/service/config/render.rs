@@ -86,6 +86,7 @@ pub fn to_toml(config: &Config) -> String {
     let sync = config.sync;
     let default_sync = crate::service::SyncSettings::default();
     if config.conn_capacity != 0
+        || config.conn_v6_capacity.is_some()
         || config.tunnel_source_v4.is_some()
         || config.tunnel_source_v6.is_some()
         || sync != default_sync
@@ -104,6 +105,9 @@ pub fn to_toml(config: &Config) -> String {
         }
         if config.conn_capacity != 0 {
             let _ = writeln!(o, "conn_capacity = {}", config.conn_capacity);
+        }
+        if let Some(v) = config.conn_v6_capacity {
+            let _ = writeln!(o, "conn_v6_capacity = {v}");
         }
         if let Some(p) = &config.state_file {
             let _ = writeln!(o, "state_file = {}", quoted(&p.display().to_string()));

@@ -44,6 +44,7 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawDirector {
     conn_capacity: Option<usize>,
+    conn_v6_capacity: Option<usize>,
     tunnel_source_v4: Option<Ipv4Addr>,
     tunnel_source_v6: Option<Ipv6Addr>,
     sync_threshold: Option<[u32; 2]>,
@@ -472,6 +473,19 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let span = d.span();
         let d = d.into_inner();
         config.conn_capacity = d.conn_capacity.unwrap_or(0);
+        config.conn_v6_capacity = d.conn_v6_capacity;
+        if d.conn_capacity.is_some_and(|c| c != 0)
+            && d.conn_v6_capacity.is_some_and(|v| v > config.conn_capacity)
+        {
+            return Err(lines
+                .field(
+                    &span,
+                    "conn_v6_capacity",
+                    "cannot be above conn_capacity (it is how many of the table's entries \
+                     may have IPv6 addresses)",
+                )
+                .with_context("director"));
+        }
         config.tunnel_source_v4 = d.tunnel_source_v4;
         config.tunnel_source_v6 = d.tunnel_source_v6;
         config.dest_order = d.dest_order.unwrap_or_default();
@@ -1165,6 +1179,12 @@ address = "10.0.2.1"
     fn reads_the_example() {
         let c = p(EXAMPLE).unwrap();
         assert_eq!(c.conn_capacity, 1_048_576);
+        assert_eq!(c.conn_v6_capacity, None);
+        let v6 = p("[director]\nconn_capacity = 1000\nconn_v6_capacity = 0\n").unwrap();
+        assert_eq!((v6.conn_capacity, v6.conn_v6_capacity), (1000, Some(0)));
+        let e = p("[director]\nconn_capacity = 1000\nconn_v6_capacity = 1001\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.to_string().contains("conn_v6_capacity"), "{e}");
         assert_eq!(c.tunnel_source_v4, Some(Ipv4Addr::new(192, 0, 2, 1)));
         assert_eq!(c.dest_order, DestOrder::Kernel);
         assert_eq!(p("").unwrap().dest_order, DestOrder::Config);
