@@ -54,8 +54,20 @@ for t in "${targets[@]}"; do
   if [ "$rc" != 0 ]; then
     failed=1
     crashes=$(ls "fuzz/artifacts/$t" | wc -l)
-    echo "fuzz: $t failed (exit $rc); the end of its log:" >&2
-    tail -40 "$log" >&2
+    echo "fuzz: $t failed (exit $rc); the panic, then the end of its log:" >&2
+    # The panic message first: the log's tail alone can be all backtrace.
+    grep -a -A12 -m1 'panicked at' "$log" | cat -v | cut -c1-300 >&2 || true
+    echo "..." >&2
+    tail -25 "$log" | cat -v | cut -c1-300 >&2
+    # The input itself, so a crash found on a machine whose files are gone can be replayed:
+    # base64 -d > crash; fuzz/target/<triple>/release/$t crash
+    for f in "fuzz/artifacts/$t"/*; do
+      [ -f "$f" ] || continue
+      if [ "$(stat -c %s "$f")" -le 8192 ]; then
+        echo "fuzz: input $(basename "$f") as base64:" >&2
+        base64 -w 100 "$f" >&2
+      fi
+    done
   else
     crashes=0
   fi

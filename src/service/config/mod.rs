@@ -50,6 +50,30 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     }
 }
 
+/// Why `name` cannot be a Linux network interface's name, or `None` when it can: 1 to 15
+/// bytes (`IFNAMSIZ` - 1), not `.` or `..`, no `/`, `:` or white space (the kernel's
+/// `dev_valid_name`), and, stricter than the kernel, no control character (a name no `ip`
+/// command can type, and one a configuration written back could not hold).
+pub fn interface_name_fault(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > 15 {
+        return Some(format!(
+            "interface name `{}` must be 1 to 15 characters",
+            name.escape_debug()
+        ));
+    }
+    let bad = name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    bad.then(|| {
+        format!(
+            "`{}` is not an interface name (no `/`, `:`, white space or control characters)",
+            name.escape_debug()
+        )
+    })
+}
+
 /// Reads and parses the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path)
@@ -78,6 +102,43 @@ mod tests {
             ),
             Format::Keepalived
         );
+    }
+
+    #[test]
+    fn interface_names_are_checked_as_the_kernel_does_and_stricter_on_control_characters() {
+        for ok in ["eth0", "d0", "veth-a.100", "a23456789012345"] {
+            assert_eq!(interface_name_fault(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "a234567890123456",
+            ".",
+            "..",
+            "a/b",
+            "eth0:1",
+            "eth 0",
+            "eth0\0",
+            "eth\u{85}",
+        ] {
+            let fault = interface_name_fault(bad).expect(bad);
+            assert!(
+                !fault.contains('\0'),
+                "the fault quotes the name escaped: {fault}"
+            );
+        }
+    }
+
+    /// Found by the `config_keepalived` fuzz target: an interface name with NUL bytes was
+    /// accepted and then written into TOML that does not read again.
+    #[test]
+    fn a_vrrp_interface_with_control_characters_is_refused_at_its_line() {
+        let text = "vrrp_instance VI_1 {\n state MASTER\n interface eth0\0\0_v\n \
+                    virtual_router_id 51\n virtual_ipaddress {\n 192.0.2.100\n }\n}\n\
+                    virtual_server 192.0.2.100 80 {\n lb_algo rr\n lb_kind DR\n \
+                    protocol TCP\n real_server 10.0.0.11 80 {\n }\n}\n";
+        let e = parse(text, Path::new("k.conf")).unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("not an interface name"), "{e}");
     }
 
     #[test]

@@ -172,9 +172,9 @@ pub fn to_toml(config: &Config) -> String {
         // The followed instance, and a sync daemon that follows it (one that runs in both
         // roles, keepalived's `lvs_sync_daemon` with no instance, TOML cannot say).
         let addrs: Vec<String> = i.addresses.iter().map(|a| format!("\"{a}\"")).collect();
-        let _ = writeln!(o, "[pair]\ninstance = \"{}\"", i.name);
+        let _ = writeln!(o, "[pair]\ninstance = {}", quoted(&i.name));
         if !i.interface.is_empty() {
-            let _ = writeln!(o, "interface = \"{}\"", i.interface);
+            let _ = writeln!(o, "interface = {}", quoted(&i.interface));
         }
         let _ = writeln!(o, "addresses = [{}]", addrs.join(", "));
         if let Some(d) = config
@@ -185,8 +185,9 @@ pub fn to_toml(config: &Config) -> String {
         {
             let _ = writeln!(
                 o,
-                "sync_interface = \"{}\"\nsyncid = {}",
-                d.interface, d.syncid
+                "sync_interface = {}\nsyncid = {}",
+                quoted(&d.interface),
+                d.syncid
             );
             if let Some(n) = d.maxlen {
                 let _ = writeln!(o, "sync_maxlen = {n}");

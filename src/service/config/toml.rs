@@ -652,14 +652,13 @@ fn convert_pair(p: RawPair) -> Result<PairConfig, (&'static str, String)> {
     if name.is_empty() {
         return Err(("instance", "must not be empty".into()));
     }
+    if let Some(fault) = p.interface.as_deref().and_then(super::interface_name_fault) {
+        return Err(("interface", fault));
+    }
     let sync_daemon = match p.sync_interface {
         Some(interface) => {
-            // IFNAMSIZ, as ipvsadm and keepalived check it.
-            if interface.is_empty() || interface.len() >= 16 {
-                return Err((
-                    "sync_interface",
-                    "must be an interface name of 1 to 15 characters".into(),
-                ));
+            if let Some(fault) = super::interface_name_fault(&interface) {
+                return Err(("sync_interface", fault));
             }
             if let Some(g) = p.mcast_group.filter(|g| !g.is_multicast()) {
                 return Err(("mcast_group", format!("{g} is not a multicast group")));

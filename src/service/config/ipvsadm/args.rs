@@ -666,10 +666,8 @@ impl OptionValues {
             O_MCAST => {
                 // ipvsadm copies at most IP_VS_IFNAME_MAXLEN - 1 bytes; fastlb refuses
                 // a longer name rather than cut it.
-                if v.is_empty() || v.len() > 15 {
-                    return Err(usage(format!(
-                        "illegal mcast-interface `{v}' specified (1 to 15 characters)"
-                    )));
+                if let Some(fault) = crate::service::config::interface_name_fault(v) {
+                    return Err(usage(format!("illegal mcast-interface specified: {fault}")));
                 }
                 self.daemon.mcast_ifn = v.to_string();
             }

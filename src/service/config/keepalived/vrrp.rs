@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::{err, number, one_arg, Node};
-use crate::service::config::ConfigError;
+use crate::service::config::{interface_name_fault, ConfigError};
 use crate::service::pair::{PairConfig, SyncDaemonSettings, VrrpInstance};
 use crate::service::TimeoutSettings;
 
@@ -94,13 +94,8 @@ fn lvs_sync_daemon(
     let Some(interface) = args.first() else {
         return Err(err(path, n, ctx, "lvs_sync_daemon needs an interface"));
     };
-    if interface.len() >= 16 {
-        return Err(err(
-            path,
-            n,
-            ctx,
-            format!("interface name `{interface}` is longer than 15 characters"),
-        ));
+    if let Some(fault) = interface_name_fault(interface) {
+        return Err(err(path, n, ctx, fault));
     }
     let mut d = SyncDaemonSettings {
         interface: interface.clone(),
@@ -256,7 +251,7 @@ pub(super) fn vrrp_instance<'a>(
     let mut legacy_sync = None;
     for n in block {
         match n.key() {
-            "interface" => interface = Some(one_arg(path, n, &ctx)?.to_string()),
+            "interface" => interface = Some(ifname(path, n, &ctx)?),
             "virtual_router_id" => {
                 let v: u8 = number(path, n, &ctx)?;
                 if v == 0 {
@@ -274,7 +269,7 @@ pub(super) fn vrrp_instance<'a>(
             }
             "use_vmac" => use_vmac = true,
             "lvs_sync_daemon_interface" => {
-                legacy_sync = Some((n, one_arg(path, n, &ctx)?.to_string()));
+                legacy_sync = Some((n, ifname(path, n, &ctx)?));
             }
             _ => {}
         }
@@ -302,6 +297,15 @@ pub(super) fn vrrp_instance<'a>(
         },
         legacy_sync,
     ))
+}
+
+/// A line's one argument, an interface name.
+fn ifname(path: &Path, n: &Node, ctx: &str) -> Result<String, ConfigError> {
+    let name = one_arg(path, n, ctx)?;
+    match interface_name_fault(name) {
+        Some(fault) => Err(err(path, n, ctx, fault)),
+        None => Ok(name.to_string()),
+    }
 }
 
 /// One line of `virtual_ipaddress`: `ADDR[/LEN] [brd ..] [dev IF] [scope ..] [label ..]
