@@ -232,8 +232,8 @@ impl Tuning {
     /// Takes `n` if it is a tuning key; `Ok(false)` if it is not one.
     fn take(&mut self, path: &Path, n: &Node, ctx: &str) -> Result<bool, ConfigError> {
         match n.key() {
-            "delay_loop" => self.delay_loop = Some(seconds(path, n, ctx)?),
-            "connect_timeout" => self.connect_timeout = Some(seconds(path, n, ctx)?),
+            "delay_loop" => self.delay_loop = Some(check_seconds(path, n, ctx)?),
+            "connect_timeout" => self.connect_timeout = Some(check_seconds(path, n, ctx)?),
             "retry" => self.retry = Some(number(path, n, ctx)?),
             "delay_before_retry" => self.delay_before_retry = Some(seconds(path, n, ctx)?),
             "warmup" => self.warmup = Some(seconds(path, n, ctx)?),
@@ -276,6 +276,29 @@ fn seconds(path: &Path, node: &Node, ctx: &str) -> Result<Duration, ConfigError>
         .filter(|x| x.is_finite() && (0.0..=86_400.0).contains(x))
         .map(Duration::from_secs_f64)
         .ok_or_else(|| err(path, node, ctx, format!("`{a}` is not a number of seconds")))
+}
+
+/// The shortest check interval and timeout fastlb runs (its TOML's lower bound, too).
+const SHORTEST_CHECK: Duration = Duration::from_millis(10);
+
+/// [`seconds`] for a check's interval or timeout: at least [`SHORTEST_CHECK`].
+/// Stricter than keepalived, which takes down to a microsecond (and logs `delay_loop 0` as
+/// invalid and keeps its default): a check every few microseconds is no health check, and
+/// a value TOML refuses would make a configuration fastlb cannot write back.
+fn check_seconds(path: &Path, node: &Node, ctx: &str) -> Result<Duration, ConfigError> {
+    let d = seconds(path, node, ctx)?;
+    if d < SHORTEST_CHECK {
+        return Err(err(
+            path,
+            node,
+            ctx,
+            format!(
+                "`{}`: at least 0.01 s (fastlb's shortest check interval and timeout)",
+                node.args().join(" ")
+            ),
+        ));
+    }
+    Ok(d)
 }
 
 /// A checker block read: its kind(s), where to connect and its own tuning. An `HTTP_GET`
@@ -364,7 +387,10 @@ fn checker_block(node: &Node, path: &Path, ctx: &str) -> Result<Checker, ConfigE
             // keepalived runs the script with `delay_loop` as its limit when misc_timeout is 0
             // (misc_check_thread), as when it is not given.
             ("MISC_CHECK", "misc_timeout") => {
-                misc_timeout = Some(seconds(path, n, &ctx)?).filter(|t| !t.is_zero())
+                misc_timeout = match seconds(path, n, &ctx)? {
+                    t if t.is_zero() => None,
+                    _ => Some(check_seconds(path, n, &ctx)?),
+                }
             }
             ("MISC_CHECK", "misc_dynamic") => dynamic = true,
             // keepalived's MISC_CHECK has no connection keys.
@@ -1576,6 +1602,19 @@ virtual_server 10.0.0.1 80 {
         let zero = p(&CHECKED.replace("misc_timeout 4", "misc_timeout 0")).unwrap();
         let misc0 = zero.health.check_for(&key, ip("10.0.1.3"), 80).unwrap();
         assert_eq!(misc0.timeout, misc0.interval);
+        // Below 10 ms an interval or timeout is refused at its line (found by the
+        // config_keepalived fuzzer: `delay_loop 0` was taken, and the TOML it renders to
+        // refused).
+        for (from, to, line) in [
+            ("delay_loop 10", "delay_loop 0", 3),
+            ("connect_timeout 3", "connect_timeout 0.001", 16),
+            ("misc_timeout 4", "misc_timeout 0.005", 32),
+        ] {
+            let e = p(&CHECKED.replace(from, to)).unwrap_err();
+            assert!(e.message.contains("at least 0.01 s"), "{to}: {e}");
+            assert_eq!(e.line, line, "{to}: {e}");
+            assert_eq!(CHECKED.lines().nth(line - 1).map(str::trim), Some(from));
+        }
         let sorry = c.health.sorry_server(&key).unwrap();
         // The virtual server's lb_kind, as keepalived's alloc_ssvr.
         assert_eq!(sorry.method, ForwardMethod::DirectRouting);
