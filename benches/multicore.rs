@@ -27,59 +27,40 @@
 //! positional argument runs only cases whose name contains it (results printed, not
 //! written). Results: `bench-results/multicore.{json,md}`.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant as WallClock};
 
-use etherparse::PacketBuilder;
 use serde_json::{json, Value};
 
 use fastlb::conn::ConnTable;
 use fastlb::control::Publisher;
 use fastlb::datapath::pipeline::{Pipeline, PipelineSettings};
 use fastlb::datapath::{Frame, PacketProcessor, Verdict, HEADROOM};
-use fastlb::forward::nexthop::{MacAddr, NextHops};
 use fastlb::service::{config, Config, DestRegistry};
 use fastlb::stats::WorkerStats;
 use fastlb::time::Instant;
 
-/// Frames per batch, as the AF_XDP worker takes them.
-const BATCH: usize = 64;
-/// Room per worker buffer: headroom for tunnel headers plus a standard frame.
-const BUF_SIZE: usize = HEADROOM + 2048;
-/// Real servers of the service.
-const REALS: usize = 8;
-/// Established flows per worker of the cache-resident case.
+use common::{
+    client, command_line, loadavg, nexthops, real_addr, round, shuffled, tcp_frame, Tcp, BATCH,
+    BUF_SIZE, EPOCH_MICROS, FLOWS_LARGE, NEW_EXPIRE_BUDGET, NEW_FLOWS, NEW_STEP_MICROS, REALS,
+    ROUTER_MAC,
+};
+
+/// Established flows per worker of the cache-resident case ([`FLOWS_LARGE`]: established
+/// connections in all of the DRAM-bound case; [`NEW_FLOWS`]: distinct SYNs of the
+/// new-connection case, in all, one every [`NEW_STEP_MICROS`] of virtual time at the
+/// director, all workers together).
 const FLOWS_SMALL_PER_WORKER: usize = 1_000;
-/// Established connections in all of the DRAM-bound case.
-const FLOWS_LARGE: usize = 1_000_000;
-/// Distinct SYNs of the new-connection case, in all.
-const NEW_FLOWS: usize = 2_000_000;
-/// Virtual time between two SYNs arriving at the director (all workers together).
-const NEW_STEP_MICROS: u64 = 120;
-/// Expiry budget of the new-connection case with one worker: 256 slots per batch of 64
-/// SYNs at [`NEW_STEP_MICROS`] each, as in the one-core benchmark (divided by N with N
-/// workers, whose clocks run N times faster over a share 1/N of the slots).
-const NEW_EXPIRE_BUDGET: usize = (256 * 1000usize).div_ceil(BATCH * NEW_STEP_MICROS as usize);
 /// How often the main thread publishes a new snapshot while the workers run, by default
 /// (`FASTLB_BENCH_PUBLISH_MS`, 0 = never).
 const PUBLISH_EVERY_MS: u64 = 100;
-/// Every clock starts here (an arbitrary, non-zero epoch).
-const EPOCH_MICROS: u64 = 1_000_000_000;
 
+/// The service's address (one service, rr over [`REALS`] DR real servers).
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
-const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
-const ROUTES: &str = "\
-default via 192.0.2.254 dev eth0 proto static
-192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.1
-10.0.0.0/24 dev eth0 proto kernel scope link src 10.0.0.1
-";
-
-fn real_addr(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 0, 0, 11 + i as u8)
-}
 
 fn config_text(capacity: usize) -> String {
     let mut t = format!(
@@ -89,41 +70,21 @@ fn config_text(capacity: usize) -> String {
     for i in 0..REALS {
         t += &format!(
             "[[service.real]]\naddress = \"{}\"\nport = 80\nweight = 1\nmethod = \"dr\"\n",
-            real_addr(i)
+            real_addr(false, i)
         );
     }
     t
 }
 
-fn nexthops() -> NextHops {
-    let routes = NextHops::parse_routes(ROUTES, "bench routes").expect("routes parse");
-    let mut neigh: Vec<(IpAddr, MacAddr)> =
-        vec![("192.0.2.254".parse().unwrap(), MacAddr(ROUTER_MAC))];
-    for i in 0..REALS {
-        neigh.push((
-            IpAddr::V4(real_addr(i)),
-            MacAddr([0x02, 0, 0, 0, 0x01, 0x11 + i as u8]),
-        ));
-    }
-    NextHops::with_links(&[("eth0".into(), MacAddr(DIRECTOR_MAC))], routes, neigh)
-}
-
 // ---- frames ---------------------------------------------------------------------------------
-
-/// Client `i`: 64 source ports per client address.
-fn client(i: usize) -> (Ipv4Addr, u16) {
-    let host = (i / 64) as u32;
-    (
-        Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + host),
-        10_000 + (i % 64) as u16,
-    )
-}
 
 /// The receive queue RSS would put client `i`'s flow on: a hash of the 5-tuple (a stand-in
 /// for the NIC's Toeplitz hash; what matters here is that a flow stays on one queue and the
 /// split is as uneven as hashing makes it).
 fn rss_queue(i: usize, queues: usize) -> usize {
-    let (addr, port) = client(i);
+    let (IpAddr::V4(addr), port) = client(false, i, 64) else {
+        unreachable!("IPv4 clients")
+    };
     let x = u64::from(u32::from(addr)) << 32 | u64::from(u32::from(VIP));
     let y = u64::from(port) << 16 | 80 | 6 << 32;
     let r = u128::from(x ^ 0x9e37_79b9_7f4a_7c15) * u128::from(y ^ 0xbf58_476d_1ce4_e5b9);
@@ -144,28 +105,16 @@ impl Pool {
     }
 }
 
-/// Frames of clients `ids`, SYNs or ACKs to the VIP, in a fixed shuffled order.
+/// Frames of clients `ids` (64 source ports per client address), SYNs or ACKs to the VIP,
+/// in a fixed shuffled order.
 fn pool(ids: &[usize], syn: bool) -> Pool {
-    let mut order: Vec<usize> = ids.to_vec();
-    let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
-    for i in (1..order.len()).rev() {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        order.swap(i, (s % (i as u64 + 1)) as usize);
-    }
-    let mut data = Vec::with_capacity(order.len() * FRAME_LEN);
-    let mut v = Vec::with_capacity(FRAME_LEN);
-    for i in order {
-        let (c, port) = client(i);
-        let tcp = PacketBuilder::ethernet2(ROUTER_MAC, DIRECTOR_MAC)
-            .ipv4(c.octets(), VIP.octets(), 64)
-            .tcp(port, 80, 0x1000_0000, 64240);
-        let tcp = if syn { tcp.syn() } else { tcp.ack(0x2000_0001) };
-        v.clear();
-        tcp.write(&mut v, &[]).expect("frame builds");
-        v.resize(FRAME_LEN, 0);
-        data.extend_from_slice(&v);
+    let kind = if syn { Tcp::Syn } else { Tcp::Ack };
+    let mut data = Vec::with_capacity(ids.len() * FRAME_LEN);
+    for k in shuffled(ids.len()) {
+        let (c, port) = client(false, ids[k], 64);
+        let f = tcp_frame(ROUTER_MAC, c, port, IpAddr::V4(VIP), 80, kind);
+        assert_eq!(f.len(), FRAME_LEN, "an IPv4 ACK or SYN is a minimum frame");
+        data.extend_from_slice(&f);
     }
     Pool { data }
 }
@@ -318,6 +267,8 @@ fn run_case(case: &Case, n: usize, runs: usize, secs: Duration, publish: Duratio
     conns.timeouts().apply(&config.timeouts);
     let hops = Arc::new(nexthops());
     let settings = match case.load {
+        // The one-worker budget divided by N: N workers' clocks run N times faster, each
+        // over a share 1/N of the slots.
         Load::New => PipelineSettings {
             expire_budget: NEW_EXPIRE_BUDGET.div_ceil(n),
             ..PipelineSettings::default()
@@ -446,27 +397,6 @@ fn run_case(case: &Case, n: usize, runs: usize, secs: Duration, publish: Duratio
 }
 
 // ---- output ---------------------------------------------------------------------------------
-
-fn command_line(cmd: &str, args: &[&str]) -> String {
-    std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
-
-fn round(x: f64, digits: i32) -> f64 {
-    let f = 10f64.powi(digits);
-    (x * f).round() / f
-}
 
 fn main() {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));

@@ -1,7 +1,7 @@
 //! In-process benchmark of the forwarding pipeline on one core.
 //!
 //! `cargo bench` builds a director from a TOML configuration exactly as `fastlb replay` does
-//! (a [`Publisher`] snapshot, a [`ConnTable`], [`NextHops`], [`WorkerStats`]) and drives the
+//! (a [`Publisher`] snapshot, a [`ConnTable`], [`NextHops`](fastlb::forward::nexthop::NextHops), [`WorkerStats`]) and drives the
 //! real [`Pipeline`] the way a worker does: batches of 64 frames through
 //! [`PacketProcessor::process_batch`], then [`PacketProcessor::between_batches`] (which runs
 //! connection expiry). Frames are prebuilt; before each batch the 64 frames are copied into
@@ -29,13 +29,14 @@
 //! case of exactly that name (results are then printed but not written). Results go to
 //! `bench-results/pipeline.{json,md}`.
 
+mod common;
+
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant as WallClock};
 
-use etherparse::PacketBuilder;
 use serde_json::{json, Value};
 
 use fastlb::conn::{ConnTable, FlowKey};
@@ -43,7 +44,6 @@ use fastlb::control::Publisher;
 use fastlb::datapath::pipeline::{Pipeline, PipelineSettings};
 use fastlb::datapath::xdp::Bounce;
 use fastlb::datapath::{Frame, PacketProcessor, Verdict, HEADROOM};
-use fastlb::forward::nexthop::{MacAddr, NextHops};
 use fastlb::ha::sync::backup::{route, Backup};
 use fastlb::ha::sync::counters::DaemonCounters;
 use fastlb::ha::sync::wire::flags;
@@ -52,14 +52,14 @@ use fastlb::service::{config, DestRegistry, Protocol, ServiceTable};
 use fastlb::stats::{DropReason, WorkerStats};
 use fastlb::time::Instant;
 
-/// Frames per batch, as the AF_XDP worker takes them.
-const BATCH: usize = 64;
-/// Room per worker buffer: headroom for tunnel headers plus a standard frame.
-const BUF_SIZE: usize = HEADROOM + 2048;
+use common::{
+    client, command_line, loadavg, nexthops, real_addr, real_mac, round, shuffled, tcp_frame, Tcp,
+    BATCH, BUF_SIZE, EPOCH_MICROS, FLOWS_LARGE, NEW_EXPIRE_BUDGET, NEW_FLOWS, NEW_STEP_MICROS,
+    REALS, ROUTER_MAC,
+};
+
 /// Flows of the cache-resident cases.
 const FLOWS_SMALL: usize = 1_000;
-/// Live connections of the large cases.
-const FLOWS_LARGE: usize = 1_000_000;
 /// Live connections of the memory cases (`est_dr_v4_10m`, `est_dr_v4_20m`), each in a
 /// table of exactly that capacity.
 const FLOWS_MEMORY: [(usize, &str); 2] = [(10_000_000, "10m"), (20_000_000, "20m")];
@@ -68,31 +68,8 @@ const FLOWS_MEMORY: [(usize, &str); 2] = [(10_000_000, "10m"), (20_000_000, "20m
 const FILL_STEP_NS: u64 = 100;
 /// The memory target of issue 12: 10 M connections per GiB.
 const TARGET_BYTES_PER_CONN: f64 = 107.0;
-/// Distinct SYNs cycled through by the new-connection cases: a flow comes back only long
-/// after its previous connection expired, so every SYN creates a connection.
-const NEW_FLOWS: usize = 2_000_000;
 /// Connections a sync backup installs in the sync case.
 const SYNC_CONNS: usize = 1_000_000;
-/// Virtual time per SYN in the new-connection cases: SYN_RECV lasts 60 s, so about
-/// 60 s / 120 us = 500 k connections are live in the steady state (the table holds 1 M).
-const NEW_STEP_MICROS: u64 = 120;
-/// Expiry budget (slots per millisecond) of the new-connection cases: 256 slots per batch
-/// of 64 SYNs at [`NEW_STEP_MICROS`] each.
-const NEW_EXPIRE_BUDGET: usize = (256 * 1000usize).div_ceil(BATCH * NEW_STEP_MICROS as usize);
-/// Real servers per service (the schedulers' per-SYN cost grows with it).
-const REALS: usize = 8;
-
-const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
-
-const ROUTES: &str = "\
-default via 192.0.2.254 dev eth0 proto static
-192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.1
-10.0.0.0/24 dev eth0 proto kernel scope link src 10.0.0.1
-2001:db8::/64 dev eth0 proto kernel metric 256 pref medium
-2001:db8:1::/64 dev eth0 proto kernel metric 256 pref medium
-default via 2001:db8::fe dev eth0 metric 1024 pref medium
-";
 
 // ---- the director ---------------------------------------------------------------------------
 
@@ -124,18 +101,6 @@ impl Svc {
     }
 }
 
-fn real_addr(v6: bool, i: usize) -> IpAddr {
-    if v6 {
-        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x11 + i as u16))
-    } else {
-        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 11 + i as u8))
-    }
-}
-
-fn real_mac(i: usize) -> [u8; 6] {
-    [0x02, 0, 0, 0, 0x01, 0x11 + i as u8]
-}
-
 /// The configuration every director of the benchmark runs: one service per case family,
 /// each with [`REALS`] real servers, as a user would write it.
 fn config_text(capacity: usize) -> String {
@@ -161,19 +126,6 @@ fn config_text(capacity: usize) -> String {
         }
     }
     t
-}
-
-fn nexthops() -> NextHops {
-    let routes = NextHops::parse_routes(ROUTES, "bench routes").expect("routes parse");
-    let mut neigh: Vec<(IpAddr, MacAddr)> = vec![
-        ("192.0.2.254".parse().unwrap(), MacAddr(ROUTER_MAC)),
-        ("2001:db8::fe".parse().unwrap(), MacAddr(ROUTER_MAC)),
-    ];
-    for i in 0..REALS {
-        neigh.push((real_addr(false, i), MacAddr(real_mac(i))));
-        neigh.push((real_addr(true, i), MacAddr(real_mac(i))));
-    }
-    NextHops::with_links(&[("eth0".into(), MacAddr(DIRECTOR_MAC))], routes, neigh)
 }
 
 /// A director as `fastlb replay` builds one, with `settings`; with `sync`, a sync master
@@ -299,9 +251,6 @@ enum Clock {
     Stepped { now_ns: u64, step_ns: u64 },
 }
 
-/// Every director starts its clock here (an arbitrary, non-zero epoch).
-const EPOCH_MICROS: u64 = 1_000_000_000;
-
 impl Clock {
     /// The clock of the established and baseline cases: wall time, or with
     /// `FASTLB_BENCH_VCLOCK_NS=N` virtual time advancing N ns per packet, which makes
@@ -391,39 +340,6 @@ impl Pool {
     }
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Tcp {
-    Syn,
-    Ack,
-}
-
-/// An Ethernet/IP/TCP frame without payload, padded to the 60-byte Ethernet minimum as a
-/// NIC delivers it.
-fn tcp_frame(
-    src_mac: [u8; 6],
-    src: IpAddr,
-    sport: u16,
-    dst: IpAddr,
-    dport: u16,
-    kind: Tcp,
-) -> Vec<u8> {
-    let eth = PacketBuilder::ethernet2(src_mac, DIRECTOR_MAC);
-    let ip = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
-        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
-        _ => panic!("mixed families"),
-    };
-    let tcp = ip.tcp(sport, dport, 0x1000_0000, 64240);
-    let tcp = match kind {
-        Tcp::Syn => tcp.syn(),
-        Tcp::Ack => tcp.ack(0x2000_0001),
-    };
-    let mut v = Vec::with_capacity(tcp.size(0).max(60));
-    tcp.write(&mut v, &[]).expect("frame builds");
-    v.resize(v.len().max(60), 0);
-    v
-}
-
 /// Leaves a frame's TCP checksum as a sender with checksum offload hands it over on a
 /// veth (`CHECKSUM_PARTIAL`): the field holds only the pseudo-header sum, and the pipeline
 /// completes it before forwarding.
@@ -441,36 +357,6 @@ fn make_partial(frame: &mut [u8]) {
 enum Checksums {
     Complete,
     Partial,
-}
-
-/// Client `i` of a flow set: `per_client` source ports per client address.
-fn client(v6: bool, i: usize, per_client: usize) -> (IpAddr, u16) {
-    let host = (i / per_client) as u32;
-    let port = 10_000 + (i % per_client) as u16;
-    let addr = if v6 {
-        IpAddr::V6(Ipv6Addr::from(
-            0x2001_0db8_00ff_0000_0000_0000_0000_0000u128 | u128::from(host),
-        ))
-    } else {
-        IpAddr::V4(Ipv4Addr::from(
-            u32::from(Ipv4Addr::new(198, 18, 0, 0)) + host,
-        ))
-    };
-    (addr, port)
-}
-
-/// A fixed pseudo-random permutation of `0..n`, so packets of many flows arrive in no
-/// particular order (the table sees random accesses, as on a real link).
-fn shuffled(n: usize) -> Vec<usize> {
-    let mut v: Vec<usize> = (0..n).collect();
-    let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
-    for i in (1..n).rev() {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        v.swap(i, (s % (i as u64 + 1)) as usize);
-    }
-    v
 }
 
 /// Client-to-VIP frames of `flows` flows (64 source ports per client), in shuffled order.
@@ -1160,15 +1046,6 @@ fn tally_of(p: &Pipeline) -> Tally {
 
 // ---- output ---------------------------------------------------------------------------------
 
-fn command_line(cmd: &str, args: &[&str]) -> String {
-    std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
 fn machine() -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
@@ -1199,13 +1076,6 @@ fn machine() -> Value {
         "rustc": command_line(&rustc, &["--version"]),
         "date": command_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
     })
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .trim()
-        .to_string()
 }
 
 /// Targets of the forwarding-core issue, in Mpps, and the cases they apply to.
@@ -1338,11 +1208,6 @@ fn report(results: &[Measured], s: &Settings, load_start: &str) -> (Value, Strin
         text += &memory_md;
     }
     (json, text)
-}
-
-fn round(x: f64, digits: i32) -> f64 {
-    let f = 10f64.powi(digits);
-    (x * f).round() / f
 }
 
 fn main() {

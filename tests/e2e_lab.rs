@@ -325,6 +325,14 @@ fn syn_flood_breaks_no_established_connection() {
     scenario("syn_flood.sh", &[]);
 }
 
+/// The same flood, 3 s, with IPVS's `drop_entry` on (at 1, `amemthresh` a quarter of the
+/// table): its walk ends some of the flood's half-open entries
+/// (`fastlb_conn_table_dropped_entries_total` grows), and no established connection breaks.
+#[test]
+fn syn_flood_with_drop_entry_ends_half_open_entries() {
+    scenario("syn_flood.sh", &["3", "", "drop_entry=1,amemthresh=4096"]);
+}
+
 /// Two directors on one bridge that floods unknown unicast: only the director a SYN is
 /// addressed to balances it, and the bridge never learns its MAC on the other's port.
 #[test]

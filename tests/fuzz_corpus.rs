@@ -12,6 +12,8 @@ mod ctl;
 mod frames;
 #[path = "../fuzz/exercise/pipeline.rs"]
 mod pipeline;
+#[path = "../fuzz/exercise/rules.rs"]
+mod rules;
 #[path = "../fuzz/exercise/settle.rs"]
 mod settle;
 #[path = "../fuzz/exercise/state_file.rs"]

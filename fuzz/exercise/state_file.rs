@@ -25,22 +25,13 @@ use fastlb::service::config;
 use fastlb::service::{DestRegistry, ServiceTable};
 use fastlb::time::Instant;
 
+use crate::rules::RULES;
+
 /// The wall clock as the fuzzed reader sees it, milliseconds since the Unix epoch.
 pub const NOW_MS: u64 = 1_750_000_000_000;
 
-/// The rules the restored entries bind to (the `sync` target's, so that its seeds make
-/// state files whose entries find their real servers).
-pub const RULES: &str = "-A -t 192.0.2.100:80 -s rr\n\
--a -t 192.0.2.100:80 -r 10.0.0.11:80 -g -w 1\n\
--a -t 192.0.2.100:80 -r 10.0.0.12:80 -g -w 1\n\
--A -u 192.0.2.100:53 -s wrr -p 60\n\
--a -u 192.0.2.100:53 -r 10.0.0.11:53 -m -w 1\n\
--A -f 7 -s sh\n\
--a -f 7 -r 10.0.0.13:0 -i -w 1\n\
--A -t [2001:db8::100]:80 -s rr\n\
--a -t [2001:db8::100]:80 -r [fd00::11]:80 -g -w 1\n";
-
-/// A fresh connection table and the service table of [`RULES`].
+/// A fresh connection table and the service table of the shared [`RULES`] (the `sync`
+/// target's, so that its seeds make state files whose entries find their real servers).
 pub fn director() -> (ConnTable, Arc<ServiceTable>, Arc<DestRegistry>) {
     let cfg = config::parse(RULES, Path::new("fuzz.rules")).expect("the fuzz rules parse");
     let registry = Arc::new(DestRegistry::new(64));

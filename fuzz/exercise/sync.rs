@@ -20,15 +20,7 @@ use fastlb::service::config;
 use fastlb::service::DestRegistry;
 use fastlb::time::Instant;
 
-const RULES: &str = "-A -t 192.0.2.100:80 -s rr\n\
--a -t 192.0.2.100:80 -r 10.0.0.11:80 -g -w 1\n\
--a -t 192.0.2.100:80 -r 10.0.0.12:80 -g -w 1\n\
--A -u 192.0.2.100:53 -s wrr -p 60\n\
--a -u 192.0.2.100:53 -r 10.0.0.11:53 -m -w 1\n\
--A -f 7 -s sh\n\
--a -f 7 -r 10.0.0.13:0 -i -w 1\n\
--A -t [2001:db8::100]:80 -s rr\n\
--a -t [2001:db8::100]:80 -r [fd00::11]:80 -g -w 1\n";
+use crate::rules::RULES;
 
 /// Decodes, re-encodes and installs `data`.
 pub fn exercise(data: &[u8]) {

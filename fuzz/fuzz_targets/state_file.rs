@@ -1,6 +1,8 @@
 //! Fuzz target `state_file`: see `fuzz/exercise/state_file.rs`.
 #![no_main]
 
+#[path = "../exercise/rules.rs"]
+mod rules;
 #[path = "../exercise/settle.rs"]
 mod settle;
 #[path = "../exercise/state_file.rs"]

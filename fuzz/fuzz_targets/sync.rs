@@ -1,6 +1,8 @@
 //! Fuzz target `sync`: see `fuzz/exercise/sync.rs`.
 #![no_main]
 
+#[path = "../exercise/rules.rs"]
+mod rules;
 #[path = "../exercise/settle.rs"]
 mod settle;
 #[path = "../exercise/sync.rs"]

@@ -488,6 +488,11 @@ mod app {
         /// Target rate in packets per second over all queues (0 = flat out).
         #[arg(long, default_value_t = 0)]
         rate: u64,
+        /// Milliseconds of tokens the rate limiter may hold: a generator that loses the CPU
+        /// for longer than this falls behind its rate (on a busy shared machine, raise it to
+        /// hold the rate on average, at the cost of bursts that long).
+        #[arg(long, default_value_t = 2)]
+        burst_ms: u64,
         /// Seconds to transmit (rx mode: to listen; default until SIGINT/SIGTERM).
         #[arg(long)]
         duration: Option<f64>,
@@ -788,9 +793,10 @@ mod app {
                     nports: u32::from(a.sport_max - a.sport_min) + 1,
                 },
             };
-            // Two milliseconds of tokens: a pass delayed by a softirq burst on the shared
-            // CPU must not cost the run its offered rate.
-            let burst = (u64::from(a.batch) * u64::from(a.queues)).max(a.rate / 500);
+            // Two milliseconds of tokens by default: a pass delayed by a softirq burst on
+            // the shared CPU must not cost the run its offered rate.
+            let burst = (u64::from(a.batch) * u64::from(a.queues))
+                .max(a.rate.saturating_mul(a.burst_ms.max(1)) / 1000);
             Some(Tx {
                 lanes,
                 template,

@@ -50,7 +50,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::listing::{self, ConnView, TableView};
 use super::metrics::{HealthShare, MetricsSource};
 use super::{PublishError, Publisher};
-use crate::conn::defence::Defence;
+use crate::conn::defence::{Defence, EntryDropper};
 use crate::conn::ConnTable;
 use crate::forward::nexthop::NextHops;
 use crate::ha::bgp::announcements;
@@ -217,6 +217,8 @@ pub struct Director {
     sync: SyncControl,
     /// The defence strategies' modes, evaluated once a second.
     defence: Defence,
+    /// The `drop_entry` walk's memory between walks.
+    dropper: EntryDropper,
 }
 
 impl Director {
@@ -260,6 +262,7 @@ impl Director {
             announced: Announce::default(),
             sync: SyncControl::default(),
             defence: Defence::new(config_defence),
+            dropper: EntryDropper::new(random_seed()),
         })
     }
 
@@ -536,16 +539,30 @@ impl Director {
 
     /// `update_defense_level`: the strategies' modes from the table's free entries, and
     /// the level the workers apply until the next evaluation.
+    /// With `drop_entry` on, then walks a random 1/32 of the table
+    /// (`ip_vs_random_dropentry`, [`EntryDropper`]).
     fn update_defence(&mut self) {
         let free = self.conns.capacity().saturating_sub(self.conns.len()) as u64;
         let level = self.defence.update(free);
         self.conns.defence().store(level);
+        if level.drop_entry {
+            let (start, count) = self.dropper.next_walk(self.conns.capacity());
+            let dropper = &mut self.dropper;
+            self.conns
+                .drop_entries(self.now, start, count, |c| dropper.choose(c));
+        }
     }
 
     /// The defence strategies' modes now (`drop_packet`, `secure_tcp`): 1 and 2 switch
     /// into each other as the table fills and empties, as the kernel's sysctls read.
     pub fn defence_modes(&self) -> (u8, u8) {
         self.defence.modes()
+    }
+
+    /// The `drop_entry` mode now (1 and 2 switch into each other as the table fills and
+    /// empties, as the kernel's sysctl reads).
+    pub fn drop_entry_mode(&self) -> u8 {
+        self.defence.drop_entry_mode()
     }
 
     /// The reconcile step: pushes what changed since the last step to the workers and the
@@ -631,3 +648,11 @@ mod tests;
 
 use sync::SyncControl;
 pub use sync::SyncPlan;
+
+/// A seed that differs from run to run, for the `drop_entry` walk's random start.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x6472_6f70_656e_7472);
+    h.finish()
+}

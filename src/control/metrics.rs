@@ -20,7 +20,7 @@
 //! | `worker_{rx,tx,passed}_frames_total`, `worker_batches_total`, `worker_kicks_total` (wakeup syscalls), `worker_to_kernel_frames_total` (passed frames the kernel's IP output took), `worker_tx_ring_full_frames_total` (dropped on a full tx ring), `worker_to_kernel_limited_frames_total` (passed frames not handed to the kernel: the worker's budget of 50 000/s for that path was spent) | counter | worker |
 //! | `config_generation` | gauge | |
 //! | `conn_table_entries`, `conn_table_capacity` (connections and templates live, and the bound) | gauge | |
-//! | `conn_table_evictions_total` (entries evicted to admit a new one), `conn_table_insert_failures_total` (new connections refused: nothing could be evicted) | counter | |
+//! | `conn_table_evictions_total` (entries evicted to admit a new one), `conn_table_insert_failures_total` (new connections refused: nothing could be evicted), `conn_table_dropped_entries_total` (connections the `drop_entry` defence ended) | counter | |
 //! | `sync_events_total` (connection sync: entries and datagrams sent, received, installed, and dropped by reason; the names of `fastlb ctl -L --daemon --json`) | counter | event |
 //!
 //! Service figures are sums over the service's current real servers, as everywhere in
@@ -349,6 +349,11 @@ fn table_metrics(reg: &mut Registry, conns: &ConnTable) {
             "New connections refused: the table was full and nothing could be evicted",
             stats.insert_failures,
         ),
+        (
+            "conn_table_dropped_entries",
+            "Connections the drop_entry defence ended",
+            stats.dropped_entries,
+        ),
     ] {
         let c = Counter::<u64>::default();
         c.inc_by(v);
@@ -559,9 +564,13 @@ mod tests {
             };
             conns.insert(0, Instant::from_secs(1), new).unwrap();
         }
+        // The drop_entry walk ends two of them (still counted as entries until their
+        // owner reclaims the slots).
+        assert_eq!(conns.drop_entries(Instant::from_secs(1), 0, 2, |_| true), 2);
         let mut src = MetricsSource::new(&mut p, Vec::new()).with_conns(Arc::clone(&conns));
         let text = src.render();
         for line in [
+            "fastlb_conn_table_dropped_entries_total 2",
             "fastlb_conn_table_entries 8",
             "fastlb_conn_table_capacity 8",
             "fastlb_conn_table_evictions_total 4",

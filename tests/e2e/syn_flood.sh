@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: syn_flood.sh [FLOOD_SECONDS] [RESULTS_JSON]. A spoofed SYN flood against a VIP
+# Usage: syn_flood.sh [FLOOD_SECONDS] [RESULTS_JSON] [SETTINGS]. A spoofed SYN flood against a VIP
 # while established connections run through the same director (lab mode dr,
 # tools/lab/synflood.toml: a 16,384-entry connection table, so that a short flood fills it).
 #
@@ -21,6 +21,12 @@
 # SYNFLOOD_CONFIG names another lab configuration (tools/lab/synflood-defences.toml: the
 # same with IPVS's drop_packet and secure_tcp on); with drop_packet the table may stay
 # below its bound, so new connections it refused also count as the flood reaching it.
+# SETTINGS (or SYNFLOOD_SET), comma-separated `[director]` keys such as
+# "drop_entry=1,amemthresh=4096", are added to that configuration; with drop_entry set it is
+# also asserted that its walk ended some of the flood's half-open entries
+# (fastlb_conn_table_dropped_entries_total). SYNFLOOD_RATE holds the generator to that many
+# SYNs a second (pktgen --rate, with 200 ms of tokens so that a generator the busy machine
+# descheduled catches up; default: flat out), so that runs compare at one rate.
 source "$(dirname "$0")/lib.sh"
 need iperf3 curl
 FLOOD_SECS=${1:-5}
@@ -29,11 +35,24 @@ FLOOD_SECS=${1:-5}
 # (up to about twice the outage), and "broken" means silent for the last 5 s.
 AFTER_SECS=$(( FLOOD_SECS * 2 + 5 > 15 ? FLOOD_SECS * 2 + 5 : 15 ))
 RESULTS=${2:-}
+SETTINGS=${3:-${SYNFLOOD_SET:-}}
+RATE=${SYNFLOOD_RATE:-0}
 PKTGEN=${PKTGEN:-$E2E_ROOT/target/release/pktgen}
 [[ -x $PKTGEN ]] || skip "no pktgen binary at $PKTGEN (cargo build --release --bin pktgen)"
 CONNS=8
 
-lab_up synflood dr --config "${SYNFLOOD_CONFIG:-$E2E_ROOT/tools/lab/synflood.toml}"
+CONFIG=${SYNFLOOD_CONFIG:-$E2E_ROOT/tools/lab/synflood.toml}
+if [[ -n $SETTINGS ]]; then
+    lab_init synflood
+    # The settings go right under [director] (a key given twice is refused, so the base
+    # configuration must not set them).
+    awk -v set="$SETTINGS" '{print} /^\[director\]/ {n = split(set, kv, ","); for (i = 1; i <= n; i++) print kv[i]}' \
+        "$CONFIG" >"$E2E_TMP/synflood.toml"
+    CONFIG=$E2E_TMP/synflood.toml
+fi
+DROP_ENTRY=0
+[[ $SETTINGS =~ drop_entry[[:space:]]*=[[:space:]]*[1-3] ]] && DROP_ENTRY=1
+lab_up synflood dr --config "$CONFIG"
 
 # The long connections' echo server (lab.sh starts it only in the ha modes).
 for rs in "$NS_R1 rs1" "$NS_R2 rs2"; do
@@ -67,6 +86,7 @@ defence_drops() {
         | awk '$1 == "fastlb_drops_total{reason=\"defence_drop_packet\"}" {v = $2} END {print v + 0}'
 }
 CAPACITY=$(metric conn_table_capacity)
+DROPPED0=$(metric conn_table_dropped_entries_total)
 DEFDROP0=$(defence_drops)
 EVICT0=$(metric conn_table_evictions_total)
 FAIL0=$(metric conn_table_insert_failures_total)
@@ -102,7 +122,7 @@ FLOOD_T0=$(now_ms)
 DMAC=$(dx cat /sys/class/net/d0/address)
 touch "$MARK"
 cx "$PKTGEN" --mode tx --tx-iface c0 --dst-mac "$DMAC" --src-ip 10.99.0.1 \
-    --dst-ip "$VIP" --dport 80 --pattern syn --duration "$FLOOD_SECS" --progress 0 \
+    --dst-ip "$VIP" --dport 80 --pattern syn --duration "$FLOOD_SECS" --rate "$RATE" --burst-ms 200 --progress 0 \
     --json "$E2E_TMP/pktgen.json" >"$E2E_TMP/pktgen.log" 2>&1 &
 GEN=$!
 E2E_CLEANUP+=("kill $GEN")
@@ -122,7 +142,8 @@ ENTRIES=$(metric conn_table_entries)
 EVICT=$(( $(metric conn_table_evictions_total) - EVICT0 ))
 FAILED=$(( $(metric conn_table_insert_failures_total) - FAIL0 ))
 DEFDROP=$(( $(defence_drops) - DEFDROP0 ))
-log "after the flood: $ENTRIES entries of $CAPACITY, $EVICT evictions, $FAILED inserts refused, $DEFDROP refused by drop_packet"
+DROPPED=$(( $(metric conn_table_dropped_entries_total) - DROPPED0 ))
+log "after the flood: $ENTRIES entries of $CAPACITY, $EVICT evictions, $FAILED inserts refused, $DEFDROP refused by drop_packet, $DROPPED ended by drop_entry"
 
 # Let the connections run on after the flood (a connection whose retransmission timer
 # backed off during it needs a few seconds to resume), then stop them.
@@ -134,9 +155,10 @@ kill "$SAMPLER" 2>/dev/null || true
 cat "$E2E_TMP/long.log"
 
 python3 - "$E2E_TMP" "$FLOOD_SECS" "$CAPACITY" "$ENTRIES" "$EVICT" "$FAILED" "$RESULTS" \
-    "$FLOOD_T0" "$FLOOD_T1" "$IPERF_T0" "$DEFDROP" <<'PY'
+    "$FLOOD_T0" "$FLOOD_T1" "$IPERF_T0" "$DEFDROP" "$DROPPED" "$SETTINGS" "$RATE" <<'PY'
 import json, sys
-tmp, secs, cap, entries, evict, failed, results, t0, t1, it0, defdrop = sys.argv[1:]
+(tmp, secs, cap, entries, evict, failed, results, t0, t1, it0, defdrop, dropped, settings,
+ rate) = sys.argv[1:]
 t0, t1, it0 = int(t0), int(t1), int(it0)
 long = json.load(open(f"{tmp}/long.json"))
 gen = json.load(open(f"{tmp}/pktgen.json"))
@@ -166,12 +188,15 @@ for l in open(f"{tmp}/table.txt"):
 conns = [{k: r[k] for k in ("gap_ms", "gap_at_s", "broken")} for r in long["connections"]]
 sent = gen["sent"]
 out = {
+    "settings": settings,
+    "generator_rate": int(rate),
     "flood_seconds": int(secs),
     "flood_syns_sent": sent,
     "flood_pps": round(gen["tx_pps"]),
     "table_capacity": int(cap), "table_entries_after": int(entries),
     "evictions": int(evict), "inserts_refused": int(failed),
     "refused_by_drop_packet": int(defdrop),
+    "ended_by_drop_entry": int(dropped),
     "long_connections": long["conns"],
     "long_broken": long["broken"],
     "long_stall_ms_max": long["gap_ms_max"], "long_stall_ms_median": long["gap_ms_median"],
@@ -198,6 +223,14 @@ PY
 (( CAPACITY > 0 )) || fail "no connection table capacity in the metrics"
 (( EVICT > 0 || ENTRIES * 10 >= CAPACITY * 9 || DEFDROP > 0 )) \
     || fail "the flood did not reach the table's bound ($ENTRIES of $CAPACITY entries, $EVICT evictions, $DEFDROP refused by drop_packet)"
+if (( DROP_ENTRY )); then
+    # The walk runs once a second while the table is nearly full, which it stays until the
+    # flood's entries time out: on a busy machine the first may come after the flood.
+    dropped_grew() { (( $(metric conn_table_dropped_entries_total) > DROPPED0 )); }
+    wait_for 30 dropped_grew \
+        || fail "drop_entry was set and ended no entry of the flood's"
+    DROPPED=$(( $(metric conn_table_dropped_entries_total) - DROPPED0 ))
+fi
 BROKEN=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["broken"])' "$E2E_TMP/long.json")
 [[ $BROKEN == 0 ]] || fail "$BROKEN of $CONNS established connections broke during the flood"
-pass "a $FLOOD_SECS s SYN flood filled the table ($EVICT evictions) and broke none of $CONNS established connections"
+pass "a $FLOOD_SECS s SYN flood filled the table ($EVICT evictions${SETTINGS:+, $SETTINGS: $DROPPED ended by drop_entry}) and broke none of $CONNS established connections"

@@ -20,11 +20,12 @@
 //! | `lookup.rs` | lookups and prefetch |
 //! | `insert.rs` | creating entries: allocation, eviction, publishing, counters |
 //! | `expire.rs` | packets, expiry, `expire_now`, the walk for `-L -c` |
+//! | `dropentry.rs` | the `drop_entry` defence's walk (`ip_vs_random_dropentry`) |
 //! | `template.rs` | persistence templates (used by `persist`) |
 //! | `sync.rs` | what connection sync needs of the table |
 
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::defence::DefenceWord;
@@ -33,6 +34,7 @@ use super::state::Timeouts;
 use crate::service::DestRegistry;
 
 mod control;
+mod dropentry;
 mod expire;
 mod insert;
 mod key;
@@ -65,6 +67,8 @@ pub struct ConnTable {
     timeouts: Timeouts,
     /// The defence strategies' level, set by the control thread ([`super::defence`]).
     defence: DefenceWord,
+    /// Connections the `drop_entry` walk ended ([`ConnTable::drop_entries`]).
+    dropped: AtomicU64,
     seed: [u64; 5],
 }
 
@@ -141,6 +145,7 @@ impl ConnTable {
             registry,
             timeouts: Timeouts::new(),
             defence: DefenceWord::default(),
+            dropped: AtomicU64::new(0),
             seed,
         };
         for w in 0..workers {
@@ -229,12 +234,17 @@ impl ConnTable {
 
     /// Eviction and failure counters.
     pub fn stats(&self) -> TableStats {
-        self.pools
-            .iter()
-            .fold(TableStats::default(), |s, w| TableStats {
+        self.pools.iter().fold(
+            TableStats {
+                dropped_entries: self.dropped.load(Ordering::Relaxed),
+                ..TableStats::default()
+            },
+            |s, w| TableStats {
                 evictions: s.evictions + w.evictions.load(Ordering::Relaxed),
                 insert_failures: s.insert_failures + w.insert_failures.load(Ordering::Relaxed),
-            })
+                ..s
+            },
+        )
     }
 
     /// In debug builds, catches two threads using one worker's slots at once.

@@ -20,6 +20,10 @@ use crate::time::Instant;
 /// `ip_vs_sync_conn_needed`: packets from the client (`in_pkts`), the state last sent
 /// (`old_state`) and the sync end time with its retry count (`sync_endtime`).
 ///
+/// `in_pkts` is also what the `drop_entry` defence judges an entry by: while no master
+/// runs, the workers keep counting it when `drop_entry` is set
+/// ([`ConnTable::count_in_packet`]).
+///
 /// It costs 8 bytes an entry, in its own word: workers update it with plain stores, and a
 /// store through a stale handle (the entry expired and its slot was reused meanwhile) can
 /// only disturb the new entry's sync timing, never anything the table relies on.
@@ -257,6 +261,28 @@ impl ConnTable {
         } else {
             false
         }
+    }
+
+    /// Counts one packet from the client of entry `id` in its `in_pkts` (ignored if `id`
+    /// is gone), for `drop_entry` while no sync master counts them
+    /// ([`crate::conn::defence`]). A plain load and store: a packet counted twice or not at
+    /// all when two workers race on one entry only nudges a heuristic.
+    #[inline]
+    pub fn count_in_packet(&self, id: ConnId) {
+        if let Some(s) = self.slots.get(id.slot as usize) {
+            if Ctl(s.ctl.load(Ordering::Relaxed)).gen() == id.gen {
+                let w = s.sync.load(Ordering::Relaxed);
+                s.sync.store(w.wrapping_add(PKT_ONE), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The packets from the client that slot `slot`'s entry has counted (`cp->in_pkts`,
+    /// modulo 2^24): what `drop_entry` judges an entry by. The one place outside this file
+    /// that reads the count.
+    #[inline]
+    pub(super) fn in_pkts(&self, slot: u32) -> u32 {
+        SyncMark::unpack(self.slots[slot as usize].sync.load(Ordering::Relaxed)).in_pkts
     }
 
     /// Stores entry `id`'s sync bookkeeping (ignored if `id` is gone).

@@ -166,6 +166,8 @@ pub struct TableStats {
     pub evictions: u64,
     /// Inserts refused ([`TableFull`]).
     pub insert_failures: u64,
+    /// Connections the `drop_entry` defence ended ([`ConnTable::drop_entries`]).
+    pub dropped_entries: u64,
 }
 
 /// One live entry as `ipvsadm -L -c` lists it.

@@ -238,12 +238,18 @@ pub(crate) const OWN_VERBS: [&str; 4] = ["--drain", "--undrain", "--announced", 
 
 /// `--sysctl [NAME[=VALUE]]...`: the defence strategies' settings, named as the kernel's
 /// `net.ipv4.vs.*` sysctls (the prefix may be left out), read and written as `sysctl`
-/// does. Reading `drop_packet` or `secure_tcp` gives the mode now (1 and 2 switch into
-/// each other as the table fills); no name reads them all.
+/// does. Reading `drop_entry`, `drop_packet` or `secure_tcp` gives the mode now (1 and 2
+/// switch into each other as the table fills); no name reads them all.
 pub(crate) const SYSCTL_VERB: &str = "--sysctl";
 
 /// The sysctls `--sysctl` knows, in the order it lists them.
-const SYSCTLS: [&str; 4] = ["drop_packet", "secure_tcp", "amemthresh", "am_droprate"];
+const SYSCTLS: [&str; 5] = [
+    "drop_entry",
+    "drop_packet",
+    "secure_tcp",
+    "amemthresh",
+    "am_droprate",
+];
 
 fn sysctl(director: &mut Director, settings: &[&str]) -> Response {
     let names: Vec<&str> = if settings.is_empty() {
@@ -258,12 +264,6 @@ fn sysctl(director: &mut Director, settings: &[&str]) -> Response {
             None => (s.trim(), None),
         };
         let key = name.strip_prefix("net.ipv4.vs.").unwrap_or(name);
-        if key == "drop_entry" {
-            return Response::fail(
-                EXIT_USAGE,
-                "--sysctl: drop_entry is not supported (docs/decisions.md, \"SYN floods\")",
-            );
-        }
         if !SYSCTLS.contains(&key) {
             return Response::fail(
                 EXIT_USAGE,
@@ -278,15 +278,15 @@ fn sysctl(director: &mut Director, settings: &[&str]) -> Response {
             let d = &mut config.defence;
             let bad = || Response::fail(EXIT_USAGE, format!("--sysctl: {key}: bad value '{v}'"));
             match key {
-                "drop_packet" | "secure_tcp" => {
+                "drop_entry" | "drop_packet" | "secure_tcp" => {
                     let n = match v.parse::<u8>() {
                         Ok(n @ 0..=3) => n,
                         _ => return bad(),
                     };
-                    if key == "drop_packet" {
-                        d.drop_packet = n;
-                    } else {
-                        d.secure_tcp = n;
+                    match key {
+                        "drop_entry" => d.drop_entry = n,
+                        "drop_packet" => d.drop_packet = n,
+                        _ => d.secure_tcp = n,
                     }
                 }
                 _ => {
@@ -307,6 +307,7 @@ fn sysctl(director: &mut Director, settings: &[&str]) -> Response {
         let (drop_packet, secure_tcp) = director.defence_modes();
         let d = director.config().defence;
         let now = match key {
+            "drop_entry" => director.drop_entry_mode().into(),
             "drop_packet" => drop_packet.into(),
             "secure_tcp" => secure_tcp.into(),
             "amemthresh" => d.amemthresh,
@@ -392,7 +393,7 @@ mod tests {
         let (mut s, _) = state();
         assert_eq!(
             run(&mut s, "--sysctl").stdout,
-            "net.ipv4.vs.drop_packet = 0\nnet.ipv4.vs.secure_tcp = 0\n\
+            "net.ipv4.vs.drop_entry = 0\nnet.ipv4.vs.drop_packet = 0\nnet.ipv4.vs.secure_tcp = 0\n\
              net.ipv4.vs.amemthresh = 1024\nnet.ipv4.vs.am_droprate = 10\n"
         );
         let r = run(&mut s, "--sysctl net.ipv4.vs.drop_packet=1 amemthresh=1");
@@ -416,7 +417,18 @@ mod tests {
             run(&mut s, "--sysctl drop_packet").stdout,
             "net.ipv4.vs.drop_packet = 2\n"
         );
-        for bad in ["secure_tcp=4", "drop_packet=x", "nonsense", "drop_entry=1"] {
+        // drop_entry switches as drop_packet does.
+        assert_eq!(
+            run(&mut s, "--sysctl drop_entry=1").stdout,
+            "net.ipv4.vs.drop_entry = 1\n"
+        );
+        s.tick(Instant::from_secs(7));
+        assert_eq!(
+            run(&mut s, "--sysctl drop_entry").stdout,
+            "net.ipv4.vs.drop_entry = 2\n"
+        );
+        assert_eq!(s.config().defence.drop_entry, 1);
+        for bad in ["secure_tcp=4", "drop_packet=x", "nonsense", "drop_entry=4"] {
             let r = run(&mut s, &format!("--sysctl {bad}"));
             assert_eq!(r.code, EXIT_USAGE, "{bad}");
             assert!(!r.stderr.is_empty(), "{bad}");

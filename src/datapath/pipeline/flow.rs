@@ -105,13 +105,21 @@ impl Pipeline {
     }
 
     /// A packet from the client of connection `id` went through the table: the sync hook
-    /// decides whether the connection is to be sent (`ip_vs_in` calling `ip_vs_sync_conn`).
-    /// Always inlined: the hook's fast path is a few loads and an add, less than a call
-    /// and the registers it saves (`bench-results/sync.md`).
+    /// decides whether the connection is to be sent (`ip_vs_in` calling `ip_vs_sync_conn`),
+    /// counting the packet in the entry's `in_pkts`; while no sync master counts, the
+    /// packet is counted here if the `drop_entry` defence is set, for its walk to judge
+    /// the entry by. Always inlined: the hook's fast path is a few loads and an add, less
+    /// than a call and the registers it saves (`bench-results/sync.md`).
     #[inline(always)]
     fn synced(&mut self, id: ConnId, now: Instant) {
         if let Some(s) = &mut self.sync {
-            s.after_client_packet(&self.conns, id, now);
+            if s.counts_packets() {
+                s.after_client_packet(&self.conns, id, now);
+                return;
+            }
+        }
+        if self.conns.defence().count_in_pkts() {
+            self.conns.count_in_packet(id);
         }
     }
 

@@ -392,7 +392,7 @@ fn drop_packet_refuses_one_new_connection_in_the_rate_and_nothing_established() 
     );
     conns.defence().store(Level {
         drop_rate: 3,
-        secure_tcp: false,
+        ..Level::default()
     });
     let verdicts: Vec<bool> = (0..9u16)
         .map(|i| segment_verdict(&mut p, 2, 2000 + i, true, false) == Verdict::Transmit)
@@ -437,8 +437,8 @@ fn secure_tcp_opens_direct_routing_connections_in_synack() {
     // On: tcp_states_dos. A SYN opens in SYNACK; a repeated SYN keeps it there; the ACK
     // establishes it. A connection established before stays so.
     conns.defence().store(Level {
-        drop_rate: 0,
         secure_tcp: true,
+        ..Level::default()
     });
     segment_verdict(&mut p, 2, 2000, true, false);
     assert_eq!(tcp_state(&conns, 2, 2000), Some(TcpState::SynAck));

@@ -191,6 +191,13 @@ impl SyncHook {
         }
     }
 
+    /// Whether [`SyncHook::after_client_packet`] counts each packet in the entry's
+    /// `in_pkts` now (a master runs): the `drop_entry` defence counts them otherwise.
+    #[inline]
+    pub fn counts_packets(&self) -> bool {
+        self.rules.is_some()
+    }
+
     /// The full rule ([`SyncRules::needed`]) for a packet the fast path did not settle.
     #[inline(never)]
     fn check_due(&mut self, rules: &SyncRules, conns: &ConnTable, id: ConnId, now: Instant) {

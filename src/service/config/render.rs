@@ -135,6 +135,9 @@ pub fn to_toml(config: &Config) -> String {
         }
         let defence = config.defence;
         let default_defence = crate::conn::defence::DefenceSettings::default();
+        if defence.drop_entry != default_defence.drop_entry {
+            let _ = writeln!(o, "drop_entry = {}", defence.drop_entry);
+        }
         if defence.drop_packet != default_defence.drop_packet {
             let _ = writeln!(o, "drop_packet = {}", defence.drop_packet);
         }

@@ -61,7 +61,7 @@ struct RawDirector {
     secure_tcp: Option<u8>,
     amemthresh: Option<u32>,
     am_droprate: Option<u32>,
-    drop_entry: Option<::toml::Value>,
+    drop_entry: Option<u8>,
 }
 
 #[derive(Deserialize)]
@@ -519,25 +519,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 .field(&span, e.field, e.message)
                 .with_context("director"));
         }
-        if d.drop_entry.is_some() {
-            return Err(lines
-                .field(
-                    &span,
-                    "drop_entry",
-                    "is not supported: the kernel's drop_entry picks entries by their \
-                     incoming packet count, which fastlb does not keep (docs/decisions.md); \
-                     a full table already evicts half-open entries first",
-                )
-                .with_context("director"));
-        }
         let k = crate::conn::defence::DefenceSettings::default();
         config.defence = crate::conn::defence::DefenceSettings {
+            drop_entry: d.drop_entry.unwrap_or(k.drop_entry),
             drop_packet: d.drop_packet.unwrap_or(k.drop_packet),
             secure_tcp: d.secure_tcp.unwrap_or(k.secure_tcp),
             amemthresh: d.amemthresh.unwrap_or(k.amemthresh),
             am_droprate: d.am_droprate.unwrap_or(k.am_droprate),
         };
         for (field, v) in [
+            ("drop_entry", config.defence.drop_entry),
             ("drop_packet", config.defence.drop_packet),
             ("secure_tcp", config.defence.secure_tcp),
         ] {
@@ -1371,11 +1362,12 @@ address = "10.0.2.1"
         use crate::conn::defence::DefenceSettings;
         assert_eq!(p("").unwrap().defence, DefenceSettings::default());
         let c =
-            p("[director]\ndrop_packet = 1\nsecure_tcp = 3\namemthresh = 5000\nam_droprate = 4\n")
+            p("[director]\ndrop_entry = 2\ndrop_packet = 1\nsecure_tcp = 3\namemthresh = 5000\nam_droprate = 4\n")
                 .unwrap();
         assert_eq!(
             c.defence,
             DefenceSettings {
+                drop_entry: 2,
                 drop_packet: 1,
                 secure_tcp: 3,
                 amemthresh: 5000,
@@ -1387,10 +1379,9 @@ address = "10.0.2.1"
         let e = p("[director]\nsloppy_tcp = true\nsecure_tcp = 4\n").unwrap_err();
         assert_eq!(e.line, 3, "{e}");
         assert!(e.to_string().contains("secure_tcp"), "{e}");
-        // drop_entry is named as not supported, not taken silently.
-        let e = p("[director]\ndrop_entry = 1\n").unwrap_err();
-        assert_eq!(e.line, 2, "{e}");
-        assert!(e.to_string().contains("not supported"), "{e}");
+        let e = p("[director]\n\ndrop_entry = 7\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.to_string().contains("drop_entry"), "{e}");
     }
 
     #[test]
