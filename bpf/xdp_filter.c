@@ -12,12 +12,17 @@
  *   - NAT replies: TCP/UDP whose SOURCE addr:port (or addr:0) is in `reals`;
  *   - ICMP/ICMPv6 errors addressed to a VIP, or quoting a packet from a service or to a
  *     real server;
- *   - IP fragments addressed to a VIP (see below).
+ *   - IP fragments addressed to a VIP, or from a NAT real server (see below).
  *
  * Fragments: fastlb does not reassemble. Every IPv4 fragment (MF set or offset != 0) and
  * every IPv6 packet whose first next-header is a Fragment header is redirected when its
- * destination is a VIP, so the pipeline counts it under `fragment` instead of the kernel's
- * reassembly queue absorbing it silently; fragments to other addresses pass.
+ * destination is a VIP, so the pipeline follows it (or counts it under `fragment`) instead
+ * of the kernel's reassembly queue absorbing it silently. A fragment carries no ports
+ * unless it is the first, so a NAT real server's fragmented reply cannot be matched by
+ * source addr:port: `reals` also holds each NAT real server's address alone (protocol 0,
+ * port 0), and every fragment from such an address is redirected unless it is addressed
+ * to the director itself (`locals`); the pipeline sends the kernel those that belong to no
+ * connection. Fragments to other addresses pass.
  *
  * IPv6 extension headers other than Fragment are not walked: such packets pass.
  *
@@ -276,6 +281,29 @@ static __always_inline int wanted_quote(__be16 *ports, void *end, const __u8 *sr
 	return in_map(&reals, &k, ports[1]);
 }
 
+/*
+ * A fragment from src to dst: wanted if dst is a VIP, or if src is a NAT real server (its
+ * address-alone entry in `reals`) and dst is not the director's own address.
+ */
+static __always_inline int wanted_fragment(const __u8 *src, const __u8 *dst, int alen,
+					   __u8 family)
+{
+	if (is_vip(dst, alen, family))
+		return 1;
+	struct addr_key k = {};
+	k.family = family;
+	k.proto = PROTO_ANY;
+	__builtin_memcpy(k.addr, src, 16);
+	if (alen == 4)
+		__builtin_memset(k.addr + 4, 0, 12);
+	if (!bpf_map_lookup_elem(&reals, &k))
+		return 0;
+	__builtin_memcpy(k.addr, dst, 16);
+	if (alen == 4)
+		__builtin_memset(k.addr + 4, 0, 12);
+	return bpf_map_lookup_elem(&locals, &k) == 0;
+}
+
 /* IPv4 addresses are widened into zeroed 16-byte buffers so one key layout serves both. */
 static __always_inline int wanted_v4(struct iphdr *ip, void *end)
 {
@@ -285,7 +313,7 @@ static __always_inline int wanted_v4(struct iphdr *ip, void *end)
 	__builtin_memcpy(src, &ip->saddr, 4);
 	__builtin_memcpy(dst, &ip->daddr, 4);
 	if (ip->frag_off & bpf_htons(0x3fff))
-		return is_vip(dst, 4, FAMILY_V4);
+		return wanted_fragment(src, dst, 4, FAMILY_V4);
 	void *l4 = (void *)ip + ip->ihl * 4;
 	if (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP)
 		return wanted_l4(l4, end, src, dst, 4, FAMILY_V4, ip->protocol);
@@ -319,7 +347,7 @@ static __always_inline int wanted_v6(struct ipv6hdr *ip, void *end)
 	case IPPROTO_UDP:
 		return wanted_l4(l4, end, src, dst, 16, FAMILY_V6, ip->nexthdr);
 	case IPPROTO_FRAGMENT:
-		return is_vip(dst, 16, FAMILY_V6);
+		return wanted_fragment(src, dst, 16, FAMILY_V6);
 	case IPPROTO_ICMPV6:
 		break;
 	default:

@@ -630,8 +630,8 @@ it is.""")
 Frames the director must not forward, each dropped and counted, and foreign frames passed to
 the kernel: IPv4 truncated, IHL 3, wrong header checksum, total length beyond the frame, TCP
 header cut short (malformed); an unknown ethertype, ARP and a ping to the director (passed);
-an IPv4 TCP fragment at offset 8 (fragment: RFC 1858) and an IPv6 later fragment whose first
-never came (fragment_no_first); an ACK matching no connection
+an IPv4 TCP fragment at offset 8 (fragment: RFC 1858); an IPv6 later fragment whose first
+never came is held (the capture ends within its hold time); an ACK matching no connection
 (no_connection); a SYN with TTL 1 on a NAT service (ttl_exceeded). The last, valid SYN is
 forwarded: bad input loses nothing else.""")
 
@@ -654,7 +654,7 @@ forwarded: bad input loses nothing else.""")
         assert len(a) == 3
         cap = Capture().at(1)
         cap.add(a[0], b[0], a[1], b[1], b[2], a[2])   # two datagrams interleaved, in order
-        cap.add(r[1], r[0], r[2])                     # reordered: a later fragment first
+        cap.add(r[1], r[0], r[2])                     # reordered: a later fragment first (held)
         cap.add(lost[1], lost[2])                     # the first fragment lost
         cap.add(*n)                                   # NAT
         cap.at(10).add(frags(vip, 56005, 105)[1])     # long after: no first fragment
@@ -663,12 +663,33 @@ forwarded: bad input loses nothing else.""")
 UDP datagrams of 3000 bytes in fragments (IP{fam}, MTU 1500: three fragments each), the
 later fragments following their first fragment (see docs/decisions.md, "Fragments"). DR
 (rr over .11 and .12): two datagrams interleaved go whole to .11 and .12; a datagram whose
-second fragment arrives before its first loses that fragment (fragment_no_first) and sends
-the other two to .11 (the real server's reassembly then times out, the sender's application
-retries); a datagram whose first fragment was lost sends nothing (two fragment_no_first).
-UDP port 7 (echo: tshark reads the data as data). NAT (.13:7007): every fragment's destination becomes .13, the port and the UDP checksum
-change in the first fragment only, and the reassembled datagram's checksum verifies (tshark
-reassembles it). A lone later fragment 9 s later matches nothing (fragment_no_first).""")
+second fragment arrives before its first has it held and sent to .11 right after the first
+(then the third); a datagram whose first fragment was lost sends nothing (its two fragments
+are held, and dropped as fragment_no_first when the hold time is up, counted at the next
+frame, 9 s later). UDP port 7 (echo: tshark reads the data as data). NAT (.13:7007): every
+fragment's destination becomes .13, the port and the UDP checksum change in the first
+fragment only, and the reassembled datagram's checksum verifies (tshark reassembles it). A
+lone later fragment 9 s later is held (the capture ends before its hold time).""")
+
+        # Fragments out of order, held until their first fragment comes.
+        d, nat, late = frags(vip, 56010, 110), frags(vipn, 56011, 111), frags(vip, 56012, 112)
+        cap = Capture().at(1)
+        cap.add(d[2], d[0], d[1])                     # DR: the last first, then the first
+        cap.add(nat[2], nat[1], nat[0])               # NAT: both later fragments first
+        cap.add(late[1])                              # held; its first comes too late
+        cap.at(3).add(late[0], late[2])
+        write(f"frag-hold-{fam}", service(vip, 7, "rr", "udp") + real(rs[1], port=7) + real(rs[2], port=7)
+              + service(vipn, 7, "rr", "udp") + real(rs[3], method="nat", port=7007), cap, f"""
+Later fragments that arrive before their first one (IP{fam}, UDP datagrams of 3000 bytes in
+three fragments) are held in the worker's hold pool and sent as soon as the first fragment
+has gone out, the same way and with the same rewrite (see docs/decisions.md, "Fragments").
+DR (rr over .11 and .12): the last fragment first, then the first, then the middle one: all
+three to .11, the held one right after the first. NAT (.13:7007): the last and the middle
+fragment before the first: the first goes out DNATed, then the two held ones in the order
+they were released, every fragment's destination .13; the UDP checksum verifies once tshark
+reassembles the datagram. A middle fragment whose first comes 2 s later (after the 1 s hold
+time) is dropped (fragment_no_first, counted when the hold time has passed); the first and
+the last then go to .12 (rr), the datagram incomplete.""")
 
     # ---- frames for other hosts' MACs -------------------------------------------------
     cap = Capture().at(1)

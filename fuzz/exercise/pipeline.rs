@@ -325,6 +325,16 @@ pub fn exercise(data: &[u8]) {
         }
         drop(frames);
         batch.clear();
+        // Held fragments the batch released: checked like every frame sent.
+        while pipeline.has_output() {
+            let mut buf = vec![0u8; HEADROOM + 2048 + TAILROOM];
+            let Some((f, v)) = pipeline.emit(now, &mut buf) else {
+                break;
+            };
+            if v == Verdict::Transmit {
+                assert_valid(f.data());
+            }
+        }
         pipeline.between_batches(now);
     };
     let framed = |bytes: &[u8]| {

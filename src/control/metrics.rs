@@ -16,7 +16,7 @@
 //! | `real_server_active_connections`, `..._inactive_connections`, `..._persistent_connections`, `real_server_weight`, `real_server_overloaded` | gauge | service, real |
 //! | `real_server_healthy` (1 up, 0 down; every real server a health check watches, also those the checks took out of the table) | gauge | service, real |
 //! | `drops_total` | counter | reason |
-//! | `fragments_total` (IP fragments `forwarded`; datagrams whose fragment entry `expired` before they completed) | counter | event |
+//! | `fragments_total` (IP fragments `forwarded`; datagrams whose fragment entry `expired` before they completed; later fragments that came before their first one: `held`, `released` with their first, `hold_expired` waiting for it, `hold_full` not held) | counter | event |
 //! | `worker_{rx,tx,passed}_frames_total`, `worker_batches_total`, `worker_kicks_total` (wakeup syscalls), `worker_to_kernel_frames_total` (passed frames the kernel's IP output took), `worker_tx_ring_full_frames_total` (dropped on a full tx ring), `worker_to_kernel_limited_frames_total` (passed frames not handed to the kernel: the worker's budget of 50 000/s for that path was spent) | counter | worker |
 //! | `config_generation` | gauge | |
 //! | `conn_table_entries`, `conn_table_capacity` (connections and templates live, and the bound) | gauge | |
@@ -213,7 +213,8 @@ impl MetricsSource {
         let fragments = counters(
             &mut reg,
             "fragments",
-            "IP fragments forwarded, and datagrams whose fragment entry expired incomplete",
+            "IP fragments forwarded, datagrams whose fragment entry expired incomplete, and \
+             later fragments held for their first one (held, released, hold_expired, hold_full)",
         );
         for (event, n) in [
             (
@@ -223,6 +224,31 @@ impl MetricsSource {
             (
                 "expired",
                 self.workers.iter().map(|w| w.fragment_timeouts.get()).sum(),
+            ),
+            (
+                "held",
+                self.workers.iter().map(|w| w.fragments_held.get()).sum(),
+            ),
+            (
+                "released",
+                self.workers
+                    .iter()
+                    .map(|w| w.fragments_released.get())
+                    .sum(),
+            ),
+            (
+                "hold_expired",
+                self.workers
+                    .iter()
+                    .map(|w| w.fragment_hold_expired.get())
+                    .sum(),
+            ),
+            (
+                "hold_full",
+                self.workers
+                    .iter()
+                    .map(|w| w.fragment_hold_full.get())
+                    .sum(),
             ),
         ] {
             fragments

@@ -44,4 +44,20 @@ pub trait PacketProcessor {
     fn between_batches(&mut self, now: Instant) {
         let _ = now;
     }
+
+    /// Whether the processor has frames of its own to send ([`PacketProcessor::emit`]):
+    /// frames it kept back from earlier batches and has now released (a fragment that
+    /// arrived before its first one). The backend asks after each batch.
+    fn has_output(&self) -> bool {
+        false
+    }
+
+    /// Writes the next frame of the processor's own output into `buf` (a buffer of the
+    /// backend's, at least [`HEADROOM`] plus the largest frame it receives) and says what
+    /// to do with it, as for a received frame; `None` when there is none. The frame is
+    /// counted by the processor (sent, passed or dropped; not as received).
+    fn emit<'b>(&mut self, now: Instant, buf: &'b mut [u8]) -> Option<(Frame<'b>, Verdict)> {
+        let _ = (now, buf);
+        None
+    }
 }

@@ -30,6 +30,15 @@ pub struct ReplayOutcome {
     pub dropped: u64,
     /// Frames longer than [`MAX_FRAME`], skipped unprocessed.
     pub oversized: u64,
+    /// Frames the processor held back (later fragments before their first one); those it
+    /// sent later are counted again in `frames_out` (or `passed`, `dropped`). Left out of
+    /// the JSON when zero.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub held: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Replay failed to read or write a capture.
@@ -63,17 +72,39 @@ pub fn replay<P: PacketProcessor>(
         processor.between_batches(now);
         buf[HEADROOM..HEADROOM + rec.data.len()].copy_from_slice(&rec.data);
         let mut frame = Frame::new(&mut buf, HEADROOM, rec.data.len());
-        match processor.process(now, &mut frame) {
-            Verdict::Transmit => {
-                writer.write(rec.ts_micros, frame.data())?;
-                out.frames_out += 1;
-            }
-            Verdict::Pass => out.passed += 1,
-            Verdict::Drop(_) => out.dropped += 1,
+        let verdict = processor.process(now, &mut frame);
+        tally(&mut writer, &mut out, rec.ts_micros, &frame, verdict)?;
+        // What the processor sends of its own (held fragments their first one released)
+        // follows the frame, with its timestamp.
+        while processor.has_output() {
+            let Some((frame, verdict)) = processor.emit(now, &mut buf) else {
+                break;
+            };
+            tally(&mut writer, &mut out, rec.ts_micros, &frame, verdict)?;
         }
     }
     writer.finish()?;
     Ok(out)
+}
+
+/// Writes or counts one processed frame.
+fn tally<W: Write>(
+    writer: &mut PcapWriter<W>,
+    out: &mut ReplayOutcome,
+    ts_micros: u64,
+    frame: &Frame<'_>,
+    verdict: Verdict,
+) -> Result<(), ReplayError> {
+    match verdict {
+        Verdict::Transmit => {
+            writer.write(ts_micros, frame.data())?;
+            out.frames_out += 1;
+        }
+        Verdict::Pass => out.passed += 1,
+        Verdict::Drop(_) => out.dropped += 1,
+        Verdict::Held => out.held += 1,
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -12,6 +12,9 @@ pub enum Verdict {
     Pass,
     /// Drop it, counted under the reason.
     Drop(DropReason),
+    /// The processor kept a copy to send later ([`super::PacketProcessor::emit`]); the
+    /// backend frees the frame as for a drop. Counted by the processor where it keeps it.
+    Held,
 }
 
 impl Verdict {
@@ -24,6 +27,19 @@ impl Verdict {
             Verdict::Transmit => stats.tx.add(1),
             Verdict::Pass => stats.passed.add(1),
             Verdict::Drop(reason) => stats.count_drop(reason),
+            Verdict::Held => {}
+        }
+    }
+
+    /// Counts a frame the processor emitted on its own ([`super::PacketProcessor::emit`]):
+    /// as [`Verdict::count`], but not as received.
+    #[inline]
+    pub fn count_emitted(self, stats: &WorkerStats) {
+        match self {
+            Verdict::Transmit => stats.tx.add(1),
+            Verdict::Pass => stats.passed.add(1),
+            Verdict::Drop(reason) => stats.count_drop(reason),
+            Verdict::Held => {}
         }
     }
 }

@@ -54,8 +54,8 @@ drop_reasons! {
     /// fragment too short to hold its ports, an IPv6 fragment whose Fragment header is not
     /// among its first extension headers, or a TCP fragment at offset 8 (RFC 1858).
     Fragment => "fragment",
-    /// A later fragment whose first fragment has not been forwarded: it came after this
-    /// one (reordered), was lost or refused, or its datagram's entry expired.
+    /// A later fragment whose first fragment has not been forwarded: it did not come
+    /// within the hold time (lost or refused), or the hold pool had no room for it.
     FragmentNoFirst => "fragment_no_first",
     /// A first fragment found the worker's fragment table full (within its probe window).
     FragmentTableFull => "fragment_table_full",

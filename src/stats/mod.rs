@@ -120,6 +120,16 @@ pub struct WorkerStats {
     pub fragments: Counter,
     /// Datagrams whose fragment-table entry expired before all their fragments passed.
     pub fragment_timeouts: Counter,
+    /// Later fragments that came before their first one, kept in the hold pool.
+    pub fragments_held: Counter,
+    /// Held fragments sent on when their first fragment came (also counted in `fragments`).
+    pub fragments_released: Counter,
+    /// Held fragments whose first fragment did not come in time (also dropped as
+    /// `fragment_no_first`).
+    pub fragment_hold_expired: Counter,
+    /// Later fragments not held: the hold pool was full, or the frame too long for it (also
+    /// dropped as `fragment_no_first`).
+    pub fragment_hold_full: Counter,
     /// Drops, indexed by `DropReason as usize`.
     pub drops: [Counter; DropReason::COUNT],
     /// Per real server, indexed by [`DestId`].
@@ -141,6 +151,10 @@ impl WorkerStats {
             to_kernel_limited: Counter::default(),
             fragments: Counter::default(),
             fragment_timeouts: Counter::default(),
+            fragments_held: Counter::default(),
+            fragments_released: Counter::default(),
+            fragment_hold_expired: Counter::default(),
+            fragment_hold_full: Counter::default(),
             drops: std::array::from_fn(|_| Counter::default()),
             dests: (0..dest_capacity).map(|_| DestStats::default()).collect(),
         }
@@ -172,6 +186,10 @@ impl WorkerStats {
             to_kernel_limited: self.to_kernel_limited.get(),
             fragments: self.fragments.get(),
             fragment_timeouts: self.fragment_timeouts.get(),
+            fragments_held: self.fragments_held.get(),
+            fragments_released: self.fragments_released.get(),
+            fragment_hold_expired: self.fragment_hold_expired.get(),
+            fragment_hold_full: self.fragment_hold_full.get(),
             drops: std::array::from_fn(|i| self.drops[i].get()),
         }
     }
@@ -203,6 +221,14 @@ pub struct WorkerCounters {
     pub fragments: u64,
     /// Fragment-table entries expired before their datagram was whole.
     pub fragment_timeouts: u64,
+    /// Later fragments held for their first one.
+    pub fragments_held: u64,
+    /// Held fragments sent on after their first one.
+    pub fragments_released: u64,
+    /// Held fragments whose first one did not come in time.
+    pub fragment_hold_expired: u64,
+    /// Later fragments the hold pool had no room for.
+    pub fragment_hold_full: u64,
     /// Drops by reason (index = `DropReason as usize`).
     pub drops: [u64; DropReason::COUNT],
 }
@@ -227,6 +253,10 @@ impl std::ops::AddAssign for WorkerCounters {
         self.to_kernel_limited += o.to_kernel_limited;
         self.fragments += o.fragments;
         self.fragment_timeouts += o.fragment_timeouts;
+        self.fragments_held += o.fragments_held;
+        self.fragments_released += o.fragments_released;
+        self.fragment_hold_expired += o.fragment_hold_expired;
+        self.fragment_hold_full += o.fragment_hold_full;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
             *a += b;
         }
@@ -308,6 +338,10 @@ mod tests {
                 &w.to_kernel_limited,
                 &w.fragments,
                 &w.fragment_timeouts,
+                &w.fragments_held,
+                &w.fragments_released,
+                &w.fragment_hold_expired,
+                &w.fragment_hold_full,
             ]
             .into_iter()
             .enumerate()
@@ -331,7 +365,11 @@ mod tests {
                 sum.tx_ring_full,
                 sum.to_kernel_limited,
                 sum.fragments,
-                sum.fragment_timeouts
+                sum.fragment_timeouts,
+                sum.fragments_held,
+                sum.fragments_released,
+                sum.fragment_hold_expired,
+                sum.fragment_hold_full
             ],
             std::array::from_fn(|k| want(k as u64 + 1))
         );

@@ -18,9 +18,14 @@
 //! - A first fragment that finds no free slot is dropped (`fragment_table_full`): sent
 //!   alone, its datagram could never complete. The kernel likewise drops fragments while its
 //!   reassembly memory is over `ipfrag_high_thresh`.
-//! - A later fragment that arrives before its first one (reordered), or whose first one was
-//!   lost or refused, is dropped (`fragment_no_first`): nothing says where it goes.
-//!   It is not held (see `docs/decisions.md`).
+//! - A later fragment to a virtual address that arrives before its first one (reordered)
+//!   is copied into a small pool ([`hold`]) and sent as soon as its first fragment has
+//!   gone out, the same way and with the same rewrite, after the frames of that batch
+//!   ([`Pipeline::emit_held`], which the backend calls through
+//!   `PacketProcessor::emit`). One whose first fragment never comes (lost or refused) is
+//!   dropped after [`hold::HOLD_TIMEOUT`] (`fragment_no_first`), and so is one the pool has
+//!   no room for. A later fragment to another address with no entry (a NAT real server's
+//!   reply, reordered) goes to the kernel.
 //! - A first fragment too short to hold its ports, an IPv6 fragment whose Fragment header
 //!   cannot be found, and a TCP fragment at offset 8 (RFC 1858: it can only be there to
 //!   overwrite the TCP header) are dropped as `fragment`.
@@ -29,14 +34,18 @@ use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::time::Duration;
 
+mod hold;
+
+pub(super) use hold::HoldPool;
+
 use super::flow::flow_key;
 use super::Pipeline;
 use crate::conn::FlowKey;
-use crate::datapath::{Frame, Verdict};
+use crate::datapath::{Frame, Verdict, HEADROOM};
 use crate::service::Protocol;
 use crate::stats::DropReason;
 use crate::time::Instant;
-use crate::wire::{ip_proto, ipv6, IpInfo, IpVersion, Parsed};
+use crate::wire::{self, ip_proto, ipv6, IpInfo, IpVersion, Parsed};
 
 /// Datagrams in flight one worker follows at a time.
 pub const FRAG_SLOTS: usize = 4096;
@@ -283,16 +292,98 @@ impl Pipeline {
                     self.frags.account(i, &f);
                     self.later_fragment(now, frame, p, ip, (s.sport, s.dport), ours)
                 }
-                None => not_followed(DropReason::FragmentNoFirst),
+                None if ours => self.hold(now, frame, key),
+                None => Verdict::Pass,
             }
         };
         if expired != 0 {
             self.stats.fragment_timeouts.add(expired);
         }
-        if !matches!(verdict, Verdict::Drop(_)) {
+        if !matches!(verdict, Verdict::Drop(_) | Verdict::Held) {
             self.stats.fragments.add(1);
         }
         verdict
+    }
+
+    /// A later fragment to a virtual address whose first fragment has not gone out yet:
+    /// kept in the hold pool for [`hold::HOLD_TIMEOUT`], or dropped if there is no room.
+    #[cold]
+    #[inline(never)]
+    fn hold(&mut self, now: Instant, frame: &Frame<'_>, key: FragKey) -> Verdict {
+        let expires = (now + hold::HOLD_TIMEOUT).as_micros();
+        match self.held.hold(key, frame.data(), frame.ingress(), expires) {
+            Ok(()) => {
+                self.stats.fragments_held.add(1);
+                Verdict::Held
+            }
+            Err(hold::NoRoom) => {
+                self.stats.fragment_hold_full.add(1);
+                Verdict::Drop(DropReason::FragmentNoFirst)
+            }
+        }
+    }
+
+    /// Drops the held fragments whose first fragment did not come in time (between
+    /// batches).
+    pub(super) fn expire_held(&mut self, now: Instant) {
+        let n = self.held.expire(now.as_micros());
+        if n != 0 {
+            self.stats.fragment_hold_expired.add(n);
+            self.stats.drops[DropReason::FragmentNoFirst as usize].add(n);
+        }
+    }
+
+    /// Whether a held fragment has been released and waits to be sent.
+    #[inline]
+    pub(super) fn held_ready(&self) -> bool {
+        self.held.has_ready()
+    }
+
+    /// Sends the next released fragment: copies it into `buf` (at [`HEADROOM`]) and
+    /// forwards it along its first fragment's connection, as a later fragment that came in
+    /// order would have been. Counted here: forwarded (or dropped), not received again.
+    pub(super) fn emit_held<'b>(
+        &mut self,
+        now: Instant,
+        buf: &'b mut [u8],
+    ) -> Option<(Frame<'b>, Verdict)> {
+        let r = self.held.next_ready()?;
+        let (key, ingress, ports, len) = (r.key, r.ingress, r.ports, r.bytes.len());
+        if buf.len() < HEADROOM + len {
+            // Not with the backends' buffers (at least 2048 bytes, HOLD_FRAME_BYTES fits).
+            let verdict = Verdict::Drop(DropReason::FragmentNoFirst);
+            verdict.count_emitted(&self.stats);
+            return Some((Frame::new(buf, 0, 0), verdict));
+        }
+        buf[HEADROOM..HEADROOM + len].copy_from_slice(r.bytes);
+        let mut frame = Frame::new(buf, HEADROOM, len);
+        if let Some(i) = ingress {
+            frame.set_ingress(i);
+        }
+        let parsed = wire::parse_frame(frame.data());
+        let verdict = match &parsed {
+            Ok(p) => match &p.ip {
+                Some(ip) => {
+                    if let Some(f) = frag_info(frame.data(), p, ip) {
+                        let mut expired = 0;
+                        if let Some(i) = self.frags.find(&key, now.as_micros(), &mut expired) {
+                            self.frags.account(i, &f);
+                        }
+                        if expired != 0 {
+                            self.stats.fragment_timeouts.add(expired);
+                        }
+                    }
+                    self.later_fragment(now, &mut frame, p, ip, ports, true)
+                }
+                None => Verdict::Drop(DropReason::Malformed),
+            },
+            Err(_) => Verdict::Drop(DropReason::Malformed),
+        };
+        if !matches!(verdict, Verdict::Drop(_)) {
+            self.stats.fragments.add(1);
+        }
+        verdict.count_emitted(&self.stats);
+        Some((frame, verdict))
     }
 
     /// A first fragment: scheduled (or matched to its connection) as any packet of its
@@ -328,6 +419,10 @@ impl Pipeline {
             self.frags
                 .fill(slot, key, (flow.sport, flow.dport), expires);
             self.frags.account(slot, f);
+            let released = self.held.release(&key, (flow.sport, flow.dport));
+            if released != 0 {
+                self.stats.fragments_released.add(released);
+            }
         }
         verdict
     }

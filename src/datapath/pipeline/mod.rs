@@ -19,7 +19,8 @@
 //! - `icmp.rs`: ICMP errors about a connection, and packets that are not ours.
 //! - `expiry.rs`: the paced expiry sweep.
 //! - `frag.rs`: IP fragments of TCP and UDP: the first scheduled by its ports, the later
-//!   ones following it (a small fixed table per worker).
+//!   ones following it (a small fixed table per worker); later ones that come first wait
+//!   in a small pool (`frag/hold.rs`) and are sent through `PacketProcessor::emit`.
 //!
 //! The pipeline owns its schedulers (so their cursors need no lock) and
 //! shares the connection table, the real-server counters and the next-hop tables with the
@@ -117,6 +118,8 @@ pub struct Pipeline {
     sync: Option<SyncHook>,
     /// Datagrams whose first fragment was forwarded, for their later fragments to follow.
     frags: frag::FragTable,
+    /// Later fragments that came before their first one, until it comes.
+    held: frag::HoldPool,
     /// The `drop_packet` defence strategy's countdown (`crate::conn::defence`).
     drop_counter: DropCounter,
 }
@@ -158,6 +161,7 @@ impl Pipeline {
             standby: false,
             sync: None,
             frags: frag::FragTable::new(),
+            held: frag::HoldPool::new(),
             drop_counter: DropCounter::default(),
         }
     }
@@ -340,12 +344,22 @@ impl PacketProcessor for Pipeline {
             }
         }
         self.sweep(now);
+        self.expire_held(now);
         for s in &mut self.scheds {
             s.housekeeping(now);
         }
         if let Some(s) = &mut self.sync {
             s.between_batches(&self.conns, now);
         }
+    }
+
+    #[inline]
+    fn has_output(&self) -> bool {
+        self.held_ready()
+    }
+
+    fn emit<'b>(&mut self, now: Instant, buf: &'b mut [u8]) -> Option<(Frame<'b>, Verdict)> {
+        self.emit_held(now, buf)
     }
 }
 

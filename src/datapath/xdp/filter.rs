@@ -34,7 +34,8 @@ pub const MAX_CLASSIFIERS: usize = 16;
 
 const FAMILY_V4: u8 = 4;
 const FAMILY_V6: u8 = 6;
-/// Protocol 0, port 0 in `services`: "this address is a VIP" (ICMP errors, fragments).
+/// Protocol 0, port 0 in `services`: "this address is a VIP" (ICMP errors, fragments); in
+/// `reals`: "this address is a NAT real server" (the fragments of its replies).
 const PROTO_ANY: u8 = 0;
 
 /// Key of the `services` and `reals` maps (`struct addr_key`).
@@ -170,7 +171,8 @@ pub(crate) struct Wanted {
 
 /// Derives the map contents from a snapshot: every tuple service and its VIP marker, every
 /// NAT real server (both protocols for fwmark services, whose protocol the key does not
-/// fix), and the classifier rules.
+/// fix) and its address alone (protocol 0, port 0: the filter redirects the fragments of
+/// its replies, which carry no ports after the first), and the classifier rules.
 pub(crate) fn wanted(table: &ServiceTable) -> Result<Wanted, FilterError> {
     let mut w = Wanted::default();
     for svc in &table.services {
@@ -198,6 +200,7 @@ pub(crate) fn wanted(table: &ServiceTable) -> Result<Wanted, FilterError> {
                 w.reals
                     .insert(AddrKey::new(d.server.addr, d.server.port, p.number()));
             }
+            w.reals.insert(AddrKey::new(d.server.addr, 0, PROTO_ANY));
         }
     }
     if table.classifiers.len() > MAX_CLASSIFIERS {
@@ -821,8 +824,10 @@ mod tests {
         assert_eq!(w.services, want_svc);
         let want_reals: HashSet<_> = [
             AddrKey::new("10.1.0.1".parse().unwrap(), 8080, 6),
+            AddrKey::new("10.1.0.1".parse().unwrap(), 0, PROTO_ANY),
             AddrKey::new("10.1.0.3".parse().unwrap(), 0, 6),
             AddrKey::new("10.1.0.3".parse().unwrap(), 0, 17),
+            AddrKey::new("10.1.0.3".parse().unwrap(), 0, PROTO_ANY),
         ]
         .into_iter()
         .collect();

@@ -91,6 +91,18 @@ impl<P: PacketProcessor> PacketProcessor for Counted<P> {
     fn between_batches(&mut self, now: Instant) {
         self.inner.between_batches(now);
     }
+
+    fn has_output(&self) -> bool {
+        self.inner.has_output()
+    }
+
+    fn emit<'b>(&mut self, now: Instant, buf: &'b mut [u8]) -> Option<(Frame<'b>, Verdict)> {
+        let out = self.inner.emit(now, buf);
+        if let Some((_, verdict)) = &out {
+            verdict.count_emitted(&self.stats);
+        }
+        out
+    }
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.

@@ -214,26 +214,95 @@ fn tun_encapsulates_fragments_that_fit_and_drops_those_that_do_not() {
     assert_eq!(run(&mut p, T, &f[0]).0, Verdict::Drop(DropReason::TooBig));
 }
 
+/// What the pipeline emits of its own (released fragments), each with its verdict.
+fn emitted(p: &mut Pipeline, now: Instant) -> Vec<(Verdict, Vec<u8>)> {
+    let mut out = Vec::new();
+    while p.has_output() {
+        let mut buf = vec![0; 2048];
+        let (f, v) = p.emit(now, &mut buf).expect("has_output promised a frame");
+        out.push((v, f.data().to_vec()));
+    }
+    out
+}
+
 #[test]
-fn a_fragment_before_its_first_is_dropped_and_the_rest_go() {
+fn a_fragment_before_its_first_is_held_and_follows_it() {
     let (mut p, _) = pipeline();
-    let f = fragments(
+    // Two datagrams, so that rr would send a lone fragment elsewhere than its first.
+    let a = fragments(
         &datagram("198.51.100.7", "192.0.2.100", 4000, 4000),
         1480,
         3,
     );
-    let (v, _) = run(&mut p, T, &f[1]);
-    assert_eq!(v, Verdict::Drop(DropReason::FragmentNoFirst));
-    for g in [&f[0], &f[2]] {
-        assert_eq!(run(&mut p, T, g).0, Verdict::Transmit);
-    }
-    // Incomplete: the entry waits for its timeout.
-    assert_eq!(p.frags.live(T), 1);
-    assert_eq!(p.frags.live(T + FRAG_TIMEOUT), 0);
+    let b = fragments(
+        &datagram("198.51.100.7", "192.0.2.100", 4001, 4000),
+        1480,
+        30,
+    );
+    assert_eq!(run(&mut p, T, &b[0]).0, Verdict::Transmit);
+    // The last fragment first: held, nothing to send yet.
+    assert_eq!(run(&mut p, T, &a[2]).0, Verdict::Held);
+    assert!(!p.has_output());
+    let (v, first) = run(&mut p, T, &a[0]);
+    assert_eq!(v, Verdict::Transmit);
+    // The first fragment released it: it goes the same way, unchanged but for DR's MACs
+    // and TTL.
+    let out = emitted(&mut p, T);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, Verdict::Transmit);
+    assert_eq!(to(&out[0].1), to(&first));
+    assert_eq!(out[0].1[ETH + 20..], a[2][ETH + 20..]);
+    assert_eq!(out[0].1[ETH + 8], 63);
+    let (v, mid) = run(&mut p, T, &a[1]);
+    assert_eq!((v, to(&mid)), (Verdict::Transmit, to(&first)));
+    // The datagram's bytes all went: its entry is freed; the pool is empty.
+    assert_eq!(p.frags.live(T), 1, "only b's entry is left");
+    assert_eq!(p.held.in_use(), 0);
+    let s = p.stats.counters();
+    assert_eq!(
+        (
+            s.fragments,
+            s.fragments_held,
+            s.fragments_released,
+            s.rx,
+            s.tx
+        ),
+        (4, 1, 1, 4, 4)
+    );
 }
 
 #[test]
-fn without_the_first_nothing_goes() {
+fn nat_rewrites_held_fragments_like_the_others() {
+    let (mut p, _) = pipeline();
+    let whole = datagram("198.51.100.7", "192.0.2.101", 4000, 3000);
+    let frags = fragments(&whole, 1232, 19);
+    assert_eq!(frags.len(), 3);
+    let mut out = Vec::new();
+    // Last, first (which releases the last), middle.
+    assert_eq!(run(&mut p, T, &frags[2]).0, Verdict::Held);
+    for f in [&frags[0], &frags[1]] {
+        let (v, o) = run(&mut p, T, f);
+        assert_eq!(v, Verdict::Transmit);
+        out.push(o);
+        for (v, o) in emitted(&mut p, T) {
+            assert_eq!(v, Verdict::Transmit);
+            out.push(o);
+        }
+    }
+    assert_eq!(out.len(), 3);
+    for o in &out {
+        assert_eq!(to(o), 0x13);
+        let ip = parse_frame(o).unwrap().ip.unwrap();
+        assert_eq!(ip.dst, "10.0.0.13".parse::<IpAddr>().unwrap());
+    }
+    let udp = assert_reassembles_v4(&out);
+    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 5353);
+    assert_eq!(udp[8..], whole[ETH + 20 + 8..]);
+    assert_eq!(p.frags.live(T), 0);
+}
+
+#[test]
+fn without_the_first_nothing_goes_and_the_held_expire() {
     let (mut p, conns) = pipeline();
     let f = fragments(
         &datagram("198.51.100.7", "192.0.2.100", 4000, 4000),
@@ -241,13 +310,49 @@ fn without_the_first_nothing_goes() {
         4,
     );
     for g in &f[1..] {
-        assert_eq!(
-            run(&mut p, T, g).0,
-            Verdict::Drop(DropReason::FragmentNoFirst)
-        );
+        assert_eq!(run(&mut p, T, g).0, Verdict::Held);
     }
     assert_eq!(conns.len(), 0);
-    assert_eq!(p.stats.fragments.get(), 0);
+    p.between_batches(T + hold::HOLD_TIMEOUT - Duration::from_millis(1));
+    assert_eq!(p.held.in_use(), 2, "not yet");
+    p.between_batches(T + hold::HOLD_TIMEOUT);
+    assert_eq!(p.held.in_use(), 0);
+    assert!(!p.has_output());
+    let s = p.stats.counters();
+    assert_eq!(
+        (s.fragments, s.fragments_held, s.fragment_hold_expired),
+        (0, 2, 2)
+    );
+    // Every received frame is accounted for once it expired.
+    assert_eq!(s.dropped(DropReason::FragmentNoFirst), 2);
+    assert_eq!(s.rx, s.tx + s.passed + s.drops.iter().sum::<u64>());
+    // The first fragment coming now is forwarded alone.
+    assert_eq!(
+        run(&mut p, T + hold::HOLD_TIMEOUT, &f[0]).0,
+        Verdict::Transmit
+    );
+    assert!(!p.has_output());
+}
+
+#[test]
+fn a_full_hold_pool_drops_and_counts() {
+    let (mut p, _) = pipeline();
+    let whole = datagram("198.51.100.7", "192.0.2.100", 4000, 2000);
+    for id in 0..hold::HOLD_FRAMES as u32 {
+        let later = &fragments(&whole, 1480, id)[1];
+        assert_eq!(run(&mut p, T, later).0, Verdict::Held);
+    }
+    let later = &fragments(&whole, 1480, 1000)[1];
+    assert_eq!(
+        run(&mut p, T, later).0,
+        Verdict::Drop(DropReason::FragmentNoFirst)
+    );
+    assert_eq!(p.stats.fragment_hold_full.get(), 1);
+    // A first fragment releases its own held fragment only, and frees a buffer.
+    let first = &fragments(&whole, 1480, 5)[0];
+    assert_eq!(run(&mut p, T, first).0, Verdict::Transmit);
+    assert_eq!(emitted(&mut p, T).len(), 1);
+    assert_eq!(run(&mut p, T, later).0, Verdict::Held);
 }
 
 #[test]
@@ -260,10 +365,8 @@ fn an_entry_expires_and_is_counted() {
     );
     assert_eq!(run(&mut p, T, &f[0]).0, Verdict::Transmit);
     let late = T + FRAG_TIMEOUT;
-    assert_eq!(
-        run(&mut p, late, &f[1]).0,
-        Verdict::Drop(DropReason::FragmentNoFirst)
-    );
+    // The entry is gone: the fragment waits for a first fragment that will not come.
+    assert_eq!(run(&mut p, late, &f[1]).0, Verdict::Held);
     assert_eq!(p.stats.fragment_timeouts.get(), 1);
 }
 
@@ -309,12 +412,15 @@ fn ipv6_fragments_follow_the_first() {
         assert_eq!(out[ETH + 40..], g[ETH + 40..]);
     }
     assert_eq!(p.frags.live(T), 0);
-    // Another datagram's later fragment does not match.
+    // Another datagram's later fragment does not match: it waits for its own first one,
+    // and follows it when it comes.
     let other = fragments(&whole, 1448, 1);
-    assert_eq!(
-        run(&mut p, T, &other[1]).0,
-        Verdict::Drop(DropReason::FragmentNoFirst)
-    );
+    assert_eq!(run(&mut p, T, &other[2]).0, Verdict::Held);
+    assert_eq!(run(&mut p, T, &other[0]).0, Verdict::Transmit);
+    let out = emitted(&mut p, T);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].0, to(&out[0].1)), (Verdict::Transmit, 0x11));
+    assert_eq!(out[0].1[ETH + 40..], other[2][ETH + 40..]);
 }
 
 #[test]
