@@ -115,7 +115,12 @@ BAD=$(tshark -r "$E2E_TMP/sync.pcap" -Y '_ws.malformed || _ws.expert.severity >=
 VERS=$(tshark -r "$E2E_TMP/sync.pcap" -Y ipvs -T fields -e ipvs.version 2>/dev/null | sort -u | tr '\n' ' ')
 echo "---- the first datagram as tshark decodes it"
 tshark -r "$E2E_TMP/sync.pcap" -V -c 1 -O ipvs 2>/dev/null | sed -n '/IP Virtual Services/,$p' | head -30 || true
-(( N > 0 && N == ALL && BAD == 0 )) || fail "tshark: $N of $ALL datagrams decoded as ipvs, $BAD malformed or warned"
+if ! (( N > 0 && N == ALL && BAD == 0 )); then
+    echo "---- every frame captured, and each one that is not ipvs or is malformed, as tshark reads it"
+    tshark -r "$E2E_TMP/sync.pcap" 2>/dev/null || true
+    tshark -r "$E2E_TMP/sync.pcap" -V -x -Y '!ipvs || _ws.malformed || _ws.expert.severity >= warning' 2>/dev/null | head -120 || true
+    fail "tshark: $N of $ALL datagrams decoded as ipvs, $BAD malformed or warned"
+fi
 [[ $VERS == "1 " ]] || fail "tshark: protocol versions '$VERS', want 1"
 # caddr and cport come as two comma-separated lists per datagram: pair them.
 SEEN=$(tshark -r "$E2E_TMP/sync.pcap" -Y ipvs -T fields -E occurrence=a -E separator=";" \

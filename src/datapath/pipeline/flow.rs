@@ -107,8 +107,8 @@ impl Pipeline {
     /// A packet from the client of connection `id` went through the table: the sync hook
     /// decides whether the connection is to be sent (`ip_vs_in` calling `ip_vs_sync_conn`),
     /// counting the packet in the entry's `in_pkts`; while no sync master counts, the
-    /// packet is counted here if the `drop_entry` defence is set, for its walk to judge
-    /// the entry by. Always inlined: the hook's fast path is a few loads and an add, less
+    /// packet is counted here if the `drop_entry` defence is set (as read between
+    /// batches), for its walk to judge the entry by. Always inlined: the hook's fast path is a few loads and an add, less
     /// than a call and the registers it saves (`bench-results/sync.md`).
     #[inline(always)]
     fn synced(&mut self, id: ConnId, now: Instant) {
@@ -118,7 +118,7 @@ impl Pipeline {
                 return;
             }
         }
-        if self.conns.defence().count_in_pkts() {
+        if self.count_in_pkts {
             self.conns.count_in_packet(id);
         }
     }
