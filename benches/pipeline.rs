@@ -102,9 +102,13 @@ impl Svc {
 }
 
 /// The configuration every director of the benchmark runs: one service per case family,
-/// each with [`REALS`] real servers, as a user would write it.
-fn config_text(capacity: usize) -> String {
+/// each with [`REALS`] real servers, as a user would write it; `v6_capacity` is
+/// `conn_v6_capacity` (unset: the default, a quarter of the table).
+fn config_text(capacity: usize, v6_capacity: Option<usize>) -> String {
     let mut t = format!("[director]\nconn_capacity = {capacity}\n");
+    if let Some(v6) = v6_capacity {
+        t += &format!("conn_v6_capacity = {v6}\n");
+    }
     let services: [(Svc, &str, &str, &str, u16); 6] = [
         (Svc::DrV4, "rr", "dr", "", 80),
         (Svc::NatV4, "rr", "nat", "", 8080),
@@ -169,17 +173,25 @@ fn worker_tally(w: &Worker<'_>) -> Tally {
 
 impl Director {
     fn with_sync(settings: PipelineSettings, sync: bool) -> Director {
-        Director::with_capacity(settings, sync, ConnTable::DEFAULT_CAPACITY)
+        Director::with_capacity(settings, sync, ConnTable::DEFAULT_CAPACITY, None)
     }
 
-    /// As [`Director::with_sync`], with a table of `capacity` entries.
-    fn with_capacity(settings: PipelineSettings, sync: bool, capacity: usize) -> Director {
-        let config =
-            config::parse(&config_text(capacity), Path::new("bench.toml")).expect("bench config");
+    /// As [`Director::with_sync`], with a table of `capacity` entries, `v6_capacity` of
+    /// them with room for IPv6 addresses (`None`: the default). The table is built from
+    /// the configuration as the director builds it.
+    fn with_capacity(
+        settings: PipelineSettings,
+        sync: bool,
+        capacity: usize,
+        v6_capacity: Option<usize>,
+    ) -> Director {
+        let config = config::parse(&config_text(capacity, v6_capacity), Path::new("bench.toml"))
+            .expect("bench config");
         let registry = Arc::new(DestRegistry::default());
         let publisher = Publisher::new(config.clone(), Arc::clone(&registry)).expect("publish");
-        let conns = Arc::new(ConnTable::new(
+        let conns = Arc::new(ConnTable::configured(
             config.conn_capacity,
+            &config,
             1,
             Arc::clone(&registry),
         ));
@@ -833,7 +845,15 @@ impl Bench {
             return;
         }
         eprintln!("{name}: building {flows} flows and prefilling the table");
-        let mut d = Director::with_sync(PipelineSettings::default(), sync);
+        // The IPv6 cases hold nothing but IPv6 connections: their table has room for the
+        // addresses of every entry (`conn_v6_capacity`), as a user with such traffic sets it.
+        let v6_capacity = svc.v6().then_some(ConnTable::DEFAULT_CAPACITY);
+        let mut d = Director::with_capacity(
+            PipelineSettings::default(),
+            sync,
+            ConnTable::DEFAULT_CAPACITY,
+            v6_capacity,
+        );
         let mut clock = Clock::real();
         prefill(&mut d, &mut clock, svc, flows, &mut self.bufs);
         let acks = client_pool(svc, flows, Tcp::Ack, 64, sums);
@@ -915,7 +935,7 @@ impl Bench {
                 .unwrap_or(PipelineSettings::default().expire_budget),
             ..PipelineSettings::default()
         };
-        let mut d = Director::with_capacity(settings, false, flows);
+        let mut d = Director::with_capacity(settings, false, flows, None);
         let mut clock = Clock::stepped_ns(FILL_STEP_NS);
         prefill(&mut d, &mut clock, Svc::DrV4, flows, &mut self.bufs);
         let live = d.conns.len();
