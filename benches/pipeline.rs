@@ -1306,7 +1306,7 @@ fn main() {
         eprintln!("filtered run: results not written");
         return;
     }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results");
+    let dir = common::results_dir();
     std::fs::create_dir_all(&dir).expect("bench-results/");
     let text = serde_json::to_string_pretty(&json).expect("json") + "\n";
     std::fs::write(dir.join("pipeline.json"), text).expect("write pipeline.json");

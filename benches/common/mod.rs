@@ -149,6 +149,15 @@ pub fn command_line(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// Where a benchmark writes its results: `FASTLB_BENCH_RESULTS` if set (a binary run on
+/// another machine, `tools/bench/prebuilt.sh`), else the crate's `bench-results/`.
+pub fn results_dir() -> std::path::PathBuf {
+    std::env::var_os("FASTLB_BENCH_RESULTS").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results"),
+        std::path::PathBuf::from,
+    )
+}
+
 /// `/proc/loadavg` as it reads now.
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
