@@ -93,8 +93,9 @@ impl ConnTable {
     /// A table of `capacity` entries shared by `workers` workers, updating the counters in
     /// `registry`, with room for the IPv6 addresses of [`ConnTable::default_v6_capacity`]
     /// of them. Allocates everything it will ever use: a 64-byte entry each, an index of
-    /// 64-byte buckets sized for two keys per entry at most half full, and 48 bytes for
-    /// each IPv6 entry it may hold (resident only once used).
+    /// 64-byte buckets sized for two keys per entry at most half full (4 x `capacity` / 7
+    /// buckets, 36.6 bytes an entry), and 48 bytes for each IPv6 entry it may hold
+    /// (resident only once used).
     ///
     /// The hash seed is random; use [`ConnTable::with_seed`] for a fixed one.
     ///
@@ -126,7 +127,7 @@ impl ConnTable {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_usize(capacity);
-        let buckets = (capacity * 2 * 2).div_ceil(CELLS);
+        let buckets = ConnTable::index_buckets(capacity);
         ConnTable::with_index(
             capacity,
             v6_capacity,
@@ -169,9 +170,16 @@ impl ConnTable {
         registry: Arc<DestRegistry>,
         seed: u64,
     ) -> ConnTable {
-        let buckets = (capacity * 2 * 2).div_ceil(CELLS);
         let v6 = ConnTable::default_v6_capacity(capacity);
+        let buckets = ConnTable::index_buckets(capacity);
         ConnTable::with_index(capacity, v6, workers, registry, seed, buckets)
+    }
+
+    /// Index buckets for `capacity` entries: room for two keys per entry (a NAT
+    /// connection's two directions) with the buckets at most half full, exactly that many
+    /// (the index does not round its count up).
+    fn index_buckets(capacity: usize) -> usize {
+        (capacity * 2 * 2).div_ceil(CELLS)
     }
 
     fn with_index(

@@ -75,38 +75,37 @@ fn counts(tb: &ConnTable, d: u32) -> (u32, u32, u32) {
 }
 
 /// What a table allocates per entry, as `docs/performance.md` ("Memory per connection")
-/// counts it: a 64-byte entry, 64 bytes of index at a power-of-two capacity (room for two
-/// keys per entry in buckets at most half full, the bucket count rounded up to a power of
-/// two), and a 48-byte side entry for a quarter of the entries (IPv6 addresses).
+/// counts it: a 64-byte entry, the index (room for two keys per entry in 64-byte buckets of
+/// seven cells at most half full: 4 x capacity / 7 buckets, rounded up to a whole bucket
+/// and nothing more, 36.6 bytes an entry at any capacity), and a 48-byte side entry for a
+/// quarter of the entries (IPv6 addresses).
 #[test]
 fn footprint_is_entries_plus_index() {
     assert_eq!(std::mem::size_of::<Slot>(), 64);
     assert_eq!(std::mem::align_of::<Slot>(), 64);
     assert_eq!(std::mem::size_of::<Side>(), 48);
-    for cap in [1024, 1 << 16] {
+    let pool = std::mem::size_of::<SlotPool>();
+    // Powers of two and not: 1.5 Ki entries get 878 buckets (they got 1 Ki when the count
+    // was rounded up to a power of two, 43 bytes of index an entry instead of 36.6).
+    for cap in [1024, 1536, 1 << 16, 1_000_003] {
         let tb = table(cap, 2);
-        let workers = 2 * std::mem::size_of::<SlotPool>();
-        assert_eq!(tb.v6_capacity(), cap / 4);
-        assert_eq!(tb.side_bytes(), cap / 4 * 48);
+        let buckets = (cap * 4).div_ceil(7);
+        assert_eq!(tb.index.buckets(), buckets, "capacity {cap}");
+        assert_eq!(tb.v6_capacity(), cap.div_ceil(4));
+        assert_eq!(tb.side_bytes(), cap.div_ceil(4) * 48);
         assert_eq!(
             tb.footprint(),
-            cap * (64 + 64) + cap / 4 * 48 + workers,
+            cap * 64 + buckets * 64 + cap.div_ceil(4) * 48 + 2 * pool,
             "capacity {cap}"
         );
+        // 64 + 36.6 = 100.6 bytes an entry (the side entries apart), within a bucket.
+        let index = tb.index.bytes() as f64 / cap as f64;
+        assert!((36.57..36.64).contains(&index), "capacity {cap}: {index}");
     }
-    // The bucket count is rounded up to a power of two: 1.5 Ki entries need 878 buckets
-    // and get 1 Ki (43 bytes of index per entry).
-    let tb = table(1536, 1);
-    assert_eq!(
-        tb.footprint(),
-        1536 * 64 + 1024 * 64 + 384 * 48 + std::mem::size_of::<SlotPool>()
-    );
+    assert_eq!(table(1536, 1).index.buckets(), 878);
     // No room for IPv6 at all: nothing but the entries and the index.
     let tb = ConnTable::with_v6_capacity(1024, 0, 1, Arc::new(DestRegistry::new(2)));
-    assert_eq!(
-        tb.footprint(),
-        1024 * (64 + 64) + std::mem::size_of::<SlotPool>()
-    );
+    assert_eq!(tb.footprint(), 1024 * 64 + 586 * 64 + pool);
 }
 
 #[test]
@@ -571,9 +570,10 @@ fn small(c: u8, p: u8, nat: bool) -> NewConn {
 
 proptest! {
     /// The table against a HashMap, single-threaded, with an index small enough to
-    /// overflow buckets and fill probe windows.
+    /// overflow buckets and fill probe windows: 8 buckets (the least an index has) to 13,
+    /// so that probe windows wrap past the last bucket.
     #[test]
-    fn index_matches_a_hashmap(ops in proptest::collection::vec(op(), 1..200), buckets in 1usize..4) {
+    fn index_matches_a_hashmap(ops in proptest::collection::vec(op(), 1..200), buckets in 1usize..14) {
         let tb = ConnTable::with_index(24, 6, 1, Arc::new(DestRegistry::new(2)), 3, buckets);
         let mut oracle: HashMap<(u8, u8), (ConnId, NewConn)> = HashMap::new();
         for op in ops {
