@@ -44,7 +44,7 @@ unsafe impl crate::conn::mem::Zeroable for Bucket {}
 /// The index: maps a 64-bit hash to payloads (`dir << 32 | slot + 1`) carrying the hash's
 /// tag. It never reads the slots; the table verifies every candidate against the key.
 pub(super) struct Index {
-    buckets: Box<[Bucket]>,
+    buckets: crate::conn::mem::Zeroed<Bucket>,
 }
 
 impl Index {
@@ -56,7 +56,8 @@ impl Index {
         let n = buckets.max(PROBE);
         assert!(n <= u32::MAX as usize, "index too large");
         Index {
-            buckets: crate::conn::mem::zeroed_slice(n),
+            // Resident at once: the packet path never faults a page of it in.
+            buckets: crate::conn::mem::zeroed_slice(n, crate::conn::mem::Pages::Now),
         }
     }
 

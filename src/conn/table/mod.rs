@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use super::defence::DefenceWord;
 use super::index::{Index, CELLS};
+use super::mem::{zeroed_slice, Pages, Zeroed};
 use super::state::Timeouts;
 use crate::service::DestRegistry;
 
@@ -60,10 +61,10 @@ pub use types::{
 
 /// The shared connection table. See the module and `docs/conn-table.md`.
 pub struct ConnTable {
-    slots: Box<[Slot]>,
+    slots: Zeroed<Slot>,
     /// The addresses of entries that keep them outside their slot (IPv6), split between
     /// the workers as the slots are.
-    side: Box<[Side]>,
+    side: Zeroed<Side>,
     index: Index,
     pools: Box<[SlotPool]>,
     registry: Arc<DestRegistry>,
@@ -205,8 +206,10 @@ impl ConnTable {
         };
         let seed = [next(), next(), next(), next(), next()];
         let table = ConnTable {
-            slots: crate::conn::mem::zeroed_slice(capacity),
-            side: crate::conn::mem::zeroed_slice(v6_capacity),
+            // The entries are all written below (the free lists); the side entries only
+            // as IPv6 entries are made.
+            slots: zeroed_slice(capacity, Pages::Now),
+            side: zeroed_slice(v6_capacity, Pages::OnFirstWrite),
             index: Index::new(buckets),
             pools: (0..workers).map(|_| SlotPool::default()).collect(),
             registry,
