@@ -43,7 +43,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::{Frame, PacketProcessor, Verdict};
 use crate::conn::defence::DropCounter;
 use crate::conn::ConnTable;
-use crate::forward::nexthop::{MacAddr, NextHop, NextHops};
+use crate::forward::nexthop::{MacAddr, NextHops};
 use crate::ha::sync::SyncHook;
 use crate::sched::{self, RoundRobin, Scheduler};
 use crate::service::{ServiceId, ServiceTable};
@@ -93,10 +93,11 @@ pub struct Pipeline {
     missing: Option<Sender<IpAddr>>,
     conns: Arc<ConnTable>,
     nexthops: Arc<NextHops>,
-    /// Next hop toward each real server (by `DestId`) with the address it was resolved
-    /// for, as IPVS keeps `dest_dst` in the destination: resolved on first use, forgotten
-    /// when the next-hop tables change. Failures are not kept (they are reported anew).
-    dest_hops: Box<[Option<(IpAddr, NextHop)>]>,
+    /// Next hop toward each real server (by `DestId`, one spare entry last) with the
+    /// address it was resolved for, as IPVS keeps `dest_dst` in the destination: resolved
+    /// on first use, forgotten when the next-hop tables change. Failures are not kept
+    /// (they are reported anew).
+    dest_hops: Box<[egress::DestHop]>,
     stats: Arc<WorkerStats>,
     settings: PipelineSettings,
     /// Slots one expiry sweep examines per millisecond.
@@ -144,7 +145,8 @@ impl Pipeline {
             EXPIRE_BUDGET_AUTO => (conns.worker_slots(worker) / 1000).max(MIN_EXPIRE_BUDGET),
             n => n,
         };
-        let dest_hops = vec![None; conns.registry().capacity()].into_boxed_slice();
+        let dest_hops =
+            vec![egress::DestHop::EMPTY; conns.registry().capacity() + 1].into_boxed_slice();
         Pipeline {
             worker,
             table,
@@ -347,7 +349,7 @@ impl PacketProcessor for Pipeline {
         if let Some(rx) = &self.nexthop_updates {
             if let Some(newest) = rx.try_iter().last() {
                 self.nexthops = newest;
-                self.dest_hops.fill(None);
+                self.dest_hops.fill(egress::DestHop::EMPTY);
             }
         }
         self.sweep(now);
