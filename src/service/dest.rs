@@ -13,7 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 pub struct DestId(pub u32);
 
 /// Connection counters of one real server, as the kernel's `struct ip_vs_dest` keeps them.
+///
+/// Each server's counters fill a cache line of their own, so workers changing one server's
+/// counts do not take the line of another's from the cores reading it.
 #[derive(Debug, Default)]
+#[repr(align(64))]
 pub struct DestCounters {
     /// Connections counted active: TCP connections in SYN_SENT, SYN_RECV, ESTABLISHED or
     /// SYNACK (the kernel's `tcp_state_active`). As in the kernel, a new connection starts
@@ -62,21 +66,28 @@ impl DestCounters {
 
     /// Re-evaluates OVERLOAD after the connection count changed, as `ip_vs_bind_dest` /
     /// `ip_vs_unbind_dest` do: set when `active + inactive >= upper`; cleared when the count
-    /// falls below `lower`, or, with `lower` 0, when `count * 4 < upper * 3`.
+    /// falls below `lower`, or, with `lower` 0, when `count * 4 < upper * 3`. Stores the
+    /// flag only when it changes: every new connection and every expiry calls this, and a
+    /// store would take the line from every core reading it.
     pub fn update_overload(&self) {
         let upper = self.upper_threshold.load(Ordering::Relaxed);
-        let lower = self.lower_threshold.load(Ordering::Relaxed);
-        if upper == 0 {
-            self.overloaded.store(false, Ordering::Relaxed);
-            return;
-        }
-        let conns = u64::from(self.active()) + u64::from(self.inactive());
-        if conns >= u64::from(upper) {
-            self.overloaded.store(true, Ordering::Relaxed);
-        } else if (lower != 0 && conns < u64::from(lower))
-            || (lower == 0 && conns * 4 < u64::from(upper) * 3)
-        {
-            self.overloaded.store(false, Ordering::Relaxed);
+        let set = if upper == 0 {
+            false
+        } else {
+            let lower = self.lower_threshold.load(Ordering::Relaxed);
+            let conns = u64::from(self.active()) + u64::from(self.inactive());
+            if conns >= u64::from(upper) {
+                true
+            } else if (lower != 0 && conns < u64::from(lower))
+                || (lower == 0 && conns * 4 < u64::from(upper) * 3)
+            {
+                false
+            } else {
+                return;
+            }
+        };
+        if self.overloaded.load(Ordering::Relaxed) != set {
+            self.overloaded.store(set, Ordering::Relaxed);
         }
     }
 
