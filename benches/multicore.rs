@@ -1,11 +1,12 @@
 //! Many cores sharing one director: N worker threads, one pinned per core, each running its
 //! own [`Pipeline`] over one shared [`ConnTable`] (the table of N workers, each allocating
 //! from its own share of the slots), one [`DestRegistry`] (the real servers' connection
-//! counters every worker updates) and the snapshots of one [`Publisher`] (every worker
-//! subscribed; the main thread publishes a new snapshot of the same configuration every
-//! 100 ms while the workers run, so each switches snapshots as a live director's workers
-//! do on a reload). Flows are split between the workers as RSS splits them over the
-//! receive queues: by a hash of the 5-tuple, every packet of a flow to the same worker.
+//! counters every worker updates, each in its own shard as a live worker thread does) and
+//! the snapshots of one [`Publisher`] (every worker subscribed; the main thread publishes a
+//! new snapshot of the same configuration every 100 ms while the workers run, so each
+//! switches snapshots as a live director's workers do on a reload). Flows are split between
+//! the workers as RSS splits them over the receive queues: by a hash of the 5-tuple, every
+//! packet of a flow to the same worker.
 //!
 //! What each worker times is what `benches/pipeline.rs` times: `process_batch` on 64 frames
 //! plus `between_batches`, the frames copied into its buffers untimed before each batch.
@@ -319,6 +320,8 @@ fn run_case(case: &Case, n: usize, runs: usize, secs: Duration, publish: Duratio
                 let ids = std::mem::take(ids);
                 s.spawn(move || {
                     pin(cores, w);
+                    // As a live worker thread: its own shard of the real servers' counters.
+                    fastlb::service::count_as_worker(w);
                     let timed = match case.load {
                         Load::Established { .. } => {
                             let syns = pool(&ids, true);

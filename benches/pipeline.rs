@@ -1231,6 +1231,9 @@ fn report(results: &[Measured], s: &Settings, load_start: &str) -> (Value, Strin
 }
 
 fn main() {
+    // The main thread is worker 0 of every director measured here, and counts connections
+    // in that worker's shard, as the live worker thread does.
+    fastlb::service::count_as_worker(0);
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let runs = std::env::var("FASTLB_BENCH_RUNS")
         .ok()

@@ -3,13 +3,12 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use fastlb::control::metrics::{MetricsServer, MetricsSource};
 use fastlb::control::Publisher;
 use fastlb::service::config::ipvsadm::parse_rules;
-use fastlb::service::DestRegistry;
+use fastlb::service::{ConnCount, DestRegistry};
 use fastlb::stats::{DropReason, WorkerStats};
 
 fn get(addr: SocketAddr, path: &str) -> (String, String) {
@@ -42,16 +41,8 @@ fn scrape_over_http() {
     workers[0].batches.add(2);
     workers[0].count_drop(DropReason::NoDestination);
     workers[1].count_drop(DropReason::NoDestination);
-    publisher
-        .registry()
-        .get(b)
-        .active_conns
-        .store(0, Ordering::Relaxed);
-    publisher
-        .registry()
-        .get(b)
-        .inactive_conns
-        .store(4, Ordering::Relaxed);
+    publisher.registry().get(b).set(ConnCount::Active, 0);
+    publisher.registry().get(b).set(ConnCount::Inactive, 4);
 
     let source = MetricsSource::new(&mut publisher, workers.clone());
     let server = MetricsServer::spawn("127.0.0.1:0".parse().unwrap(), source).unwrap();

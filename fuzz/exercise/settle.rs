@@ -2,9 +2,7 @@
 //! and `tests/fuzz_corpus.rs` include it at their root (`#[path]`), beside the exercises,
 //! which call it as `crate::settle`.
 
-use std::sync::atomic::Ordering;
-
-use fastlb::service::{DestId, DestRegistry};
+use fastlb::service::{ConnCount, DestId, DestRegistry};
 
 /// Asserts that every real server's active, inactive and persistence counters are back at
 /// zero (`what` names the entries that expired).
@@ -13,9 +11,9 @@ pub fn assert_counters_at_zero(registry: &DestRegistry, what: &str) {
         let d = registry.get(DestId(i as u32));
         assert_eq!(
             (
-                d.active(),
-                d.inactive(),
-                d.persist_conns.load(Ordering::Relaxed)
+                d.net(ConnCount::Active),
+                d.net(ConnCount::Inactive),
+                d.net(ConnCount::Persistent)
             ),
             (0, 0, 0),
             "real server {i}: counters not back at zero once every {what} expired"

@@ -288,10 +288,7 @@ mod tests {
         }
 
         fn persist(&self, d: u32) -> u32 {
-            self.reg
-                .get(DestId(d))
-                .persist_conns
-                .load(std::sync::atomic::Ordering::Relaxed)
+            self.reg.get(DestId(d)).persistent()
         }
     }
 

@@ -159,7 +159,7 @@ pub fn build_table_view(
                         lower_threshold: d.server.lower_threshold,
                         active: c.active(),
                         inactive: c.inactive(),
-                        persistent: c.persist_conns.load(std::sync::atomic::Ordering::Relaxed),
+                        persistent: c.persistent(),
                         overloaded: c.is_overloaded(),
                         stats: t,
                         rates: rates.map(|r| r.dest(d.id)).unwrap_or_default(),
@@ -913,9 +913,7 @@ IP  00:05  NONE        192.0.2.0:0        0.0.0.7:0          10.1.0.2:0
         let reg = DestRegistry::new(4);
         let table = ServiceTable::build(&config, &mut DestIds::new(4), &reg, 1).unwrap();
         let id = table.services[0].dests[0].id;
-        reg.get(id)
-            .active_conns
-            .store(3, std::sync::atomic::Ordering::Relaxed);
+        reg.get(id).set(crate::service::ConnCount::Active, 3);
         let workers = vec![Arc::new(WorkerStats::new(4)), Arc::new(WorkerStats::new(4))];
         workers[0].dest(id).in_pkts.add(5);
         workers[1].dest(id).in_pkts.add(6);

@@ -184,7 +184,7 @@ impl MetricsSource {
                 inactive.get_or_create(&labels).set(i64::from(c.inactive()));
                 persistent
                     .get_or_create(&labels)
-                    .set(i64::from(c.persist_conns.load(Ordering::Relaxed)));
+                    .set(i64::from(c.persistent()));
                 weight
                     .get_or_create(&labels)
                     .set(i64::from(d.server.weight));
@@ -487,8 +487,7 @@ mod tests {
         workers[1].tx_ring_full.add(2);
         p.registry()
             .get(id)
-            .inactive_conns
-            .store(2, Ordering::Relaxed);
+            .set(crate::service::ConnCount::Inactive, 2);
         let text = src.render();
         for line in [
             "fastlb_service_in_bytes_total{service=\"TCP 10.0.0.1:80\"} 1500",

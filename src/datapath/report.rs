@@ -80,9 +80,7 @@ impl ReplayReport {
                             weight: d.server.weight,
                             active_conns: c.active(),
                             inactive_conns: c.inactive(),
-                            persistent_conns: c
-                                .persist_conns
-                                .load(std::sync::atomic::Ordering::Relaxed),
+                            persistent_conns: c.persistent(),
                             traffic: dest_totals(stats(), d.id),
                         }
                     })

@@ -162,8 +162,8 @@ pub(crate) mod testutil {
 
     use super::SchedInput;
     use crate::service::{
-        Dest, DestId, DestRegistry, ForwardMethod, Protocol, RealServer, SchedFlags, SchedulerKind,
-        ServiceEntry, ServiceKey, VirtualService, DEFAULT_MH_TABLE_SIZE,
+        ConnCount, Dest, DestId, DestRegistry, ForwardMethod, Protocol, RealServer, SchedFlags,
+        SchedulerKind, ServiceEntry, ServiceKey, VirtualService, DEFAULT_MH_TABLE_SIZE,
     };
     use crate::time::Instant;
 
@@ -225,8 +225,8 @@ pub(crate) mod testutil {
     /// Sets a real server's active and inactive connection counts.
     pub fn set_conns(reg: &DestRegistry, d: &Dest, active: u32, inactive: u32) {
         let c = reg.get(d.id);
-        c.active_conns.store(active, Ordering::Relaxed);
-        c.inactive_conns.store(inactive, Ordering::Relaxed);
+        c.set(ConnCount::Active, active);
+        c.set(ConnCount::Inactive, inactive);
     }
 
     /// Sets or clears OVERLOAD.
@@ -341,7 +341,7 @@ mod tests {
                     };
                     prop_assert!(ok, "{} picked {}", kind, i);
                     // Load moves as connections arrive, which exercises lblc/lblcr's rules.
-                    reg.get(svc.dests[i].id).active_conns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    reg.get(svc.dests[i].id).add(crate::service::ConnCount::Active);
                 }
             }
         }

@@ -90,10 +90,13 @@ mod tests {
 
     #[test]
     fn no_overflow_with_large_counts() {
+        // The largest counts there can be: 2^31 - 1 (a connection table holds fewer
+        // entries; the kernel's counters are `atomic_t`, as large).
+        let max = i32::MAX as u32;
         let d = dests(&[65535, 65535]);
         let reg = DestRegistry::new(4);
-        set_conns(&reg, &d[0], u32::MAX, u32::MAX);
-        set_conns(&reg, &d[1], u32::MAX, u32::MAX - 1);
+        set_conns(&reg, &d[0], max, max);
+        set_conns(&reg, &d[1], max, max - 1);
         assert_eq!(WeightedLeastConn.schedule(&d, &reg, &any_input()), Some(1));
     }
 }

@@ -23,7 +23,7 @@ pub mod pair;
 mod sync;
 pub mod table;
 
-pub use dest::{DestCounters, DestId, DestRegistry};
+pub use dest::{count_as_worker, ConnCount, DestCounters, DestId, DestRegistry};
 pub use sync::{BadSyncSetting, DaemonConfig, SyncRole, SyncSettings};
 pub use table::{Dest, ServiceEntry, ServiceId, ServiceTable};
 

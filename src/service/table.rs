@@ -243,9 +243,7 @@ impl DestIds {
         let free = &mut self.free;
         self.retired.retain(|id| {
             let c = registry.get(*id);
-            let idle = c.active() == 0
-                && c.inactive() == 0
-                && c.persist_conns.load(std::sync::atomic::Ordering::Relaxed) == 0;
+            let idle = c.active() == 0 && c.inactive() == 0 && c.persistent() == 0;
             if idle {
                 c.reset();
                 free.push(*id);

@@ -5,10 +5,11 @@
 # flow hash (a veth delivers on the receive queue of the sender's transmit queue, RSS's
 # part here). 200 curls, a new connection each: every one answered by a real server, in
 # wrr's 3:1 within the two-cursor bound of wrr.sh, the ctl counters agree with what curl
-# saw, and both workers carried a real share of the frames both ways. In NAT a reply comes
-# back on d1, whose queue the real server's side picks on its own: it is often not the
-# worker that scheduled the connection, so every answer shows that the shared table works
-# across workers.
+# saw, the active and inactive counts (summed over the workers' shards) cover every
+# connection, and both workers carried a real share of the frames both ways. In NAT a reply
+# comes back on d1, whose queue the real server's side picks on its own: it is often not
+# the worker that scheduled the connection, so every answer shows that the shared table
+# works across workers.
 source "$(dirname "$0")/lib.sh"
 MODE=${1:?usage: multiqueue.sh dr|nat|tun}
 lab_up "$MODE-mq" "$MODE" --queues 2
@@ -30,6 +31,14 @@ pass "$N connections over two workers answered, rs1 $A, rs2 $B"
 C1=$(real_field tcp 80 "$RS1" conns) C2=$(real_field tcp 80 "$RS2" conns)
 [[ $C1 == "$A" && $C2 == "$B" ]] || fail "ctl --stats conns ($C1, $C2) differ from what curl saw ($A, $B)"
 pass "ctl counters match the answers"
+
+# Each worker counts the connections it opens, moves and ends in its own shard of the real
+# servers' counters, and ctl sums the shards: every connection made is still in the table
+# (FIN_WAIT or TIME_WAIT, two minutes), active or inactive at its real server.
+field_sum() { echo $(( $(real_field tcp 80 "$RS1" "$1") + $(real_field tcp 80 "$RS2" "$1") )); }
+AC=$(field_sum active_conns) IC=$(field_sum inactive_conns)
+(( AC + IC == C1 + C2 )) || fail "ctl -L counts $AC active + $IC inactive, not the $(( C1 + C2 )) connections made"
+pass "ctl sums the two workers' counts: $AC active + $IC inactive connections"
 
 # Each worker's share of the frames, from the metrics (worker="0" and worker="1").
 metric() { dx curl -s "http://127.0.0.1:9108/metrics" | awk -v m="$1{worker=\"$2\"}" '$1 == m {print $2}'; }

@@ -2,12 +2,11 @@
 //! that run fastlb's own schedulers.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::Ordering;
 
 use fastlb::sched::{self, SchedInput, Scheduler};
 use fastlb::service::{
-    Dest, DestId, DestRegistry, ForwardMethod, Protocol, RealServer, SchedFlags, SchedulerKind,
-    ServiceEntry, ServiceKey, VirtualService,
+    ConnCount, Dest, DestId, DestRegistry, ForwardMethod, Protocol, RealServer, SchedFlags,
+    SchedulerKind, ServiceEntry, ServiceKey, VirtualService,
 };
 use fastlb::time::Instant;
 
@@ -248,10 +247,7 @@ impl Director {
             .schedule(&service.dests, &self.registry, &flow.sched_input())
             .expect("every real server is available");
         let id = service.dests[i].id;
-        self.registry
-            .get(id)
-            .active_conns
-            .fetch_add(1, Ordering::Relaxed);
+        self.registry.get(id).add(ConnCount::Active);
         id
     }
 }

@@ -68,7 +68,6 @@ impl ConnTable {
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
-    use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
     use super::super::{ConnTable, Direction, NewConn, TemplateKey};
@@ -108,11 +107,7 @@ mod tests {
     /// (active, inactive, persistent) at the one real server.
     fn counts(tb: &ConnTable) -> (u32, u32, u32) {
         let c = tb.registry().get(DestId(1));
-        (
-            c.active(),
-            c.inactive(),
-            c.persist_conns.load(Ordering::Relaxed),
-        )
+        (c.active(), c.inactive(), c.persistent())
     }
 
     fn states(tb: &ConnTable) -> Vec<&'static str> {

@@ -59,14 +59,7 @@ impl ConnTable {
                 let was = meta.is_tcp() && TcpState::index_is_active(c.state());
                 let is = meta.is_tcp() && TcpState::index_is_active(state);
                 if was != is {
-                    let counters = self.registry.get(DestId(dest));
-                    let (inc, dec) = if is {
-                        (&counters.active_conns, &counters.inactive_conns)
-                    } else {
-                        (&counters.inactive_conns, &counters.active_conns)
-                    };
-                    inc.fetch_add(1, Ordering::Relaxed);
-                    dec.fetch_sub(1, Ordering::Relaxed);
+                    self.registry.get(DestId(dest)).shift(is);
                 }
                 return;
             }

@@ -7,7 +7,7 @@ use super::{
     F_V6, GEN_MASK, METHOD_SHIFT, NO_SLOT,
 };
 use crate::conn::state::{next_state_secure, StateTable, TcpFlags, TcpState, TEMPLATE_RETRY_SECS};
-use crate::service::{DestId, ForwardMethod, Protocol};
+use crate::service::{ConnCount, DestId, ForwardMethod, Protocol};
 use crate::time::Instant;
 use std::sync::atomic::{fence, Ordering};
 
@@ -161,17 +161,17 @@ impl ConnTable {
     /// Adds or removes one count for an entry in `state`.
     #[inline]
     pub(super) fn count(&self, meta: Meta, state: u8, c: &crate::service::DestCounters, add: bool) {
-        let counter = if meta.template() {
-            &c.persist_conns
+        let which = if meta.template() {
+            ConnCount::Persistent
         } else if meta.is_tcp() && TcpState::index_is_active(state) {
-            &c.active_conns
+            ConnCount::Active
         } else {
-            &c.inactive_conns
+            ConnCount::Inactive
         };
         if add {
-            counter.fetch_add(1, Ordering::Relaxed);
+            c.add(which);
         } else {
-            counter.fetch_sub(1, Ordering::Relaxed);
+            c.remove(which);
         }
     }
 

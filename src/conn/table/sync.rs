@@ -470,14 +470,9 @@ impl ConnTable {
             {
                 let (was, is) = (counts_active(meta, c.state()), counts_active(meta, state));
                 if was != is {
-                    let counters = self.registry.get(DestId(s.dest.load(Ordering::Relaxed)));
-                    let (inc, dec) = if is {
-                        (&counters.active_conns, &counters.inactive_conns)
-                    } else {
-                        (&counters.inactive_conns, &counters.active_conns)
-                    };
-                    inc.fetch_add(1, Ordering::Relaxed);
-                    dec.fetch_sub(1, Ordering::Relaxed);
+                    self.registry
+                        .get(DestId(s.dest.load(Ordering::Relaxed)))
+                        .shift(is);
                 }
                 return true;
             }

@@ -67,11 +67,7 @@ fn rev(n: &NewConn) -> FlowKey {
 
 fn counts(tb: &ConnTable, d: u32) -> (u32, u32, u32) {
     let c = tb.registry().get(DestId(d));
-    (
-        c.active(),
-        c.inactive(),
-        c.persist_conns.load(Ordering::Relaxed),
-    )
+    (c.active(), c.inactive(), c.persistent())
 }
 
 /// What a table allocates per entry, as `docs/performance.md` ("Memory per connection")
@@ -896,13 +892,80 @@ fn templates_racing_attach_and_expiry_are_never_freed_under_a_connection() {
         .all(|s| s.n_control.load(Ordering::Relaxed) == 0));
     for d in 0..2 {
         let c = reg.get(DestId(d));
-        assert_eq!(
-            (
-                c.active(),
-                c.inactive(),
-                c.persist_conns.load(Ordering::Relaxed)
-            ),
-            (0, 0, 0)
-        );
+        assert_eq!((c.active(), c.inactive(), c.persistent()), (0, 0, 0));
+    }
+}
+
+/// Each worker thread counts in its own shard of the real servers' counters; a worker that
+/// moves and ends connections another created leaves its shard below zero, and the sums
+/// stay exact: between the phases (threads quiet) and at the end, when every count is 0.
+#[test]
+fn counts_stay_exact_when_workers_end_each_others_connections() {
+    const N: u32 = 4_000;
+    let reg = Arc::new(DestRegistry::with_shards(4, 3));
+    let tb = Arc::new(ConnTable::with_seed(4 * N as usize, 2, reg.clone(), 5));
+    let totals = || {
+        (0..4).fold((0, 0), |(a, i), d| {
+            let c = reg.get(DestId(d));
+            (a + c.active(), i + c.inactive())
+        })
+    };
+    // Phase 1: each worker opens N connections (SYN: active) spread over 4 servers.
+    let opened: Vec<Vec<ConnId>> = (0..2)
+        .map(|w| {
+            let tb = tb.clone();
+            std::thread::spawn(move || {
+                crate::service::count_as_worker(w);
+                (0..N)
+                    .map(|i| {
+                        let client = format!("10.{w}.{}.{}", i >> 8, i & 0xff);
+                        let n = conn(ForwardMethod::DirectRouting, &client, 1, i % 4);
+                        tb.insert(w, t(0), n).unwrap().id
+                    })
+                    .collect()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(totals(), (2 * N, 0));
+    // Phase 2: each worker takes the other's connections to ESTABLISHED then CLOSE
+    // (active to inactive), and ends every other one at once.
+    let handles: Vec<_> = (0..2)
+        .map(|w| {
+            let (tb, ids) = (tb.clone(), opened[1 - w].clone());
+            std::thread::spawn(move || {
+                crate::service::count_as_worker(w);
+                for (k, id) in ids.into_iter().enumerate() {
+                    tb.on_packet(id, Direction::Original, ACK, t(1));
+                    tb.on_packet(id, Direction::Original, Some(F::RST), t(1));
+                    if k % 2 == 0 {
+                        assert!(tb.expire_now(id));
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(totals(), (0, N));
+    // Phase 3: the owners reclaim what is left when its timer runs out.
+    let handles: Vec<_> = (0..2)
+        .map(|w| {
+            let tb = tb.clone();
+            std::thread::spawn(move || {
+                crate::service::count_as_worker(w);
+                tb.expire(w, t(100_000), usize::MAX)
+            })
+        })
+        .collect();
+    let freed: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(freed, 2 * N as usize);
+    assert!(tb.is_empty());
+    for d in 0..4 {
+        let c = reg.get(DestId(d));
+        assert_eq!((c.active(), c.inactive(), c.persistent()), (0, 0, 0));
     }
 }

@@ -402,7 +402,12 @@ where
         let busy = opts.busy_poll;
         let h = std::thread::Builder::new()
             .name(format!("fastlb-xdp-{q}"))
-            .spawn(move || worker_loop(worker, core, idle, busy, &stop))
+            .spawn(move || {
+                // Worker q counts connections in its own shard of the real servers'
+                // counters (see `service::count_as_worker`).
+                crate::service::count_as_worker(q as usize);
+                worker_loop(worker, core, idle, busy, &stop)
+            })
             .map_err(XdpError::Spawn)?;
         dp.workers.push(h);
         dp.stats.push(stats);

@@ -272,10 +272,7 @@ fn a_table_comes_back_with_states_servers_and_the_time_it_had_left() {
     // active and its UDP one inactive, as before.
     let reg = b.conns.registry();
     let d11 = reg.get(dest(&b.table, "10.0.0.11", 80));
-    assert_eq!(
-        d11.active_conns.load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(d11.active(), 1);
     // A template keeps its whole timeout for its next use.
     let t = after.iter().find(|e| e.template).unwrap();
     assert!(t.expires_in_ms <= 500_000 + 1_000, "{t:?}");

@@ -320,11 +320,7 @@ fn connections_and_templates_reach_the_backup_with_state_and_counts() {
             .flat_map(|s| &s.dests)
             .map(|x| {
                 let c = d.registry.get(x.id);
-                (
-                    c.active(),
-                    c.inactive(),
-                    c.persist_conns.load(std::sync::atomic::Ordering::Relaxed),
-                )
+                (c.active(), c.inactive(), c.persistent())
             })
             .collect::<Vec<_>>()
     };
