@@ -189,17 +189,27 @@ impl DestCounters {
         SHARDS_USED.0.load(Ordering::Relaxed).min(self.shards)
     }
 
+    /// Folds this server's counts over every shard that may hold something, shard 0 first
+    /// (the one walk every reader uses; a plain loop: `step_by`/`take` iterators cost wlc
+    /// ~160 instructions a SYN more, callgrind).
+    #[inline]
+    fn fold_shards<T>(&self, init: T, mut f: impl FnMut(T, &Counts) -> T) -> T {
+        let lane = self.lane % PER_LINE;
+        let mut acc = init;
+        let mut line = self.line;
+        for _ in 0..self.used() {
+            acc = f(acc, &self.lines[line].0[lane]);
+            line += self.per_shard;
+        }
+        acc
+    }
+
     /// The sum over the shards of one count, modulo 2^32.
     #[inline]
     fn sum(&self, which: ConnCount) -> i32 {
-        let mut t = 0i32;
-        let mut line = self.line;
-        for _ in 0..self.used() {
-            let c = &self.lines[line].0[self.lane % PER_LINE];
-            t = t.wrapping_add(c.get(which).load(Ordering::Relaxed));
-            line += self.per_shard;
-        }
-        t
+        self.fold_shards(0i32, |t, c| {
+            t.wrapping_add(c.get(which).load(Ordering::Relaxed))
+        })
     }
 
     /// One more connection of kind `which`, counted in the calling thread's shard.
@@ -268,14 +278,12 @@ impl DestCounters {
     /// Active and inactive connections, summed in one pass over the shards.
     #[inline]
     pub fn conns(&self) -> (u32, u32) {
-        let (mut a, mut i) = (0i32, 0i32);
-        let mut line = self.line;
-        for _ in 0..self.used() {
-            let c = &self.lines[line].0[self.lane % PER_LINE];
-            a = a.wrapping_add(c.active.load(Ordering::Relaxed));
-            i = i.wrapping_add(c.inactive.load(Ordering::Relaxed));
-            line += self.per_shard;
-        }
+        let (a, i) = self.fold_shards((0i32, 0i32), |(a, i), c| {
+            (
+                a.wrapping_add(c.active.load(Ordering::Relaxed)),
+                i.wrapping_add(c.inactive.load(Ordering::Relaxed)),
+            )
+        });
         (count(a), count(i))
     }
 
