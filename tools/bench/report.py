@@ -19,6 +19,7 @@ RAW = os.path.join(OUT, "raw")
 TARGETS = [
     ("fastlb_dr_1k_1w_over_ceiling_ratio", ">=", 0.9),
     ("fastlb_nat_1k_1w_over_ceiling_ratio", ">=", 0.9),
+    ("fastlb_tun_1k_1w_over_ceiling_ratio", ">=", 0.9),
     ("fastlb_over_kernel_ratio", ">=", 1.5),
     ("fastlb_over_dpdk_ratio", ">=", 1.0),
     ("fastlb_p99_half_load_over_ceiling_ratio", "<=", 1.2),
